@@ -1,0 +1,197 @@
+//! The admission decision for one request, shared by the webhook and the offline
+//! validator so both always agree: feature gates first, then the kind's rules.
+
+use std::fmt;
+
+use json_patch::PatchOperation;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::Value;
+
+use crate::field::{FieldError, Report};
+use crate::gates::{FeatureGates, Gate};
+use crate::{GROUP, defaults, validation};
+
+/// The kinds prewarm admits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    ImagePullJob,
+    ImageListPullJob,
+    NodeImage,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::ImagePullJob, Kind::ImageListPullJob, Kind::NodeImage];
+    /// The API versions every kind is served in.
+    pub const VERSIONS: [&'static str; 2] = ["v1alpha1", "v1beta1"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ImagePullJob => "ImagePullJob",
+            Self::ImageListPullJob => "ImageListPullJob",
+            Self::NodeImage => "NodeImage",
+        }
+    }
+
+    /// The resource (plural) name, as in an AdmissionRequest's `resource`.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Self::ImagePullJob => "imagepulljobs",
+            Self::ImageListPullJob => "imagelistpulljobs",
+            Self::NodeImage => "nodeimages",
+        }
+    }
+
+    pub fn namespaced(self) -> bool {
+        !matches!(self, Self::NodeImage)
+    }
+
+    pub fn from_name(kind: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == kind)
+    }
+
+    pub fn from_plural(resource: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.plural() == resource)
+    }
+
+    /// Recognises `apps.kruise.io/v1alpha1` or `/v1beta1` with one of our kinds.
+    pub fn from_type_meta(api_version: &str, kind: &str) -> Option<Self> {
+        let (group, version) = api_version.split_once('/')?;
+        (group == GROUP && Self::VERSIONS.contains(&version))
+            .then(|| Self::from_name(kind))
+            .flatten()
+    }
+
+    /// The gates that must be on for this kind to be created or changed.
+    pub fn required_gates(self) -> &'static [Gate] {
+        match self {
+            Self::ImagePullJob | Self::ImageListPullJob => &[Gate::KruiseDaemon, Gate::ImagePullJobGate],
+            Self::NodeImage => &[Gate::KruiseDaemon],
+        }
+    }
+
+    /// The RFC 6902 `add` operations that fill in this kind's defaults.
+    pub fn defaults(self, object: &Value, now: &Time) -> Vec<PatchOperation> {
+        match self {
+            Self::ImagePullJob => defaults::image_pull_job(object),
+            Self::ImageListPullJob => defaults::image_list_pull_job(object),
+            Self::NodeImage => defaults::node_image(object, now),
+        }
+    }
+
+    /// Every rule of this kind; `old` is the stored object on UPDATE.
+    pub fn validate(self, object: &Value, old: Option<&Value>) -> Report {
+        match self {
+            Self::ImagePullJob => validation::image_pull_job(object, old),
+            Self::ImageListPullJob => validation::image_list_pull_job(object),
+            Self::NodeImage => validation::node_image(object),
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+impl Operation {
+    pub fn parse(operation: &str) -> Option<Self> {
+        match operation {
+            "CREATE" => Some(Self::Create),
+            "UPDATE" => Some(Self::Update),
+            "DELETE" => Some(Self::Delete),
+            "CONNECT" => Some(Self::Connect),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+            Self::Connect => "CONNECT",
+        }
+    }
+}
+
+/// What is being admitted.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub kind: Kind,
+    pub operation: Operation,
+    /// `status` for writes to the status subresource.
+    pub sub_resource: Option<&'a str>,
+    pub object: Option<&'a Value>,
+    pub old_object: Option<&'a Value>,
+}
+
+/// The verdict of the validating side.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    Allowed {
+        warnings: Vec<String>,
+    },
+    /// A disabled feature gate: HTTP 403.
+    Forbidden {
+        gate: Gate,
+        message: String,
+    },
+    /// Field errors: HTTP 422, like the API server's own validation.
+    Invalid {
+        errors: Vec<FieldError>,
+        warnings: Vec<String>,
+    },
+}
+
+impl Decision {
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Self::Allowed { .. })
+    }
+}
+
+/// Decides one request. Deletes, subresource writes and updates that leave the
+/// spec alone always pass, so neither a disabled gate nor a rule added since the
+/// object was stored can block cleanup (finalizer removal, labels, status).
+pub fn validate(request: &Request<'_>, gates: &FeatureGates) -> Decision {
+    let allowed = Decision::Allowed { warnings: Vec::new() };
+    if matches!(request.operation, Operation::Delete | Operation::Connect) || request.sub_resource.is_some() {
+        return allowed;
+    }
+    let Some(object) = request.object else {
+        return allowed;
+    };
+    let old = request.old_object.filter(|_| request.operation == Operation::Update);
+    if let Some(old) = old
+        && old.get("spec") == object.get("spec")
+    {
+        return allowed;
+    }
+    if let Some(gate) = request.kind.required_gates().iter().find(|g| !gates.enabled(**g)) {
+        return Decision::Forbidden {
+            gate: *gate,
+            message: gate_message(request.kind, *gate),
+        };
+    }
+    let Report { errors, warnings } = request.kind.validate(object, old);
+    if errors.is_empty() {
+        Decision::Allowed { warnings }
+    } else {
+        Decision::Invalid { errors, warnings }
+    }
+}
+
+fn gate_message(kind: Kind, gate: Gate) -> String {
+    format!(
+        "feature gate {gate} is disabled, so {kind} objects cannot be created and their spec cannot change; \
+         enable it with --feature-gates={gate}=true on prewarm-webhook (deletes, status writes and metadata-only updates stay allowed)"
+    )
+}

@@ -1,0 +1,148 @@
+//! The root types of the three kinds, stamped out once per API version: the
+//! versions share every field (NodeImage `pullSecrets[].mode` aside, which each
+//! version module supplies through its own `ReferenceObject`).
+
+/// ImagePullJob and ImageListPullJob specs: a leading field plus the shared template.
+macro_rules! job_spec {
+    (
+        $(#[$meta:meta])*
+        $name:ident { $(#[$field_meta:meta])* $field:ident : $ty:ty }
+    ) => {
+        #[derive(kube::CustomResource, serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+        $(#[$meta])*
+        #[serde(rename_all = "camelCase")]
+        pub struct $name {
+            $(#[$field_meta])*
+            pub $field: $ty,
+            /// Names of Secrets in the job's namespace used to pull from private
+            /// registries. Immutable on ImagePullJob.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub pull_secrets: Option<Vec<String>>,
+            /// The nodes to pull on, by names or by labels. Unset means all nodes.
+            /// Mutually exclusive with podSelector.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub selector: Option<$crate::job::NodeSelector>,
+            /// Pull on the nodes running the matching pods of this namespace.
+            /// Mutually exclusive with selector.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub pod_selector: Option<$crate::job::PodSelector>,
+            /// Most nodes pulling at the same time: an integer (0 pauses the job)
+            /// or a percentage of the targeted nodes such as "25%". Unset means 1.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub parallelism: Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
+            /// Per-node timeout and retries.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub pull_policy: Option<$crate::job::PullPolicy>,
+            /// When the job ends and is cleaned up.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            #[schemars(required)]
+            pub completion_policy: Option<$crate::job::CompletionPolicy>,
+            /// Labels and annotations passed to the container runtime with each pull.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub sandbox_config: Option<$crate::job::SandboxConfig>,
+            /// Always pulls even when the node has the image; IfNotPresent (the
+            /// default) skips nodes that have it.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub image_pull_policy: Option<String>,
+        }
+
+        impl $name {
+            /// The fields shared by both job kinds.
+            pub fn template(&self) -> $crate::job::TemplateRef<'_> {
+                $crate::job::TemplateRef {
+                    pull_secrets: self.pull_secrets.as_ref(),
+                    selector: self.selector.as_ref(),
+                    pod_selector: self.pod_selector.as_ref(),
+                    parallelism: self.parallelism.as_ref(),
+                    pull_policy: self.pull_policy.as_ref(),
+                    completion_policy: self.completion_policy.as_ref(),
+                    sandbox_config: self.sandbox_config.as_ref(),
+                    image_pull_policy: self.image_pull_policy.as_deref(),
+                }
+            }
+        }
+    };
+}
+
+macro_rules! api_version {
+    ($version:tt, image_pull_job_columns: [$($column:tt),*]) => {
+        $crate::kinds::job_spec! {
+            /// Pulls one image on a set of nodes.
+            #[kube(
+                group = "apps.kruise.io",
+                version = $version,
+                kind = "ImagePullJob",
+                namespaced,
+                status = "crate::job::ImagePullJobStatus",
+                doc = "ImagePullJob pulls one image on a set of nodes ahead of the pods that need it.",
+                derive = "PartialEq",
+                $(printcolumn = $column,)*
+            )]
+            ImagePullJobSpec {
+                /// The image to pull, such as nginx:1.9.1 or a name@sha256 digest.
+                image: String
+            }
+        }
+
+        $crate::kinds::job_spec! {
+            /// Pulls several images on a set of nodes, one ImagePullJob per image.
+            #[kube(
+                group = "apps.kruise.io",
+                version = $version,
+                kind = "ImageListPullJob",
+                namespaced,
+                status = "crate::job::ImageListPullJobStatus",
+                doc = "ImageListPullJob pulls a list of images on a set of nodes, through one ImagePullJob per image.",
+                derive = "PartialEq",
+                printcolumn = r#"{"name":"TOTAL","type":"integer","description":"Number of images","jsonPath":".status.desired"}"#,
+                printcolumn = r#"{"name":"SUCCEEDED","type":"integer","description":"Images pulled on every node","jsonPath":".status.succeeded"}"#,
+                printcolumn = r#"{"name":"COMPLETED","type":"integer","description":"Images whose job has finished","jsonPath":".status.completed"}"#,
+                printcolumn = r#"{"name":"AGE","type":"date","description":"Time since creation","jsonPath":".metadata.creationTimestamp"}"#,
+            )]
+            ImageListPullJobSpec {
+                /// The images to pull, 1 to 255 distinct references.
+                images: Vec<String>
+            }
+        }
+
+        /// The images one node should hold: one NodeImage per Node, named after it.
+        #[derive(kube::CustomResource, serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+        #[kube(
+            group = "apps.kruise.io",
+            version = $version,
+            kind = "NodeImage",
+            status = "crate::node_image::NodeImageStatus",
+            doc = "NodeImage lists the images to pull on the node of the same name, and reports the pulls.",
+            derive = "PartialEq",
+            derive = "Default",
+            printcolumn = r#"{"name":"DESIRED","type":"integer","description":"Number of image tags to pull","jsonPath":".status.desired"}"#,
+            printcolumn = r#"{"name":"PULLING","type":"integer","description":"Tags being pulled","jsonPath":".status.pulling"}"#,
+            printcolumn = r#"{"name":"SUCCEED","type":"integer","description":"Tags pulled","jsonPath":".status.succeeded"}"#,
+            printcolumn = r#"{"name":"FAILED","type":"integer","description":"Tags that failed","jsonPath":".status.failed"}"#,
+            printcolumn = r#"{"name":"AGE","type":"date","description":"Time since creation","jsonPath":".metadata.creationTimestamp"}"#,
+        )]
+        #[serde(rename_all = "camelCase")]
+        pub struct NodeImageSpec {
+            /// Images to pull, keyed by image name without tag (nginx,
+            /// myregistry:5000/team/app). At most 256.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub images: Option<std::collections::BTreeMap<String, ImageSpec>>,
+        }
+
+        /// The tags of one image to pull on the node, and how.
+        #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+        #[serde(rename_all = "camelCase")]
+        pub struct ImageSpec {
+            /// Secrets to pull with, tried in order.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub pull_secrets: Option<Vec<ReferenceObject>>,
+            /// The tags (or digests) to pull.
+            pub tags: Vec<$crate::node_image::ImageTagSpec>,
+            /// Labels and annotations passed to the container runtime with each pull.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub sandbox_config: Option<$crate::job::SandboxConfig>,
+        }
+    };
+}
+
+pub(crate) use {api_version, job_spec};
