@@ -1,0 +1,274 @@
+//! Feature gates: the parser, and how the gates decide requests, so that the
+//! gate never blocks cleanup.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use prewarm_api::admission::{self, Decision, Kind, Operation, Request};
+use prewarm_api::gates::{FeatureGates, Gate, GateError};
+use serde_json::{Value, json};
+
+fn gates(value: &str) -> FeatureGates {
+    FeatureGates::parse(value).unwrap_or_else(|e| panic!("{value:?}: {e}"))
+}
+
+fn states(gates: FeatureGates) -> (bool, bool) {
+    (gates.enabled(Gate::ImagePullJobGate), gates.enabled(Gate::KruiseDaemon))
+}
+
+#[test]
+fn gate_defaults_and_syntax() {
+    assert_eq!(states(FeatureGates::default()), (false, true));
+    assert_eq!(states(gates("")), (false, true));
+    assert_eq!(states(gates("ImagePullJobGate=true")), (true, true));
+    assert_eq!(
+        states(gates(" ImagePullJobGate = true , KruiseDaemon=true ,")),
+        (true, true)
+    );
+    assert_eq!(states(gates("ImagePullJobGate=1")), (true, true));
+    assert_eq!(
+        states(gates("ImagePullJobGate=True,ImagePullJobGate=false")),
+        (false, true)
+    );
+    assert_eq!(states(gates("AllAlpha=true")), (true, true));
+    assert_eq!(states(gates("ImagePullJobGate=false,AllAlpha=true")), (false, true));
+    assert_eq!(states(gates("AllBeta=false")), (false, false));
+    assert_eq!(
+        gates("ImagePullJobGate=true").to_string(),
+        "ImagePullJobGate=true,KruiseDaemon=true"
+    );
+    assert_eq!(
+        "ImagePullJobGate=t".parse::<FeatureGates>().map(states),
+        Ok((true, true))
+    );
+}
+
+#[test]
+fn kruise_daemon_off_forces_image_pull_job_gate_off() {
+    assert_eq!(
+        states(gates("ImagePullJobGate=true,KruiseDaemon=false")),
+        (false, false)
+    );
+    assert_eq!(
+        states(gates("KruiseDaemon=false,ImagePullJobGate=true")),
+        (false, false)
+    );
+}
+
+#[test]
+fn gate_errors_name_the_gate() {
+    let error = FeatureGates::parse("ImagePullJobGate=true,PreDownloadImageForInPlaceUpdate=true").unwrap_err();
+    assert_eq!(
+        error,
+        GateError::Unknown {
+            name: "PreDownloadImageForInPlaceUpdate".into()
+        }
+    );
+    assert_eq!(
+        error.to_string(),
+        "unrecognized feature gate \"PreDownloadImageForInPlaceUpdate\": known gates are ImagePullJobGate, KruiseDaemon, AllAlpha, AllBeta"
+    );
+    let error = FeatureGates::parse("ImagePullJobGate=yes").unwrap_err();
+    assert_eq!(
+        error,
+        GateError::InvalidValue {
+            name: "ImagePullJobGate".into(),
+            value: "yes".into()
+        }
+    );
+    assert!(error.to_string().contains("use true or false"));
+    assert_eq!(
+        FeatureGates::parse("ImagePullJobGate").unwrap_err(),
+        GateError::Malformed("ImagePullJobGate".into())
+    );
+}
+
+fn job(image: &str) -> Value {
+    json!({
+        "apiVersion": "apps.kruise.io/v1beta1",
+        "kind": "ImagePullJob",
+        "metadata": {"name": "job", "namespace": "default", "finalizers": ["apps.kruise.io/deletion-protection"]},
+        "spec": {"image": image, "completionPolicy": {"type": "Always"}, "imagePullPolicy": "Always"}
+    })
+}
+
+fn decide(
+    kind: Kind,
+    operation: Operation,
+    sub_resource: Option<&str>,
+    object: &Value,
+    old: Option<&Value>,
+    gates: &FeatureGates,
+) -> Decision {
+    let request = Request {
+        kind,
+        operation,
+        sub_resource,
+        object: Some(object),
+        old_object: old,
+    };
+    admission::validate(&request, gates)
+}
+
+#[test]
+fn a_disabled_gate_refuses_creates_and_spec_changes() {
+    let off = FeatureGates::default();
+    let created = decide(
+        Kind::ImagePullJob,
+        Operation::Create,
+        None,
+        &job("nginx:1.25"),
+        None,
+        &off,
+    );
+    let Decision::Forbidden { gate, message } = created else {
+        panic!("expected a gate denial, got {created:?}");
+    };
+    assert_eq!(gate, Gate::ImagePullJobGate);
+    assert!(message.contains("--feature-gates=ImagePullJobGate=true"), "{message}");
+
+    let old = job("nginx:1.25");
+    let changed = decide(
+        Kind::ImagePullJob,
+        Operation::Update,
+        None,
+        &job("nginx:1.26"),
+        Some(&old),
+        &off,
+    );
+    assert!(matches!(changed, Decision::Forbidden { .. }), "{changed:?}");
+    let list =
+        json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImageListPullJob", "spec": {"images": ["nginx"]}});
+    assert!(matches!(
+        decide(Kind::ImageListPullJob, Operation::Create, None, &list, None, &off),
+        Decision::Forbidden { .. }
+    ));
+}
+
+#[test]
+fn a_disabled_gate_never_blocks_cleanup() {
+    let off = FeatureGates::default();
+    let old = job("nginx:1.25");
+    let mut unfinalized = old.clone();
+    unfinalized["metadata"]["finalizers"] = json!([]);
+    unfinalized["metadata"]["labels"] = json!({"team": "a"});
+    assert!(
+        decide(
+            Kind::ImagePullJob,
+            Operation::Update,
+            None,
+            &unfinalized,
+            Some(&old),
+            &off
+        )
+        .is_allowed()
+    );
+    assert!(decide(Kind::ImagePullJob, Operation::Delete, None, &old, None, &off).is_allowed());
+    let mut with_status = old.clone();
+    with_status["status"] = json!({"desired": 3});
+    assert!(
+        decide(
+            Kind::ImagePullJob,
+            Operation::Update,
+            Some("status"),
+            &with_status,
+            Some(&old),
+            &off
+        )
+        .is_allowed()
+    );
+}
+
+#[test]
+fn metadata_updates_pass_even_when_the_stored_spec_breaks_todays_rules() {
+    let on = FeatureGates::parse("ImagePullJobGate=true").unwrap();
+    // Stored under laxer rules (OpenKruise accepts "Never" here): removing the
+    // finalizer must still work.
+    let mut old = job("nginx:1.25");
+    old["spec"]["imagePullPolicy"] = json!("Never");
+    let mut unfinalized = old.clone();
+    unfinalized["metadata"]["finalizers"] = json!([]);
+    assert!(
+        decide(
+            Kind::ImagePullJob,
+            Operation::Update,
+            None,
+            &unfinalized,
+            Some(&old),
+            &on
+        )
+        .is_allowed()
+    );
+    // Touching the spec runs every rule.
+    let mut changed = unfinalized.clone();
+    changed["spec"]["image"] = json!("nginx:1.26");
+    assert!(matches!(
+        decide(Kind::ImagePullJob, Operation::Update, None, &changed, Some(&old), &on),
+        Decision::Invalid { .. }
+    ));
+}
+
+#[test]
+fn node_images_need_only_kruise_daemon() {
+    let node_image = json!({
+        "apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage", "metadata": {"name": "node-1"}, "spec": {}
+    });
+    assert!(
+        decide(
+            Kind::NodeImage,
+            Operation::Create,
+            None,
+            &node_image,
+            None,
+            &FeatureGates::default()
+        )
+        .is_allowed()
+    );
+    let daemon_off = gates("KruiseDaemon=false");
+    let denied = decide(Kind::NodeImage, Operation::Create, None, &node_image, None, &daemon_off);
+    assert!(
+        matches!(
+            denied,
+            Decision::Forbidden {
+                gate: Gate::KruiseDaemon,
+                ..
+            }
+        ),
+        "{denied:?}"
+    );
+}
+
+#[test]
+fn enabled_gates_lead_to_validation() {
+    let on = gates("ImagePullJobGate=true");
+    assert!(
+        decide(
+            Kind::ImagePullJob,
+            Operation::Create,
+            None,
+            &job("nginx:1.25"),
+            None,
+            &on
+        )
+        .is_allowed()
+    );
+    match decide(Kind::ImagePullJob, Operation::Create, None, &job("Nginx"), None, &on) {
+        Decision::Invalid { errors, .. } => assert_eq!(errors[0].path.as_str(), "spec.image"),
+        other => panic!("expected invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn kinds_are_recognised_by_type_and_resource() {
+    assert_eq!(
+        Kind::from_type_meta("apps.kruise.io/v1alpha1", "ImagePullJob"),
+        Some(Kind::ImagePullJob)
+    );
+    assert_eq!(
+        Kind::from_type_meta("apps.kruise.io/v1beta1", "NodeImage"),
+        Some(Kind::NodeImage)
+    );
+    assert_eq!(Kind::from_type_meta("apps.kruise.io/v1", "NodeImage"), None);
+    assert_eq!(Kind::from_type_meta("apps/v1", "ImagePullJob"), None);
+    assert_eq!(Kind::from_plural("imagelistpulljobs"), Some(Kind::ImageListPullJob));
+    assert!(!Kind::NodeImage.namespaced() && Kind::ImagePullJob.namespaced());
+}

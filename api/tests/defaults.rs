@@ -1,0 +1,181 @@
+//! Defaulting only adds what is absent: applying it twice changes nothing,
+//! fields unknown to the types survive, and present values are never replaced.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use json_patch::PatchOperation;
+use prewarm_api::admission::Kind;
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+
+/// Values a field might hold in the wild: absent-like, wrong-typed, partial objects.
+fn field_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        Just(json!("")),
+        Just(json!("Never")),
+        Just(json!("Always")),
+        any::<i32>().prop_map(Value::from),
+        Just(json!([])),
+        Just(json!(true)),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop::collection::btree_map(
+            prop_oneof![
+                Just("type".to_owned()),
+                Just("timeoutSeconds".to_owned()),
+                Just("backoffLimit".to_owned()),
+                Just("ttlSecondsAfterFinished".to_owned()),
+                "[a-z]{1,6}",
+            ],
+            inner,
+            0..4,
+        )
+        .prop_map(|m| Value::Object(m.into_iter().collect()))
+    })
+}
+
+/// A spec with any subset of the known fields and some unknown ones.
+fn job_spec() -> impl Strategy<Value = Value> {
+    let keys = [
+        "image",
+        "completionPolicy",
+        "pullPolicy",
+        "imagePullPolicy",
+        "parallelism",
+        "x-unknown",
+        "futureField",
+    ];
+    prop::collection::vec(prop::option::of(field_value()), keys.len()).prop_map(move |values| {
+        let spec: Map<String, Value> = keys
+            .iter()
+            .zip(values)
+            .filter_map(|(key, value)| value.map(|v| ((*key).to_owned(), v)))
+            .collect();
+        Value::Object(spec)
+    })
+}
+
+fn tag() -> impl Strategy<Value = Value> {
+    (
+        prop::option::of(field_value()),
+        prop::option::of(field_value()),
+        prop::option::of("[a-z0-9.]{1,8}"),
+    )
+        .prop_map(|(created_at, pull_policy, tag)| {
+            let mut object = Map::new();
+            object.insert("tag".into(), json!(tag.unwrap_or_default()));
+            if let Some(v) = created_at {
+                object.insert("createdAt".into(), v);
+            }
+            if let Some(v) = pull_policy {
+                object.insert("pullPolicy".into(), v);
+            }
+            object.insert("x-unknown".into(), json!(1));
+            Value::Object(object)
+        })
+}
+
+fn node_image_spec() -> impl Strategy<Value = Value> {
+    prop::collection::btree_map(
+        prop_oneof![
+            Just("nginx".to_owned()),
+            Just("myregistry:5000/team/app".to_owned()),
+            Just("a~b".to_owned()),
+            "[a-z]{1,5}"
+        ],
+        prop::collection::vec(tag(), 0..3).prop_map(|tags| json!({"tags": tags})),
+        0..4,
+    )
+    .prop_map(|images| json!({"images": images}))
+}
+
+/// Every leaf present before (other than null and "") keeps its value.
+fn assert_only_added(before: &Value, after: &Value, path: &str) {
+    match (before, after) {
+        (Value::Object(b), Value::Object(a)) => {
+            for (key, value) in b {
+                let child = a.get(key).unwrap_or_else(|| panic!("{path}/{key} was removed"));
+                assert_only_added(value, child, &format!("{path}/{key}"));
+            }
+        }
+        (Value::Array(b), Value::Array(a)) => {
+            assert_eq!(b.len(), a.len(), "{path} changed length");
+            for (i, (value, child)) in b.iter().zip(a).enumerate() {
+                assert_only_added(value, child, &format!("{path}/{i}"));
+            }
+        }
+        (Value::Null, _) => {}
+        (Value::String(s), _) if s.is_empty() => {}
+        (b, a) => assert_eq!(b, a, "{path} was replaced"),
+    }
+}
+
+fn check_kind(kind: Kind, spec: Value) {
+    let object =
+        json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": kind.name(), "metadata": {"name": "x"}, "spec": spec});
+    let operations = kind.defaults(&object, &now());
+    assert!(
+        operations.iter().all(|op| matches!(op, PatchOperation::Add(_))),
+        "{operations:?}"
+    );
+    let defaulted = apply(&object, operations);
+    assert_only_added(&object, &defaulted, "");
+    assert!(
+        kind.defaults(&defaulted, &now()).is_empty(),
+        "not idempotent: {defaulted}"
+    );
+    assert_eq!(
+        kind.defaults(&object, &now()),
+        kind.defaults(&object, &now()),
+        "not deterministic"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn image_pull_job_defaulting_is_additive_and_idempotent(spec in job_spec()) {
+        check_kind(Kind::ImagePullJob, spec);
+    }
+
+    #[test]
+    fn image_list_pull_job_defaulting_is_additive_and_idempotent(spec in job_spec()) {
+        check_kind(Kind::ImageListPullJob, spec);
+    }
+
+    #[test]
+    fn node_image_defaulting_is_additive_and_idempotent(spec in node_image_spec()) {
+        check_kind(Kind::NodeImage, spec);
+    }
+}
+
+#[test]
+fn a_job_without_defaults_gets_exactly_the_documented_ones() {
+    let object = json!({"spec": {"image": "nginx", "x-kept": {"a": 1}, "pullPolicy": {"timeoutSeconds": 30}}});
+    let operations = serde_json::to_value(Kind::ImagePullJob.defaults(&object, &now())).unwrap();
+    assert_eq!(
+        operations,
+        json!([
+            {"op": "add", "path": "/spec/completionPolicy", "value": {"type": "Always"}},
+            {"op": "add", "path": "/spec/imagePullPolicy", "value": "IfNotPresent"},
+            {"op": "add", "path": "/spec/pullPolicy/backoffLimit", "value": 3},
+        ])
+    );
+    let defaulted = defaulted(Kind::ImagePullJob, &object);
+    assert_eq!(defaulted["spec"]["x-kept"], json!({"a": 1}));
+}
+
+#[test]
+fn node_image_keys_with_slashes_are_escaped_in_pointers() {
+    let object = json!({"spec": {"images": {"myregistry:5000/team/app": {"tags": [{"tag": "v1", "createdAt": "2020-01-01T00:00:00Z"}]}}}});
+    let operations = serde_json::to_value(Kind::NodeImage.defaults(&object, &now())).unwrap();
+    assert_eq!(
+        operations,
+        json!([{"op": "add", "path": "/spec/images/myregistry:5000~1team~1app/tags/0/pullPolicy", "value": {"backoffLimit": 3, "timeoutSeconds": 600}}])
+    );
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace and ends with one summary line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --all-targets 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+
+passed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+if [ "$status" -eq 0 ]; then
+    echo "PREWARM TESTS PASSED: $passed passed, $failed failed"
+else
+    echo "PREWARM TESTS FAILED: $passed passed, $failed failed (cargo exit $status)"
+fi
+exit "$status"
