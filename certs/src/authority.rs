@@ -1,0 +1,115 @@
+//! A certificate authority that issues serving certificates.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
+};
+use time::OffsetDateTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("generating a key pair: {0}")]
+    Key(#[source] rcgen::Error),
+    #[error("invalid subject alternative name {name:?}: {source}")]
+    Name {
+        name: String,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("signing a certificate: {0}")]
+    Sign(#[source] rcgen::Error),
+}
+
+/// A CA: its certificate (PEM) and the key that signs with it.
+#[derive(Debug)]
+pub struct Authority {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A serving certificate and its private key, both PEM.
+#[derive(Debug, Clone)]
+pub struct ServingCertificate {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Certificates start a little in the past so that clocks a bit behind accept them.
+const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
+
+fn validity(params: &mut CertificateParams, lifetime: Duration) {
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - CLOCK_SKEW;
+    params.not_after = now + lifetime;
+}
+
+impl Authority {
+    /// A new self-signed CA valid for `lifetime`.
+    pub fn generate(common_name: &str, lifetime: Duration) -> Result<Self, CertError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CertError::Key)?;
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, common_name);
+        params.distinguished_name = name;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        validity(&mut params, lifetime);
+        let cert = params.self_signed(&key).map_err(CertError::Sign)?;
+        Ok(Self {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// The CA certificate, for clients' trust stores and webhook `caBundle`s.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA's private key (PEM), to keep it in a Secret.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    /// A serving certificate for `dns_names` and `ips`, valid for `lifetime`.
+    pub fn issue_serving(
+        &self,
+        dns_names: &[String],
+        ips: &[IpAddr],
+        lifetime: Duration,
+    ) -> Result<ServingCertificate, CertError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CertError::Key)?;
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        name.push(
+            DnType::CommonName,
+            dns_names.first().map_or("prewarm-webhook", String::as_str),
+        );
+        params.distinguished_name = name;
+        for dns_name in dns_names {
+            let san = dns_name.clone().try_into().map_err(|source| CertError::Name {
+                name: dns_name.clone(),
+                source,
+            })?;
+            params.subject_alt_names.push(SanType::DnsName(san));
+        }
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        validity(&mut params, lifetime);
+        let cert = params.signed_by(&key, &self.issuer).map_err(CertError::Sign)?;
+        Ok(ServingCertificate {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}

@@ -1,0 +1,164 @@
+//! The HTTP side of admission: content type, body limit, `?timeout=`, then the
+//! pure [`review`](crate::review) function, then metrics and the decision log line.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http_body_util::{BodyExt, Limited};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use prewarm_api::gates::FeatureGates;
+
+use crate::duration;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::review::{self, Route};
+
+/// The largest request body: two 3 MiB objects (object and oldObject) plus the envelope.
+pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
+/// The API server's default webhook timeout, used when the request names none.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What admission handlers share.
+#[derive(Debug)]
+pub struct AdmitState {
+    pub gates: FeatureGates,
+    pub metrics: Arc<Metrics>,
+    /// Set at shutdown: responses then close their connection so that clients
+    /// reconnect to a replica that is not going away.
+    pub draining: AtomicBool,
+}
+
+/// The admission router: the six OpenKruise paths, POST only.
+pub fn router(state: Arc<AdmitState>) -> Router {
+    let mut router = Router::new();
+    for route in Route::all() {
+        let handler = move |State(state): State<Arc<AdmitState>>, uri: Uri, headers: HeaderMap, body: Body| async move {
+            admit(&state, route, &uri, &headers, body).await
+        };
+        router = router.route(&route.path(), post(handler));
+    }
+    router.with_state(state)
+}
+
+async fn admit(state: &AdmitState, route: Route, uri: &Uri, headers: &HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    state.metrics.in_flight.inc();
+    let mut response = admit_inner(state, route, uri, headers, body, started).await;
+    state.metrics.in_flight.dec();
+    if state.draining.load(Ordering::Relaxed) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+async fn admit_inner(
+    state: &AdmitState,
+    route: Route,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+    started: Instant,
+) -> Response {
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !json_body {
+        return failure(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            "Content-Type must be application/json",
+        );
+    }
+    let declared_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared_length.is_some_and(|length| length > MAX_BODY_BYTES) {
+        return too_large();
+    }
+    let timeout = match request_timeout(uri) {
+        Ok(timeout) => timeout,
+        Err(message) => return failure(StatusCode::BAD_REQUEST, "BadRequest", &message),
+    };
+    let bytes: Bytes = match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Ok(Err(e)) => return failure(StatusCode::BAD_REQUEST, "BadRequest", &format!("reading the body: {e}")),
+        Err(_) => {
+            return failure(
+                StatusCode::REQUEST_TIMEOUT,
+                "Timeout",
+                &format!("the body did not arrive within the request timeout ({timeout:?})"),
+            );
+        }
+    };
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let outcome = review::review(route, &bytes, &state.gates, &now);
+    let elapsed = started.elapsed();
+    let summary = &outcome.summary;
+    let labels = RequestLabels {
+        kind: route.kind.name(),
+        webhook: route.endpoint.as_str(),
+        operation: summary.operation,
+    };
+    state.metrics.observe(labels, summary.result, summary.dry_run, elapsed);
+    tracing::info!(
+        uid = %summary.uid,
+        kind = route.kind.name(),
+        webhook = route.endpoint.as_str(),
+        namespace = %summary.namespace,
+        name = %summary.name,
+        operation = summary.operation,
+        result = summary.result,
+        dry_run = summary.dry_run,
+        latency_us = elapsed.as_micros() as u64,
+        "admission decision"
+    );
+    let status = StatusCode::from_u16(outcome.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(status, outcome.body)
+}
+
+/// The `?timeout=10s` the API server appends; the work must finish within it.
+fn request_timeout(uri: &Uri) -> Result<Duration, String> {
+    let query = uri.query().unwrap_or_default();
+    match query.split('&').find_map(|pair| pair.strip_prefix("timeout=")) {
+        None => Ok(DEFAULT_TIMEOUT),
+        Some(value) => duration::parse(value).map_err(|e| format!("query parameter timeout: {e}")),
+    }
+}
+
+fn too_large() -> Response {
+    failure(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RequestEntityTooLarge",
+        &format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+/// A metav1.Status for requests that never became an AdmissionReview.
+fn failure(status: StatusCode, reason: &str, message: &str) -> Response {
+    let body = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": status.as_u16(),
+    });
+    json_response(status, body.to_string().into_bytes())
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response()
+}

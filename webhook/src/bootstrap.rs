@@ -1,0 +1,63 @@
+//! With no certificate in `--cert-dir`, generate a self-signed CA and a serving
+//! certificate there, so the webhook runs with no cluster and no arguments.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::time::Duration;
+
+use prewarm_certs::{Authority, CA_CERT_FILE, CertError, TLS_CERT_FILE, TLS_KEY_FILE, write_atomically};
+
+const LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("{dir} has {present} but not {missing}: give both files, or neither to have them generated")]
+    HalfPair {
+        dir: String,
+        present: &'static str,
+        missing: &'static str,
+    },
+    #[error(transparent)]
+    Generate(#[from] CertError),
+    #[error("writing certificates into {dir}: {source}")]
+    Write {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Whether certificates were found or generated.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Certificates {
+    Found,
+    Generated,
+}
+
+pub fn ensure(dir: &Path, extra_dns_names: &[String]) -> Result<Certificates, BootstrapError> {
+    let has_cert = dir.join(TLS_CERT_FILE).exists();
+    let has_key = dir.join(TLS_KEY_FILE).exists();
+    let display = dir.display().to_string();
+    match (has_cert, has_key) {
+        (true, true) => return Ok(Certificates::Found),
+        (true, false) => return Err(half(display, TLS_CERT_FILE, TLS_KEY_FILE)),
+        (false, true) => return Err(half(display, TLS_KEY_FILE, TLS_CERT_FILE)),
+        (false, false) => {}
+    }
+    let authority = Authority::generate("prewarm-webhook-ca", LIFETIME)?;
+    let mut dns_names = vec!["localhost".to_owned()];
+    dns_names.extend(extra_dns_names.iter().cloned());
+    let ips = [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
+    let serving = authority.issue_serving(&dns_names, &ips, LIFETIME)?;
+    let files: [(&str, &[u8], u32); 3] = [
+        (CA_CERT_FILE, authority.cert_pem().as_bytes(), 0o644),
+        (TLS_CERT_FILE, serving.cert_pem.as_bytes(), 0o644),
+        (TLS_KEY_FILE, serving.key_pem.as_bytes(), 0o600),
+    ];
+    write_atomically(dir, &files).map_err(|source| BootstrapError::Write { dir: display, source })?;
+    Ok(Certificates::Generated)
+}
+
+fn half(dir: String, present: &'static str, missing: &'static str) -> BootstrapError {
+    BootstrapError::HalfPair { dir, present, missing }
+}

@@ -1,0 +1,13 @@
+//! prewarm's admission webhook: the AdmissionReview contract over the `prewarm-api`
+//! rules, served over TLS with hot certificate reload, health and metrics.
+
+pub mod admit;
+pub mod bootstrap;
+pub mod cli;
+pub mod duration;
+pub mod health;
+pub mod metrics;
+pub mod review;
+pub mod server;
+pub mod telemetry;
+pub mod tls;

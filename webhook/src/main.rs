@@ -1,0 +1,40 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use prewarm_webhook::cli::{Cli, Command};
+use prewarm_webhook::server::Server;
+use prewarm_webhook::telemetry;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => match Server::bind(args.into_config()).await {
+            Ok(server) => {
+                server.run(terminated()).await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// SIGTERM (what kubelet sends) or Ctrl-C.
+async fn terminated() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut sigterm) => {
+            tokio::select! {
+                _ = sigterm.recv() => {}
+                _ = ctrl_c => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
