@@ -11,32 +11,33 @@ use crate::reference::ImageReference;
 pub const MAX_LIST_IMAGES: usize = 255;
 
 /// Checks one reference; warns when a moving `latest` tag meets IfNotPresent.
-pub(super) fn image(
-    report: &mut Report,
-    path: FieldPath,
-    image: &str,
-    pull_policy: Option<&str>,
-) -> Option<ImageReference> {
+pub(super) fn image(report: &mut Report, path: FieldPath, image: &str, pull_policy: Option<&str>) {
+    if let Some(reference) = parse(report, &path, image) {
+        warn_latest(report, &path, image, &reference, pull_policy);
+    }
+}
+
+fn parse(report: &mut Report, path: &FieldPath, image: &str) -> Option<ImageReference> {
     if image.is_empty() {
-        report.error(FieldError::required(path, "the image to pull, such as \"nginx:1.25\""));
+        report.error(FieldError::required(
+            path.clone(),
+            "the image to pull, such as \"nginx:1.25\"",
+        ));
         return None;
     }
-    match ImageReference::parse(image) {
-        Ok(reference) => {
-            if reference.is_latest() && pull_policy.unwrap_or(PULL_IF_NOT_PRESENT) == PULL_IF_NOT_PRESENT {
-                report.warn(
-                    &path,
-                    format_args!(
-                        "{image:?} resolves to the moving tag \"latest\" and imagePullPolicy is IfNotPresent: nodes that already have some \"latest\" keep it; pin a tag or digest, or use imagePullPolicy Always"
-                    ),
-                );
-            }
-            Some(reference)
-        }
-        Err(e) => {
-            report.error(FieldError::invalid(path, image, e.to_string()));
-            None
-        }
+    ImageReference::parse(image)
+        .map_err(|e| report.error(FieldError::invalid(path.clone(), image, e.to_string())))
+        .ok()
+}
+
+fn warn_latest(report: &mut Report, path: &FieldPath, image: &str, reference: &ImageReference, policy: Option<&str>) {
+    if reference.is_latest() && policy.unwrap_or(PULL_IF_NOT_PRESENT) == PULL_IF_NOT_PRESENT {
+        report.warn(
+            path,
+            format_args!(
+                "{image:?} resolves to the moving tag \"latest\" and imagePullPolicy is IfNotPresent: nodes that already have some \"latest\" keep it; pin a tag or digest, or use imagePullPolicy Always"
+            ),
+        );
     }
 }
 
@@ -51,17 +52,19 @@ pub(super) fn image_list(report: &mut Report, path: &FieldPath, images: &[String
     }
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, entry) in images.iter().enumerate() {
-        let Some(reference) = image(report, path.index(i), entry, pull_policy) else {
+        let entry_path = path.index(i);
+        let Some(reference) = parse(report, &entry_path, entry) else {
             continue;
         };
         let canonical = reference.canonical();
         if let Some(first) = seen.get(&canonical) {
             report.error(FieldError::duplicate(
-                path.index(i),
+                entry_path,
                 entry.as_str(),
                 format!("the same image as {} ({canonical})", path.index(*first)),
             ));
         } else {
+            warn_latest(report, &entry_path, entry, &reference, pull_policy);
             seen.insert(canonical, i);
         }
     }
