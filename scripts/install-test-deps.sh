@@ -3,9 +3,9 @@
 # already present are not fetched, and `apt-get update` runs at most once.
 set -euo pipefail
 
-# Debian packages the tests use (none yet beyond the Rust toolchain; the node
-# agent's tests will add containerd and docker-registry here).
-APT_PACKAGES=()
+# Debian packages the tests use: curl and openssl are the real TLS clients of the
+# webhook tests (the node agent will add containerd and docker-registry).
+APT_PACKAGES=(curl openssl ca-certificates)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

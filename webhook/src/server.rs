@@ -133,6 +133,7 @@ impl Server {
             certs: certs.clone(),
             serving: AtomicBool::new(true),
         });
+        let health_addr = health_listener.local_addr().unwrap_or(config.health_listen);
         let (health_stop_tx, health_stop_rx) = tokio::sync::oneshot::channel::<()>();
         let health = tokio::spawn({
             let router = health::router(health_state.clone());
@@ -155,8 +156,8 @@ impl Server {
             move |reload| record_reload(&metrics, reload),
         ));
         tracing::info!(
-            listen = %config.listen,
-            health_listen = %config.health_listen,
+            listen = %listener.local_addr().unwrap_or(config.listen),
+            health_listen = %health_addr,
             feature_gates = %config.feature_gates,
             "serving admission webhooks"
         );
