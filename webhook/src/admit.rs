@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -38,8 +38,9 @@ pub struct AdmitState {
 pub fn router(state: Arc<AdmitState>) -> Router {
     let mut router = Router::new();
     for route in Route::all() {
-        let handler = move |State(state): State<Arc<AdmitState>>, uri: Uri, headers: HeaderMap, body: Body| async move {
-            admit(&state, route, &uri, &headers, body).await
+        let handler = move |State(state): State<Arc<AdmitState>>, request: Request| async move {
+            let (parts, body) = request.into_parts();
+            admit(&state, route, &parts.uri, &parts.headers, body).await
         };
         router = router.route(&route.path(), post(handler));
     }
