@@ -133,10 +133,13 @@ fn start(role: &str, cert_dir: &std::path::Path) -> ChildServer {
         command
     };
     let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let server = ChildServer {
+        child,
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+    };
     for _ in 0..100 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return ChildServer { child, addr };
+        if std::net::TcpStream::connect(server.addr).is_ok() {
+            return server;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
