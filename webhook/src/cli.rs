@@ -34,6 +34,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve the admission webhooks over TLS.
     Serve(ServeArgs),
+    /// Check manifests offline with the webhook's rules and defaults (exit 0 valid,
+    /// 1 invalid, 2 unreadable input).
+    Validate(crate::validate::ValidateArgs),
 }
 
 #[derive(Debug, Args)]

@@ -11,3 +11,4 @@ pub mod review;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod validate;

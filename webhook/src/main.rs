@@ -4,29 +4,37 @@ use mimalloc::MiMalloc;
 
 use clap::Parser;
 use prewarm_webhook::cli::{Cli, Command};
-use prewarm_webhook::server::Server;
+use prewarm_webhook::server::{ServeConfig, Server};
 use prewarm_webhook::telemetry;
+use prewarm_webhook::validate;
 
 /// Admission is allocation-bound (JSON in, JSON out): mimalloc is markedly
 /// faster than the system allocator for it (see BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: MiMalloc = MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
     match cli.command {
-        Command::Serve(args) => match Server::bind(args.into_config()).await {
-            Ok(server) => {
-                server.run(terminated()).await;
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Serve(args) => {
+            telemetry::init(cli.log_format);
+            serve(args.into_config())
+        }
+        Command::Validate(args) => validate::run(args),
+    }
+}
+
+#[tokio::main]
+async fn serve(config: ServeConfig) -> ExitCode {
+    match Server::bind(config).await {
+        Ok(server) => {
+            server.run(terminated()).await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -52,7 +52,7 @@ fn pull_secrets(report: &mut Report, path: &FieldPath, secrets: Option<&Vec<Stri
             report.error(FieldError::invalid(
                 path.index(i),
                 name.as_str(),
-                format!("a Secret name {e}"),
+                format!("not a valid Secret name: {e}"),
             ));
         } else if let Some(first) = seen.get(name.as_str()) {
             report.warn(
@@ -121,10 +121,7 @@ fn node_names_rule(report: &mut Report, path: &FieldPath, node_names: &[String])
         }
         seen.insert(name.as_str(), i);
         if let Err(e) = names::dns_subdomain(name) {
-            report.warn(
-                &path.index(i),
-                format_args!("{name:?} can never match a node: a node name {e}"),
-            );
+            report.warn(&path.index(i), format_args!("{name:?} can never match a node: {e}"));
         }
     }
 }

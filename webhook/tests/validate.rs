@@ -1,0 +1,392 @@
+//! `prewarm-webhook validate`, run as a GitOps pipeline runs it: exit codes,
+//! counts, field paths and line numbers in every output format, stdin, lists,
+//! JSON, syntax errors, unreadable paths and `--old`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+const GATE_ON: &str = "--feature-gates=ImagePullJobGate=true";
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/validate")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn seed_dir() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../api/tests/fixtures/seed")
+        .display()
+        .to_string()
+}
+
+/// Runs `validate` with `args` and `stdin`; exit code, stdout, stderr.
+fn validate(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prewarm-webhook"))
+        .arg("validate")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+fn json_report(args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["--output", "json"];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = validate(&all, "");
+    (
+        code,
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}")),
+    )
+}
+
+/// (document, field, reason, line, column) of every error.
+fn errors(report: &Value) -> Vec<(u64, String, String, u64, u64)> {
+    report["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|d| {
+            d["errors"].as_array().unwrap().iter().map(move |e| {
+                (
+                    d["document"].as_u64().unwrap(),
+                    e["field"].as_str().unwrap_or("-").to_owned(),
+                    e["reason"].as_str().unwrap_or("-").to_owned(),
+                    e["line"].as_u64().unwrap(),
+                    e["column"].as_u64().unwrap(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn summary(report: &Value) -> [u64; 7] {
+    let s = &report["summary"];
+    [
+        "files",
+        "documents",
+        "valid",
+        "invalid",
+        "skipped",
+        "errors",
+        "warnings",
+    ]
+    .map(|k| s[k].as_u64().unwrap())
+}
+
+#[test]
+fn every_seed_example_passes_except_the_two_shown_with_both_selectors() {
+    let (code, report) = json_report(&[GATE_ON, &seed_dir()]);
+    assert_eq!(code, 1);
+    assert_eq!(summary(&report), [17, 17, 13, 2, 2, 2, 0]);
+    let invalid: Vec<&str> = report["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["status"] == "invalid")
+        .map(|d| d["file"].as_str().unwrap().rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        invalid,
+        [
+            "01-imagepulljob-names-and-labels.yaml",
+            "09-imagelistpulljob-names-and-labels.yaml"
+        ]
+    );
+    // The seed examples without the two "both alternatives" files are all valid.
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(seed_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.contains("names-and-labels") {
+            std::fs::copy(&path, dir.path().join(name)).unwrap();
+        }
+    }
+    let (code, stdout, _) = validate(&[GATE_ON, dir.path().to_str().unwrap()], "");
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.ends_with("15 documents in 15 files: 13 valid, 0 invalid, 2 skipped (0 errors, 0 warnings)\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn with_the_gate_off_jobs_are_refused_as_the_server_would() {
+    let (code, report) = json_report(&[&fixture("mixed.yaml")]);
+    assert_eq!(code, 1);
+    let refused: Vec<(u64, String)> = errors(&report).into_iter().map(|(d, f, ..)| (d, f)).collect();
+    assert_eq!(refused, [(1, "-".to_owned()), (4, "-".to_owned())]);
+    assert!(
+        report["documents"][0]["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ImagePullJobGate")
+    );
+}
+
+#[test]
+fn each_rule_reports_its_field_reason_and_line() {
+    let (code, report) = json_report(&[GATE_ON, &fixture("violations.yaml")]);
+    assert_eq!(code, 1);
+    let expected: Vec<(u64, &str, &str, u64, u64)> = vec![
+        (1, "spec.podSelector", "FieldValueForbidden", 10, 3),
+        (2, "spec.selector.names[1]", "FieldValueDuplicate", 22, 7),
+        (3, "spec.image", "FieldValueInvalid", 29, 3),
+        (4, "spec.parallelism", "FieldValueInvalid", 37, 3),
+        (
+            5,
+            "spec.completionPolicy.activeDeadlineSeconds",
+            "FieldValueInvalid",
+            47,
+            5,
+        ),
+        (
+            6,
+            "spec.completionPolicy.ttlSecondsAfterFinished",
+            "FieldValueForbidden",
+            59,
+            5,
+        ),
+        (7, "spec.images[1]", "FieldValueDuplicate", 68, 5),
+        (8, "spec.images[nginx].tags[1].tag", "FieldValueDuplicate", 80, 9),
+        (
+            9,
+            "spec.images[ubuntu].tags[0].pullPolicy.ttlSecondsAfterFinished",
+            "FieldValueRequired",
+            91,
+            9,
+        ),
+        (10, "-", "-", 93, 1),
+    ];
+    let expected: Vec<(u64, String, String, u64, u64)> = expected
+        .into_iter()
+        .map(|(d, f, r, l, c)| (d, f.to_owned(), r.to_owned(), l, c))
+        .collect();
+    assert_eq!(errors(&report), expected);
+    assert_eq!(summary(&report), [1, 10, 0, 10, 0, 10, 0]);
+}
+
+#[test]
+fn mixed_files_count_valid_invalid_and_skipped_documents() {
+    let (code, report) = json_report(&[GATE_ON, &fixture("mixed.yaml")]);
+    assert_eq!(code, 1);
+    assert_eq!(summary(&report), [1, 4, 2, 1, 1, 1, 1]);
+    let statuses: Vec<(&str, u64, u64)> = report["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["status"].as_str().unwrap(),
+                d["document"].as_u64().unwrap(),
+                d["line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("valid", 1, 1),
+            ("skipped", 3, 13),
+            ("invalid", 4, 20),
+            ("valid", 5, 32)
+        ]
+    );
+    assert_eq!(
+        errors(&report),
+        [(4, "spec.selector".to_owned(), "FieldValueForbidden".to_owned(), 27, 3)]
+    );
+    let warning = &report["documents"][2]["warnings"][0];
+    assert_eq!(
+        (warning["field"].as_str(), warning["line"].as_u64()),
+        (Some("spec.image"), Some(26))
+    );
+    // --reject-unknown fails the ConfigMap too.
+    let (_, report) = json_report(&[GATE_ON, "--reject-unknown", &fixture("mixed.yaml")]);
+    assert_eq!(summary(&report), [1, 4, 2, 2, 0, 2, 1]);
+}
+
+#[test]
+fn lists_json_and_syntax_errors() {
+    let (_, report) = json_report(&[GATE_ON, &fixture("list.yaml")]);
+    assert_eq!(
+        errors(&report),
+        [(
+            1,
+            "spec.completionPolicy.type".to_owned(),
+            "FieldValueNotSupported".to_owned(),
+            17,
+            7
+        )]
+    );
+    assert_eq!(report["documents"][1]["item"], 1);
+    assert_eq!(report["documents"][1]["name"], "in-list-bad");
+
+    let (_, report) = json_report(&[GATE_ON, &fixture("job.json")]);
+    assert_eq!(
+        errors(&report),
+        [(
+            1,
+            "spec.pullSecrets[1]".to_owned(),
+            "FieldValueInvalid".to_owned(),
+            7,
+            27
+        )]
+    );
+    assert_eq!(report["documents"][0]["namespace"], "ci");
+
+    let (code, report) = json_report(&[GATE_ON, &fixture("syntax-error.yaml")]);
+    assert_eq!(code, 1);
+    assert_eq!(summary(&report), [1, 3, 2, 1, 0, 1, 0]);
+    let (document, _, _, line, _) = errors(&report)[0].clone();
+    assert_eq!((document, line), (2, 13));
+    assert!(
+        report["documents"][1]["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("YAML syntax error")
+    );
+}
+
+#[test]
+fn stdin_is_read_and_named() {
+    let manifest = std::fs::read_to_string(fixture("list.yaml")).unwrap();
+    let (code, stdout, _) = validate(&[GATE_ON, "--stdin-name", "helm-output.yaml", "-"], &manifest);
+    assert_eq!(code, 1);
+    assert!(stdout.starts_with("helm-output.yaml:17:7: error: ImagePullJob in-list-bad (document 1, items[1]): spec.completionPolicy.type: Unsupported value"), "{stdout}");
+    let (code, stdout, _) = validate(
+        &[GATE_ON, "-"],
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n",
+    );
+    assert_eq!(code, 0);
+    assert!(
+        stdout.ends_with("1 document in 1 file: 0 valid, 0 invalid, 1 skipped (0 errors, 0 warnings)\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn unreadable_input_and_usage_errors_exit_2() {
+    let (code, _, stderr) = validate(&[GATE_ON, "/nonexistent/manifests"], "");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/manifests"), "{stderr}");
+    let (code, _, stderr) = validate(&["--feature-gates=NoSuchGate=true", &fixture("list.yaml")], "");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("NoSuchGate"), "{stderr}");
+    let (code, _, _) = validate(&[], "");
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn old_objects_make_updates_with_immutability() {
+    let (code, report) = json_report(&[
+        GATE_ON,
+        "--old",
+        &fixture("old/stored.yaml"),
+        &fixture("old/changed.yaml"),
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        errors(&report),
+        [(1, "spec.pullSecrets".to_owned(), "FieldValueInvalid".to_owned(), 8, 3)]
+    );
+    // Without --old both are creates, and valid.
+    let (code, _) = json_report(&[GATE_ON, &fixture("old/changed.yaml")]);
+    assert_eq!(code, 0);
+    // With the gate off, the metadata-only update still passes: cleanup never blocks.
+    let (_, report) = json_report(&["--old", &fixture("old/stored.yaml"), &fixture("old/changed.yaml")]);
+    assert_eq!(report["documents"][1]["status"], "valid");
+}
+
+#[test]
+fn warnings_fail_only_when_asked() {
+    let manifest =
+        "apiVersion: apps.kruise.io/v1beta1\nkind: ImagePullJob\nmetadata: {name: w}\nspec:\n  image: nginx\n";
+    let (code, stdout, _) = validate(&[GATE_ON, "-"], manifest);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("<stdin>:5:3: warning: ImagePullJob w (document 1): spec.image:"),
+        "{stdout}"
+    );
+    let (code, _, _) = validate(&[GATE_ON, "--fail-on-warning", "-"], manifest);
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn text_junit_and_github_formats() {
+    let file = fixture("mixed.yaml");
+    let (_, text, _) = validate(&[GATE_ON, &file], "");
+    assert_eq!(
+        text,
+        format!(
+            "{file}:27:3: error: ImagePullJob default/bad (document 4): spec.selector: Forbidden: names and a label selector (matchLabels, matchExpressions) are mutually exclusive: set one of them\n\
+             {file}:26:3: warning: ImagePullJob default/bad (document 4): spec.image: \"nginx\" resolves to the moving tag \"latest\" and imagePullPolicy is IfNotPresent: nodes that already have some \"latest\" keep it; pin a tag or digest, or use imagePullPolicy Always\n\
+             4 documents in 1 file: 2 valid, 1 invalid, 1 skipped (1 error, 1 warning)\n"
+        )
+    );
+
+    let (_, junit, _) = validate(&[GATE_ON, "--output", "junit", &file], "");
+    assert!(junit.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"prewarm validate\" tests=\"4\" failures=\"1\" skipped=\"1\">"), "{junit}");
+    assert_eq!(junit.matches("<testcase ").count(), 4);
+    assert!(
+        junit.contains("<failure type=\"invalid\" message=\"spec.selector: Forbidden: names and a label selector"),
+        "{junit}"
+    );
+    assert!(junit.contains(">line 27: spec.selector: Forbidden"), "{junit}");
+    assert!(
+        junit.contains("<skipped message=\"v1 ConfigMap is not a kind prewarm validates\"/>"),
+        "{junit}"
+    );
+
+    let (_, github, _) = validate(&[GATE_ON, "--output", "github", &file], "");
+    let lines: Vec<&str> = github.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!(
+            "::error file={file},line=27,col=3,title=prewarm%3A ImagePullJob default/bad::spec.selector: Forbidden: names and a label selector (matchLabels, matchExpressions) are mutually exclusive: set one of them"
+        )
+    );
+    assert!(
+        lines[1].starts_with(&format!("::warning file={file},line=26,col=3,")),
+        "{github}"
+    );
+    assert_eq!(
+        lines[2],
+        "4 documents in 1 file: 2 valid, 1 invalid, 1 skipped (1 error, 1 warning)"
+    );
+}
+
+#[test]
+fn show_defaults_prints_every_document_defaulted_in_order() {
+    let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\napiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata: {name: j}\nspec:\n  image: nginx:1.9.1\n  x-unknown: kept\n";
+    let (code, stdout, stderr) = validate(&[GATE_ON, "--show-defaults", "-"], manifest);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.ends_with("2 documents in 1 file: 1 valid, 0 invalid, 1 skipped (0 errors, 0 warnings)\n"),
+        "{stderr}"
+    );
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&stdout).unwrap();
+    assert_eq!(documents.len(), 2);
+    assert_eq!(documents[0]["kind"], "ConfigMap");
+    let spec = &documents[1]["spec"];
+    assert_eq!(spec["completionPolicy"]["type"], "Always");
+    assert_eq!(spec["pullPolicy"]["timeoutSeconds"], 600);
+    assert_eq!(spec["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(spec["x-unknown"], "kept");
+}
