@@ -431,7 +431,7 @@ mod tests {
         let text = "a: 1\n---\nb: 2\n--- # comment\nc: 3\n...\n---\n\n";
         let chunks = split_documents(text);
         let lines: Vec<usize> = chunks.iter().map(|c| c.first_line).collect();
-        assert_eq!(lines, [1, 2, 4, 6, 7]);
+        assert_eq!(lines, [1, 2, 4, 7, 7]);
         let values: Vec<Option<Value>> = chunks.iter().map(|c| parse(*c).unwrap()).collect();
         assert_eq!(
             values,
