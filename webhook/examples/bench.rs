@@ -24,7 +24,7 @@ use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use prewarm_certs::{Authority, CA_CERT_FILE, TLS_CERT_FILE, TLS_KEY_FILE, write_atomically};
+use prewarm_certs::write_self_signed;
 use rustls::pki_types::pem::PemObject;
 use serde_json::json;
 use tokio::net::TcpStream;
@@ -258,21 +258,15 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
 
 fn drive(connections: usize, duration: Duration) {
     let dir = tempfile_dir();
-    let authority = Authority::generate("bench-ca", Duration::from_secs(3600)).unwrap();
-    let serving = authority
-        .issue_serving(
-            &["localhost".to_owned()],
-            &["127.0.0.1".parse().unwrap()],
-            Duration::from_secs(3600),
-        )
-        .unwrap();
-    let files: [(&str, &[u8], u32); 3] = [
-        (CA_CERT_FILE, authority.cert_pem().as_bytes(), 0o644),
-        (TLS_CERT_FILE, serving.cert_pem.as_bytes(), 0o644),
-        (TLS_KEY_FILE, serving.key_pem.as_bytes(), 0o600),
-    ];
-    write_atomically(&dir, &files).unwrap();
-    let ca = authority.cert_pem().to_owned();
+    let localhost = ["localhost".to_owned()];
+    let ca = write_self_signed(
+        &dir,
+        "bench-ca",
+        &localhost,
+        &["127.0.0.1".parse().unwrap()],
+        Duration::from_secs(3600),
+    )
+    .unwrap();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "{connections} keep-alive TLS 1.3 HTTP/1.1 connections, {duration:?} per phase, {cpus} CPUs; ImagePullJob mutate and validate alternating"

@@ -24,7 +24,11 @@ fn document(i: usize) -> String {
         0 => format!(
             "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata:\n  name: job-{i}\n  namespace: team-{ns}\nspec:\n  image: {image}\n  parallelism: 10\n  selector:\n    names:\n    - node-1\n    - node-2\n  completionPolicy:\n    type: Always\n    activeDeadlineSeconds: 1200\n    ttlSecondsAfterFinished: 300\n  pullPolicy:\n    backoffLimit: 3\n    timeoutSeconds: 300\n",
             ns = i % 7,
-            image = if invalid { "Nginx:1.9.1".to_owned() } else { format!("registry.example.com/team/app-{i}:1.{i}") },
+            image = if invalid {
+                "Nginx:1.9.1".to_owned()
+            } else {
+                format!("registry.example.com/team/app-{i}:1.{i}")
+            },
         ),
         1 => format!(
             "apiVersion: apps.kruise.io/v1beta1\nkind: ImageListPullJob\nmetadata:\n  name: list-{i}\nspec:\n  images:\n  - nginx:1.9.1\n  - busybox:1.29.2\n  - {third}\n  selector:\n    matchLabels:\n      node-type: worker\n  completionPolicy:\n    type: Never\n",
@@ -57,7 +61,10 @@ fn main() {
         std::fs::write(dir.join(format!("manifests-{f:03}.yaml")), text).unwrap();
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("{documents} documents in {FILES} files ({:.1} MiB), {cpus} CPUs", bytes as f64 / 1048576.0);
+    println!(
+        "{documents} documents in {FILES} files ({:.1} MiB), {cpus} CPUs",
+        bytes as f64 / 1048576.0
+    );
 
     // Baseline: parse every document into a JSON value with serde-saphyr, one thread.
     let started = Instant::now();
@@ -73,8 +80,17 @@ fn main() {
         parsed as f64 / baseline.as_secs_f64()
     );
 
-    let binary = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("prewarm-webhook");
-    assert!(binary.exists(), "build it first: cargo build --release -p prewarm-webhook");
+    let binary = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("prewarm-webhook");
+    assert!(
+        binary.exists(),
+        "build it first: cargo build --release -p prewarm-webhook"
+    );
     for output in ["text", "json"] {
         let started = Instant::now();
         let status = Command::new(&binary)

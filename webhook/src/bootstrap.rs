@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::time::Duration;
 
-use prewarm_certs::{Authority, CA_CERT_FILE, CertError, TLS_CERT_FILE, TLS_KEY_FILE, write_atomically};
+use prewarm_certs::{TLS_CERT_FILE, TLS_KEY_FILE, WriteError, write_self_signed};
 
 const LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -18,13 +18,7 @@ pub enum BootstrapError {
         missing: &'static str,
     },
     #[error(transparent)]
-    Generate(#[from] CertError),
-    #[error("writing certificates into {dir}: {source}")]
-    Write {
-        dir: String,
-        #[source]
-        source: std::io::Error,
-    },
+    Write(#[from] WriteError),
 }
 
 /// Whether certificates were found or generated.
@@ -44,17 +38,10 @@ pub fn ensure(dir: &Path, extra_dns_names: &[String]) -> Result<Certificates, Bo
         (false, true) => return Err(half(display, TLS_KEY_FILE, TLS_CERT_FILE)),
         (false, false) => {}
     }
-    let authority = Authority::generate("prewarm-webhook-ca", LIFETIME)?;
     let mut dns_names = vec!["localhost".to_owned()];
     dns_names.extend(extra_dns_names.iter().cloned());
     let ips = [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
-    let serving = authority.issue_serving(&dns_names, &ips, LIFETIME)?;
-    let files: [(&str, &[u8], u32); 3] = [
-        (CA_CERT_FILE, authority.cert_pem().as_bytes(), 0o644),
-        (TLS_CERT_FILE, serving.cert_pem.as_bytes(), 0o644),
-        (TLS_KEY_FILE, serving.key_pem.as_bytes(), 0o600),
-    ];
-    write_atomically(dir, &files).map_err(|source| BootstrapError::Write { dir: display, source })?;
+    write_self_signed(dir, "prewarm-webhook-ca", &dns_names, &ips, LIFETIME)?;
     Ok(Certificates::Generated)
 }
 

@@ -16,9 +16,9 @@ static ALLOCATOR: MiMalloc = MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => {
+        Command::Serve(config) => {
             telemetry::init(cli.log_format);
-            serve(args.into_config())
+            serve(config)
         }
         Command::Validate(args) => validate::run(args),
     }

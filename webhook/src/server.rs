@@ -28,15 +28,34 @@ use crate::tls::{self, CertStore, Reload, TlsError};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Clone, Debug)]
+/// `prewarm-webhook serve` flags.
+#[derive(Clone, Debug, clap::Args)]
 pub struct ServeConfig {
+    /// Address of the TLS admission listener.
+    #[arg(long, default_value = "0.0.0.0:9443", env = "PREWARM_LISTEN")]
     pub listen: SocketAddr,
+    /// Address of the plain-HTTP listener for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8081", env = "PREWARM_HEALTH_LISTEN")]
     pub health_listen: SocketAddr,
+    /// Directory with tls.crt and tls.key, reloaded when they change. When it holds
+    /// neither, a self-signed CA (ca.crt) and a serving certificate are generated there.
+    #[arg(long, default_value = "/tmp/prewarm-webhook-certs", env = "PREWARM_CERT_DIR")]
     pub cert_dir: PathBuf,
+    /// Extra DNS name for a generated serving certificate (repeatable), such as
+    /// prewarm-webhook.prewarm-system.svc.
+    #[arg(long = "dns-name")]
     pub dns_names: Vec<String>,
+    /// Feature gates, as in Kubernetes: ImagePullJobGate=true,KruiseDaemon=true.
+    #[arg(long, default_value = "", value_parser = crate::cli::parse_gates, env = "PREWARM_FEATURE_GATES")]
     pub feature_gates: FeatureGates,
+    /// After the shutdown signal: how long to keep serving while endpoints drop this replica.
+    #[arg(long, default_value = "5s", value_parser = crate::duration::parse)]
     pub shutdown_delay: Duration,
+    /// After the drain window: how long open requests get to finish.
+    #[arg(long, default_value = "30s", value_parser = crate::duration::parse)]
     pub shutdown_grace: Duration,
+    /// How often the certificate directory is checked besides change notifications.
+    #[arg(long, default_value = "10s", value_parser = crate::duration::parse)]
     pub cert_poll_interval: Duration,
 }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use prewarm_certs::{Authority, CA_CERT_FILE, TLS_CERT_FILE, TLS_KEY_FILE, write_atomically};
+use prewarm_certs::{CA_CERT_FILE, TLS_CERT_FILE, TLS_KEY_FILE, write_atomically, write_self_signed};
 use serde_json::Value;
 
 fn curl_post(server: &TestServer, http: &str, path: &str, body: &Value) -> (String, Value) {
@@ -131,21 +131,15 @@ async fn health_readiness_and_metrics_answer() {
 
 /// Writes a fresh CA and serving certificate the way kubelet swaps a Secret.
 fn rotate(dir: &std::path::Path) -> String {
-    let authority = Authority::generate("rotated-ca", Duration::from_secs(3600)).unwrap();
-    let serving = authority
-        .issue_serving(
-            &["localhost".to_owned()],
-            &["127.0.0.1".parse().unwrap()],
-            Duration::from_secs(3600),
-        )
-        .unwrap();
-    let files: [(&str, &[u8], u32); 3] = [
-        (CA_CERT_FILE, authority.cert_pem().as_bytes(), 0o644),
-        (TLS_CERT_FILE, serving.cert_pem.as_bytes(), 0o644),
-        (TLS_KEY_FILE, serving.key_pem.as_bytes(), 0o600),
-    ];
-    write_atomically(dir, &files).unwrap();
-    authority.cert_pem().to_owned()
+    let localhost = ["localhost".to_owned()];
+    write_self_signed(
+        dir,
+        "rotated-ca",
+        &localhost,
+        &["127.0.0.1".parse().unwrap()],
+        Duration::from_secs(3600),
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

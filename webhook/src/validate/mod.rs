@@ -44,12 +44,8 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "PATH")]
     pub old: Option<PathBuf>,
     /// Feature gates, as the server takes them: ImagePullJobGate=true,KruiseDaemon=true.
-    #[arg(long, default_value = "", value_parser = parse_gates)]
+    #[arg(long, default_value = "", value_parser = crate::cli::parse_gates)]
     pub feature_gates: FeatureGates,
-}
-
-fn parse_gates(value: &str) -> Result<FeatureGates, String> {
-    FeatureGates::parse(value).map_err(|e| e.to_string())
 }
 
 /// Exit codes: 0 valid, 1 invalid (or warnings with --fail-on-warning), 2 unreadable input.
