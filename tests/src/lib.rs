@@ -1,0 +1,192 @@
+//! A test API server that behaves like kube-apiserver where prewarm's tests
+//! rely on it: the REST conventions, watches, status subresources, finalizers,
+//! garbage collection, Tables for kubectl, and the admission chain.
+//!
+//! Simplifications, each on purpose: server-side apply merges the applied
+//! configuration into the object (no field ownership, no conflicts);
+//! strategic merge patch is a JSON merge patch (lists are replaced); label
+//! selectors on watches filter events by the object's current labels; there
+//! is no OpenAPI document (kubectl runs with `--validate=false`); all clients
+//! are one admin user.
+
+pub mod admission;
+pub mod error;
+pub mod http;
+pub mod resources;
+pub mod schema;
+pub mod selectors;
+pub mod store;
+pub mod table;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine;
+use serde_json::json;
+
+use crate::admission::Admission;
+use crate::http::AppState;
+use crate::store::Store;
+
+/// A running test API server.
+#[derive(Debug)]
+pub struct TestApi {
+    pub addr: SocketAddr,
+    pub store: Arc<Store>,
+    /// The CA that signs the server's certificate, when serving HTTPS.
+    pub ca_pem: Option<String>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub port: u16,
+    /// Serve HTTPS with a generated certificate instead of HTTP.
+    pub tls: bool,
+    /// Webhook `service` references: `namespace/name` → address.
+    pub service_endpoints: HashMap<String, SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("binding 127.0.0.1:{port}: {source}")]
+    Bind {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("preparing the serving certificate: {0}")]
+    Certificate(String),
+}
+
+impl TestApi {
+    pub async fn start(options: Options) -> Result<Self, StartError> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
+            .await
+            .map_err(|source| StartError::Bind {
+                port: options.port,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            port: options.port,
+            source,
+        })?;
+        let store = Arc::new(Store::default());
+        bootstrap_namespaces(&store);
+        let state = Arc::new(AppState {
+            store: store.clone(),
+            admission: Admission {
+                service_endpoints: options.service_endpoints,
+            },
+        });
+        let router = http::router(state);
+        let (task, ca_pem) = if options.tls {
+            let (acceptor, ca) = tls_acceptor()?;
+            (tokio::spawn(serve_tls(listener, acceptor, router)), Some(ca))
+        } else {
+            let task = tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "test API server stopped");
+                }
+            });
+            (task, None)
+        };
+        Ok(Self {
+            addr,
+            store,
+            ca_pem,
+            task,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.ca_pem.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// A kubeconfig for kubectl and kube-rs clients.
+    pub fn kubeconfig(&self) -> String {
+        let mut cluster = json!({"server": self.url()});
+        if let Some(ca) = &self.ca_pem {
+            cluster["certificate-authority-data"] = json!(base64::engine::general_purpose::STANDARD.encode(ca));
+        }
+        let config = json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "testapi", "cluster": cluster}],
+            "users": [{"name": "admin", "user": {"token": "testapi"}}],
+            "contexts": [{"name": "testapi", "context": {"cluster": "testapi", "user": "admin", "namespace": "default"}}],
+            "current-context": "testapi",
+        });
+        // JSON is YAML: kubectl and kube-rs read it as a kubeconfig.
+        format!("{config:#}\n")
+    }
+
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig())
+    }
+}
+
+/// `default`, `kube-system` and `kube-public` exist in every cluster.
+fn bootstrap_namespaces(store: &Store) {
+    if let Some(namespaces) = store.resource_type("", "v1", "namespaces") {
+        for name in ["default", "kube-system", "kube-public"] {
+            let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}, "status": {"phase": "Active"}});
+            let _ = store.create(&namespaces, "", namespace, false);
+        }
+    }
+}
+
+fn tls_acceptor() -> Result<(tokio_rustls::TlsAcceptor, String), StartError> {
+    let authority = prewarm_certs::Authority::generate("prewarm-testapi-ca", std::time::Duration::from_secs(86400))
+        .map_err(|e| StartError::Certificate(e.to_string()))?;
+    let serving = authority
+        .issue_serving(
+            &["localhost".to_owned()],
+            &["127.0.0.1"
+                .parse()
+                .map_err(|e: std::net::AddrParseError| StartError::Certificate(e.to_string()))?],
+            std::time::Duration::from_secs(86400),
+        )
+        .map_err(|e| StartError::Certificate(e.to_string()))?;
+    use rustls::pki_types::pem::PemObject;
+    let chain = rustls::pki_types::CertificateDer::pem_slice_iter(serving.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StartError::Certificate(e.to_string()))?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(serving.key_pem.as_bytes())
+        .map_err(|e| StartError::Certificate(e.to_string()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartError::Certificate(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| StartError::Certificate(e.to_string()))?;
+    Ok((
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        authority.cert_pem().to_owned(),
+    ))
+}
+
+async fn serve_tls(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor, router: axum::Router) {
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let (acceptor, service) = (acceptor.clone(), service.clone());
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let _ = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        });
+    }
+}

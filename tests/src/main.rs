@@ -1,0 +1,64 @@
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use prewarm_testapi::{Options, TestApi};
+
+/// A test API server that behaves like kube-apiserver for prewarm's tests.
+#[derive(Debug, Parser)]
+#[command(name = "prewarm-testapi", version)]
+struct Args {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Where to write a kubeconfig for kubectl and the prewarm binaries.
+    #[arg(long)]
+    kubeconfig_out: PathBuf,
+    /// Serve HTTPS with a generated certificate.
+    #[arg(long)]
+    tls: bool,
+    /// Resolve webhook service references: NAMESPACE/NAME=ADDRESS (repeatable).
+    #[arg(long = "service-endpoint", value_parser = parse_endpoint)]
+    service_endpoints: Vec<(String, SocketAddr)>,
+}
+
+fn parse_endpoint(value: &str) -> Result<(String, SocketAddr), String> {
+    let (service, address) = value.split_once('=').ok_or("expected NAMESPACE/NAME=ADDRESS")?;
+    if !service.contains('/') {
+        return Err(format!("expected NAMESPACE/NAME before '=', got {service:?}"));
+    }
+    let address = address
+        .parse()
+        .map_err(|e| format!("invalid address {address:?}: {e}"))?;
+    Ok((service.to_owned(), address))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let options = Options {
+        port: args.port,
+        tls: args.tls,
+        service_endpoints: args.service_endpoints.into_iter().collect::<HashMap<_, _>>(),
+    };
+    let api = match TestApi::start(options).await {
+        Ok(api) => api,
+        Err(e) => {
+            eprintln!("prewarm-testapi: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = api.write_kubeconfig(&args.kubeconfig_out) {
+        eprintln!("prewarm-testapi: writing {}: {e}", args.kubeconfig_out.display());
+        return ExitCode::FAILURE;
+    }
+    tracing::info!(url = %api.url(), kubeconfig = %args.kubeconfig_out.display(), "serving");
+    let _ = tokio::signal::ctrl_c().await;
+    ExitCode::SUCCESS
+}

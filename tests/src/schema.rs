@@ -1,0 +1,78 @@
+//! Structural-schema pruning and defaulting of custom resources, which
+//! kube-apiserver does while decoding, before admission.
+
+use serde_json::{Map, Value};
+
+use crate::resources::ResourceType;
+
+const ROOT_FIELDS: [&str; 3] = ["apiVersion", "kind", "metadata"];
+
+pub fn prune_and_default(rt: &ResourceType, version: &str, object: &mut Value) {
+    if !rt.from_crd {
+        return;
+    }
+    let Some(schema) = rt.version(version).and_then(|v| v.schema.as_ref()) else {
+        return;
+    };
+    let Some(map) = object.as_object_mut() else { return };
+    let properties = schema.get("properties").and_then(Value::as_object);
+    if schema.get("x-kubernetes-preserve-unknown-fields") != Some(&Value::Bool(true)) {
+        map.retain(|key, _| ROOT_FIELDS.contains(&key.as_str()) || properties.is_some_and(|p| p.contains_key(key)));
+    }
+    for (key, value) in map.iter_mut() {
+        if let Some(property) = properties.and_then(|p| p.get(key))
+            && !ROOT_FIELDS.contains(&key.as_str())
+        {
+            prune(value, property);
+        }
+    }
+    add_defaults(map, properties);
+}
+
+fn add_defaults(map: &mut Map<String, Value>, properties: Option<&Map<String, Value>>) {
+    for (key, property) in properties.into_iter().flatten() {
+        if !map.contains_key(key)
+            && let Some(default) = property.get("default")
+        {
+            let mut default = default.clone();
+            prune(&mut default, property);
+            map.insert(key.clone(), default);
+        }
+    }
+}
+
+fn prune(value: &mut Value, schema: &Value) {
+    if schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
+        return;
+    }
+    let preserve = schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+    match value {
+        Value::Object(map) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            if let Some(additional) = additional {
+                for item in map.values_mut() {
+                    prune(item, additional);
+                }
+                return;
+            }
+            if !preserve {
+                map.retain(|key, _| properties.is_some_and(|p| p.contains_key(key)));
+            }
+            for (key, item) in map.iter_mut() {
+                if let Some(property) = properties.and_then(|p| p.get(key)) {
+                    prune(item, property);
+                }
+            }
+            add_defaults(map, properties);
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for item in items {
+                    prune(item, item_schema);
+                }
+            }
+        }
+        _ => {}
+    }
+}

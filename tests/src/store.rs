@@ -1,0 +1,636 @@
+//! The in-memory storage: objects by (group, resource, namespace, name), one
+//! global increasing resourceVersion, a bounded history of watch events (older
+//! resourceVersions are answered with 410 Gone), finalizers, generation,
+//! status isolation and owner-reference garbage collection.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
+
+use crate::error::ApiError;
+use crate::resources::ResourceType;
+
+/// How many watch events are kept for resuming watches.
+const HISTORY: usize = 10_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    pub group: String,
+    pub plural: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct WatchEvent {
+    pub resource_version: u64,
+    pub type_: &'static str,
+    pub key: Key,
+    pub object: Value,
+}
+
+#[derive(Debug)]
+struct Inner {
+    resource_version: u64,
+    types: Vec<ResourceType>,
+    objects: BTreeMap<Key, Value>,
+    history: VecDeque<Arc<WatchEvent>>,
+    /// Writes to fail on purpose: (count left, HTTP code).
+    faults: Option<(usize, u16)>,
+    /// Requests counted per "VERB group/resource".
+    counts: BTreeMap<String, u64>,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<Arc<WatchEvent>>,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::from_second(unix_now())
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+fn meta<'a>(object: &'a Value, field: &str) -> Option<&'a Value> {
+    object.get("metadata").and_then(|m| m.get(field))
+}
+
+fn meta_str(object: &Value, field: &str) -> String {
+    meta(object, field)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The object's metadata map, created when absent. Bodies are checked to be
+/// objects with object metadata before they reach the store, so this is only
+/// `None` for values the store never keeps.
+fn metadata_mut(object: &mut Value) -> Option<&mut Map<String, Value>> {
+    object
+        .as_object_mut()?
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+}
+
+fn set_meta(object: &mut Value, field: &str, value: Value) {
+    if let Some(metadata) = metadata_mut(object) {
+        metadata.insert(field.to_owned(), value);
+    }
+}
+
+/// Everything but metadata and status: what `generation` tracks.
+fn spec_part(object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Some(map) = copy.as_object_mut() {
+        map.remove("metadata");
+        map.remove("status");
+        map.remove("apiVersion");
+        map.remove("kind");
+    }
+    copy
+}
+
+/// Five characters for `generateName`, as the API server appends.
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let bytes = *uuid::Uuid::new_v4().as_bytes();
+    bytes
+        .iter()
+        .take(5)
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        let (events, _) = broadcast::channel(HISTORY);
+        Self {
+            inner: Mutex::new(Inner {
+                resource_version: 1,
+                types: ResourceType::builtins(),
+                objects: BTreeMap::new(),
+                history: VecDeque::new(),
+                faults: None,
+                counts: BTreeMap::new(),
+            }),
+            events,
+        }
+    }
+}
+
+/// How a write is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subresource {
+    Main,
+    Status,
+}
+
+impl Store {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub fn types(&self) -> Vec<ResourceType> {
+        self.lock().types.clone()
+    }
+
+    /// The type served at `group`/`version` under `plural`.
+    pub fn resource_type(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
+        self.lock()
+            .types
+            .iter()
+            .find(|t| t.group == group && t.plural == plural && t.serves(version))
+            .cloned()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<WatchEvent>> {
+        self.events.subscribe()
+    }
+
+    pub fn resource_version(&self) -> u64 {
+        self.lock().resource_version
+    }
+
+    pub fn count(&self, verb: &str, group: &str, plural: &str) {
+        *self
+            .lock()
+            .counts
+            .entry(format!("{verb} {group}/{plural}"))
+            .or_default() += 1;
+    }
+
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.lock().counts.clone()
+    }
+
+    pub fn reset_counts(&self) {
+        self.lock().counts.clear();
+    }
+
+    /// Fails the next `count` writes with `code` (500 or 409).
+    pub fn inject_write_faults(&self, count: usize, code: u16) {
+        self.lock().faults = Some((count, code));
+    }
+
+    fn take_fault(inner: &mut Inner) -> Result<(), ApiError> {
+        match &mut inner.faults {
+            Some((left, code)) if *left > 0 => {
+                *left -= 1;
+                Err(match *code {
+                    409 => ApiError::conflict("objects", "", "injected"),
+                    _ => ApiError::internal("injected fault"),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Events after `since`, or `None` when that resourceVersion is no longer kept.
+    pub fn events_since(&self, since: u64) -> Option<Vec<Arc<WatchEvent>>> {
+        let inner = self.lock();
+        let oldest = inner
+            .history
+            .front()
+            .map_or(inner.resource_version, |e| e.resource_version);
+        if since + 1 < oldest && since < inner.resource_version {
+            return None;
+        }
+        Some(
+            inner
+                .history
+                .iter()
+                .filter(|e| e.resource_version > since)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        let key = Key {
+            group: rt.group.clone(),
+            plural: rt.plural.clone(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.lock()
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.plural, &rt.group, name))
+    }
+
+    /// Objects of `rt` in `namespace` (all namespaces when `None`), with the list's resourceVersion.
+    pub fn list(&self, rt: &ResourceType, namespace: Option<&str>) -> (Vec<Value>, u64) {
+        let inner = self.lock();
+        let items = inner
+            .objects
+            .iter()
+            .filter(|(k, _)| {
+                k.group == rt.group && k.plural == rt.plural && namespace.is_none_or(|ns| k.namespace == ns)
+            })
+            .map(|(_, v)| v.clone())
+            .collect();
+        (items, inner.resource_version)
+    }
+
+    fn record(&self, inner: &mut Inner, type_: &'static str, key: Key, object: Value) {
+        let event = Arc::new(WatchEvent {
+            resource_version: inner.resource_version,
+            type_,
+            key,
+            object,
+        });
+        inner.history.push_back(event.clone());
+        while inner.history.len() > HISTORY {
+            inner.history.pop_front();
+        }
+        let _ = self.events.send(event);
+    }
+
+    fn key(rt: &ResourceType, namespace: &str, name: &str) -> Key {
+        Key {
+            group: rt.group.clone(),
+            plural: rt.plural.clone(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Creates `object`; `namespace` is empty for cluster-scoped types.
+    pub fn create(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        mut object: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let mut inner = self.lock();
+        if !dry_run {
+            Self::take_fault(&mut inner)?;
+        }
+        let mut name = meta_str(&object, "name");
+        if name.is_empty() {
+            let prefix = meta_str(&object, "generateName");
+            if prefix.is_empty() {
+                return Err(ApiError::invalid(
+                    &rt.kind,
+                    &rt.group,
+                    "",
+                    &[(
+                        "metadata.name".to_owned(),
+                        "FieldValueRequired",
+                        "Required value: name or generateName is required".to_owned(),
+                    )],
+                ));
+            }
+            name = format!("{prefix}{}", random_suffix());
+        }
+        if rt.namespaced {
+            let ns_key = Key {
+                group: String::new(),
+                plural: "namespaces".to_owned(),
+                namespace: String::new(),
+                name: namespace.to_owned(),
+            };
+            if !inner.objects.contains_key(&ns_key) {
+                return Err(ApiError::not_found("namespaces", "", namespace));
+            }
+            if inner.objects[&ns_key].pointer("/metadata/deletionTimestamp").is_some() {
+                return Err(ApiError::forbidden(format!(
+                    "{} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                    rt.plural
+                )));
+            }
+        }
+        let key = Self::key(rt, namespace, &name);
+        if inner.objects.contains_key(&key) {
+            return Err(ApiError::already_exists(&rt.plural, &rt.group, &name));
+        }
+        if rt.from_crd
+            && rt.status_subresource
+            && let Some(map) = object.as_object_mut()
+        {
+            map.remove("status");
+        }
+        let resource_version = inner.resource_version + 1;
+        if let Some(metadata) = metadata_mut(&mut object) {
+            metadata.insert("name".to_owned(), json!(name));
+            if rt.namespaced {
+                metadata.insert("namespace".to_owned(), json!(namespace));
+            } else {
+                metadata.remove("namespace");
+            }
+            metadata.insert("uid".to_owned(), json!(uuid::Uuid::new_v4().to_string()));
+            metadata.insert("creationTimestamp".to_owned(), json!(now()));
+            metadata.insert("resourceVersion".to_owned(), json!(resource_version.to_string()));
+            metadata.insert("generation".to_owned(), json!(1));
+            metadata.remove("deletionTimestamp");
+        }
+        if rt.kind == "CustomResourceDefinition" {
+            establish(&mut object);
+        }
+        if dry_run {
+            return Ok(object);
+        }
+        inner.resource_version = resource_version;
+        if rt.kind == "CustomResourceDefinition" {
+            register_crd(&mut inner, &object)?;
+        }
+        inner.objects.insert(key.clone(), object.clone());
+        self.record(&mut inner, "ADDED", key, object.clone());
+        Ok(object)
+    }
+
+    /// Replaces the object (main resource or status), with optimistic concurrency.
+    pub fn update(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        mut object: Value,
+        subresource: Subresource,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let mut inner = self.lock();
+        if !dry_run {
+            Self::take_fault(&mut inner)?;
+        }
+        let key = Self::key(rt, namespace, name);
+        let Some(old) = inner.objects.get(&key).cloned() else {
+            return Err(ApiError::not_found(&rt.plural, &rt.group, name));
+        };
+        let sent_version = meta_str(&object, "resourceVersion");
+        if !sent_version.is_empty() && sent_version != meta_str(&old, "resourceVersion") {
+            return Err(ApiError::conflict(&rt.plural, &rt.group, name));
+        }
+        let body_name = meta_str(&object, "name");
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        match subresource {
+            Subresource::Status => {
+                let status = object.get("status").cloned();
+                object = old.clone();
+                if let Some(map) = object.as_object_mut() {
+                    match status {
+                        Some(status) => map.insert("status".to_owned(), status),
+                        None => map.remove("status"),
+                    };
+                }
+            }
+            Subresource::Main if rt.status_subresource => {
+                if let Some(map) = object.as_object_mut() {
+                    match old.get("status") {
+                        Some(status) => map.insert("status".to_owned(), status.clone()),
+                        None => map.remove("status"),
+                    };
+                }
+            }
+            Subresource::Main => {}
+        }
+        let generation = meta(&old, "generation").and_then(Value::as_i64).unwrap_or(1);
+        let generation = if spec_part(&old) != spec_part(&object) {
+            generation + 1
+        } else {
+            generation
+        };
+        let resource_version = inner.resource_version + 1;
+        if let Some(metadata) = metadata_mut(&mut object) {
+            for field in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "namespace",
+                "name",
+            ] {
+                match meta(&old, field) {
+                    Some(value) => metadata.insert(field.to_owned(), value.clone()),
+                    None => metadata.remove(field),
+                };
+            }
+            metadata.insert("generation".to_owned(), json!(generation));
+            metadata.insert("resourceVersion".to_owned(), json!(resource_version.to_string()));
+        }
+        if rt.kind == "CustomResourceDefinition" {
+            establish(&mut object);
+        }
+        if dry_run {
+            return Ok(object);
+        }
+        inner.resource_version = resource_version;
+        let finalized = meta(&object, "deletionTimestamp").is_some()
+            && meta(&object, "finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty);
+        if finalized {
+            inner.objects.remove(&key);
+            self.record(&mut inner, "DELETED", key, object.clone());
+            self.collect_garbage(&mut inner, &object);
+            return Ok(object);
+        }
+        if rt.kind == "CustomResourceDefinition" {
+            register_crd(&mut inner, &object)?;
+        }
+        inner.objects.insert(key.clone(), object.clone());
+        self.record(&mut inner, "MODIFIED", key, object.clone());
+        Ok(object)
+    }
+
+    /// Deletes the object, or marks it for deletion while finalizers remain.
+    /// Returns the object as last seen and whether it is gone.
+    pub fn delete(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        dry_run: bool,
+        orphan: bool,
+    ) -> Result<(Value, bool), ApiError> {
+        let mut inner = self.lock();
+        if !dry_run {
+            Self::take_fault(&mut inner)?;
+        }
+        let key = Self::key(rt, namespace, name);
+        let Some(mut object) = inner.objects.get(&key).cloned() else {
+            return Err(ApiError::not_found(&rt.plural, &rt.group, name));
+        };
+        let finalizers = meta(&object, "finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if dry_run {
+            return Ok((object, !finalizers));
+        }
+        inner.resource_version += 1;
+        let resource_version = inner.resource_version.to_string();
+        if finalizers {
+            if meta(&object, "deletionTimestamp").is_none() {
+                set_meta(&mut object, "deletionTimestamp", json!(now()));
+                set_meta(&mut object, "deletionGracePeriodSeconds", json!(0));
+                set_meta(&mut object, "resourceVersion", json!(resource_version));
+                inner.objects.insert(key.clone(), object.clone());
+                self.record(&mut inner, "MODIFIED", key, object.clone());
+            }
+            return Ok((object, false));
+        }
+        inner.objects.remove(&key);
+        set_meta(&mut object, "resourceVersion", json!(resource_version));
+        self.record(&mut inner, "DELETED", key.clone(), object.clone());
+        if rt.kind == "Namespace" {
+            let contents: Vec<Key> = inner.objects.keys().filter(|k| k.namespace == name).cloned().collect();
+            for content in contents {
+                if let Some(gone) = inner.objects.remove(&content) {
+                    inner.resource_version += 1;
+                    self.record(&mut inner, "DELETED", content, gone);
+                }
+            }
+        }
+        if rt.kind == "CustomResourceDefinition" {
+            unregister_crd(&mut inner, &object);
+        }
+        if orphan {
+            self.orphan_dependents(&mut inner, &object);
+        } else {
+            self.collect_garbage(&mut inner, &object);
+        }
+        Ok((object, true))
+    }
+
+    /// Dependents of a deleted owner lose the reference; those with no owner left are deleted.
+    fn collect_garbage(&self, inner: &mut Inner, owner: &Value) {
+        let uid = meta_str(owner, "uid");
+        let mut queue = vec![uid];
+        while let Some(uid) = queue.pop() {
+            let dependents: Vec<Key> = inner
+                .objects
+                .iter()
+                .filter(|(_, o)| owner_uids(o).contains(&uid))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in dependents {
+                let Some(mut object) = inner.objects.get(&key).cloned() else {
+                    continue;
+                };
+                retain_owners(&mut object, |u| u != uid);
+                inner.resource_version += 1;
+                let rv = inner.resource_version.to_string();
+                if !owner_uids(&object).is_empty() {
+                    set_meta(&mut object, "resourceVersion", json!(rv));
+                    inner.objects.insert(key.clone(), object.clone());
+                    self.record(inner, "MODIFIED", key, object);
+                } else if meta(&object, "finalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|f| !f.is_empty())
+                {
+                    set_meta(&mut object, "deletionTimestamp", json!(now()));
+                    set_meta(&mut object, "resourceVersion", json!(rv));
+                    inner.objects.insert(key.clone(), object.clone());
+                    self.record(inner, "MODIFIED", key, object);
+                } else {
+                    inner.objects.remove(&key);
+                    queue.push(meta_str(&object, "uid"));
+                    set_meta(&mut object, "resourceVersion", json!(rv));
+                    self.record(inner, "DELETED", key, object);
+                }
+            }
+        }
+    }
+
+    fn orphan_dependents(&self, inner: &mut Inner, owner: &Value) {
+        let uid = meta_str(owner, "uid");
+        let dependents: Vec<Key> = inner
+            .objects
+            .iter()
+            .filter(|(_, o)| owner_uids(o).contains(&uid))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in dependents {
+            let Some(mut object) = inner.objects.get(&key).cloned() else {
+                continue;
+            };
+            retain_owners(&mut object, |u| u != uid);
+            inner.resource_version += 1;
+            let rv = inner.resource_version.to_string();
+            set_meta(&mut object, "resourceVersion", json!(rv));
+            inner.objects.insert(key.clone(), object.clone());
+            self.record(inner, "MODIFIED", key, object);
+        }
+    }
+}
+
+fn owner_uids(object: &Value) -> Vec<String> {
+    meta(object, "ownerReferences")
+        .and_then(Value::as_array)
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r.get("uid").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn retain_owners(object: &mut Value, keep: impl Fn(&str) -> bool) {
+    let Some(metadata) = metadata_mut(object) else { return };
+    if let Some(Value::Array(refs)) = metadata.get_mut("ownerReferences") {
+        refs.retain(|r| r.get("uid").and_then(Value::as_str).is_some_and(&keep));
+        if refs.is_empty() {
+            metadata.remove("ownerReferences");
+        }
+    }
+}
+
+/// A stored CRD is immediately Established, as a healthy API server reports.
+fn establish(crd: &mut Value) {
+    let names = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
+    let now = now();
+    crd["status"] = json!({
+        "acceptedNames": names,
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now},
+        ],
+        "storedVersions": crd.pointer("/spec/versions").and_then(Value::as_array).map(|vs| {
+            vs.iter().filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true)).filter_map(|v| v.get("name").cloned()).collect::<Vec<_>>()
+        }).unwrap_or_default(),
+    });
+}
+
+fn register_crd(inner: &mut Inner, crd: &Value) -> Result<(), ApiError> {
+    let rt = ResourceType::from_crd(crd).map_err(|e| {
+        ApiError::invalid(
+            "CustomResourceDefinition",
+            "apiextensions.k8s.io",
+            &meta_str(crd, "name"),
+            &[("spec".to_owned(), "FieldValueInvalid", e)],
+        )
+    })?;
+    inner.types.retain(|t| !(t.group == rt.group && t.plural == rt.plural));
+    inner.types.push(rt);
+    Ok(())
+}
+
+fn unregister_crd(inner: &mut Inner, crd: &Value) {
+    if let Ok(rt) = ResourceType::from_crd(crd) {
+        inner.types.retain(|t| !(t.group == rt.group && t.plural == rt.plural));
+        inner
+            .objects
+            .retain(|k, _| !(k.group == rt.group && k.plural == rt.plural));
+    }
+}
