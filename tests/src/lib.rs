@@ -53,6 +53,8 @@ pub struct Options {
     pub tls: bool,
     /// Webhook `service` references: `namespace/name` → address.
     pub service_endpoints: HashMap<String, SocketAddr>,
+    /// Watch events kept for resuming watches (older resourceVersions get 410); 0 means 10 000.
+    pub history: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +81,11 @@ impl TestApi {
             port: options.port,
             source,
         })?;
-        let store = Arc::new(Store::default());
+        let store = Arc::new(if options.history == 0 {
+            Store::default()
+        } else {
+            Store::with_history(options.history)
+        });
         bootstrap_namespaces(&store);
         let state = Arc::new(AppState {
             store: store.clone(),

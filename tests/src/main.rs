@@ -46,6 +46,7 @@ async fn main() -> ExitCode {
         port: args.port,
         tls: args.tls,
         service_endpoints: args.service_endpoints.into_iter().collect::<HashMap<_, _>>(),
+        history: 0,
     };
     let api = match TestApi::start(options).await {
         Ok(api) => api,

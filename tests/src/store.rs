@@ -33,6 +33,7 @@ pub struct WatchEvent {
 
 #[derive(Debug)]
 struct Inner {
+    history_limit: usize,
     resource_version: u64,
     types: Vec<ResourceType>,
     objects: BTreeMap<Key, Value>,
@@ -115,9 +116,17 @@ fn random_suffix() -> String {
 
 impl Default for Store {
     fn default() -> Self {
+        Self::with_history(HISTORY)
+    }
+}
+
+impl Store {
+    /// A store that keeps `history` watch events for resuming watches.
+    pub fn with_history(history: usize) -> Self {
         let (events, _) = broadcast::channel(HISTORY);
         Self {
             inner: Mutex::new(Inner {
+                history_limit: history.max(1),
                 resource_version: 1,
                 types: ResourceType::builtins(),
                 objects: BTreeMap::new(),
@@ -256,7 +265,7 @@ impl Store {
             object,
         });
         inner.history.push_back(event.clone());
-        while inner.history.len() > HISTORY {
+        while inner.history.len() > inner.history_limit {
             inner.history.pop_front();
         }
         let _ = self.events.send(event);

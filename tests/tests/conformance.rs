@@ -1,0 +1,457 @@
+//! The test API server driven by kube-rs the way prewarm's controller and node
+//! agent will drive it: Api, watcher, reflector and Controller.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Client, ResourceExt};
+use prewarm_api::v1beta1::ImagePullJob;
+use prewarm_testapi::{Options, TestApi};
+use serde_json::json;
+
+async fn start(options: Options) -> (TestApi, Client) {
+    let api = TestApi::start(options).await.unwrap();
+    let mut config = kube::Config::new(api.url().parse().unwrap());
+    config.default_namespace = "default".to_owned();
+    (api, Client::try_from(config).unwrap())
+}
+
+fn config_map(name: &str, labels: serde_json::Value) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}})).unwrap()
+}
+
+fn code(error: kube::Error) -> u16 {
+    match error {
+        kube::Error::Api(status) => status.code,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+async fn apply_crds(client: &Client) {
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    for (_, crd) in prewarm_api::crd::all().unwrap() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn crud_conflicts_and_errors() {
+    let (_api, client) = start(Options::default()).await;
+    let maps: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let mut generated = config_map("", json!({"app": "web"}));
+    generated.metadata.generate_name = Some("cm-".to_owned());
+    let created = maps.create(&PostParams::default(), &generated).await.unwrap();
+    let name = created.name_any();
+    assert!(name.starts_with("cm-") && name.len() == 8, "{name}");
+    assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
+    assert_eq!(created.metadata.generation, Some(1));
+
+    assert_eq!(
+        code(
+            maps.create(&PostParams::default(), &config_map(&name, json!({})))
+                .await
+                .unwrap_err()
+        ),
+        409
+    );
+    let other_ns: Api<ConfigMap> = Api::namespaced(client.clone(), "missing");
+    assert_eq!(
+        code(
+            other_ns
+                .create(&PostParams::default(), &config_map("x", json!({})))
+                .await
+                .unwrap_err()
+        ),
+        404
+    );
+    assert_eq!(code(maps.get("absent").await.unwrap_err()), 404);
+
+    // Optimistic concurrency: a stale resourceVersion is a conflict.
+    let mut stale = created.clone();
+    let mut fresh = created.clone();
+    fresh.data = Some([("k".to_owned(), "v2".to_owned())].into());
+    maps.replace(&name, &PostParams::default(), &fresh).await.unwrap();
+    stale.data = Some([("k".to_owned(), "v3".to_owned())].into());
+    assert_eq!(
+        code(maps.replace(&name, &PostParams::default(), &stale).await.unwrap_err()),
+        409
+    );
+
+    // Patches: merge, JSON (a failed test is 422), and apply.
+    let merged = maps
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"m": "1"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(merged.data.as_ref().unwrap()["m"], "1");
+    let failed_test = serde_json::from_value(json!([{"op": "test", "path": "/data/k", "value": "nope"}])).unwrap();
+    assert_eq!(
+        code(
+            maps.patch(&name, &PatchParams::default(), &Patch::<()>::Json(failed_test))
+                .await
+                .unwrap_err()
+        ),
+        422
+    );
+    let applied = maps
+        .patch(
+            "applied",
+            &PatchParams::apply("conformance"),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "1"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.data.unwrap()["a"], "1");
+
+    // Selectors and pagination.
+    for i in 0..5 {
+        maps.create(
+            &PostParams::default(),
+            &config_map(
+                &format!("page-{i}"),
+                json!({"tier": if i % 2 == 0 { "even" } else { "odd" }}),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    let even = maps.list(&ListParams::default().labels("tier=even")).await.unwrap();
+    assert_eq!(even.items.len(), 3);
+    let set_based = maps
+        .list(&ListParams::default().labels("tier in (odd),app notin (web)"))
+        .await
+        .unwrap();
+    assert_eq!(set_based.items.len(), 2);
+    let by_name = maps
+        .list(&ListParams::default().fields("metadata.name=page-3"))
+        .await
+        .unwrap();
+    assert_eq!(by_name.items.len(), 1);
+    let mut paged = Vec::new();
+    let mut params = ListParams::default().limit(3);
+    loop {
+        let page = maps.list(&params).await.unwrap();
+        assert!(page.items.len() <= 3);
+        paged.extend(page.items.into_iter().map(|m| m.name_any()));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = ListParams::default().limit(3).continue_token(&token),
+            _ => break,
+        }
+    }
+    let all: Vec<String> = maps
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|m| m.name_any())
+        .collect();
+    assert_eq!(paged, all);
+
+    // dryRun writes change nothing.
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    maps.create(&dry, &config_map("dry", json!({}))).await.unwrap();
+    assert_eq!(code(maps.get("dry").await.unwrap_err()), 404);
+
+    maps.delete(&name, &DeleteParams::default()).await.unwrap();
+    assert_eq!(code(maps.get(&name).await.unwrap_err()), 404);
+}
+
+#[tokio::test]
+async fn custom_resources_status_subresource_and_generation() {
+    let (_api, client) = start(Options::default()).await;
+    apply_crds(&client).await;
+    let jobs: Api<ImagePullJob> = Api::default_namespaced(client.clone());
+    let job: ImagePullJob = serde_json::from_value(json!({
+        "apiVersion": "apps.kruise.io/v1beta1", "kind": "ImagePullJob", "metadata": {"name": "job"},
+        "spec": {"image": "nginx:1.9.1", "completionPolicy": {"type": "Always"}},
+        "status": {"desired": 9}
+    }))
+    .unwrap();
+    let created = jobs.create(&PostParams::default(), &job).await.unwrap();
+    assert!(
+        created.status.is_none(),
+        "create drops status when there is a status subresource"
+    );
+
+    let status = jobs
+        .patch_status(
+            "job",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"desired": 3}, "spec": {"image": "ignored"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.status.as_ref().unwrap().desired, 3);
+    assert_eq!(status.spec.image, "nginx:1.9.1", "status writes change only status");
+    assert_eq!(
+        status.metadata.generation,
+        Some(1),
+        "status writes do not bump generation"
+    );
+
+    let main = jobs
+        .patch(
+            "job",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"desired": 99}, "metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        main.status.as_ref().unwrap().desired,
+        3,
+        "main-resource writes ignore status"
+    );
+    assert_eq!(
+        main.metadata.generation,
+        Some(1),
+        "metadata changes do not bump generation"
+    );
+    let spec = jobs
+        .patch(
+            "job",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"image": "nginx:1.25"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(spec.metadata.generation, Some(2));
+
+    // Both versions are served from one stored object.
+    let v1alpha1: Api<prewarm_api::v1alpha1::ImagePullJob> = Api::default_namespaced(client.clone());
+    assert_eq!(v1alpha1.get("job").await.unwrap().spec.image, "nginx:1.25");
+
+    // Unknown fields are pruned by the structural schema, before admission.
+    let pruned = jobs
+        .patch(
+            "job",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"notInSchema": 1}})),
+        )
+        .await
+        .unwrap();
+    let raw = serde_json::to_value(&pruned).unwrap();
+    assert!(raw["spec"].get("notInSchema").is_none());
+}
+
+#[tokio::test]
+async fn finalizers_and_garbage_collection() {
+    let (_api, client) = start(Options::default()).await;
+    let maps: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let mut guarded = config_map("guarded", json!({}));
+    guarded.metadata.finalizers = Some(vec!["example.com/cleanup".to_owned()]);
+    maps.create(&PostParams::default(), &guarded).await.unwrap();
+    maps.delete("guarded", &DeleteParams::default()).await.unwrap();
+    let terminating = maps.get("guarded").await.unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    maps.patch(
+        "guarded",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code(maps.get("guarded").await.unwrap_err()), 404);
+
+    let owner = maps
+        .create(&PostParams::default(), &config_map("owner", json!({})))
+        .await
+        .unwrap();
+    let mut dependent = config_map("dependent", json!({}));
+    dependent.metadata.owner_references = Some(vec![
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid, "controller": true
+        }))
+        .unwrap(),
+    ]);
+    maps.create(&PostParams::default(), &dependent).await.unwrap();
+    maps.delete("owner", &DeleteParams::default()).await.unwrap();
+    assert_eq!(
+        code(maps.get("dependent").await.unwrap_err()),
+        404,
+        "background deletion of dependents"
+    );
+}
+
+#[tokio::test]
+async fn watches_resume_and_expire() {
+    let (api, client) = start(Options {
+        history: 20,
+        ..Options::default()
+    })
+    .await;
+    let maps: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let first = maps
+        .create(&PostParams::default(), &config_map("w0", json!({})))
+        .await
+        .unwrap();
+    let from = first.resource_version().unwrap();
+    maps.create(&PostParams::default(), &config_map("w1", json!({})))
+        .await
+        .unwrap();
+    maps.delete("w0", &DeleteParams::default()).await.unwrap();
+    // Resuming from a resourceVersion replays what came after it.
+    let stream = maps.watch(&WatchParams::default().timeout(1), &from).await.unwrap();
+    let events: Vec<WatchEvent<ConfigMap>> = stream.take(2).try_collect().await.unwrap();
+    let names: Vec<(String, String)> = events
+        .iter()
+        .map(|e| match e {
+            WatchEvent::Added(o) => ("ADDED".to_owned(), o.name_any()),
+            WatchEvent::Deleted(o) => ("DELETED".to_owned(), o.name_any()),
+            other => (format!("{other:?}"), String::new()),
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("ADDED".to_owned(), "w1".to_owned()),
+            ("DELETED".to_owned(), "w0".to_owned())
+        ]
+    );
+    // Past the kept history, the server answers 410 Gone.
+    for i in 0..30 {
+        maps.patch(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"i": i.to_string()}})),
+        )
+        .await
+        .unwrap();
+    }
+    let mut stream = maps
+        .watch(&WatchParams::default().timeout(1), &from)
+        .await
+        .unwrap()
+        .boxed();
+    match stream.next().await.unwrap().unwrap() {
+        WatchEvent::Error(status) => assert_eq!(status.code, 410),
+        other => panic!("expected 410, got {other:?}"),
+    }
+    assert!(api.store.resource_version() > 30);
+}
+
+#[tokio::test]
+async fn watcher_reflector_and_controller() {
+    let (_api, client) = start(Options::default()).await;
+    let maps: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    maps.create(&PostParams::default(), &config_map("before", json!({"watched": "yes"})))
+        .await
+        .unwrap();
+
+    // A reflector over a label-filtered watcher, with streaming lists (sendInitialEvents).
+    let (reader, writer) = reflector::store::<ConfigMap>();
+    let config = watcher::Config::default().labels("watched=yes").streaming_lists();
+    let stream = reflector::reflector(writer, watcher(maps.clone(), config)).applied_objects();
+    let watch_task = tokio::spawn(stream.for_each(|_| async {}));
+    reader.wait_until_ready().await.unwrap();
+    assert_eq!(reader.state().len(), 1);
+    maps.create(&PostParams::default(), &config_map("after", json!({"watched": "yes"})))
+        .await
+        .unwrap();
+    maps.create(&PostParams::default(), &config_map("ignored", json!({})))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while reader.state().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(reader.state().len(), 2);
+    watch_task.abort();
+
+    // A controller that marks every ConfigMap it reconciles.
+    let context = Arc::new(maps.clone());
+    let controller = Controller::new(maps.clone(), watcher::Config::default())
+        .run(
+            |object: Arc<ConfigMap>, maps: Arc<Api<ConfigMap>>| async move {
+                if object.annotations().get("reconciled").is_none() {
+                    let patch = Patch::Merge(json!({"metadata": {"annotations": {"reconciled": "yes"}}}));
+                    maps.patch(&object.name_any(), &PatchParams::default(), &patch).await?;
+                }
+                Ok::<_, kube::Error>(Action::await_change())
+            },
+            |_, _, _| Action::requeue(Duration::from_secs(1)),
+            context,
+        )
+        .for_each(|_| async {});
+    let controller_task = tokio::spawn(controller);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let all = maps.list(&ListParams::default()).await.unwrap();
+            if all.items.iter().all(|m| m.annotations().get("reconciled").is_some()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the controller reconciles every ConfigMap");
+    controller_task.abort();
+}
+
+#[tokio::test]
+async fn pods_by_node_and_injected_faults() {
+    let (api, client) = start(Options::default()).await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    for (name, node) in [("a", "node-1"), ("b", "node-2"), ("c", "node-1")] {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}})).unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    let on_node_1 = pods
+        .list(&ListParams::default().fields("spec.nodeName=node-1"))
+        .await
+        .unwrap();
+    assert_eq!(on_node_1.items.len(), 2);
+    assert_eq!(
+        code(
+            pods.list(&ListParams::default().fields("spec.unknown=x"))
+                .await
+                .unwrap_err()
+        ),
+        400
+    );
+
+    api.store.inject_write_faults(2, 500);
+    let maps: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    assert_eq!(
+        code(
+            maps.create(&PostParams::default(), &config_map("f1", json!({})))
+                .await
+                .unwrap_err()
+        ),
+        500
+    );
+    assert_eq!(
+        code(
+            maps.create(&PostParams::default(), &config_map("f2", json!({})))
+                .await
+                .unwrap_err()
+        ),
+        500
+    );
+    maps.create(&PostParams::default(), &config_map("f3", json!({})))
+        .await
+        .unwrap();
+    let counts = api.store.counts();
+    assert_eq!(counts.get("create /configmaps"), Some(&3));
+    assert_eq!(counts.get("list /pods"), Some(&2));
+}
