@@ -47,9 +47,9 @@ impl Operation {
 }
 
 /// Where webhook `service` references point: `namespace/name` → address.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Admission {
-    pub service_endpoints: HashMap<String, SocketAddr>,
+    service_endpoints: std::sync::RwLock<HashMap<String, SocketAddr>>,
 }
 
 /// The request being admitted.
@@ -107,6 +107,23 @@ fn selector_matches(selector: Option<&Value>, labels: Option<&Value>) -> bool {
 }
 
 impl Admission {
+    pub fn new(service_endpoints: HashMap<String, SocketAddr>) -> Self {
+        Self {
+            service_endpoints: std::sync::RwLock::new(service_endpoints),
+        }
+    }
+
+    /// Points `namespace/name` at `address`, as an Endpoints change would.
+    pub fn set_service_endpoint(&self, service: &str, address: SocketAddr) {
+        if let Ok(mut endpoints) = self.service_endpoints.write() {
+            endpoints.insert(service.to_owned(), address);
+        }
+    }
+
+    fn endpoint(&self, service: &str) -> Option<SocketAddr> {
+        self.service_endpoints.read().ok().and_then(|e| e.get(service).copied())
+    }
+
     /// Runs the chain; returns the (possibly mutated) object.
     #[allow(clippy::too_many_arguments)]
     pub async fn admit(
@@ -209,7 +226,7 @@ impl Admission {
                 *r == "*/*"
                     || *r == resource
                     || (*r == "*" && a.sub_resource.is_none())
-                    || r.strip_prefix("*/") == a.sub_resource
+                    || (a.sub_resource.is_some() && r.strip_prefix("*/") == a.sub_resource)
             });
             let scope_ok = match scope {
                 "Namespaced" => a.rt.namespaced,
@@ -267,9 +284,7 @@ impl Admission {
             (Some(service), _) => {
                 let (ns, svc) = (text(service, "/namespace"), text(service, "/name"));
                 let address = self
-                    .service_endpoints
-                    .get(&format!("{ns}/{svc}"))
-                    .copied()
+                    .endpoint(&format!("{ns}/{svc}"))
                     .ok_or_else(|| format!("service \"{ns}/{svc}\" has no endpoint (start the test API server with --service-endpoint {ns}/{svc}=ADDR)"))?;
                 (address, format!("{svc}.{ns}.svc"), text(service, "/path").to_owned())
             }
@@ -410,26 +425,29 @@ async fn post(
     Ok(bytes)
 }
 
-/// `admission webhook "NAME" denied the request: MESSAGE`, with the webhook's code and causes.
+/// `admission webhook "NAME" denied the request: MESSAGE`, keeping the webhook's
+/// code (400 at least), reason and causes, as kube-apiserver's `ToStatusErr` does.
 fn denial(name: &str, response: &Value) -> ApiError {
     let status = response.get("status").cloned().unwrap_or(json!({}));
-    let message = status
-        .get("message")
+    let denied = format!("admission webhook \"{name}\" denied the request");
+    let message = match (
+        status.get("message").and_then(Value::as_str),
+        status.get("reason").and_then(Value::as_str),
+    ) {
+        (Some(message), _) if !message.is_empty() => format!("{denied}: {message}"),
+        (_, Some(reason)) if !reason.is_empty() => format!("{denied}: {reason}"),
+        _ => format!("{denied} without explanation"),
+    };
+    let mut error = ApiError::forbidden(message);
+    error.code = status
+        .get("code")
+        .and_then(Value::as_u64)
+        .map_or(400, |c| c.max(400) as u16);
+    error.reason = status
+        .get("reason")
         .and_then(Value::as_str)
-        .unwrap_or("without explanation");
-    let code = status.get("code").and_then(Value::as_u64).map_or(403, |c| c as u16);
-    let reason = match status.get("reason").and_then(Value::as_str) {
-        Some("Invalid") => "Invalid",
-        Some("BadRequest") => "BadRequest",
-        _ => "Forbidden",
-    };
-    let mut error = match reason {
-        "Invalid" => ApiError::invalid("", "", "", &[]),
-        "BadRequest" => ApiError::bad_request(""),
-        _ => ApiError::forbidden(""),
-    };
-    error.code = code;
-    error.message = format!("admission webhook \"{name}\" denied the request: {message}");
+        .unwrap_or_default()
+        .to_owned();
     error.details = status.get("details").cloned();
     error
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 #[derive(Clone, Debug, PartialEq)]
 pub struct ApiError {
     pub code: u16,
-    pub reason: &'static str,
+    pub reason: String,
     pub message: String,
     pub details: Option<Value>,
 }
@@ -16,7 +16,7 @@ impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
-            reason,
+            reason: reason.to_owned(),
             message: message.into(),
             details: None,
         }

@@ -35,6 +35,7 @@ use crate::store::Store;
 pub struct TestApi {
     pub addr: SocketAddr,
     pub store: Arc<Store>,
+    state: Arc<AppState>,
     /// The CA that signs the server's certificate, when serving HTTPS.
     pub ca_pem: Option<String>,
     task: tokio::task::JoinHandle<()>,
@@ -89,11 +90,9 @@ impl TestApi {
         bootstrap_namespaces(&store);
         let state = Arc::new(AppState {
             store: store.clone(),
-            admission: Admission {
-                service_endpoints: options.service_endpoints,
-            },
+            admission: Admission::new(options.service_endpoints),
         });
-        let router = http::router(state);
+        let router = http::router(state.clone());
         let (task, ca_pem) = if options.tls {
             let (acceptor, ca) = tls_acceptor()?;
             (tokio::spawn(serve_tls(listener, acceptor, router)), Some(ca))
@@ -108,9 +107,15 @@ impl TestApi {
         Ok(Self {
             addr,
             store,
+            state,
             ca_pem,
             task,
         })
+    }
+
+    /// Points a webhook `service` reference (`namespace/name`) at `address`.
+    pub fn set_service_endpoint(&self, service: &str, address: SocketAddr) {
+        self.state.admission.set_service_endpoint(service, address);
     }
 
     pub fn url(&self) -> String {

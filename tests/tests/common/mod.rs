@@ -1,0 +1,83 @@
+//! kubectl (from PyPI, installed by scripts/install-test-deps.sh) against a test API server.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use prewarm_testapi::TestApi;
+
+pub fn kubectl_path() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache"));
+    let path = cache.join("prewarm-test-tools/kubectl-venv/bin/kubectl");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/install-test-deps.sh",
+        path.display()
+    );
+    path
+}
+
+/// A kubectl bound to one test API server through its own kubeconfig.
+pub struct Kubectl {
+    binary: PathBuf,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Ran {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Kubectl {
+    pub fn new(api: &TestApi) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig).unwrap();
+        Self {
+            binary: kubectl_path(),
+            kubeconfig,
+            _dir: dir,
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self._dir.path())
+            .args(args);
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Ran {
+        let Output { status, stdout, stderr } = self.command(args).output().unwrap();
+        Ran {
+            ok: status.success(),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    /// Runs and insists on success.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let ran = self.run(args);
+        assert!(ran.ok, "kubectl {args:?} failed:\n{}\n{}", ran.stdout, ran.stderr);
+        ran.stdout
+    }
+
+    /// `kubectl apply --validate=false -f PATH` (the server has no OpenAPI document).
+    pub fn apply(&self, path: &Path, extra: &[&str]) -> Ran {
+        let mut args = vec!["apply", "--validate=false", "-f", path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+}
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}

@@ -1,0 +1,99 @@
+//! What a user sees with kubectl against the test API server: apply, get with
+//! printer columns, -o yaml, -w, wait, patch, delete.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use prewarm_testapi::{Options, TestApi};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_workflow_on_image_pull_jobs() {
+    let api = TestApi::start(Options::default()).await.unwrap();
+    let kubectl = Kubectl::new(&api);
+    tokio::task::block_in_place(|| {
+        let crds = kubectl.apply(&repo("manifests/crds"), &[]);
+        assert!(crds.ok, "{}", crds.stderr);
+        assert!(
+            crds.stdout
+                .contains("customresourcedefinition.apiextensions.k8s.io/imagepulljobs.apps.kruise.io created"),
+            "{}",
+            crds.stdout
+        );
+        let job = kubectl.apply(&repo("api/tests/fixtures/seed/02-imagepulljob-names.yaml"), &[]);
+        assert!(job.ok, "{}", job.stderr);
+        assert_eq!(job.stdout.trim(), "imagepulljob.apps.kruise.io/job-with-always created");
+
+        let table = kubectl.ok(&["get", "imagepulljob"]);
+        let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(header, ["NAME", "TOTAL", "ACTIVE", "SUCCEED", "FAILED", "AGE"]);
+        assert!(table.lines().nth(1).unwrap().starts_with("job-with-always"), "{table}");
+        // The v1alpha1 columns include MESSAGE, as in the seed FAQ.
+        let alpha = kubectl.ok(&["get", "imagepulljobs.v1alpha1.apps.kruise.io"]);
+        assert!(alpha.lines().next().unwrap().ends_with("MESSAGE"), "{alpha}");
+
+        let yaml = kubectl.ok(&["get", "imagepulljob", "job-with-always", "-o", "yaml"]);
+        assert!(yaml.contains("image: nginx:1.9.1") && yaml.contains("uid: "), "{yaml}");
+
+        // get -w prints the change made by a patch.
+        let mut watch = kubectl
+            .command(&["get", "imagepulljob", "-w", "--output-watch-events"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+        let header = lines.next().unwrap().unwrap();
+        assert!(header.starts_with("EVENT") && header.contains("TOTAL"), "{header}");
+        let first = lines.next().unwrap().unwrap();
+        assert!(
+            first.starts_with("ADDED") && first.contains("job-with-always"),
+            "{first}"
+        );
+        kubectl.ok(&[
+            "patch",
+            "imagepulljob",
+            "job-with-always",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"parallelism":2}}"#,
+        ]);
+        kubectl.ok(&[
+            "patch", "imagepulljob", "job-with-always", "--subresource=status", "--type=merge",
+            "-p", r#"{"status":{"desired":4,"active":1,"succeeded":2,"failed":1,"message":"job is running, progress 75.0%"}}"#,
+        ]);
+        let mut saw_status = false;
+        for _ in 0..4 {
+            let line = lines.next().unwrap().unwrap();
+            if line.contains("MODIFIED") && line.split_whitespace().any(|cell| cell == "4") {
+                saw_status = true;
+                break;
+            }
+        }
+        assert!(saw_status, "kubectl get -w did not show the status change");
+        let _ = watch.kill();
+        let _ = watch.wait();
+
+        let waited = kubectl.ok(&[
+            "wait",
+            "imagepulljob/job-with-always",
+            "--for=jsonpath={.status.desired}=4",
+            "--timeout=10s",
+        ]);
+        assert!(waited.contains("condition met"), "{waited}");
+        let columns = kubectl.ok(&["get", "imagepulljob", "job-with-always", "--no-headers"]);
+        let cells: Vec<&str> = columns.split_whitespace().collect();
+        assert_eq!(&cells[..5], ["job-with-always", "4", "1", "2", "1"]);
+
+        let deleted = kubectl.ok(&["delete", "imagepulljob", "job-with-always"]);
+        assert!(deleted.contains("deleted"), "{deleted}");
+        let gone = kubectl.run(&["get", "imagepulljob", "job-with-always"]);
+        assert!(!gone.ok && gone.stderr.contains("NotFound"), "{}", gone.stderr);
+    });
+    // Keep the server alive until kubectl is done.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
