@@ -51,6 +51,10 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
         .map(|(k, v)| (decode(k), decode(v)))
         .collect();
     let path = parts.uri.path().trim_end_matches('/').to_owned();
+    let latency = state.store.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     match route(&state, &parts.method, &path, &query, &parts.headers, bytes).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -142,9 +146,15 @@ async fn route(
             return Ok(json_response(StatusCode::OK, &json!(state.store.counts())));
         }
         ["testapi", "faults"] => {
-            let count = query.get("writes").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let count = query.get("writes").and_then(|v| v.parse().ok()).unwrap_or(0);
             let code = query.get("code").and_then(|v| v.parse().ok()).unwrap_or(500);
             state.store.inject_write_faults(count, code);
+            if let Some(ms) = query.get("latencyMs").and_then(|v| v.parse().ok()) {
+                state.store.inject_latency(Duration::from_millis(ms));
+            }
+            if query.contains_key("dropWatches") {
+                state.store.drop_watches();
+            }
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
         _ => {}
@@ -762,6 +772,8 @@ fn watch(
         subresource: None,
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let mut epoch = state.store.watch_epoch();
+    epoch.mark_unchanged();
     let stream = async_stream(move |tx| async move {
         for line in initial {
             if tx.send(line).await.is_err() {
@@ -773,6 +785,7 @@ fn watch(
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => return,
+                _ = epoch.changed() => return,
                 _ = ticker.tick(), if bookmarks => {
                     let rv = store.resource_version().max(last);
                     if tx.send(watch_line("BOOKMARK", bookmark(&bookmark_target, rv, false))).await.is_err() {

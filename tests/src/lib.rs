@@ -143,6 +143,50 @@ impl TestApi {
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
         std::fs::write(path, self.kubeconfig())
     }
+
+    /// Stores every object of the YAML files in `dir` (webhook configurations,
+    /// CRDs, namespaces, …) without admission, as a cluster's bootstrap would.
+    pub fn load_manifests(&self, dir: &Path) -> Result<usize, String> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json"))
+            .collect();
+        files.sort();
+        let mut loaded = 0;
+        for file in files {
+            let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let documents: Vec<serde_json::Value> =
+                serde_saphyr::from_multiple(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            for object in documents.into_iter().filter(|d| d.is_object()) {
+                let api_version = object
+                    .get("apiVersion")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default();
+                let kind = object
+                    .get("kind")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default();
+                let rt = self
+                    .store
+                    .types()
+                    .into_iter()
+                    .find(|t| t.kind == kind && t.versions.iter().any(|v| t.api_version(&v.name) == api_version))
+                    .ok_or_else(|| format!("{}: {api_version} {kind} is not served", file.display()))?;
+                let namespace = object
+                    .pointer("/metadata/namespace")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("default")
+                    .to_owned();
+                let namespace = if rt.namespaced { namespace } else { String::new() };
+                self.store
+                    .create(&rt, &namespace, object, false)
+                    .map_err(|e| format!("{}: {}", file.display(), e.message))?;
+                loaded += 1;
+            }
+        }
+        Ok(loaded)
+    }
 }
 
 /// `default`, `kube-system` and `kube-public` exist in every cluster.

@@ -19,6 +19,10 @@ struct Args {
     /// Serve HTTPS with a generated certificate.
     #[arg(long)]
     tls: bool,
+    /// Objects to store at start, from the YAML files of this directory (webhook
+    /// configurations, CRDs, …), without admission.
+    #[arg(long)]
+    admission_config: Option<PathBuf>,
     /// Resolve webhook service references: NAMESPACE/NAME=ADDRESS (repeatable).
     #[arg(long = "service-endpoint", value_parser = parse_endpoint)]
     service_endpoints: Vec<(String, SocketAddr)>,
@@ -55,6 +59,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(dir) = &args.admission_config {
+        match api.load_manifests(dir) {
+            Ok(count) => tracing::info!(count, dir = %dir.display(), "loaded manifests"),
+            Err(e) => {
+                eprintln!("prewarm-testapi: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if let Err(e) = api.write_kubeconfig(&args.kubeconfig_out) {
         eprintln!("prewarm-testapi: writing {}: {e}", args.kubeconfig_out.display());
         return ExitCode::FAILURE;

@@ -48,6 +48,10 @@ struct Inner {
 pub struct Store {
     inner: Mutex<Inner>,
     events: broadcast::Sender<Arc<WatchEvent>>,
+    /// Bumped to close every open watch (a fault for tests).
+    watch_epoch: tokio::sync::watch::Sender<u64>,
+    /// Added before every request is handled (a fault for tests).
+    latency: Mutex<std::time::Duration>,
 }
 
 /// Seconds since the Unix epoch.
@@ -135,6 +139,8 @@ impl Store {
                 counts: BTreeMap::new(),
             }),
             events,
+            watch_epoch: tokio::sync::watch::Sender::new(0),
+            latency: Mutex::new(std::time::Duration::ZERO),
         }
     }
 }
@@ -189,6 +195,26 @@ impl Store {
 
     pub fn reset_counts(&self) {
         self.lock().counts.clear();
+    }
+
+    /// Closes every open watch connection, as a restarting API server would.
+    pub fn drop_watches(&self) {
+        self.watch_epoch.send_modify(|epoch| *epoch += 1);
+    }
+
+    pub fn watch_epoch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.watch_epoch.subscribe()
+    }
+
+    /// Delays every request by `latency` from now on.
+    pub fn inject_latency(&self, latency: std::time::Duration) {
+        if let Ok(mut current) = self.latency.lock() {
+            *current = latency;
+        }
+    }
+
+    pub fn latency(&self) -> std::time::Duration {
+        self.latency.lock().map(|l| *l).unwrap_or_default()
     }
 
     /// Fails the next `count` writes with `code` (500 or 409).

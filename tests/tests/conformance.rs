@@ -169,6 +169,31 @@ async fn crud_conflicts_and_errors() {
     maps.create(&dry, &config_map("dry", json!({}))).await.unwrap();
     assert_eq!(code(maps.get("dry").await.unwrap_err()), 404);
 
+    let dry_delete = DeleteParams {
+        dry_run: true,
+        ..DeleteParams::default()
+    };
+    maps.delete("page-0", &dry_delete).await.unwrap();
+    maps.get("page-0").await.unwrap();
+    maps.delete_collection(&DeleteParams::default(), &ListParams::default().labels("tier=even"))
+        .await
+        .unwrap();
+    assert!(
+        maps.list(&ListParams::default().labels("tier=even"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(
+        maps.list(&ListParams::default().labels("tier=odd"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+
     maps.delete(&name, &DeleteParams::default()).await.unwrap();
     assert_eq!(code(maps.get(&name).await.unwrap_err()), 404);
 }
@@ -454,4 +479,70 @@ async fn pods_by_node_and_injected_faults() {
     let counts = api.store.counts();
     assert_eq!(counts.get("create /configmaps"), Some(&3));
     assert_eq!(counts.get("list /pods"), Some(&2));
+}
+
+#[tokio::test]
+async fn watchers_recover_from_dropped_connections_and_latency() {
+    let (api, client) = start(Options::default()).await;
+    let maps: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let (reader, writer) = reflector::store::<ConfigMap>();
+    let stream = reflector::reflector(writer, watcher(maps.clone(), watcher::Config::default())).applied_objects();
+    let task = tokio::spawn(stream.for_each(|_| async {}));
+    reader.wait_until_ready().await.unwrap();
+    let watches = || api.store.counts().get("watch /configmaps").copied().unwrap_or(0);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while watches() < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    api.store.drop_watches();
+    api.store.inject_latency(Duration::from_millis(30));
+    maps.create(&PostParams::default(), &config_map("after-drop", json!({})))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while reader
+            .get(&reflector::ObjectRef::new("after-drop").within("default"))
+            .is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the watcher reconnects and sees the new object");
+    assert!(
+        watches() >= 2,
+        "the dropped watch was not re-established: {:?}",
+        api.store.counts()
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn https_and_preloaded_manifests() {
+    let api = TestApi::start(Options {
+        tls: true,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    assert!(api.url().starts_with("https://"));
+    let ca = api.ca_pem.clone().unwrap();
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap();
+    let mut config = kube::Config::new(api.url().parse().unwrap());
+    config.root_cert = Some(vec![der.to_vec()]);
+    let client = Client::try_from(config).unwrap();
+    let loaded = api
+        .load_manifests(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../manifests/crds"
+        )))
+        .unwrap();
+    assert_eq!(loaded, 3);
+    let jobs: Api<ImagePullJob> = Api::all(client);
+    assert!(jobs.list(&ListParams::default()).await.unwrap().items.is_empty());
 }
