@@ -1,0 +1,7 @@
+//! prewarm's node agent: pulls images through the node's container runtime (CRI).
+
+pub mod credentials;
+pub mod cri;
+pub mod jobs;
+pub mod pull_command;
+pub mod puller;

@@ -1,0 +1,122 @@
+//! `prewarm-nodeagent pull`: pulls the images of job manifests on this machine,
+//! with the same policies as in a cluster, without any cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::Value;
+
+use crate::credentials::Keyring;
+use crate::cri;
+use crate::puller::{self, Backoff, Outcome, Progress};
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// ImagePullJob or ImageListPullJob manifests (YAML or JSON, several documents per file).
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// The CRI socket; by default the usual containerd, CRI-O and cri-dockerd paths are tried.
+    #[arg(long)]
+    pub cri_socket: Option<PathBuf>,
+    /// Secret manifests (kubernetes.io/dockerconfigjson or dockercfg) with registry credentials.
+    #[arg(long = "secret")]
+    pub secrets: Vec<PathBuf>,
+    /// Most images pulled at the same time.
+    #[arg(long, default_value_t = 2)]
+    pub max_concurrent_pulls: usize,
+    /// First delay between attempts; it doubles up to --max-retry-backoff.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub retry_backoff: Duration,
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub max_retry_backoff: Duration,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: use a number and ms, s or m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("invalid duration {text:?}: use a number and ms, s or m")),
+    }
+}
+
+fn documents(path: &PathBuf) -> Result<Vec<Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(documents.into_iter().filter(|d| d.is_object()).collect())
+}
+
+/// Exit 0 when every image is present or pulled, 1 when one failed, 2 for unusable input.
+pub async fn run(args: PullArgs) -> ExitCode {
+    let mut keyring = Keyring::default();
+    let mut specs = Vec::new();
+    let loaded = (|| {
+        for path in &args.secrets {
+            for secret in documents(path)? {
+                keyring
+                    .add_secret(&secret)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        for path in &args.files {
+            for document in documents(path)? {
+                specs.extend(crate::jobs::pulls(&document, &keyring).map_err(|e| format!("{}: {e}", path.display()))?);
+            }
+        }
+        Ok::<_, String>(())
+    })();
+    if let Err(message) = loaded {
+        eprintln!("prewarm-nodeagent pull: {message}");
+        return ExitCode::from(2);
+    }
+    let (cri, version) = match cri::discover(args.cri_socket.as_deref()).await {
+        Ok(found) => found,
+        Err(message) => {
+            eprintln!("prewarm-nodeagent pull: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "runtime {} {} at {}",
+        version.runtime_name,
+        version.runtime_version,
+        cri.socket().display()
+    );
+    let backoff = Backoff {
+        initial: args.retry_backoff,
+        max: args.max_retry_backoff,
+    };
+    let limit = Arc::new(tokio::sync::Semaphore::new(args.max_concurrent_pulls.max(1)));
+    let mut tasks = Vec::new();
+    for spec in specs {
+        let (cri, limit) = (cri.clone(), limit.clone());
+        tasks.push(tokio::spawn(async move {
+            let image = spec.reference.to_string();
+            println!("{image}: waiting");
+            let _permit = limit.acquire().await;
+            let outcome = puller::pull(&cri, &spec, backoff, |progress| match progress {
+                Progress::Attempt { number, of } => println!("{image}: pulling (attempt {number} of {of})"),
+                Progress::Retrying { after, error } => println!("{image}: {error}; retrying in {after:?}"),
+            })
+            .await;
+            match &outcome {
+                Outcome::Present { image_id } => println!("{image}: present ({image_id}), not pulled (IfNotPresent)"),
+                Outcome::Pulled { image_ref, attempts } => println!("{image}: pulled {image_ref} (attempt {attempts})"),
+                Outcome::Failed { error, attempts } => println!("{image}: failed after {attempts} attempts: {error}"),
+            }
+            !matches!(outcome, Outcome::Failed { .. })
+        }));
+    }
+    let mut all_ok = true;
+    for task in tasks {
+        all_ok &= task.await.unwrap_or(false);
+    }
+    if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

@@ -1,0 +1,194 @@
+//! One image pull with its policies: IfNotPresent asks the runtime for exactly
+//! that tag or digest first; otherwise up to `backoffLimit + 1` attempts, each
+//! bounded by `timeoutSeconds`, with capped exponential backoff between them,
+//! all bounded by `activeDeadlineSeconds`. Each attempt tries the matching
+//! credentials in order, anonymous only when none matched.
+
+use std::time::Duration;
+
+use prewarm_api::reference::ImageReference;
+use tokio::time::Instant;
+
+use crate::credentials::Credential;
+use crate::cri::{Cri, CriError, Sandbox};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    Always,
+    IfNotPresent,
+}
+
+impl Policy {
+    /// OpenKruise's rule: only exactly `IfNotPresent` skips present images.
+    pub fn from_field(value: Option<&str>) -> Self {
+        if value == Some("IfNotPresent") {
+            Self::IfNotPresent
+        } else {
+            Self::Always
+        }
+    }
+}
+
+/// Delays between attempts: `initial`, doubling, at most `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    pub fn delay(&self, failed_attempts: u32) -> Duration {
+        let factor = 2u32.saturating_pow(failed_attempts.saturating_sub(1));
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PullSpec {
+    pub reference: ImageReference,
+    pub policy: Policy,
+    pub timeout: Duration,
+    pub backoff_limit: u32,
+    pub active_deadline: Option<Duration>,
+    pub sandbox: Option<Sandbox>,
+    pub credentials: Vec<Credential>,
+}
+
+/// How a pull ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// IfNotPresent and the runtime has it: nothing was pulled.
+    Present {
+        image_id: String,
+    },
+    Pulled {
+        image_ref: String,
+        attempts: u32,
+    },
+    Failed {
+        error: CriError,
+        attempts: u32,
+    },
+}
+
+/// Progress, for the terminal or the NodeImage status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Attempt { number: u32, of: u32 },
+    Retrying { after: Duration, error: CriError },
+}
+
+pub async fn pull(cri: &Cri, spec: &PullSpec, backoff: Backoff, mut progress: impl FnMut(Progress)) -> Outcome {
+    let image = spec.reference.canonical();
+    let started = Instant::now();
+    let deadline = spec.active_deadline.map(|d| started + d);
+    let remaining = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    if spec.policy == Policy::IfNotPresent
+        && let Ok(Some(image_id)) = cri.image_id(&image, spec.timeout.min(Duration::from_secs(30))).await
+    {
+        return Outcome::Present { image_id };
+    }
+    let attempts = spec.backoff_limit + 1;
+    let mut last_error = CriError::Other("no attempt was made".to_owned());
+    for attempt in 1..=attempts {
+        let timeout = remaining().map_or(spec.timeout, |r| r.min(spec.timeout));
+        if timeout.is_zero() {
+            return Outcome::Failed {
+                error: deadline_error(spec, last_error),
+                attempts: attempt - 1,
+            };
+        }
+        progress(Progress::Attempt {
+            number: attempt,
+            of: attempts,
+        });
+        match pull_once(cri, &image, spec, timeout).await {
+            Ok(image_ref) => {
+                return Outcome::Pulled {
+                    image_ref,
+                    attempts: attempt,
+                };
+            }
+            Err(error) => last_error = error,
+        }
+        if attempt == attempts {
+            break;
+        }
+        let delay = backoff.delay(attempt);
+        let delay = remaining().map_or(delay, |r| r.min(delay));
+        progress(Progress::Retrying {
+            after: delay,
+            error: last_error.clone(),
+        });
+        tokio::time::sleep(delay).await;
+    }
+    let error = if remaining().is_some_and(|r| r.is_zero()) {
+        deadline_error(spec, last_error)
+    } else {
+        last_error
+    };
+    Outcome::Failed { error, attempts }
+}
+
+fn deadline_error(spec: &PullSpec, last: CriError) -> CriError {
+    let deadline = spec.active_deadline.unwrap_or_default();
+    CriError::DeadlineExceeded(deadline).with_context(&last)
+}
+
+impl CriError {
+    /// The deadline error, keeping the last runtime message for the user.
+    fn with_context(self, last: &CriError) -> CriError {
+        match self {
+            CriError::DeadlineExceeded(d) => CriError::Other(format!(
+                "activeDeadlineSeconds ({}s) exceeded; last error: {last}",
+                d.as_secs()
+            )),
+            other => other,
+        }
+    }
+}
+
+/// One attempt: each matching credential in turn, anonymous when none matched.
+async fn pull_once(cri: &Cri, image: &str, spec: &PullSpec, timeout: Duration) -> Result<String, CriError> {
+    if spec.credentials.is_empty() {
+        return cri.pull(image, None, spec.sandbox.as_ref(), timeout).await;
+    }
+    let mut last = None;
+    for credential in &spec.credentials {
+        match cri.pull(image, Some(credential), spec.sandbox.as_ref(), timeout).await {
+            Ok(image_ref) => return Ok(image_ref),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| CriError::Other("no credentials".to_owned())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let backoff = Backoff::default();
+        let delays: Vec<u64> = (1..=7).map(|a| backoff.delay(a).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(backoff.delay(200), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn only_if_not_present_skips() {
+        assert_eq!(Policy::from_field(Some("IfNotPresent")), Policy::IfNotPresent);
+        for other in [None, Some(""), Some("Always"), Some("Never")] {
+            assert_eq!(Policy::from_field(other), Policy::Always);
+        }
+    }
+}
