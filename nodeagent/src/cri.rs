@@ -48,6 +48,8 @@ pub fn classify(status: &tonic::Status, timeout: Duration) -> CriError {
     let lower = message.to_ascii_lowercase();
     match status.code() {
         tonic::Code::DeadlineExceeded => CriError::DeadlineExceeded(timeout),
+        // tonic's own per-request timeout ends the call this way.
+        tonic::Code::Cancelled if lower.contains("timeout") => CriError::DeadlineExceeded(timeout),
         tonic::Code::NotFound => CriError::NotFound(message),
         tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => CriError::Unauthorized(message),
         tonic::Code::Unavailable => CriError::Unreachable(message),

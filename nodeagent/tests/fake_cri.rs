@@ -1,0 +1,367 @@
+//! The puller against a fake CRI server (tonic, on a private unix socket) for
+//! what a real runtime cannot be made to do on demand: slow pulls, failures
+//! per credential, concurrency, sandbox metadata.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prewarm_api::reference::ImageReference;
+use prewarm_nodeagent::credentials::Credential;
+use prewarm_nodeagent::cri::{Cri, CriError, Sandbox, discover};
+use prewarm_nodeagent::puller::{Backoff, Outcome, Policy, PullSpec, pull};
+use prewarm_proto::runtime::v1::image_service_server::{ImageService, ImageServiceServer};
+use prewarm_proto::runtime::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
+use prewarm_proto::runtime::v1::*;
+use tonic::{Request, Response, Status};
+
+/// What the fake runtime does, and what it saw.
+#[derive(Default)]
+struct Behaviour {
+    pull_delay: Duration,
+    /// Images the runtime already has.
+    present: Vec<String>,
+    /// Usernames whose pulls succeed; others get containerd's 401 text. Empty: all succeed.
+    accepted_users: Vec<String>,
+    pulls: Mutex<Vec<PullImageRequest>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+#[derive(Clone)]
+struct Fake(Arc<Behaviour>);
+
+#[tonic::async_trait]
+impl RuntimeService for Fake {
+    async fn version(&self, _: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
+        Ok(Response::new(VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "fake".into(),
+            runtime_version: "1.0".into(),
+            runtime_api_version: "v1".into(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for Fake {
+    async fn list_images(&self, _: Request<ListImagesRequest>) -> Result<Response<ListImagesResponse>, Status> {
+        Ok(Response::new(ListImagesResponse::default()))
+    }
+
+    async fn image_status(
+        &self,
+        request: Request<ImageStatusRequest>,
+    ) -> Result<Response<ImageStatusResponse>, Status> {
+        let image = request.into_inner().image.unwrap_or_default().image;
+        let found = self.0.present.contains(&image).then(|| Image {
+            id: format!("sha256:{:064}", 7),
+            ..Image::default()
+        });
+        Ok(Response::new(ImageStatusResponse {
+            image: found,
+            info: HashMap::new(),
+        }))
+    }
+
+    async fn pull_image(&self, request: Request<PullImageRequest>) -> Result<Response<PullImageResponse>, Status> {
+        let request = request.into_inner();
+        self.0.pulls.lock().unwrap().push(request.clone());
+        let now = self.0.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.0.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.0.pull_delay).await;
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let user = request.auth.map(|a| a.username).unwrap_or_default();
+        if !self.0.accepted_users.is_empty() && !self.0.accepted_users.contains(&user) {
+            return Err(Status::unknown(
+                "failed to pull and unpack image: failed to resolve reference: pulling from host 127.0.0.1:5001 failed with status code [manifests 1.0]: 401 Unauthorized",
+            ));
+        }
+        Ok(Response::new(PullImageResponse {
+            image_ref: "sha256:pulled".into(),
+        }))
+    }
+
+    async fn remove_image(&self, _: Request<RemoveImageRequest>) -> Result<Response<RemoveImageResponse>, Status> {
+        Ok(Response::new(RemoveImageResponse::default()))
+    }
+
+    async fn image_fs_info(&self, _: Request<ImageFsInfoRequest>) -> Result<Response<ImageFsInfoResponse>, Status> {
+        Ok(Response::new(ImageFsInfoResponse::default()))
+    }
+}
+
+struct Server {
+    socket: PathBuf,
+    behaviour: Arc<Behaviour>,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve(behaviour: Behaviour) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("cri.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let behaviour = Arc::new(behaviour);
+    let fake = Fake(behaviour.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(RuntimeServiceServer::new(fake.clone()))
+            .add_service(ImageServiceServer::new(fake))
+            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
+    );
+    Server {
+        socket,
+        behaviour,
+        _dir: dir,
+    }
+}
+
+fn spec(image: &str) -> PullSpec {
+    PullSpec {
+        reference: ImageReference::parse(image).unwrap(),
+        policy: Policy::Always,
+        timeout: Duration::from_secs(5),
+        backoff_limit: 3,
+        active_deadline: None,
+        sandbox: None,
+        credentials: Vec::new(),
+    }
+}
+
+const FAST: Backoff = Backoff {
+    initial: Duration::from_millis(10),
+    max: Duration::from_millis(40),
+};
+
+async fn cri(socket: &Path) -> Cri {
+    Cri::connect(socket).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_slow_pull_hits_the_timeout_on_every_attempt() {
+    let server = serve(Behaviour {
+        pull_delay: Duration::from_secs(3),
+        ..Behaviour::default()
+    })
+    .await;
+    let mut spec = spec("registry.example.com/slow:1");
+    spec.timeout = Duration::from_millis(200);
+    spec.backoff_limit = 2;
+    let started = Instant::now();
+    let outcome = pull(&cri(&server.socket).await, &spec, FAST, |_| {}).await;
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            error: CriError::DeadlineExceeded(Duration::from_millis(200)),
+            attempts: 3
+        }
+    );
+    assert_eq!(
+        server.behaviour.pulls.lock().unwrap().len(),
+        3,
+        "backoffLimit + 1 attempts"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "each attempt is cut at its timeout"
+    );
+}
+
+#[tokio::test]
+async fn the_active_deadline_cuts_retries() {
+    let server = serve(Behaviour {
+        pull_delay: Duration::from_secs(3),
+        ..Behaviour::default()
+    })
+    .await;
+    let mut spec = spec("registry.example.com/slow:1");
+    spec.timeout = Duration::from_millis(300);
+    spec.backoff_limit = 10;
+    spec.active_deadline = Some(Duration::from_millis(700));
+    let started = Instant::now();
+    let outcome = pull(
+        &cri(&server.socket).await,
+        &spec,
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(100),
+        },
+        |_| {},
+    )
+    .await;
+    let Outcome::Failed { error, attempts } = outcome else {
+        panic!("expected a failure")
+    };
+    assert!(attempts < 11 && attempts >= 2, "{attempts}");
+    assert!(error.to_string().contains("activeDeadlineSeconds"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn if_not_present_asks_first_and_always_pulls_again() {
+    let present = "docker.io/library/nginx:1.25".to_owned();
+    let server = serve(Behaviour {
+        present: vec![present.clone()],
+        ..Behaviour::default()
+    })
+    .await;
+    let cri = cri(&server.socket).await;
+    let mut if_not_present = spec("nginx:1.25");
+    if_not_present.policy = Policy::IfNotPresent;
+    assert!(matches!(
+        pull(&cri, &if_not_present, FAST, |_| {}).await,
+        Outcome::Present { .. }
+    ));
+    assert!(
+        server.behaviour.pulls.lock().unwrap().is_empty(),
+        "no pull for a present image"
+    );
+    assert!(matches!(
+        pull(&cri, &spec("nginx:1.25"), FAST, |_| {}).await,
+        Outcome::Pulled { attempts: 1, .. }
+    ));
+    let digest = "nginx:1.25@sha256:c5dd085dcc7c78a296c80b87916831fd19a3f447d94b99580ccd19a052720211";
+    pull(&cri, &spec(digest), FAST, |_| {}).await;
+    let pulled: Vec<String> = server
+        .behaviour
+        .pulls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.image.clone().unwrap().image)
+        .collect();
+    assert_eq!(
+        pulled,
+        [
+            present,
+            "docker.io/library/nginx@sha256:c5dd085dcc7c78a296c80b87916831fd19a3f447d94b99580ccd19a052720211"
+                .to_owned()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn credentials_are_tried_in_order_and_sandbox_metadata_is_sent() {
+    let server = serve(Behaviour {
+        accepted_users: vec!["right".into()],
+        ..Behaviour::default()
+    })
+    .await;
+    let cri = cri(&server.socket).await;
+    let credential = |user: &str| Credential {
+        username: user.into(),
+        password: "hunter2".into(),
+        identity_token: String::new(),
+    };
+    let mut spec = spec("127.0.0.1:5001/team/app:1.0");
+    spec.credentials = vec![credential("wrong"), credential("right")];
+    spec.sandbox = Some(Sandbox {
+        labels: HashMap::from([("io.kubernetes.image.app".into(), "foo".into())]),
+        annotations: HashMap::from([("io.kubernetes.image.metrics.tags".into(), "cluster=cn-shanghai".into())]),
+    });
+    assert!(matches!(
+        pull(&cri, &spec, FAST, |_| {}).await,
+        Outcome::Pulled { attempts: 1, .. }
+    ));
+    let pulls = server.behaviour.pulls.lock().unwrap().clone();
+    let users: Vec<String> = pulls.iter().map(|p| p.auth.clone().unwrap().username).collect();
+    assert_eq!(users, ["wrong", "right"]);
+    let sandbox = pulls[1].sandbox_config.clone().unwrap();
+    assert_eq!(sandbox.labels["io.kubernetes.image.app"], "foo");
+    assert_eq!(
+        sandbox.annotations["io.kubernetes.image.metrics.tags"],
+        "cluster=cn-shanghai"
+    );
+
+    // Only wrong credentials: a 401 after exactly backoffLimit + 1 attempts.
+    server.behaviour.pulls.lock().unwrap().clear();
+    spec.credentials = vec![credential("wrong")];
+    spec.backoff_limit = 2;
+    let Outcome::Failed { error, attempts } = pull(&cri, &spec, FAST, |_| {}).await else {
+        panic!("expected a failure")
+    };
+    assert_eq!(attempts, 3);
+    assert!(
+        matches!(&error, CriError::Unauthorized(m) if m.contains("401 Unauthorized")),
+        "{error}"
+    );
+    assert_eq!(server.behaviour.pulls.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn discovery_names_what_it_tried() {
+    let server = serve(Behaviour::default()).await;
+    let (_, version) = discover(Some(&server.socket)).await.unwrap();
+    assert_eq!(version.runtime_name, "fake");
+    let error = discover(Some(Path::new("/nonexistent/cri.sock"))).await.unwrap_err();
+    assert!(
+        error.contains("/nonexistent/cri.sock") && error.contains("--cri-socket"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pull_command_limits_concurrency_and_never_prints_credentials() {
+    let server = serve(Behaviour {
+        pull_delay: Duration::from_millis(200),
+        accepted_users: vec!["ci".into()],
+        ..Behaviour::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.yaml");
+    std::fs::write(
+        &job,
+        "apiVersion: apps.kruise.io/v1alpha1\nkind: ImageListPullJob\nmetadata: {name: list}\nspec:\n  images: [127.0.0.1:5001/a:1, 127.0.0.1:5001/b:1, 127.0.0.1:5001/c:1, 127.0.0.1:5001/d:1]\n  completionPolicy: {type: Always}\n",
+    )
+    .unwrap();
+    let secret = dir.path().join("secret.yaml");
+    let config = base64_encode(r#"{"auths":{"127.0.0.1:5001":{"username":"ci","password":"s3cr3t-password"}}}"#);
+    std::fs::write(&secret, format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: registry}}\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {config}\n")).unwrap();
+    let socket = server.socket.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_prewarm-nodeagent"))
+            .args([
+                "pull",
+                "-f",
+                job.to_str().unwrap(),
+                "--secret",
+                secret.to_str().unwrap(),
+                "--cri-socket",
+                socket.to_str().unwrap(),
+            ])
+            .args(["--max-concurrent-pulls", "2"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(server.behaviour.max_in_flight.load(Ordering::SeqCst), 2);
+    assert_eq!(stdout.matches(": pulled sha256:pulled").count(), 4, "{stdout}");
+    assert!(!stdout.contains("s3cr3t") && !stderr.contains("s3cr3t"));
+    assert!(
+        server
+            .behaviour
+            .pulls
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|p| p.auth.as_ref().is_some_and(|a| a.password == "s3cr3t-password"))
+    );
+}
+
+fn base64_encode(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
