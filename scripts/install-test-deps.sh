@@ -4,9 +4,9 @@
 set -euo pipefail
 
 # Debian packages the tests use: curl and openssl are the real TLS clients of the
-# webhook tests; python3-venv holds kubectl from PyPI (the node agent will add
-# containerd and docker-registry).
-APT_PACKAGES=(curl openssl ca-certificates python3 python3-venv)
+# webhook tests; python3-venv holds kubectl from PyPI; containerd, docker-registry
+# and htpasswd (apache2-utils) are the real runtime and registries of the node agent tests.
+APT_PACKAGES=(curl openssl ca-certificates python3 python3-venv containerd docker-registry apache2-utils)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
