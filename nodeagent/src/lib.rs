@@ -1,5 +1,6 @@
 //! prewarm's node agent: pulls images through the node's container runtime (CRI).
 
+pub mod agent;
 pub mod credentials;
 pub mod cri;
 pub mod jobs;

@@ -1,7 +1,13 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use prewarm_nodeagent::agent::{self, AgentConfig};
+use prewarm_nodeagent::cri;
 use prewarm_nodeagent::pull_command::{self, PullArgs};
+use prewarm_nodeagent::puller::Backoff;
 
 /// prewarm's node agent: pulls images through the node's container runtime (CRI).
 #[derive(Debug, Parser)]
@@ -13,8 +19,26 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Watch this node's NodeImage and pull what it asks (in cluster; kubeconfig or in-cluster config).
+    Run(RunArgs),
     /// Pull the images of ImagePullJob / ImageListPullJob manifests on this machine, without a cluster.
     Pull(PullArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// This node's name (the NodeImage's name); from the downward API in a DaemonSet.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// The CRI socket; by default the usual containerd, CRI-O and cri-dockerd paths are tried.
+    #[arg(long)]
+    cri_socket: Option<PathBuf>,
+    /// Most images pulled at the same time on this node.
+    #[arg(long, default_value_t = 2)]
+    max_concurrent_pulls: usize,
+    /// Least time between two NodeImage status writes, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    status_interval_ms: u64,
 }
 
 #[tokio::main]
@@ -22,5 +46,36 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Pull(args) => pull_command::run(args).await,
+        Command::Run(args) => run(args).await,
     }
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("prewarm-nodeagent run: no usable Kubernetes configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (cri, version) = match cri::discover(args.cri_socket.as_deref()).await {
+        Ok(found) => found,
+        Err(message) => {
+            eprintln!("prewarm-nodeagent run: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(runtime = %version.runtime_name, version = %version.runtime_version, node = %args.node_name, "pulling for this node");
+    let config = AgentConfig {
+        node_name: args.node_name,
+        max_concurrent_pulls: args.max_concurrent_pulls,
+        backoff: Backoff::default(),
+        status_interval: Duration::from_millis(args.status_interval_ms),
+    };
+    agent::run(client, cri, config, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
+    ExitCode::SUCCESS
 }

@@ -5,120 +5,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use prewarm_api::reference::ImageReference;
 use prewarm_nodeagent::credentials::Credential;
 use prewarm_nodeagent::cri::{Cri, CriError, Sandbox, discover};
 use prewarm_nodeagent::puller::{Backoff, Outcome, Policy, PullSpec, pull};
-use prewarm_proto::runtime::v1::image_service_server::{ImageService, ImageServiceServer};
-use prewarm_proto::runtime::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
-use prewarm_proto::runtime::v1::*;
-use tonic::{Request, Response, Status};
 
-/// What the fake runtime does, and what it saw.
-#[derive(Default)]
-struct Behaviour {
-    pull_delay: Duration,
-    /// Images the runtime already has.
-    present: Vec<String>,
-    /// Usernames whose pulls succeed; others get containerd's 401 text. Empty: all succeed.
-    accepted_users: Vec<String>,
-    pulls: Mutex<Vec<PullImageRequest>>,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-}
+mod common;
 
-#[derive(Clone)]
-struct Fake(Arc<Behaviour>);
-
-#[tonic::async_trait]
-impl RuntimeService for Fake {
-    async fn version(&self, _: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
-        Ok(Response::new(VersionResponse {
-            version: "0.1.0".into(),
-            runtime_name: "fake".into(),
-            runtime_version: "1.0".into(),
-            runtime_api_version: "v1".into(),
-        }))
-    }
-}
-
-#[tonic::async_trait]
-impl ImageService for Fake {
-    async fn list_images(&self, _: Request<ListImagesRequest>) -> Result<Response<ListImagesResponse>, Status> {
-        Ok(Response::new(ListImagesResponse::default()))
-    }
-
-    async fn image_status(
-        &self,
-        request: Request<ImageStatusRequest>,
-    ) -> Result<Response<ImageStatusResponse>, Status> {
-        let image = request.into_inner().image.unwrap_or_default().image;
-        let found = self.0.present.contains(&image).then(|| Image {
-            id: format!("sha256:{:064}", 7),
-            ..Image::default()
-        });
-        Ok(Response::new(ImageStatusResponse {
-            image: found,
-            info: HashMap::new(),
-        }))
-    }
-
-    async fn pull_image(&self, request: Request<PullImageRequest>) -> Result<Response<PullImageResponse>, Status> {
-        let request = request.into_inner();
-        self.0.pulls.lock().unwrap().push(request.clone());
-        let now = self.0.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.0.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        tokio::time::sleep(self.0.pull_delay).await;
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let user = request.auth.map(|a| a.username).unwrap_or_default();
-        if !self.0.accepted_users.is_empty() && !self.0.accepted_users.contains(&user) {
-            return Err(Status::unknown(
-                "failed to pull and unpack image: failed to resolve reference: pulling from host 127.0.0.1:5001 failed with status code [manifests 1.0]: 401 Unauthorized",
-            ));
-        }
-        Ok(Response::new(PullImageResponse {
-            image_ref: "sha256:pulled".into(),
-        }))
-    }
-
-    async fn remove_image(&self, _: Request<RemoveImageRequest>) -> Result<Response<RemoveImageResponse>, Status> {
-        Ok(Response::new(RemoveImageResponse::default()))
-    }
-
-    async fn image_fs_info(&self, _: Request<ImageFsInfoRequest>) -> Result<Response<ImageFsInfoResponse>, Status> {
-        Ok(Response::new(ImageFsInfoResponse::default()))
-    }
-}
-
-struct Server {
-    socket: PathBuf,
-    behaviour: Arc<Behaviour>,
-    _dir: tempfile::TempDir,
-}
-
-async fn serve(behaviour: Behaviour) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("cri.sock");
-    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-    let behaviour = Arc::new(behaviour);
-    let fake = Fake(behaviour.clone());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(RuntimeServiceServer::new(fake.clone()))
-            .add_service(ImageServiceServer::new(fake))
-            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
-    );
-    Server {
-        socket,
-        behaviour,
-        _dir: dir,
-    }
-}
+use common::{Behaviour, serve};
 
 fn spec(image: &str) -> PullSpec {
     PullSpec {
@@ -144,7 +42,7 @@ async fn cri(socket: &Path) -> Cri {
 #[tokio::test]
 async fn a_slow_pull_hits_the_timeout_on_every_attempt() {
     let server = serve(Behaviour {
-        pull_delay: Duration::from_secs(3),
+        pull_delay_ms: 3000.into(),
         ..Behaviour::default()
     })
     .await;
@@ -174,7 +72,7 @@ async fn a_slow_pull_hits_the_timeout_on_every_attempt() {
 #[tokio::test]
 async fn the_active_deadline_cuts_retries() {
     let server = serve(Behaviour {
-        pull_delay: Duration::from_secs(3),
+        pull_delay_ms: 3000.into(),
         ..Behaviour::default()
     })
     .await;
@@ -311,7 +209,7 @@ async fn discovery_names_what_it_tried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pull_command_limits_concurrency_and_never_prints_credentials() {
     let server = serve(Behaviour {
-        pull_delay: Duration::from_millis(200),
+        pull_delay_ms: 200.into(),
         accepted_users: vec!["ci".into()],
         ..Behaviour::default()
     })

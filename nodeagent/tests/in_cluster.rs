@@ -1,0 +1,172 @@
+//! `prewarm-nodeagent run` logic against the test API server and a fake CRI:
+//! a NodeImage spec leads to the expected status, a restarted agent does not
+//! pull finished tags again, a bumped version pulls again, and a tag removed
+//! mid-pull is stopped quietly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{Behaviour, serve};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use prewarm_api::v1beta1::NodeImage;
+use prewarm_nodeagent::agent::{self, AgentConfig};
+use prewarm_nodeagent::cri::Cri;
+use prewarm_nodeagent::puller::Backoff;
+use prewarm_testapi::{Options, TestApi};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+fn start_agent(client: &Client, cri: &Cri) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let config = AgentConfig {
+        node_name: "node-1".into(),
+        max_concurrent_pulls: 2,
+        backoff: Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+        },
+        status_interval: Duration::from_millis(50),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(agent::run(client.clone(), cri.clone(), config, async move {
+        let _ = stopped.await;
+    }));
+    (stop, handle)
+}
+
+async fn status(api: &Api<NodeImage>) -> Value {
+    serde_json::to_value(api.get("node-1").await.unwrap().status).unwrap()
+}
+
+async fn wait_until(api: &Api<NodeImage>, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let status = status(api).await;
+        if condition(&status) {
+            return status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}; status: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn tag(tag: &str, version: i64) -> Value {
+    json!({"tag": tag, "version": version, "createdAt": "2026-11-25T10:00:00Z", "imagePullPolicy": "Always",
+           "pullPolicy": {"ttlSecondsAfterFinished": 300, "timeoutSeconds": 5, "backoffLimit": 1}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_image_spec_to_status_with_resume_and_cancellation() {
+    let api_server = TestApi::start(Options::default()).await.unwrap();
+    api_server
+        .load_manifests(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/crds")))
+        .unwrap();
+    let client = Client::try_from(kube::Config::new(api_server.url().parse().unwrap())).unwrap();
+    let node_images: Api<NodeImage> = Api::all(client.clone());
+    let node_image: NodeImage = serde_json::from_value(json!({
+        "apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage", "metadata": {"name": "node-1"},
+        "spec": {"images": {"nginx": {"tags": [tag("1.25", 1), tag("1.26", 1)]}}}
+    }))
+    .unwrap();
+    node_images.create(&PostParams::default(), &node_image).await.unwrap();
+    let fake = serve(Behaviour {
+        pull_delay_ms: 100.into(),
+        ..Behaviour::default()
+    })
+    .await;
+    let cri = Cri::connect(&fake.socket).await.unwrap();
+
+    let (stop, agent) = start_agent(&client, &cri);
+    let done = wait_until(&node_images, "both tags pulled", |s| s["succeeded"] == 2).await;
+    assert_eq!(
+        (
+            done["desired"].as_i64(),
+            done["failed"].as_i64(),
+            done["pulling"].as_i64(),
+            done["waiting"].as_i64()
+        ),
+        (Some(2), Some(0), Some(0), Some(0))
+    );
+    for entry in done["imageStatuses"]["nginx"]["tags"].as_array().unwrap() {
+        assert_eq!(entry["phase"], "Succeeded");
+        assert_eq!(entry["version"], 1);
+        assert_eq!(entry["imageID"], "nginx@sha256:pulled");
+        assert!(
+            entry["startTime"].is_string() && entry["completionTime"].is_string(),
+            "{entry}"
+        );
+    }
+    let pulled: Vec<String> = fake
+        .behaviour
+        .pulls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.image.clone().unwrap().image)
+        .collect();
+    assert_eq!(pulled.len(), 2);
+    assert!(
+        pulled.contains(&"docker.io/library/nginx:1.25".to_owned()),
+        "{pulled:?}"
+    );
+
+    // A restarted agent resumes from the stored status: finished tags are not pulled again.
+    stop.send(()).unwrap();
+    agent.await.unwrap();
+    let (stop, agent) = start_agent(&client, &cri);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        fake.behaviour.pulls.lock().unwrap().len(),
+        2,
+        "finished tags were pulled again after a restart"
+    );
+    assert_eq!(status(&node_images).await["succeeded"], 2);
+
+    // A bumped version pulls again.
+    let patch = json!({"spec": {"images": {"nginx": {"tags": [tag("1.25", 2), tag("1.26", 1)]}}}});
+    node_images
+        .patch("node-1", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    wait_until(&node_images, "version 2 pulled", |s| {
+        s["imageStatuses"]["nginx"]["tags"].as_array().is_some_and(|t| {
+            t.iter()
+                .any(|e| e["tag"] == "1.25" && e["version"] == 2 && e["phase"] == "Succeeded")
+        })
+    })
+    .await;
+    assert_eq!(fake.behaviour.pulls.lock().unwrap().len(), 3);
+
+    // A tag removed while it is being pulled is stopped quietly: no failure is reported.
+    fake.behaviour.pull_delay_ms.store(30_000, Ordering::SeqCst);
+    let patch = json!({"spec": {"images": {"nginx": {"tags": [tag("1.25", 2), tag("1.26", 1), tag("1.27", 0)]}}}});
+    node_images
+        .patch("node-1", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    wait_until(&node_images, "1.27 pulling", |s| s["pulling"] == 1).await;
+    let patch = json!({"spec": {"images": {"nginx": {"tags": [tag("1.25", 2), tag("1.26", 1)]}}}});
+    node_images
+        .patch("node-1", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    let after = wait_until(&node_images, "1.27 gone", |s| s["desired"] == 2 && s["pulling"] == 0).await;
+    assert_eq!(
+        (after["failed"].as_i64(), after["succeeded"].as_i64()),
+        (Some(0), Some(2)),
+        "{after:#}"
+    );
+    assert!(!after.to_string().contains("1.27"), "{after:#}");
+
+    stop.send(()).unwrap();
+    agent.await.unwrap();
+}
