@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod crd;
 pub mod defaults;
+pub mod duration;
 pub mod field;
 pub mod gates;
 pub mod job;

@@ -28,23 +28,10 @@ pub struct PullArgs {
     #[arg(long, default_value_t = 2)]
     pub max_concurrent_pulls: usize,
     /// First delay between attempts; it doubles up to --max-retry-backoff.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = prewarm_api::duration::parse)]
     pub retry_backoff: Duration,
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = prewarm_api::duration::parse)]
     pub max_retry_backoff: Duration,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: use a number and ms, s or m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("invalid duration {text:?}: use a number and ms, s or m")),
-    }
 }
 
 fn documents(path: &PathBuf) -> Result<Vec<Value>, String> {

@@ -15,9 +15,9 @@ use http_body_util::{BodyExt, Limited};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prewarm_api::gates::FeatureGates;
 
-use crate::duration;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::review::{self, Route};
+use prewarm_api::duration;
 
 /// The largest request body: two 3 MiB objects (object and oldObject) plus the envelope.
 pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;

@@ -4,7 +4,7 @@
 pub mod admit;
 pub mod bootstrap;
 pub mod cli;
-pub mod duration;
+
 pub mod health;
 pub mod metrics;
 pub mod review;

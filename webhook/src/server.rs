@@ -49,13 +49,13 @@ pub struct ServeConfig {
     #[arg(long, default_value = "", value_parser = crate::cli::parse_gates, env = "PREWARM_FEATURE_GATES")]
     pub feature_gates: FeatureGates,
     /// After the shutdown signal: how long to keep serving while endpoints drop this replica.
-    #[arg(long, default_value = "5s", value_parser = crate::duration::parse)]
+    #[arg(long, default_value = "5s", value_parser = prewarm_api::duration::parse)]
     pub shutdown_delay: Duration,
     /// After the drain window: how long open requests get to finish.
-    #[arg(long, default_value = "30s", value_parser = crate::duration::parse)]
+    #[arg(long, default_value = "30s", value_parser = prewarm_api::duration::parse)]
     pub shutdown_grace: Duration,
     /// How often the certificate directory is checked besides change notifications.
-    #[arg(long, default_value = "10s", value_parser = crate::duration::parse)]
+    #[arg(long, default_value = "10s", value_parser = prewarm_api::duration::parse)]
     pub cert_poll_interval: Duration,
 }
 
