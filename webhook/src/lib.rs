@@ -4,7 +4,6 @@
 pub mod admit;
 pub mod bootstrap;
 pub mod cli;
-
 pub mod health;
 pub mod metrics;
 pub mod review;
