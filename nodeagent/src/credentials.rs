@@ -189,7 +189,8 @@ fn glob(pattern: &str, text: &str) -> bool {
     }
 }
 
-fn matches(key: &str, repository: &str) -> bool {
+/// Whether a keyring key or `matchImages` pattern applies to `repository`.
+pub fn matches(key: &str, repository: &str) -> bool {
     let (key_host, key_port, key_path) = split_host(key);
     let (host, port, path) = split_host(repository);
     let key_parts: Vec<&str> = key_host.split('.').collect();

@@ -1,6 +1,7 @@
 //! prewarm's node agent: pulls images through the node's container runtime (CRI).
 
 pub mod agent;
+pub mod credential_plugins;
 pub mod credentials;
 pub mod cri;
 pub mod jobs;

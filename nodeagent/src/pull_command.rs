@@ -9,7 +9,11 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::Value;
 
+use crate::credential_plugins::Plugins;
 use crate::credentials::Keyring;
+
+/// How long a credential provider plugin may take, as in kubelet.
+const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
 use crate::cri;
 use crate::puller::{self, Backoff, Outcome, Progress};
 
@@ -24,6 +28,12 @@ pub struct PullArgs {
     /// Secret manifests (kubernetes.io/dockerconfigjson or dockercfg) with registry credentials.
     #[arg(long = "secret")]
     pub secrets: Vec<PathBuf>,
+    /// A kubelet CredentialProviderConfig: exec plugins that supply registry credentials.
+    #[arg(long, requires = "credential_provider_bin_dir")]
+    pub credential_provider_config: Option<PathBuf>,
+    /// Where the credential provider plugins' executables are.
+    #[arg(long)]
+    pub credential_provider_bin_dir: Option<PathBuf>,
     /// Most images pulled at the same time.
     #[arg(long, default_value_t = 2)]
     pub max_concurrent_pulls: usize,
@@ -62,6 +72,20 @@ pub async fn run(args: PullArgs) -> ExitCode {
     if let Err(message) = loaded {
         eprintln!("prewarm-nodeagent pull: {message}");
         return ExitCode::from(2);
+    }
+    if let (Some(config), Some(bin_dir)) = (&args.credential_provider_config, &args.credential_provider_bin_dir) {
+        let plugins = match Plugins::load(config, bin_dir, PLUGIN_TIMEOUT) {
+            Ok(plugins) => plugins,
+            Err(e) => {
+                eprintln!("prewarm-nodeagent pull: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        // Secrets first, then the plugins, as kubelet orders them.
+        for spec in &mut specs {
+            spec.credentials
+                .extend(plugins.provide(&spec.reference.full_name()).await);
+        }
     }
     let (cri, version) = match cri::discover(args.cri_socket.as_deref()).await {
         Ok(found) => found,

@@ -263,3 +263,77 @@ fn base64_encode(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(text)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_provider_plugin_supplies_cached_credentials() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = serve(Behaviour {
+        accepted_users: vec!["plugin-user".into()],
+        ..Behaviour::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = dir.path().join("plugins");
+    std::fs::create_dir(&bin_dir).unwrap();
+    let plugin = bin_dir.join("test-provider");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\necho call >> \"$COUNT_FILE\"\ncat > /dev/null\nprintf '%s' '{\"apiVersion\":\"credentialprovider.kubelet.k8s.io/v1\",\"kind\":\"CredentialProviderResponse\",\"cacheKeyType\":\"Registry\",\"cacheDuration\":\"5m\",\"auth\":{\"127.0.0.1:5001\":{\"username\":\"plugin-user\",\"password\":\"plugin-s3cret\"}}}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let count = dir.path().join("count");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n- name: test-provider\n  matchImages: [\"127.0.0.1:5001\"]\n  defaultCacheDuration: 1m\n  apiVersion: credentialprovider.kubelet.k8s.io/v1\n  env:\n  - name: COUNT_FILE\n    value: {}\n",
+            count.display()
+        ),
+    )
+    .unwrap();
+    let job = dir.path().join("job.yaml");
+    std::fs::write(&job, "apiVersion: apps.kruise.io/v1beta1\nkind: ImageListPullJob\nmetadata: {name: l}\nspec:\n  images: [127.0.0.1:5001/a:1, 127.0.0.1:5001/b:1, docker.io/library/busybox:1]\n  completionPolicy: {type: Always}\n").unwrap();
+    let socket = server.socket.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_prewarm-nodeagent"))
+            .args([
+                "pull",
+                "-f",
+                job.to_str().unwrap(),
+                "--cri-socket",
+                socket.to_str().unwrap(),
+            ])
+            .args([
+                "--credential-provider-config",
+                config.to_str().unwrap(),
+                "--credential-provider-bin-dir",
+                bin_dir.to_str().unwrap(),
+            ])
+            .args(["--retry-backoff", "10ms", "--max-retry-backoff", "20ms"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // busybox matches no provider: pulled anonymously, which the fake refuses.
+    assert!(!output.status.success(), "{stdout}");
+    assert_eq!(stdout.matches(": pulled sha256:pulled").count(), 2, "{stdout}");
+    assert!(stdout.contains("busybox:1: failed"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(&count).unwrap().lines().count(),
+        1,
+        "the response is cached per registry"
+    );
+    assert!(!stdout.contains("plugin-s3cret") && !String::from_utf8_lossy(&output.stderr).contains("plugin-s3cret"));
+    let users: Vec<String> = server
+        .behaviour
+        .pulls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.auth.clone().map(|a| a.username).unwrap_or_default())
+        .collect();
+    assert_eq!(users.iter().filter(|u| *u == "plugin-user").count(), 2, "{users:?}");
+}
