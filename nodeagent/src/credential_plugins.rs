@@ -39,12 +39,15 @@ struct Provider {
     env: Vec<(String, String)>,
 }
 
+/// Cached answers: (provider, cache key) → (expiry, credentials).
+type Cache = HashMap<(String, String), (Instant, Vec<Credential>)>;
+
 /// The providers of one config file, with their cache.
 #[derive(Debug)]
 pub struct Plugins {
     providers: Vec<Provider>,
     timeout: Duration,
-    cache: Mutex<HashMap<(String, String), (Instant, Vec<Credential>)>>,
+    cache: Mutex<Cache>,
 }
 
 impl Plugins {
