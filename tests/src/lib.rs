@@ -12,6 +12,7 @@
 pub mod admission;
 pub mod error;
 pub mod http;
+pub mod infra;
 pub mod resources;
 pub mod schema;
 pub mod selectors;

@@ -1,0 +1,257 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+//! Real registries and a real containerd for tests and benchmarks: Debian's
+//! `docker-registry` (open, or with htpasswd auth) and `containerd` with its CRI
+//! plugin, each on loopback ports and private sockets under a directory the
+//! caller owns, and small OCI images pushed through the registry HTTP API.
+//! Every process is killed when its handle is dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// A child process, killed on drop.
+#[derive(Debug)]
+pub struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn spawn(program: &str, args: &[&str], log: &Path) -> Daemon {
+    let log = std::fs::File::create(log).unwrap();
+    let child = Command::new(program)
+        .args(args)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {program}: {e} (scripts/install-test-deps.sh installs it)"));
+    Daemon(child)
+}
+
+pub fn registry(dir: &Path, name: &str, htpasswd: Option<&Path>) -> (Daemon, u16, PathBuf) {
+    let port = free_port();
+    let root = dir.join(name);
+    std::fs::create_dir_all(&root).unwrap();
+    let auth = htpasswd.map_or(String::new(), |p| {
+        format!(
+            "auth:\n  htpasswd:\n    realm: ci-registry\n    path: {}\n",
+            p.display()
+        )
+    });
+    let config = format!(
+        "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: ci-not-secret\n{auth}",
+        root.join("data").display()
+    );
+    let config_path = root.join("config.yml");
+    std::fs::write(&config_path, config).unwrap();
+    let log = root.join("registry.log");
+    let daemon = spawn("docker-registry", &["serve", config_path.to_str().unwrap()], &log);
+    wait_for(
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "the registry to listen",
+    );
+    (daemon, port, log)
+}
+
+pub fn wait_for(mut ready: impl FnMut() -> bool, what: &str) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(bytes))
+}
+
+/// A one-file tar archive (ustar), the layer of the test images.
+pub fn tar(name: &str, content: &[u8]) -> Vec<u8> {
+    let mut header = [0u8; 512];
+    header[..name.len()].copy_from_slice(name.as_bytes());
+    let octal = |field: &mut [u8], value: u64| {
+        let text = format!("{value:0width$o}\0", width = field.len() - 1);
+        field.copy_from_slice(text.as_bytes());
+    };
+    octal(&mut header[100..108], 0o644);
+    octal(&mut header[108..116], 0);
+    octal(&mut header[116..124], 0);
+    octal(&mut header[124..136], content.len() as u64);
+    octal(&mut header[136..148], 1_700_000_000);
+    header[156] = b'0';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let checksum: u32 = header.iter().map(|b| u32::from(*b)).sum();
+    header[148..156].copy_from_slice(format!("{checksum:06o}\0 ").as_bytes());
+    let mut archive = header.to_vec();
+    archive.extend_from_slice(content);
+    archive.resize(archive.len().div_ceil(512) * 512 + 1024, 0);
+    archive
+}
+
+pub fn curl(args: &[&str]) -> String {
+    let output = Command::new("curl")
+        .args(["--silent", "--show-error"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Pushes a one-layer OCI image; returns the manifest digest.
+pub fn push(port: u16, repository: &str, tag: &str, user: Option<&str>, dir: &Path) -> String {
+    push_with(
+        port,
+        repository,
+        tag,
+        user,
+        dir,
+        format!("{repository}:{tag}\n").as_bytes(),
+    )
+}
+
+/// Pushes a one-layer OCI image whose only file holds `payload`; returns the manifest digest.
+pub fn push_with(port: u16, repository: &str, tag: &str, user: Option<&str>, dir: &Path, payload: &[u8]) -> String {
+    let base = format!("http://127.0.0.1:{port}/v2/{repository}");
+    let auth: Vec<&str> = user.map_or(Vec::new(), |u| vec!["--user", u]);
+    let layer = tar("hello.txt", payload);
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}},"config":{{}}}}"#,
+        sha256(&layer)
+    );
+    for blob in [layer.as_slice(), config.as_bytes()] {
+        let digest = sha256(blob);
+        let headers = curl(
+            &[
+                &auth[..],
+                &[
+                    "-D",
+                    "-",
+                    "-o",
+                    "/dev/null",
+                    "-X",
+                    "POST",
+                    &format!("{base}/blobs/uploads/"),
+                ],
+            ]
+            .concat(),
+        );
+        let location = headers
+            .lines()
+            .find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let location = if location.starts_with("http") {
+            location
+        } else {
+            format!("http://127.0.0.1:{port}{location}")
+        };
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let file = dir.join(digest.replace(':', "_"));
+        std::fs::write(&file, blob).unwrap();
+        curl(
+            &[
+                &auth[..],
+                &[
+                    "-X",
+                    "PUT",
+                    "--fail",
+                    "-H",
+                    "Content-Type: application/octet-stream",
+                    "--data-binary",
+                    &format!("@{}", file.display()),
+                    &format!("{location}{separator}digest={digest}"),
+                ],
+            ]
+            .concat(),
+        );
+    }
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}]}}"#,
+        sha256(config.as_bytes()),
+        config.len(),
+        sha256(&layer),
+        layer.len()
+    );
+    let file = dir.join(format!("manifest-{}", sha256(manifest.as_bytes()).replace(':', "_")));
+    std::fs::write(&file, &manifest).unwrap();
+    curl(
+        &[
+            &auth[..],
+            &[
+                "-X",
+                "PUT",
+                "--fail",
+                "-H",
+                "Content-Type: application/vnd.oci.image.manifest.v1+json",
+                "--data-binary",
+                &format!("@{}", file.display()),
+                &format!("{base}/manifests/{tag}"),
+            ],
+        ]
+        .concat(),
+    );
+    sha256(manifest.as_bytes())
+}
+
+pub fn containerd(dir: &Path) -> (Daemon, PathBuf) {
+    let socket = dir.join("containerd.sock");
+    let config = format!(
+        r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "{socket}"
+[ttrpc]
+  address = "{socket}.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.6"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{dir}/cni/bin"
+    conf_dir = "{dir}/cni/net.d"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{dir}/certs.d"
+"#,
+        root = dir.join("root").display(),
+        state = dir.join("state").display(),
+        socket = socket.display(),
+        dir = dir.display(),
+    );
+    let config_path = dir.join("containerd.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let daemon = spawn(
+        "containerd",
+        &["--config", config_path.to_str().unwrap()],
+        &dir.join("containerd.log"),
+    );
+    wait_for(|| socket.exists(), "the containerd socket");
+    (daemon, socket)
+}
