@@ -4,6 +4,7 @@ pub mod agent;
 pub mod credential_plugins;
 pub mod credentials;
 pub mod cri;
+pub mod health;
 pub mod jobs;
 pub mod pull_command;
 pub mod puller;

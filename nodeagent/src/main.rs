@@ -4,8 +4,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use std::future::IntoFuture;
+use std::sync::Arc;
+
 use prewarm_nodeagent::agent::{self, AgentConfig};
 use prewarm_nodeagent::cri;
+use prewarm_nodeagent::health::{self, AgentMetrics};
 use prewarm_nodeagent::pull_command::{self, PullArgs};
 use prewarm_nodeagent::puller::Backoff;
 
@@ -39,6 +43,9 @@ struct RunArgs {
     /// Least time between two NodeImage status writes, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     status_interval_ms: u64,
+    /// Plain-HTTP listener for /healthz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:10221")]
+    health_listen: std::net::SocketAddr,
 }
 
 #[tokio::main]
@@ -67,15 +74,39 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     tracing::info!(runtime = %version.runtime_name, version = %version.runtime_version, node = %args.node_name, "pulling for this node");
+    let metrics = Arc::new(AgentMetrics::default());
+    let listener = match tokio::net::TcpListener::bind(args.health_listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("prewarm-nodeagent run: binding {}: {e}", args.health_listen);
+            return ExitCode::from(2);
+        }
+    };
+    let health = tokio::spawn(axum::serve(listener, health::router(metrics.clone())).into_future());
     let config = AgentConfig {
         node_name: args.node_name,
+        metrics,
         max_concurrent_pulls: args.max_concurrent_pulls,
         backoff: Backoff::default(),
         status_interval: Duration::from_millis(args.status_interval_ms),
     };
-    agent::run(client, cri, config, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await;
+    agent::run(client, cri, config, terminated()).await;
+    health.abort();
     ExitCode::SUCCESS
+}
+
+/// SIGTERM (what kubelet sends) or Ctrl-C.
+async fn terminated() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut sigterm) => {
+            tokio::select! {
+                _ = sigterm.recv() => {}
+                _ = ctrl_c => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
 }

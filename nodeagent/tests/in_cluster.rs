@@ -8,24 +8,28 @@
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Behaviour, serve};
+use k8s_openapi::api::core::v1::Event;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use prewarm_api::v1beta1::NodeImage;
 use prewarm_nodeagent::agent::{self, AgentConfig};
 use prewarm_nodeagent::cri::Cri;
+use prewarm_nodeagent::health::AgentMetrics;
 use prewarm_nodeagent::puller::Backoff;
 use prewarm_testapi::{Options, TestApi};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-fn start_agent(client: &Client, cri: &Cri) -> (oneshot::Sender<()>, JoinHandle<()>) {
+fn start_agent(client: &Client, cri: &Cri, metrics: &Arc<AgentMetrics>) -> (oneshot::Sender<()>, JoinHandle<()>) {
     let config = AgentConfig {
         node_name: "node-1".into(),
+        metrics: metrics.clone(),
         max_concurrent_pulls: 2,
         backoff: Backoff {
             initial: Duration::from_millis(10),
@@ -85,7 +89,8 @@ async fn node_image_spec_to_status_with_resume_and_cancellation() {
     .await;
     let cri = Cri::connect(&fake.socket).await.unwrap();
 
-    let (stop, agent) = start_agent(&client, &cri);
+    let metrics = Arc::new(AgentMetrics::default());
+    let (stop, agent) = start_agent(&client, &cri, &metrics);
     let done = wait_until(&node_images, "both tags pulled", |s| s["succeeded"] == 2).await;
     assert_eq!(
         (
@@ -118,11 +123,34 @@ async fn node_image_spec_to_status_with_resume_and_cancellation() {
         pulled.contains(&"docker.io/library/nginx:1.25".to_owned()),
         "{pulled:?}"
     );
+    let text = metrics.render();
+    assert!(
+        text.contains(r#"prewarm_nodeagent_pulls_total{result="pulled"} 2"#),
+        "{text}"
+    );
+    assert!(text.contains("prewarm_nodeagent_pulls_in_flight 0"), "{text}");
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let started = std::time::Instant::now();
+    let reasons = loop {
+        let reasons: Vec<String> = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        if reasons.len() >= 2 || started.elapsed() > Duration::from_secs(5) {
+            break reasons;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(reasons, ["PullImageSucceed", "PullImageSucceed"]);
 
     // A restarted agent resumes from the stored status: finished tags are not pulled again.
     stop.send(()).unwrap();
     agent.await.unwrap();
-    let (stop, agent) = start_agent(&client, &cri);
+    let (stop, agent) = start_agent(&client, &cri, &metrics);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
         fake.behaviour.pulls.lock().unwrap().len(),

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Event, ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use prewarm_api::node_image::{ImageTagSpec, NodeImageStatus};
@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::credentials::Keyring;
 use crate::cri::{Cri, Sandbox};
+use crate::health::AgentMetrics;
 use crate::puller::{self, Backoff, Outcome, Policy, PullSpec};
 use plan::TagKey;
 use status::{Phase, TagState};
@@ -34,6 +35,7 @@ use status::{Phase, TagState};
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub node_name: String,
+    pub metrics: Arc<AgentMetrics>,
     pub max_concurrent_pulls: usize,
     pub backoff: Backoff,
     /// Least time between two status writes.
@@ -140,6 +142,7 @@ async fn sync(client: &Client, cri: &Cri, config: &AgentConfig, shared: &Arc<Sha
         }
         plan
     };
+    let events = Events::new(client, &node_image);
     let mut starts = Vec::new();
     for (key, version) in plan.start {
         let image_spec = node_image
@@ -158,16 +161,15 @@ async fn sync(client: &Client, cri: &Cri, config: &AgentConfig, shared: &Arc<Sha
     // Spawned under the lock, so each pull is registered before it can report.
     let mut state = shared.lock();
     for (key, version, image_spec, tag_spec, keyring) in starts {
-        let handle = tokio::spawn(pull_tag(
-            cri.clone(),
-            shared.clone(),
-            config.backoff,
-            key.clone(),
+        let task = Task {
+            cri: cri.clone(),
+            shared: shared.clone(),
+            config: config.clone(),
+            events: events.clone(),
+            key: key.clone(),
             version,
-            image_spec,
-            tag_spec,
-            keyring,
-        ));
+        };
+        let handle = tokio::spawn(task.pull(image_spec, tag_spec, keyring));
         let waiting = TagState {
             version,
             phase: Phase::Waiting,
@@ -204,79 +206,146 @@ async fn keyring(client: &Client, image: &ImageSpec) -> Keyring {
     keyring
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn pull_tag(
+/// Events on the NodeImage, as users look for them with `kubectl describe`.
+#[derive(Clone)]
+struct Events {
+    api: Api<Event>,
+    node_image: ObjectReference,
+}
+
+impl Events {
+    fn new(client: &Client, node_image: &NodeImage) -> Self {
+        let reference = ObjectReference {
+            api_version: Some("apps.kruise.io/v1beta1".to_owned()),
+            kind: Some("NodeImage".to_owned()),
+            name: node_image.metadata.name.clone(),
+            uid: node_image.metadata.uid.clone(),
+            ..ObjectReference::default()
+        };
+        Self {
+            api: Api::namespaced(client.clone(), "default"),
+            node_image: reference,
+        }
+    }
+
+    async fn publish(&self, warning: bool, reason: &str, message: String) {
+        let name = self.node_image.name.clone().unwrap_or_default();
+        let event: Event = match serde_json::from_value(json!({
+            "metadata": {"generateName": format!("{name}.")},
+            "involvedObject": self.node_image,
+            "reason": reason,
+            "message": message,
+            "type": if warning { "Warning" } else { "Normal" },
+            "source": {"component": "prewarm-nodeagent", "host": name},
+            "firstTimestamp": now(), "lastTimestamp": now(), "count": 1,
+        })) {
+            Ok(event) => event,
+            Err(_) => return,
+        };
+        if let Err(e) = self.api.create(&PostParams::default(), &event).await {
+            tracing::debug!(error = %e, "recording an event");
+        }
+    }
+}
+
+/// One pull of one (tag, version), reporting into the shared state.
+struct Task {
     cri: Cri,
     shared: Arc<Shared>,
-    backoff: Backoff,
+    config: AgentConfig,
+    events: Events,
     key: TagKey,
     version: i64,
-    image: ImageSpec,
-    tag: ImageTagSpec,
-    keyring: Keyring,
-) {
-    let reference = match ImageReference::parse(&key.reference()) {
-        Ok(reference) => reference,
-        Err(e) => {
-            shared.record(&key, version, |s| {
-                s.phase = Phase::Failed;
-                s.completion_time = Some(now());
-                s.message = Some(format!("invalid image {}: {e}", key.reference()));
-            });
+}
+
+impl Task {
+    fn record(&self, update: impl FnOnce(&mut TagState)) {
+        self.shared.record(&self.key, self.version, update);
+    }
+
+    async fn pull(self, image: ImageSpec, tag: ImageTagSpec, keyring: Keyring) {
+        let reference = match ImageReference::parse(&self.key.reference()) {
+            Ok(reference) => reference,
+            Err(e) => {
+                self.record(|s| {
+                    s.phase = Phase::Failed;
+                    s.completion_time = Some(now());
+                    s.message = Some(format!("invalid image {}: {e}", self.key.reference()));
+                });
+                return;
+            }
+        };
+        let Ok(_permit) = self.shared.limit.acquire().await else {
             return;
-        }
-    };
-    let Ok(_permit) = shared.limit.acquire().await else {
-        return;
-    };
-    shared.record(&key, version, |s| {
-        s.phase = Phase::Pulling;
-        s.start_time = Some(now());
-    });
-    let policy = tag.pull_policy.unwrap_or_default();
-    let spec = PullSpec {
-        credentials: keyring.lookup(&reference.full_name()),
-        reference,
-        policy: Policy::from_field(tag.image_pull_policy.as_deref()),
-        timeout: Duration::from_secs(
-            u64::try_from(policy.timeout_seconds.unwrap_or(600))
-                .unwrap_or(600)
-                .max(1),
-        ),
-        backoff_limit: u32::try_from(policy.backoff_limit.unwrap_or(3)).unwrap_or(3),
-        active_deadline: policy
-            .active_deadline_seconds
-            .and_then(|s| u64::try_from(s).ok())
-            .map(Duration::from_secs),
-        sandbox: image.sandbox_config.map(|s| Sandbox {
-            labels: s.labels.unwrap_or_default().into_iter().collect(),
-            annotations: s.annotations.unwrap_or_default().into_iter().collect(),
-        }),
-    };
-    let outcome = puller::pull(&cri, &spec, backoff, |_| {}).await;
-    shared.record(&key, version, |s| {
-        s.completion_time = Some(now());
-        match outcome {
-            Outcome::Present { image_id }
-            | Outcome::Pulled {
-                image_ref: image_id, ..
-            } => {
-                s.phase = Phase::Succeeded;
-                s.image_id = Some(format!("{}@{image_id}", key.image));
-                s.message = None;
+        };
+        self.record(|s| {
+            s.phase = Phase::Pulling;
+            s.start_time = Some(now());
+        });
+        let policy = tag.pull_policy.unwrap_or_default();
+        let spec = PullSpec {
+            credentials: keyring.lookup(&reference.full_name()),
+            reference,
+            policy: Policy::from_field(tag.image_pull_policy.as_deref()),
+            timeout: Duration::from_secs(
+                u64::try_from(policy.timeout_seconds.unwrap_or(600))
+                    .unwrap_or(600)
+                    .max(1),
+            ),
+            backoff_limit: u32::try_from(policy.backoff_limit.unwrap_or(3)).unwrap_or(3),
+            active_deadline: policy
+                .active_deadline_seconds
+                .and_then(|s| u64::try_from(s).ok())
+                .map(Duration::from_secs),
+            sandbox: image.sandbox_config.map(|s| Sandbox {
+                labels: s.labels.unwrap_or_default().into_iter().collect(),
+                annotations: s.annotations.unwrap_or_default().into_iter().collect(),
+            }),
+        };
+        let metrics = &self.config.metrics;
+        metrics.in_flight.inc();
+        let started = std::time::Instant::now();
+        let outcome = puller::pull(&self.cri, &spec, self.config.backoff, |_| {}).await;
+        metrics.in_flight.dec();
+        metrics.record(&outcome, started.elapsed());
+        let image_name = format!("{}:{}", self.key.image, self.key.tag);
+        let (warning, reason, message) = match &outcome {
+            Outcome::Failed { error, attempts } => (
+                true,
+                "PullImageFailed",
+                format!("Image {image_name} failed after {attempts} attempts: {error}"),
+            ),
+            _ => (
+                false,
+                "PullImageSucceed",
+                format!("Image {image_name}, elapsed time {:?}", started.elapsed()),
+            ),
+        };
+        self.record(|s| {
+            s.completion_time = Some(now());
+            match outcome {
+                Outcome::Present { image_id }
+                | Outcome::Pulled {
+                    image_ref: image_id, ..
+                } => {
+                    s.phase = Phase::Succeeded;
+                    s.image_id = Some(format!("{}@{image_id}", self.key.image));
+                    s.message = None;
+                }
+                Outcome::Failed { error, attempts } => {
+                    s.phase = Phase::Failed;
+                    s.message = Some(format!(
+                        "failed to pull {} after {attempts} attempts: {error}",
+                        self.key.reference()
+                    ));
+                }
             }
-            Outcome::Failed { error, attempts } => {
-                s.phase = Phase::Failed;
-                s.message = Some(format!(
-                    "failed to pull {} after {attempts} attempts: {error}",
-                    key.reference()
-                ));
-            }
+        });
+        self.events.publish(warning, reason, message).await;
+        let mut state = self.shared.lock();
+        if state.running.get(&self.key).map(|(v, _)| *v) == Some(self.version) {
+            state.running.remove(&self.key);
         }
-    });
-    let mut state = shared.lock();
-    if state.running.get(&key).map(|(v, _)| *v) == Some(version) {
-        state.running.remove(&key);
     }
 }
 

@@ -1,0 +1,85 @@
+//! The agent's health listener: `/healthz` and Prometheus `/metrics` with pulls
+//! by result, pull durations and pulls in flight (labels from closed sets only).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::puller::Outcome;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Debug)]
+pub struct AgentMetrics {
+    registry: Registry,
+    pulls: Family<ResultLabels, Counter>,
+    duration: Histogram,
+    pub in_flight: Gauge,
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("prewarm_nodeagent");
+        let pulls = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "pulls",
+            "Finished pulls by result: pulled, present (IfNotPresent) or failed",
+            pulls.clone(),
+        );
+        let duration = Histogram::new([0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]);
+        registry.register(
+            "pull_duration_seconds",
+            "Time from the first attempt to the end of a pull",
+            duration.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register("pulls_in_flight", "Pulls running now", in_flight.clone());
+        Self {
+            registry,
+            pulls,
+            duration,
+            in_flight,
+        }
+    }
+}
+
+impl AgentMetrics {
+    pub fn record(&self, outcome: &Outcome, elapsed: Duration) {
+        let result = match outcome {
+            Outcome::Present { .. } => "present",
+            Outcome::Pulled { .. } => "pulled",
+            Outcome::Failed { .. } => "failed",
+        };
+        self.pulls.get_or_create(&ResultLabels { result }).inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+pub fn router(metrics: Arc<AgentMetrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(|State(metrics): State<Arc<AgentMetrics>>| async move { metrics.render() }),
+        )
+        .with_state(metrics)
+}
