@@ -8,6 +8,7 @@ use std::future::IntoFuture;
 use std::sync::Arc;
 
 use prewarm_nodeagent::agent::{self, AgentConfig};
+use prewarm_nodeagent::credential_plugins::Plugins;
 use prewarm_nodeagent::cri;
 use prewarm_nodeagent::health::{self, AgentMetrics};
 use prewarm_nodeagent::pull_command::{self, PullArgs};
@@ -43,6 +44,12 @@ struct RunArgs {
     /// Least time between two NodeImage status writes, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     status_interval_ms: u64,
+    /// A kubelet CredentialProviderConfig: exec plugins that supply registry credentials.
+    #[arg(long, requires = "credential_provider_bin_dir")]
+    credential_provider_config: Option<PathBuf>,
+    /// Where the credential provider plugins' executables are.
+    #[arg(long)]
+    credential_provider_bin_dir: Option<PathBuf>,
     /// Plain-HTTP listener for /healthz and /metrics.
     #[arg(long, default_value = "0.0.0.0:10221")]
     health_listen: std::net::SocketAddr,
@@ -74,6 +81,16 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     tracing::info!(runtime = %version.runtime_name, version = %version.runtime_version, node = %args.node_name, "pulling for this node");
+    let plugins = match (&args.credential_provider_config, &args.credential_provider_bin_dir) {
+        (Some(config), Some(bin_dir)) => match Plugins::load(config, bin_dir, Duration::from_secs(60)) {
+            Ok(plugins) => Some(Arc::new(plugins)),
+            Err(e) => {
+                eprintln!("prewarm-nodeagent run: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let metrics = Arc::new(AgentMetrics::default());
     let listener = match tokio::net::TcpListener::bind(args.health_listen).await {
         Ok(listener) => listener,
@@ -86,6 +103,7 @@ async fn run(args: RunArgs) -> ExitCode {
     let config = AgentConfig {
         node_name: args.node_name,
         metrics,
+        plugins,
         max_concurrent_pulls: args.max_concurrent_pulls,
         backoff: Backoff::default(),
         status_interval: Duration::from_millis(args.status_interval_ms),

@@ -30,6 +30,7 @@ fn start_agent(client: &Client, cri: &Cri, metrics: &Arc<AgentMetrics>) -> (ones
     let config = AgentConfig {
         node_name: "node-1".into(),
         metrics: metrics.clone(),
+        plugins: None,
         max_concurrent_pulls: 2,
         backoff: Backoff {
             initial: Duration::from_millis(10),
@@ -195,6 +196,64 @@ async fn node_image_spec_to_status_with_resume_and_cancellation() {
     );
     assert!(!after.to_string().contains("1.27"), "{after:#}");
 
+    stop.send(()).unwrap();
+    agent.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_secrets_named_by_the_node_image_are_used() {
+    let api_server = TestApi::start(Options::default()).await.unwrap();
+    api_server
+        .load_manifests(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/crds")))
+        .unwrap();
+    let client = Client::try_from(kube::Config::new(api_server.url().parse().unwrap())).unwrap();
+    let config = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        r#"{"auths":{"127.0.0.1:5001":{"username":"ci","password":"secret"}}}"#,
+    );
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "registry", "namespace": "kruise-daemon-config"},
+        "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": config}
+    }))
+    .unwrap();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "kruise-daemon-config"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), "kruise-daemon-config")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let node_images: Api<NodeImage> = Api::all(client.clone());
+    let node_image: NodeImage = serde_json::from_value(json!({
+        "apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage", "metadata": {"name": "node-1"},
+        "spec": {"images": {"127.0.0.1:5001/team/app": {
+            "pullSecrets": [{"namespace": "kruise-daemon-config", "name": "registry", "mode": "batch"}],
+            "tags": [tag("1.0", 0)]
+        }}}
+    }))
+    .unwrap();
+    node_images.create(&PostParams::default(), &node_image).await.unwrap();
+    let fake = serve(Behaviour {
+        accepted_users: vec!["ci".into()],
+        ..Behaviour::default()
+    })
+    .await;
+    let cri = Cri::connect(&fake.socket).await.unwrap();
+    let metrics = Arc::new(AgentMetrics::default());
+    let (stop, agent) = start_agent(&client, &cri, &metrics);
+    let done = wait_until(&node_images, "the private image", |s| {
+        s["succeeded"] == 1 || s["failed"] == 1
+    })
+    .await;
+    assert_eq!(done["succeeded"], 1, "{done:#}");
+    let auth = fake.behaviour.pulls.lock().unwrap()[0].auth.clone().unwrap();
+    assert_eq!((auth.username.as_str(), auth.password.as_str()), ("ci", "secret"));
+    assert!(!done.to_string().contains("secret\""), "no credentials in the status");
     stop.send(()).unwrap();
     agent.await.unwrap();
 }

@@ -25,6 +25,7 @@ use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::credential_plugins::Plugins;
 use crate::credentials::Keyring;
 use crate::cri::{Cri, Sandbox};
 use crate::health::AgentMetrics;
@@ -36,6 +37,8 @@ use status::{Phase, TagState};
 pub struct AgentConfig {
     pub node_name: String,
     pub metrics: Arc<AgentMetrics>,
+    /// kubelet credential-provider plugins, asked after the pull secrets.
+    pub plugins: Option<Arc<Plugins>>,
     pub max_concurrent_pulls: usize,
     pub backoff: Backoff,
     /// Least time between two status writes.
@@ -283,8 +286,12 @@ impl Task {
             s.start_time = Some(now());
         });
         let policy = tag.pull_policy.unwrap_or_default();
+        let mut credentials = keyring.lookup(&reference.full_name());
+        if let Some(plugins) = &self.config.plugins {
+            credentials.extend(plugins.provide(&reference.full_name()).await);
+        }
         let spec = PullSpec {
-            credentials: keyring.lookup(&reference.full_name()),
+            credentials,
             reference,
             policy: Policy::from_field(tag.image_pull_policy.as_deref()),
             timeout: Duration::from_secs(
