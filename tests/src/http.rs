@@ -396,18 +396,24 @@ async fn create(state: &AppState, target: &Target, body: &[u8], dry_run: bool) -
     if target.name.is_some() {
         return Err(ApiError::method_not_allowed("POST is for collections"));
     }
-    let mut object = parse_body(body)?;
+    let object = parse_body(body)?;
     let body_namespace = object
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let ns = namespace(target).to_owned();
-    if target.rt.namespaced && !body_namespace.is_empty() && body_namespace != ns {
+    if target.rt.namespaced && !body_namespace.is_empty() && body_namespace != namespace(target) {
         return Err(ApiError::bad_request(
             "the namespace of the provided object does not match the namespace sent on the request",
         ));
     }
+    store_new(state, target, object, dry_run).await
+}
+
+/// Creates an object as kube-apiserver does: schema pruning and defaulting,
+/// the admission chain, then storage.
+async fn store_new(state: &AppState, target: &Target, mut object: Value, dry_run: bool) -> Result<Response, ApiError> {
+    let ns = namespace(target).to_owned();
     crate::schema::prune_and_default(&target.rt, &target.version, &mut object);
     let object = state
         .admission
@@ -518,29 +524,7 @@ async fn patch(
                     json_patch::merge(&mut current, &applied);
                     current
                 }
-                None => {
-                    let mut object = applied;
-                    crate::schema::prune_and_default(&target.rt, &target.version, &mut object);
-                    let ns = namespace(target).to_owned();
-                    let object = state
-                        .admission
-                        .admit(
-                            &state.store,
-                            &target.rt,
-                            &target.version,
-                            Operation::Create,
-                            &ns,
-                            None,
-                            Some(object),
-                            None,
-                            dry_run,
-                        )
-                        .await?;
-                    let stored = state
-                        .store
-                        .create(&target.rt, &ns, object.unwrap_or_default(), dry_run)?;
-                    return Ok(created(stored, target, StatusCode::CREATED));
-                }
+                None => return store_new(state, target, applied, dry_run).await,
             }
         }
         (other, _) => {

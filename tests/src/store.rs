@@ -478,7 +478,7 @@ impl Store {
         if finalized {
             inner.objects.remove(&key);
             self.record(&mut inner, "DELETED", key, object.clone());
-            self.collect_garbage(&mut inner, &object);
+            self.release_dependents(&mut inner, &object, false);
             return Ok(object);
         }
         if rt.kind == "CustomResourceDefinition" {
@@ -540,18 +540,15 @@ impl Store {
         if rt.kind == "CustomResourceDefinition" {
             unregister_crd(&mut inner, &object);
         }
-        if orphan {
-            self.orphan_dependents(&mut inner, &object);
-        } else {
-            self.collect_garbage(&mut inner, &object);
-        }
+        self.release_dependents(&mut inner, &object, orphan);
         Ok((object, true))
     }
 
-    /// Dependents of a deleted owner lose the reference; those with no owner left are deleted.
-    fn collect_garbage(&self, inner: &mut Inner, owner: &Value) {
-        let uid = meta_str(owner, "uid");
-        let mut queue = vec![uid];
+    /// Dependents of a deleted owner lose the reference to it. Unless the
+    /// deletion orphans them, those left without any owner are deleted in turn
+    /// (background propagation), or marked for deletion while finalizers remain.
+    fn release_dependents(&self, inner: &mut Inner, owner: &Value, orphan: bool) {
+        let mut queue = vec![meta_str(owner, "uid")];
         while let Some(uid) = queue.pop() {
             let dependents: Vec<Key> = inner
                 .objects
@@ -565,47 +562,27 @@ impl Store {
                 };
                 retain_owners(&mut object, |u| u != uid);
                 inner.resource_version += 1;
-                let rv = inner.resource_version.to_string();
-                if !owner_uids(&object).is_empty() {
-                    set_meta(&mut object, "resourceVersion", json!(rv));
+                set_meta(
+                    &mut object,
+                    "resourceVersion",
+                    json!(inner.resource_version.to_string()),
+                );
+                let finalizers = meta(&object, "finalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|f| !f.is_empty());
+                if orphan || !owner_uids(&object).is_empty() {
                     inner.objects.insert(key.clone(), object.clone());
                     self.record(inner, "MODIFIED", key, object);
-                } else if meta(&object, "finalizers")
-                    .and_then(Value::as_array)
-                    .is_some_and(|f| !f.is_empty())
-                {
+                } else if finalizers {
                     set_meta(&mut object, "deletionTimestamp", json!(now()));
-                    set_meta(&mut object, "resourceVersion", json!(rv));
                     inner.objects.insert(key.clone(), object.clone());
                     self.record(inner, "MODIFIED", key, object);
                 } else {
                     inner.objects.remove(&key);
                     queue.push(meta_str(&object, "uid"));
-                    set_meta(&mut object, "resourceVersion", json!(rv));
                     self.record(inner, "DELETED", key, object);
                 }
             }
-        }
-    }
-
-    fn orphan_dependents(&self, inner: &mut Inner, owner: &Value) {
-        let uid = meta_str(owner, "uid");
-        let dependents: Vec<Key> = inner
-            .objects
-            .iter()
-            .filter(|(_, o)| owner_uids(o).contains(&uid))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in dependents {
-            let Some(mut object) = inner.objects.get(&key).cloned() else {
-                continue;
-            };
-            retain_owners(&mut object, |u| u != uid);
-            inner.resource_version += 1;
-            let rv = inner.resource_version.to_string();
-            set_meta(&mut object, "resourceVersion", json!(rv));
-            inner.objects.insert(key.clone(), object.clone());
-            self.record(inner, "MODIFIED", key, object);
         }
     }
 }
