@@ -313,6 +313,22 @@ async fn finalizers_and_garbage_collection() {
         404,
         "background deletion of dependents"
     );
+
+    // Orphan propagation keeps the dependent and drops its owner reference.
+    let owner = maps
+        .create(&PostParams::default(), &config_map("owner-2", json!({})))
+        .await
+        .unwrap();
+    let mut orphan = config_map("orphan", json!({}));
+    orphan.metadata.owner_references = Some(vec![
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "name": "owner-2", "uid": owner.metadata.uid
+        }))
+        .unwrap(),
+    ]);
+    maps.create(&PostParams::default(), &orphan).await.unwrap();
+    maps.delete("owner-2", &DeleteParams::orphan()).await.unwrap();
+    assert!(maps.get("orphan").await.unwrap().metadata.owner_references.is_none());
 }
 
 #[tokio::test]
