@@ -5,6 +5,7 @@ pub mod admit;
 pub mod bootstrap;
 pub mod cli;
 pub mod health;
+pub mod idle;
 pub mod metrics;
 pub mod review;
 pub mod server;

@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::admit::{self, AdmitState};
 use crate::bootstrap::{self, BootstrapError, Certificates};
 use crate::health::{self, HealthState};
+use crate::idle::IdleTimeout;
 use crate::metrics::{Metrics, ReloadLabels};
 use crate::tls::{self, CertStore, Reload, TlsError};
 
@@ -54,6 +55,10 @@ pub struct ServeConfig {
     /// After the drain window: how long open requests get to finish.
     #[arg(long, default_value = "30s", value_parser = prewarm_api::duration::parse)]
     pub shutdown_grace: Duration,
+    /// Connections silent this long are closed (the API server keeps idle
+    /// keep-alive connections for 90 s).
+    #[arg(long, default_value = "120s", value_parser = prewarm_api::duration::parse)]
+    pub idle_timeout: Duration,
     /// How often the certificate directory is checked besides change notifications.
     #[arg(long, default_value = "10s", value_parser = prewarm_api::duration::parse)]
     pub cert_poll_interval: Duration,
@@ -189,6 +194,7 @@ impl Server {
             .header_read_timeout(HEADER_READ_TIMEOUT);
         let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();
+        let idle_timeout = config.idle_timeout;
 
         let serve_connection = |tcp: TcpStream| {
             let (acceptor, service, builder, watcher) =
@@ -197,7 +203,8 @@ impl Server {
                 let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
                     return;
                 };
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                let io = TokioIo::new(IdleTimeout::new(tls, idle_timeout));
+                let connection = builder.serve_connection_with_upgrades(io, service);
                 if let Err(e) = watcher.watch(connection.into_owned()).await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }

@@ -246,3 +246,36 @@ async fn a_broken_new_pair_keeps_the_old_one_serving() {
     let (status, _, body) = connection.post(VALIDATE_JOB, &job_review("still")).await.unwrap();
     assert_eq!((status, &body["response"]["uid"]), (200, &Value::from("still")));
 }
+
+#[tokio::test]
+async fn silent_connections_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::start(|c| c.idle_timeout = Duration::from_millis(500)).await;
+    let config = client_config(&[&server.ca_pem()], &[b"http/1.1"]);
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buffer = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buffer))
+        .await
+        .expect("the server should close a silent connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+    // A busy connection is not idle: requests spaced below the timeout keep it open.
+    let mut connection = Connection::open(server.addr, config).await.unwrap();
+    for i in 0..4 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (status, _, _) = connection
+            .post(VALIDATE_JOB, &job_review(&format!("busy-{i}")))
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+    }
+}

@@ -40,6 +40,7 @@ pub fn config(cert_dir: &Path) -> ServeConfig {
         shutdown_delay: Duration::from_millis(500),
         shutdown_grace: Duration::from_secs(5),
         cert_poll_interval: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(120),
     }
 }
 
