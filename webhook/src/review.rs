@@ -111,14 +111,13 @@ pub fn review(route: Route, body: &[u8], gates: &FeatureGates, now: &Time) -> Ou
         result: results::BAD_REQUEST,
         dry_run: request.get("dryRun").and_then(Value::as_bool).unwrap_or(false),
     };
-    let response = match answer(route, request, &mut summary, gates, now) {
+    let mut response = match answer(route, request, &mut summary, gates, now) {
         Ok(response) => response,
         Err(message) => {
             summary.result = results::BAD_REQUEST;
             denial(bad_request_status(&message))
         }
     };
-    let mut response = response;
     response.insert("uid".to_owned(), json!(uid));
     let body = json!({"apiVersion": api_version, "kind": "AdmissionReview", "response": response});
     Outcome {
