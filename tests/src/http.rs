@@ -27,6 +27,34 @@ pub struct AppState {
     pub admission: Admission,
 }
 
+impl AppState {
+    /// Runs the admission chain for a write to `target`.
+    async fn admit(
+        &self,
+        target: &Target,
+        operation: Operation,
+        namespace: &str,
+        object: Option<Value>,
+        old: Option<&Value>,
+        dry_run: bool,
+    ) -> Result<Option<Value>, ApiError> {
+        let sub_resource = target.subresource.as_deref();
+        self.admission
+            .admit(
+                &self.store,
+                &target.rt,
+                &target.version,
+                operation,
+                namespace,
+                sub_resource,
+                object,
+                old,
+                dry_run,
+            )
+            .await
+    }
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new().fallback(handle).with_state(state)
 }
@@ -416,18 +444,7 @@ async fn store_new(state: &AppState, target: &Target, mut object: Value, dry_run
     let ns = namespace(target).to_owned();
     crate::schema::prune_and_default(&target.rt, &target.version, &mut object);
     let object = state
-        .admission
-        .admit(
-            &state.store,
-            &target.rt,
-            &target.version,
-            Operation::Create,
-            &ns,
-            None,
-            Some(object),
-            None,
-            dry_run,
-        )
+        .admit(target, Operation::Create, &ns, Some(object), None, dry_run)
         .await?;
     let stored = state
         .store
@@ -446,23 +463,11 @@ async fn write(state: &AppState, target: &Target, object: Value, dry_run: bool) 
     let name = target.name.clone().unwrap_or_default();
     let ns = namespace(target).to_owned();
     let old = state.store.get(&target.rt, &ns, &name)?;
-    let sub = target.subresource.as_deref();
     let object = state
-        .admission
-        .admit(
-            &state.store,
-            &target.rt,
-            &target.version,
-            Operation::Update,
-            &ns,
-            sub,
-            Some(object),
-            Some(&old),
-            dry_run,
-        )
+        .admit(target, Operation::Update, &ns, Some(object), Some(&old), dry_run)
         .await?
         .unwrap_or_default();
-    let subresource = if sub == Some("status") {
+    let subresource = if target.subresource.as_deref() == Some("status") {
         Subresource::Status
     } else {
         Subresource::Main
@@ -563,18 +568,7 @@ async fn delete(
         return Err(ApiError::conflict(&target.rt.plural, &target.rt.group, &name));
     }
     state
-        .admission
-        .admit(
-            &state.store,
-            &target.rt,
-            &target.version,
-            Operation::Delete,
-            &ns,
-            None,
-            None,
-            Some(&current),
-            dry_run,
-        )
+        .admit(target, Operation::Delete, &ns, None, Some(&current), dry_run)
         .await?;
     let (object, gone) = state.store.delete(
         &target.rt,
@@ -609,18 +603,7 @@ async fn delete_collection(
             .unwrap_or_default()
             .to_owned();
         state
-            .admission
-            .admit(
-                &state.store,
-                &target.rt,
-                &target.version,
-                Operation::Delete,
-                &ns,
-                None,
-                None,
-                Some(&item),
-                dry_run,
-            )
+            .admit(target, Operation::Delete, &ns, None, Some(&item), dry_run)
             .await?;
         if let Ok((object, _)) = state.store.delete(&target.rt, &ns, &name, dry_run, false) {
             deleted.push(in_version(object, target));
