@@ -78,6 +78,16 @@ impl Kind {
         }
     }
 
+    /// The object as the mutating webhook leaves it: a copy with the defaults applied.
+    pub fn with_defaults(self, object: &Value, now: &Time) -> Value {
+        let mut defaulted = object.clone();
+        // Defaults are `add` operations computed from this very object: they apply.
+        if json_patch::patch(&mut defaulted, &json_patch::Patch(self.defaults(object, now))).is_err() {
+            return object.clone();
+        }
+        defaulted
+    }
+
     /// Every rule of this kind; `old` is the stored object on UPDATE.
     pub fn validate(self, object: &Value, old: Option<&Value>) -> Report {
         match self {

@@ -1,19 +1,15 @@
 //! Turns ImagePullJob and ImageListPullJob manifests into pulls, with the
 //! webhook's defaults and rules, for pulling on this machine without a cluster.
 
-use std::time::Duration;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prewarm_api::admission::{self, Decision, Kind, Operation, Request};
-use prewarm_api::defaults::{DEFAULT_BACKOFF_LIMIT, DEFAULT_TIMEOUT_SECONDS};
 use prewarm_api::gates::FeatureGates;
 use prewarm_api::reference::ImageReference;
 use prewarm_api::v1beta1::{ImageListPullJobSpec, ImagePullJobSpec, TemplateRef};
 use serde_json::Value;
 
 use crate::credentials::Keyring;
-use crate::cri::Sandbox;
-use crate::puller::{Policy, PullSpec};
+use crate::puller::{PolicyFields, PullSpec};
 
 /// The pulls of one document, or why there are none.
 pub fn pulls(object: &Value, keyring: &Keyring) -> Result<Vec<PullSpec>, String> {
@@ -28,9 +24,7 @@ pub fn pulls(object: &Value, keyring: &Keyring) -> Result<Vec<PullSpec>, String>
             "{api_version} {kind_name} {name}: only ImagePullJob and ImageListPullJob manifests can be pulled"
         ));
     };
-    let mut defaulted = object.clone();
-    let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
-    json_patch_apply(&mut defaulted, kind, object, &now);
+    let defaulted = kind.with_defaults(object, &Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
     let gates = FeatureGates::parse("ImagePullJobGate=true").unwrap_or_default();
     let request = Request {
         kind,
@@ -63,37 +57,15 @@ pub fn pulls(object: &Value, keyring: &Keyring) -> Result<Vec<PullSpec>, String>
     }
 }
 
-fn json_patch_apply(defaulted: &mut Value, kind: Kind, object: &Value, now: &Time) {
-    // Defaults are `add` operations computed from this very object: they apply.
-    let _ = json_patch::patch(defaulted, &json_patch::Patch(kind.defaults(object, now)));
-}
-
 fn pull_spec(image: &str, template: &TemplateRef<'_>, keyring: &Keyring) -> Result<PullSpec, String> {
     let reference = ImageReference::parse(image).map_err(|e| format!("image {image:?}: {e}"))?;
-    let pull_policy = template.pull_policy;
-    let timeout = pull_policy
-        .and_then(|p| p.timeout_seconds)
-        .unwrap_or(DEFAULT_TIMEOUT_SECONDS);
-    let backoff_limit = pull_policy
-        .and_then(|p| p.backoff_limit)
-        .filter(|b| *b >= 0)
-        .unwrap_or(DEFAULT_BACKOFF_LIMIT);
-    let active_deadline = template
-        .completion_policy
-        .and_then(|c| c.active_deadline_seconds)
-        .and_then(|s| u64::try_from(s).ok())
-        .map(Duration::from_secs);
-    let sandbox = template.sandbox_config.map(|s| Sandbox {
-        labels: s.labels.clone().unwrap_or_default().into_iter().collect(),
-        annotations: s.annotations.clone().unwrap_or_default().into_iter().collect(),
-    });
-    Ok(PullSpec {
-        credentials: keyring.lookup(&reference.full_name()),
-        reference,
-        policy: Policy::from_field(template.image_pull_policy),
-        timeout: Duration::from_secs(u64::try_from(timeout).unwrap_or(1).max(1)),
-        backoff_limit: u32::try_from(backoff_limit).unwrap_or(3),
-        active_deadline,
-        sandbox,
-    })
+    let fields = PolicyFields {
+        image_pull_policy: template.image_pull_policy,
+        timeout_seconds: template.pull_policy.and_then(|p| p.timeout_seconds),
+        backoff_limit: template.pull_policy.and_then(|p| p.backoff_limit),
+        active_deadline_seconds: template.completion_policy.and_then(|c| c.active_deadline_seconds),
+        sandbox: template.sandbox_config,
+    };
+    let credentials = keyring.lookup(&reference.full_name());
+    Ok(PullSpec::new(reference, &fields, credentials))
 }

@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use prewarm_api::defaults::{DEFAULT_BACKOFF_LIMIT, DEFAULT_TIMEOUT_SECONDS};
+use prewarm_api::job::SandboxConfig;
 use prewarm_api::reference::ImageReference;
 use tokio::time::Instant;
 
@@ -61,6 +63,43 @@ pub struct PullSpec {
     pub active_deadline: Option<Duration>,
     pub sandbox: Option<Sandbox>,
     pub credentials: Vec<Credential>,
+}
+
+/// The pull fields of an ImagePullJob template or of a NodeImage tag, as written.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PolicyFields<'a> {
+    pub image_pull_policy: Option<&'a str>,
+    pub timeout_seconds: Option<i32>,
+    pub backoff_limit: Option<i32>,
+    pub active_deadline_seconds: Option<i64>,
+    pub sandbox: Option<&'a SandboxConfig>,
+}
+
+impl PullSpec {
+    /// The pull those fields ask for, with OpenKruise's defaults: a 600 s
+    /// timeout and 3 retries when unset or not positive.
+    pub fn new(reference: ImageReference, fields: &PolicyFields<'_>, credentials: Vec<Credential>) -> Self {
+        let timeout = fields
+            .timeout_seconds
+            .and_then(|t| u64::try_from(t).ok())
+            .filter(|t| *t > 0);
+        let backoff_limit = fields.backoff_limit.and_then(|b| u32::try_from(b).ok());
+        Self {
+            reference,
+            policy: Policy::from_field(fields.image_pull_policy),
+            timeout: Duration::from_secs(timeout.unwrap_or(DEFAULT_TIMEOUT_SECONDS as u64)),
+            backoff_limit: backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT as u32),
+            active_deadline: fields
+                .active_deadline_seconds
+                .and_then(|s| u64::try_from(s).ok())
+                .map(Duration::from_secs),
+            sandbox: fields.sandbox.map(|s| Sandbox {
+                labels: s.labels.clone().unwrap_or_default().into_iter().collect(),
+                annotations: s.annotations.clone().unwrap_or_default().into_iter().collect(),
+            }),
+            credentials,
+        }
+    }
 }
 
 /// How a pull ended.

@@ -1,7 +1,6 @@
 //! Command-line configuration.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use prewarm_api::gates::FeatureGates;
 
 use crate::server::ServeConfig;
 
@@ -32,9 +31,4 @@ pub enum Command {
     /// Check manifests offline with the webhook's rules and defaults (exit 0 valid,
     /// 1 invalid, 2 unreadable input).
     Validate(crate::validate::ValidateArgs),
-}
-
-/// `--feature-gates` as clap reads it, with the parser's own error message.
-pub fn parse_gates(value: &str) -> Result<FeatureGates, String> {
-    FeatureGates::parse(value).map_err(|e| e.to_string())
 }

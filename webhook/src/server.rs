@@ -47,7 +47,7 @@ pub struct ServeConfig {
     #[arg(long = "dns-name")]
     pub dns_names: Vec<String>,
     /// Feature gates, as in Kubernetes: ImagePullJobGate=true,KruiseDaemon=true.
-    #[arg(long, default_value = "", value_parser = crate::cli::parse_gates, env = "PREWARM_FEATURE_GATES")]
+    #[arg(long, default_value = "", value_parser = FeatureGates::parse, env = "PREWARM_FEATURE_GATES")]
     pub feature_gates: FeatureGates,
     /// After the shutdown signal: how long to keep serving while endpoints drop this replica.
     #[arg(long, default_value = "5s", value_parser = prewarm_api::duration::parse)]

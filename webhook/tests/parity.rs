@@ -13,7 +13,7 @@ use prewarm_api::admission::Kind;
 use prewarm_api::gates::FeatureGates;
 use prewarm_webhook::review::{Endpoint, Route, review};
 use prewarm_webhook::validate::yaml::split_documents;
-use prewarm_webhook::validate::{OldObjects, Settings, Status, check_chunk, with_defaults};
+use prewarm_webhook::validate::{OldObjects, Settings, Status, check_chunk};
 use serde_json::{Value, json};
 
 fn now() -> Time {
@@ -120,7 +120,7 @@ fn compare(file: &str, text: &str, gates: &FeatureGates, old: &OldObjects) -> us
                 None => raw,
             };
             let key = (report.kind.clone(), report.namespace.clone(), report.name.clone());
-            let stored = old.get(&key).map(|o| with_defaults(kind, o, &now()));
+            let stored = old.get(&key).map(|o| kind.with_defaults(o, &now()));
             let (defaulted, allowed, causes, message) = webhook(kind, &object, stored.as_ref(), gates);
             let label = format!("{file} document {} ({})", index + 1, report.name);
             assert_eq!(output, &defaulted, "{label}: defaulted objects differ");

@@ -36,7 +36,7 @@ pub fn apply(object: &Value, operations: Vec<PatchOperation>) -> Value {
 
 /// The object after defaulting, as the mutating webhook would leave it.
 pub fn defaulted(kind: Kind, object: &Value) -> Value {
-    apply(object, kind.defaults(object, &now()))
+    kind.with_defaults(object, &now())
 }
 
 /// `(path, reason)` of every error, in the reported order.

@@ -27,9 +27,9 @@ use tokio::task::JoinHandle;
 
 use crate::credential_plugins::Plugins;
 use crate::credentials::Keyring;
-use crate::cri::{Cri, Sandbox};
+use crate::cri::Cri;
 use crate::health::AgentMetrics;
-use crate::puller::{self, Backoff, Outcome, Policy, PullSpec};
+use crate::puller::{self, Backoff, Outcome, PolicyFields, PullSpec};
 use plan::TagKey;
 use status::{Phase, TagState};
 
@@ -285,30 +285,19 @@ impl Task {
             s.phase = Phase::Pulling;
             s.start_time = Some(now());
         });
-        let policy = tag.pull_policy.unwrap_or_default();
         let mut credentials = keyring.lookup(&reference.full_name());
         if let Some(plugins) = &self.config.plugins {
             credentials.extend(plugins.provide(&reference.full_name()).await);
         }
-        let spec = PullSpec {
-            credentials,
-            reference,
-            policy: Policy::from_field(tag.image_pull_policy.as_deref()),
-            timeout: Duration::from_secs(
-                u64::try_from(policy.timeout_seconds.unwrap_or(600))
-                    .unwrap_or(600)
-                    .max(1),
-            ),
-            backoff_limit: u32::try_from(policy.backoff_limit.unwrap_or(3)).unwrap_or(3),
-            active_deadline: policy
-                .active_deadline_seconds
-                .and_then(|s| u64::try_from(s).ok())
-                .map(Duration::from_secs),
-            sandbox: image.sandbox_config.map(|s| Sandbox {
-                labels: s.labels.unwrap_or_default().into_iter().collect(),
-                annotations: s.annotations.unwrap_or_default().into_iter().collect(),
-            }),
+        let policy = tag.pull_policy.unwrap_or_default();
+        let fields = PolicyFields {
+            image_pull_policy: tag.image_pull_policy.as_deref(),
+            timeout_seconds: policy.timeout_seconds,
+            backoff_limit: policy.backoff_limit,
+            active_deadline_seconds: policy.active_deadline_seconds,
+            sandbox: image.sandbox_config.as_ref(),
         };
+        let spec = PullSpec::new(reference, &fields, credentials);
         let metrics = &self.config.metrics;
         metrics.in_flight.inc();
         let started = std::time::Instant::now();

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 
-use json_patch::Patch;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prewarm_api::GROUP;
 use prewarm_api::admission::{self, Decision, Kind, Operation, Request};
@@ -216,9 +215,9 @@ fn judge(file: &str, index: usize, line: usize, object: Value, settings: &Settin
         }
         return report;
     };
-    let defaulted = with_defaults(kind, &object, now);
+    let defaulted = kind.with_defaults(&object, now);
     let key = (report.kind.clone(), report.namespace.clone(), report.name.clone());
-    let old = settings.old.get(&key).map(|old| with_defaults(kind, old, now));
+    let old = settings.old.get(&key).map(|old| kind.with_defaults(old, now));
     let request = Request {
         kind,
         operation: if old.is_some() {
@@ -252,16 +251,6 @@ fn judge(file: &str, index: usize, line: usize, object: Value, settings: &Settin
         report.output = Some(defaulted);
     }
     report
-}
-
-/// The object as the mutating webhook would leave it.
-pub fn with_defaults(kind: Kind, object: &Value, now: &Time) -> Value {
-    let mut defaulted = object.clone();
-    // Defaults are `add` operations built from this very object: they apply.
-    if json_patch::patch(&mut defaulted, &Patch(kind.defaults(object, now))).is_err() {
-        return object.clone();
-    }
-    defaulted
 }
 
 /// Warnings read `field: message`.

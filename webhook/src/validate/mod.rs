@@ -15,7 +15,7 @@ use clap::Args;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prewarm_api::gates::FeatureGates;
 
-pub use check::{DocumentReport, OldObjects, Problem, Settings, Status, check_chunk, with_defaults};
+pub use check::{DocumentReport, OldObjects, Problem, Settings, Status, check_chunk};
 pub use output::{Format, Summary, render};
 
 #[derive(Debug, Args)]
@@ -44,7 +44,7 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "PATH")]
     pub old: Option<PathBuf>,
     /// Feature gates, as the server takes them: ImagePullJobGate=true,KruiseDaemon=true.
-    #[arg(long, default_value = "", value_parser = crate::cli::parse_gates)]
+    #[arg(long, default_value = "", value_parser = FeatureGates::parse)]
     pub feature_gates: FeatureGates,
 }
 
