@@ -1,0 +1,7 @@
+//! prewarm's controller: NodeImage lifecycle and ImagePullJob reconcile.
+//!
+//! `plan/` holds the pure decisions; `world` the caches and their indexes;
+//! `reconcile/` the thin kube edge that reads the caches, calls a planner and
+//! applies its actions; `leader` the Lease; `admin` health and metrics.
+
+pub mod plan;

@@ -1,0 +1,453 @@
+//! ImagePullJob decisions: from the job, its target nodes' NodeImages and the
+//! time, the NodeImage entries to write, the status, the events and when to
+//! look again. OpenKruise's semantics (reference §2.4–2.6) with its known
+//! flaws fixed: nodes written in this pass count as active at once, failed
+//! nodes are sorted and counted once, NotReady nodes wait instead of being
+//! written, and a full NodeImage fails its node with a message.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use prewarm_api::job::{ImagePullJobStatus, Parallelism};
+use prewarm_api::node_image::{ImageTagPullPolicy, ImageTagSpec, MAX_IMAGES};
+use prewarm_api::reference::ImageReference;
+use prewarm_api::v1beta1::{ImagePullJob, ImageSpec, NodeImage, ReferenceObject};
+
+use super::tag_policy::is_never;
+
+/// The finalizer that keeps a job until its secret copies are released.
+pub const FINALIZER: &str = "apps.kruise.io/deletion-protection";
+pub const MESSAGE_COMPLETED: &str = "job has completed";
+pub const MESSAGE_DEADLINE: &str = "job exceeds activeDeadlineSeconds";
+pub const MESSAGE_NO_PROGRESS: &str = "job is running, no progress";
+/// Nodes listed by name in one event at most; beyond, the event gives a count.
+const NODES_PER_EVENT: usize = 10;
+
+/// Where a job is in its life.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Lifecycle {
+    /// Being deleted: release its secret copies, then drop the finalizer.
+    Deleting,
+    /// Completed: release its secret copies and drop the finalizer; delete
+    /// the job once `ttlSecondsAfterFinished` has passed.
+    Finished { delete_now: bool, requeue_after: Option<i64> },
+    Running,
+}
+
+pub fn lifecycle(job: &ImagePullJob, now: Timestamp) -> Lifecycle {
+    if job.metadata.deletion_timestamp.is_some() {
+        return Lifecycle::Deleting;
+    }
+    let Some(completed) = job.status.as_ref().and_then(|s| s.completion_time.as_ref()) else {
+        return Lifecycle::Running;
+    };
+    let ttl = job
+        .spec
+        .completion_policy
+        .as_ref()
+        .and_then(|c| c.ttl_seconds_after_finished);
+    match ttl {
+        None => Lifecycle::Finished {
+            delete_now: false,
+            requeue_after: None,
+        },
+        Some(ttl) => {
+            let left = i64::from(ttl) - seconds_between(completed.0, now);
+            Lifecycle::Finished {
+                delete_now: left <= 0,
+                requeue_after: (left > 0).then_some(left),
+            }
+        }
+    }
+}
+
+/// A node the job targets.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    pub node_image: &'a NodeImage,
+    /// False while the Node's Ready condition is not True. A NodeImage with no
+    /// Node (made by hand) counts as ready, as in OpenKruise.
+    pub ready: bool,
+}
+
+impl Target<'_> {
+    pub fn name(&self) -> &str {
+        self.node_image.metadata.name.as_deref().unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+pub struct Input<'a> {
+    pub job: &'a ImagePullJob,
+    /// Sorted by name, without duplicates.
+    pub targets: &'a [Target<'a>],
+    /// The secrets every target's image entry must list.
+    pub secrets: &'a [ReferenceObject],
+    /// The pull policy for tags this job creates (`tag_policy::tag_pull_policy`).
+    pub tag_policy: &'a ImageTagPullPolicy,
+    pub now: Timestamp,
+}
+
+/// One NodeImage image entry to store as given.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntryWrite {
+    pub node: String,
+    pub image: String,
+    pub entry: ImageSpec,
+}
+
+/// What users should hear about, as events on the job.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Notice {
+    Started { desired: usize },
+    NodesFailed { nodes: Vec<String> },
+    NodeImageFull { node: String },
+    Completed { succeeded: i32, failed: i32 },
+    DeadlineExceeded { failed: i32 },
+    InvalidImage { message: String },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub status: ImagePullJobStatus,
+    pub writes: Vec<EntryWrite>,
+    pub notices: Vec<Notice>,
+    /// Seconds after which to look again even without news (the deadline).
+    pub requeue_after: Option<i64>,
+}
+
+/// How one target stands for this job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NodeState {
+    /// Our tag is there and not finished at its version.
+    Active,
+    Succeeded,
+    Failed,
+    /// Our tag is not there yet (absent, or owned only by others).
+    NotSynced,
+    /// Not there yet, and the node is not Ready.
+    WaitingReady,
+    /// Not there yet, and the NodeImage has no room for another image.
+    Full,
+}
+
+pub fn plan(input: &Input<'_>) -> Plan {
+    let Input {
+        job, targets, now, ..
+    } = *input;
+    let old = job.status.clone().unwrap_or_default();
+    let start = old.start_time.clone().unwrap_or(Time(now));
+    let mut notices = Vec::new();
+    if old.start_time.is_none() {
+        notices.push(Notice::Started {
+            desired: targets.len(),
+        });
+    }
+    let reference = match ImageReference::parse(&job.spec.image) {
+        Ok(reference) => reference,
+        Err(e) => {
+            let message = format!("invalid image reference {:?} in spec.image: {e}", job.spec.image);
+            if old.message.as_deref() != Some(message.as_str()) {
+                notices.push(Notice::InvalidImage {
+                    message: message.clone(),
+                });
+            }
+            let status = ImagePullJobStatus {
+                start_time: Some(start),
+                desired: count(targets.len()),
+                active: Some(0),
+                succeeded: Some(0),
+                failed: Some(0),
+                message: Some(message),
+                ..old
+            };
+            return Plan {
+                status,
+                writes: Vec::new(),
+                notices,
+                requeue_after: None,
+            };
+        }
+    };
+    let (image, tag) = (reference.familiar_name(), reference.tag_or_digest().to_owned());
+    let uid = job.metadata.uid.as_deref().unwrap_or_default();
+    let mut states: Vec<NodeState> = targets
+        .iter()
+        .map(|t| node_state(t, &image, &tag, uid))
+        .collect();
+    let desired = targets.len();
+    let finished = states
+        .iter()
+        .filter(|s| matches!(s, NodeState::Succeeded | NodeState::Failed | NodeState::Full))
+        .count();
+    let never = is_never(&job.spec);
+    let deadline = job
+        .spec
+        .completion_policy
+        .as_ref()
+        .and_then(|c| c.active_deadline_seconds)
+        .filter(|_| !never);
+    let elapsed = seconds_between(start.0, now);
+
+    if let Some(deadline) = deadline
+        && finished != desired
+        && elapsed >= deadline
+    {
+        let succeeded = states.iter().filter(|s| **s == NodeState::Succeeded).count();
+        let failed_nodes: Vec<String> = targets
+            .iter()
+            .zip(&states)
+            .filter(|(_, s)| **s != NodeState::Succeeded)
+            .map(|(t, _)| t.name().to_owned())
+            .collect();
+        notices.push(Notice::DeadlineExceeded {
+            failed: count(failed_nodes.len()),
+        });
+        let status = ImagePullJobStatus {
+            start_time: Some(start),
+            completion_time: Some(Time(now)),
+            desired: count(desired),
+            active: Some(0),
+            succeeded: Some(count(succeeded)),
+            failed: Some(count(failed_nodes.len())),
+            message: Some(MESSAGE_DEADLINE.to_owned()),
+            failed_nodes: Some(failed_nodes),
+        };
+        return Plan {
+            status,
+            writes: Vec::new(),
+            notices,
+            requeue_after: None,
+        };
+    }
+
+    let writes = sync(input, &image, &tag, &mut states);
+
+    let of = |state: NodeState| states.iter().filter(|s| **s == state).count();
+    let (active, succeeded) = (of(NodeState::Active), of(NodeState::Succeeded));
+    let failed_nodes: Vec<String> = targets
+        .iter()
+        .zip(&states)
+        .filter(|(_, s)| matches!(s, NodeState::Failed | NodeState::Full))
+        .map(|(t, _)| t.name().to_owned())
+        .collect();
+    let failed = failed_nodes.len();
+    let waiting_ready = of(NodeState::WaitingReady);
+    let completed = !never && succeeded + failed == desired;
+    let message = if completed {
+        MESSAGE_COMPLETED.to_owned()
+    } else if desired == 0 {
+        MESSAGE_NO_PROGRESS.to_owned()
+    } else {
+        let progress = 100.0 * (succeeded + failed) as f64 / desired as f64;
+        let mut message = format!("job is running, progress {progress:.1}%");
+        if waiting_ready > 0 {
+            let nodes = if waiting_ready == 1 { "node is" } else { "nodes are" };
+            message.push_str(&format!(", {waiting_ready} targeted {nodes} not Ready and will pull once Ready"));
+        }
+        message
+    };
+    let old_failed: BTreeSet<&String> = old.failed_nodes.iter().flatten().collect();
+    let newly_failed: Vec<String> = failed_nodes
+        .iter()
+        .filter(|n| !old_failed.contains(n))
+        .cloned()
+        .collect();
+    for (target, state) in targets.iter().zip(&states) {
+        if *state == NodeState::Full && newly_failed.iter().any(|n| n == target.name()) {
+            notices.push(Notice::NodeImageFull {
+                node: target.name().to_owned(),
+            });
+        }
+    }
+    if !newly_failed.is_empty() {
+        notices.push(Notice::NodesFailed { nodes: newly_failed });
+    }
+    if completed {
+        notices.push(Notice::Completed {
+            succeeded: count(succeeded),
+            failed: count(failed),
+        });
+    }
+    let requeue_after = deadline
+        .filter(|_| !completed)
+        .map(|deadline| (deadline - elapsed).max(1));
+    let status = ImagePullJobStatus {
+        start_time: Some(start),
+        completion_time: completed.then_some(Time(now)),
+        desired: count(desired),
+        active: Some(count(active)),
+        succeeded: Some(count(succeeded)),
+        failed: Some(count(failed)),
+        message: Some(message),
+        failed_nodes: Some(failed_nodes),
+    };
+    Plan {
+        status,
+        writes,
+        notices,
+        requeue_after,
+    }
+}
+
+/// A list of node names for an event, shortened past ten names.
+pub fn describe_nodes(nodes: &[String]) -> String {
+    let shown = nodes.iter().take(NODES_PER_EVENT).cloned().collect::<Vec<_>>().join(", ");
+    match nodes.len().saturating_sub(NODES_PER_EVENT) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
+
+fn node_state(target: &Target<'_>, image: &str, tag: &str, uid: &str) -> NodeState {
+    let images = target.node_image.spec.images.as_ref();
+    let entry = images.and_then(|i| i.get(image));
+    let spec_tag = entry.and_then(|e| e.tags.iter().find(|t| t.tag == tag));
+    let Some(spec_tag) = spec_tag.filter(|t| owned_by(t, uid)) else {
+        return if !target.ready {
+            NodeState::WaitingReady
+        } else if entry.is_none() && images.is_some_and(|i| i.len() >= MAX_IMAGES) {
+            NodeState::Full
+        } else {
+            NodeState::NotSynced
+        };
+    };
+    let status_tag = target
+        .node_image
+        .status
+        .as_ref()
+        .and_then(|s| s.image_statuses.as_ref())
+        .and_then(|s| s.get(image))
+        .and_then(|s| s.tags.iter().find(|t| t.tag == tag));
+    match status_tag {
+        Some(s) if s.version.unwrap_or(0) == spec_tag.version.unwrap_or(0) => match s.phase.as_str() {
+            "Succeeded" => NodeState::Succeeded,
+            "Failed" => NodeState::Failed,
+            _ => NodeState::Active,
+        },
+        _ => NodeState::Active,
+    }
+}
+
+fn owned_by(tag: &ImageTagSpec, uid: &str) -> bool {
+    tag.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid.as_deref() == Some(uid))
+}
+
+/// Chooses the writes: missing secret refs on any node that has our tag, and
+/// new tags on not-synced nodes in name order within the parallelism window.
+/// Nodes given a tag become active.
+fn sync(input: &Input<'_>, image: &str, tag: &str, states: &mut [NodeState]) -> Vec<EntryWrite> {
+    let job = input.job;
+    let parallelism = job
+        .spec
+        .parallelism
+        .as_ref()
+        .and_then(|p| Parallelism::parse(p).ok())
+        .unwrap_or(Parallelism::DEFAULT);
+    let active = states.iter().filter(|s| **s == NodeState::Active).count();
+    let mut slots = parallelism.nodes(input.targets.len()).saturating_sub(active);
+    let owner = owner_reference(job);
+    let mut writes = Vec::new();
+    for (target, state) in input.targets.iter().zip(states.iter_mut()) {
+        let joins = match *state {
+            NodeState::NotSynced if slots > 0 => {
+                slots -= 1;
+                true
+            }
+            NodeState::Active | NodeState::Succeeded | NodeState::Failed => false,
+            _ => continue,
+        };
+        let current = target.node_image.spec.images.as_ref().and_then(|i| i.get(image));
+        let mut entry = current.cloned().unwrap_or_default();
+        if let Some(sandbox) = &job.spec.sandbox_config {
+            entry.sandbox_config = Some(sandbox.clone());
+        }
+        add_missing_secrets(&mut entry, input.secrets);
+        if joins {
+            let status_version = target
+                .node_image
+                .status
+                .as_ref()
+                .and_then(|s| s.image_statuses.as_ref())
+                .and_then(|s| s.get(image))
+                .and_then(|s| s.tags.iter().find(|t| t.tag == tag))
+                .map(|t| t.version.unwrap_or(0));
+            join_tag(&mut entry, tag, &owner, input, status_version);
+            *state = NodeState::Active;
+        }
+        if current != Some(&entry) {
+            writes.push(EntryWrite {
+                node: target.name().to_owned(),
+                image: image.to_owned(),
+                entry,
+            });
+        }
+    }
+    writes
+}
+
+/// Adds the job to a tag: a new tag gets the job's policy and a version past
+/// any status left from an earlier tag of that name (so that an old result is
+/// not credited); an existing tag gets a new version, so the node pulls again
+/// for this job, and keeps the pull policy its first owner gave it.
+fn join_tag(entry: &mut ImageSpec, tag: &str, owner: &ObjectReference, input: &Input<'_>, status_version: Option<i64>) {
+    let pull_policy = input.job.spec.image_pull_policy.clone();
+    let created_at = Some(Time(input.now));
+    match entry.tags.iter_mut().find(|t| t.tag == tag) {
+        Some(existing) => {
+            existing.version = Some(existing.version.unwrap_or(0).saturating_add(1));
+            existing.owner_references.get_or_insert_default().push(owner.clone());
+            existing.created_at = created_at;
+            existing.image_pull_policy = pull_policy;
+        }
+        None => entry.tags.push(ImageTagSpec {
+            tag: tag.to_owned(),
+            created_at,
+            pull_policy: Some(input.tag_policy.clone()),
+            owner_references: Some(vec![owner.clone()]),
+            version: Some(status_version.map_or(0, |v| v.saturating_add(1))),
+            image_pull_policy: pull_policy,
+        }),
+    }
+    entry.tags.sort_by(|a, b| a.tag.cmp(&b.tag));
+}
+
+fn add_missing_secrets(entry: &mut ImageSpec, secrets: &[ReferenceObject]) {
+    for secret in secrets {
+        let refs = entry.pull_secrets.get_or_insert_default();
+        if !refs
+            .iter()
+            .any(|r| r.namespace == secret.namespace && r.name == secret.name)
+        {
+            refs.push(secret.clone());
+        }
+    }
+    if entry.pull_secrets.as_ref().is_some_and(Vec::is_empty) {
+        entry.pull_secrets = None;
+    }
+}
+
+/// How NodeImage tags name their owner job (always the storage version).
+pub fn owner_reference(job: &ImagePullJob) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(format!("{}/v1beta1", prewarm_api::GROUP)),
+        kind: Some("ImagePullJob".into()),
+        name: job.metadata.name.clone(),
+        namespace: job.metadata.namespace.clone(),
+        uid: job.metadata.uid.clone(),
+        ..Default::default()
+    }
+}
+
+pub fn seconds_between(earlier: Timestamp, later: Timestamp) -> i64 {
+    later.as_second().saturating_sub(earlier.as_second())
+}
+
+fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}

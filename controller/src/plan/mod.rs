@@ -1,0 +1,9 @@
+//! The controller's decisions, as plain functions of (desired, observed, now)
+//! returning what to write. No client, no I/O: the reconcilers in
+//! `reconcile/` read the caches, call these, and apply the result.
+
+pub mod image_pull_job;
+pub mod node_image;
+pub mod secrets;
+pub mod selection;
+pub mod tag_policy;

@@ -1,0 +1,392 @@
+//! NodeImage decisions (reference §4): one NodeImage per Ready Node, labels
+//! equal to the Node's, tags pruned when their owner jobs are gone or their
+//! TTL ran out, and tags the node never answered for failed with a message.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use prewarm_api::node_image::{ImageStatus, ImageTagSpec, ImageTagStatus, NodeImageStatus};
+use prewarm_api::v1beta1::{ImageSpec, NodeImage, NodeImageSpec, SECRET_MODE_BATCH};
+
+use super::image_pull_job::seconds_between;
+
+/// NodeImages with this label are kept without a Node (tests and hand-made ones).
+pub const FAKE_LABEL: &str = "apps.kruise.io/fake-nodeimage";
+/// Nodes run by virtual-kubelet pull nothing and get no NodeImage.
+pub const VIRTUAL_KUBELET: (&str, &str) = ("type", "virtual-kubelet");
+/// How long a node may stay silent about a tag before it is failed.
+pub const NO_RESPONSE_SECONDS: i64 = 600;
+pub const MESSAGE_NO_RESPONSE: &str = "node has not responded for a long time";
+pub const MESSAGE_DEADLINE: &str = "pulling exceeds the activeDeadlineSeconds";
+/// Requeues sooner than this are stretched to it, so that a burst of near
+/// deadlines costs one pass.
+const MIN_REQUEUE_SECONDS: i64 = 3;
+
+/// What the controller knows of the Node of the same name.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeFacts<'a> {
+    pub labels: Option<&'a BTreeMap<String, String>>,
+    /// Since when the Ready condition has been True; `None` when not Ready.
+    pub ready_since: Option<Timestamp>,
+}
+
+/// What the controller knows of an owner job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OwnerFacts {
+    pub uid: String,
+    pub deleting: bool,
+    /// An Always job that has not completed: its tags are not expired by TTL
+    /// (OpenKruise expires them and pulls again while the job still runs).
+    pub running_always: bool,
+}
+
+pub struct Input<'a> {
+    pub name: &'a str,
+    /// `None` when the Node is gone or being deleted.
+    pub node: Option<NodeFacts<'a>>,
+    pub node_image: Option<&'a NodeImage>,
+    /// The job `namespace/name`, if it exists.
+    pub owner: &'a dyn Fn(&str, &str) -> Option<OwnerFacts>,
+    /// Whether the Secret `namespace/name` exists.
+    pub secret_exists: &'a dyn Fn(&str, &str) -> bool,
+    pub creation_delay_seconds: i64,
+    pub now: Timestamp,
+}
+
+impl std::fmt::Debug for Input<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Input")
+            .field("name", &self.name)
+            .field("node", &self.node)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A tag marked Failed by the controller, for events to its owners and the NodeImage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TagFailure {
+    pub image: String,
+    pub tag: String,
+    pub message: &'static str,
+    pub owners: Vec<ObjectReference>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    Nothing {
+        requeue_after: Option<i64>,
+    },
+    Create {
+        labels: Option<BTreeMap<String, String>>,
+    },
+    Delete,
+    /// New labels and spec; status is looked at on the next pass.
+    UpdateSpec {
+        labels: Option<BTreeMap<String, String>>,
+        spec: NodeImageSpec,
+        reasons: Vec<String>,
+    },
+    UpdateStatus {
+        status: NodeImageStatus,
+        failures: Vec<TagFailure>,
+        requeue_after: Option<i64>,
+    },
+}
+
+pub fn is_virtual_kubelet(labels: Option<&BTreeMap<String, String>>) -> bool {
+    labels.and_then(|l| l.get(VIRTUAL_KUBELET.0)).map(String::as_str) == Some(VIRTUAL_KUBELET.1)
+}
+
+pub fn plan(input: &Input<'_>) -> Plan {
+    let Some(node_image) = input.node_image else {
+        return match input.node {
+            Some(node) if !is_virtual_kubelet(node.labels) => match node.ready_since {
+                Some(since) => {
+                    let left = input.creation_delay_seconds - seconds_between(since, input.now);
+                    if left > 0 {
+                        Plan::Nothing {
+                            requeue_after: Some(left),
+                        }
+                    } else {
+                        Plan::Create {
+                            labels: non_empty(node.labels),
+                        }
+                    }
+                }
+                None => Plan::Nothing { requeue_after: None },
+            },
+            _ => Plan::Nothing { requeue_after: None },
+        };
+    };
+    if node_image.metadata.deletion_timestamp.is_some() {
+        return Plan::Nothing { requeue_after: None };
+    }
+    let fake = node_image.labels().contains_key(FAKE_LABEL);
+    if input.node.is_none() && !fake {
+        return Plan::Delete;
+    }
+    let mut reasons = Vec::new();
+    let mut labels = non_empty(Some(node_image.labels()));
+    if let Some(node) = input.node
+        && non_empty(node.labels) != labels
+    {
+        labels = non_empty(node.labels);
+        reasons.push("node labels changed".to_owned());
+    }
+    let (spec, mut requeue) = prune_spec(input, node_image, &mut reasons);
+    if !reasons.is_empty() {
+        return Plan::UpdateSpec { labels, spec, reasons };
+    }
+    let (status, failures) = fail_silent_tags(input, node_image, &mut requeue);
+    let requeue_after = requeue.map(|s| s.max(MIN_REQUEUE_SECONDS));
+    match status {
+        Some(status) => Plan::UpdateStatus {
+            status,
+            failures,
+            requeue_after,
+        },
+        None => Plan::Nothing { requeue_after },
+    }
+}
+
+fn non_empty(labels: Option<&BTreeMap<String, String>>) -> Option<BTreeMap<String, String>> {
+    labels.filter(|l| !l.is_empty()).cloned()
+}
+
+fn keep_sooner(requeue: &mut Option<i64>, seconds: i64) {
+    *requeue = Some(requeue.map_or(seconds, |r| r.min(seconds)));
+}
+
+fn status_tag<'a>(node_image: &'a NodeImage, image: &str, tag: &str) -> Option<&'a ImageTagStatus> {
+    node_image
+        .status
+        .as_ref()?
+        .image_statuses
+        .as_ref()?
+        .get(image)?
+        .tags
+        .iter()
+        .find(|t| t.tag == tag)
+}
+
+/// Drops tags without createdAt, owners that are gone, tags whose owners are
+/// all gone, tags past their TTL, legacy secret refs to missing secrets, and
+/// images left without tags. Each change is explained in `reasons`.
+fn prune_spec(input: &Input<'_>, node_image: &NodeImage, reasons: &mut Vec<String>) -> (NodeImageSpec, Option<i64>) {
+    let mut requeue = None;
+    let mut images = BTreeMap::new();
+    for (name, image) in node_image.spec.images.iter().flatten() {
+        let mut tags = Vec::with_capacity(image.tags.len());
+        for tag in &image.tags {
+            if let Some(kept) = prune_tag(input, node_image, name, tag, reasons, &mut requeue) {
+                tags.push(kept);
+            }
+        }
+        if tags.is_empty() {
+            reasons.push(format!("no longer has {name} image spec"));
+            continue;
+        }
+        let pull_secrets = image.pull_secrets.as_ref().map(|refs| {
+            let kept: Vec<_> = refs
+                .iter()
+                .filter(|r| {
+                    r.mode.as_deref() == Some(SECRET_MODE_BATCH)
+                        || (input.secret_exists)(
+                            r.namespace.as_deref().unwrap_or_default(),
+                            r.name.as_deref().unwrap_or_default(),
+                        )
+                })
+                .cloned()
+                .collect();
+            if kept.len() != refs.len() {
+                reasons.push(format!("image {name} has pull secrets that no longer exist"));
+            }
+            kept
+        });
+        images.insert(
+            name.clone(),
+            ImageSpec {
+                pull_secrets,
+                tags,
+                sandbox_config: image.sandbox_config.clone(),
+            },
+        );
+    }
+    let spec = NodeImageSpec {
+        images: node_image.spec.images.as_ref().map(|_| images),
+    };
+    (spec, requeue)
+}
+
+fn prune_tag(
+    input: &Input<'_>,
+    node_image: &NodeImage,
+    name: &str,
+    tag: &ImageTagSpec,
+    reasons: &mut Vec<String>,
+    requeue: &mut Option<i64>,
+) -> Option<ImageTagSpec> {
+    let label = format!("{name}:{}", tag.tag);
+    if tag.created_at.is_none() {
+        reasons.push(format!("image {label} has no createAt field"));
+        return None;
+    }
+    let mut tag = tag.clone();
+    let mut running_always = false;
+    if let Some(owners) = &tag.owner_references {
+        let kept: Vec<ObjectReference> = owners
+            .iter()
+            .filter(|o| match job_owner(o) {
+                None => true,
+                Some((namespace, job)) => match (input.owner)(namespace, job) {
+                    Some(facts) if Some(facts.uid.as_str()) == o.uid.as_deref() && !facts.deleting => {
+                        running_always |= facts.running_always;
+                        true
+                    }
+                    _ => false,
+                },
+            })
+            .cloned()
+            .collect();
+        if kept.is_empty() && !owners.is_empty() {
+            reasons.push(format!("image {label} owners is cleared"));
+            return None;
+        }
+        if kept.len() != owners.len() {
+            reasons.push(format!(
+                "image {label} owners changed from {} to {}",
+                owner_names(owners),
+                owner_names(&kept)
+            ));
+            tag.owner_references = Some(kept);
+        }
+    }
+    let ttl = tag.pull_policy.as_ref().and_then(|p| p.ttl_seconds_after_finished);
+    let completed = status_tag(node_image, name, &tag.tag)
+        .filter(|s| s.version.unwrap_or(0) == tag.version.unwrap_or(0))
+        .and_then(|s| s.completion_time.as_ref());
+    if let (Some(ttl), Some(completed), false) = (ttl, completed, running_always) {
+        let left = i64::from(ttl) - seconds_between(completed.0, input.now);
+        if left <= 0 {
+            reasons.push(format!(
+                "image {label} has exceeded TTL ({ttl})s since {} completed",
+                completed.0
+            ));
+            return None;
+        }
+        keep_sooner(requeue, left);
+    }
+    Some(tag)
+}
+
+/// `(namespace, name)` of an owner reference that names an ImagePullJob (any version).
+pub fn job_owner(owner: &ObjectReference) -> Option<(&str, &str)> {
+    let group = owner.api_version.as_deref()?.split('/').next()?;
+    (group == prewarm_api::GROUP && owner.kind.as_deref() == Some("ImagePullJob"))
+        .then(|| Some((owner.namespace.as_deref()?, owner.name.as_deref()?)))
+        .flatten()
+}
+
+fn owner_names(owners: &[ObjectReference]) -> String {
+    let names: Vec<String> = owners
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o.namespace.as_deref().unwrap_or_default(),
+                o.name.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    format!("[{}]", names.join(", "))
+}
+
+/// Fails tags the node has not answered for ten minutes, and tags still
+/// unfinished ten minutes past their deadline. Returns the new status when
+/// anything changed (pruned to the spec, counters recomputed).
+fn fail_silent_tags(
+    input: &Input<'_>,
+    node_image: &NodeImage,
+    requeue: &mut Option<i64>,
+) -> (Option<NodeImageStatus>, Vec<TagFailure>) {
+    let old = node_image.status.clone().unwrap_or_default();
+    let mut statuses = old.image_statuses.clone().unwrap_or_default();
+    let mut failures = Vec::new();
+    for (name, image) in node_image.spec.images.iter().flatten() {
+        for tag in &image.tags {
+            let Some(created) = &tag.created_at else { continue };
+            let age = seconds_between(created.0, input.now);
+            let version = tag.version.unwrap_or(0);
+            let current = status_tag(node_image, name, &tag.tag);
+            let failure = match current {
+                Some(s) if s.version.unwrap_or(0) == version => {
+                    let deadline = tag.pull_policy.as_ref().and_then(|p| p.active_deadline_seconds);
+                    match deadline.filter(|_| s.completion_time.is_none()) {
+                        Some(deadline) => {
+                            let left = deadline.saturating_add(NO_RESPONSE_SECONDS) - age;
+                            if left > 0 {
+                                keep_sooner(requeue, left);
+                                continue;
+                            }
+                            MESSAGE_DEADLINE
+                        }
+                        None => continue,
+                    }
+                }
+                _ => {
+                    let left = NO_RESPONSE_SECONDS - age;
+                    if left > 0 {
+                        keep_sooner(requeue, left);
+                        continue;
+                    }
+                    MESSAGE_NO_RESPONSE
+                }
+            };
+            let failed = ImageTagStatus {
+                tag: tag.tag.clone(),
+                phase: "Failed".into(),
+                completion_time: Some(Time(input.now)),
+                version: Some(version),
+                message: Some(failure.to_owned()),
+                ..current.cloned().unwrap_or_default()
+            };
+            let tags = &mut statuses.entry(name.clone()).or_insert_with(ImageStatus::default).tags;
+            match tags.iter_mut().find(|t| t.tag == tag.tag) {
+                Some(slot) => *slot = failed,
+                None => tags.push(failed),
+            }
+            failures.push(TagFailure {
+                image: name.clone(),
+                tag: tag.tag.clone(),
+                message: failure,
+                owners: tag.owner_references.clone().unwrap_or_default(),
+            });
+        }
+    }
+    if failures.is_empty() {
+        return (None, failures);
+    }
+    let spec_images = node_image.spec.images.clone().unwrap_or_default();
+    statuses.retain(|name, status| {
+        let spec_tags = spec_images.get(name).map(|i| i.tags.as_slice()).unwrap_or_default();
+        status.tags.retain(|t| spec_tags.iter().any(|s| s.tag == t.tag));
+        !status.tags.is_empty()
+    });
+    let phases = || statuses.values().flat_map(|s| s.tags.iter()).map(|t| t.phase.as_str());
+    let count = |phase: &str| i32::try_from(phases().filter(|p| *p == phase).count()).unwrap_or(i32::MAX);
+    let desired = spec_images.values().map(|i| i.tags.len()).sum::<usize>();
+    let status = NodeImageStatus {
+        desired: i32::try_from(desired).unwrap_or(i32::MAX),
+        succeeded: Some(count("Succeeded")),
+        failed: Some(count("Failed")),
+        pulling: Some(count("Pulling")),
+        waiting: old.waiting,
+        image_statuses: Some(statuses),
+        first_sync_status: old.first_sync_status,
+    };
+    (Some(status), failures)
+}
