@@ -5,3 +5,11 @@
 //! applies its actions; `leader` the Lease; `admin` health and metrics.
 
 pub mod plan;
+pub mod admin;
+pub mod changes;
+pub mod index;
+pub mod leader;
+pub mod patch;
+pub mod queue;
+pub mod reconcile;
+pub mod world;

@@ -1,1 +1,240 @@
-fn main() {}
+use std::future::IntoFuture;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use kube::runtime::events::{Recorder, Reporter};
+use prewarm_api::gates::{FeatureGates, Gate};
+use prewarm_controller::admin::{self, ControllerName, Metrics};
+use prewarm_controller::leader::{Elector, LeaseConfig};
+use prewarm_controller::plan::secrets::DEFAULT_AGENT_NAMESPACE;
+use prewarm_controller::plan::tag_policy::MAX_DEFAULT_TTL_FOR_ALWAYS;
+use prewarm_controller::reconcile::{self, Context, Settings, run_workers};
+use prewarm_controller::world::{self, World};
+use tracing_subscriber::EnvFilter;
+
+/// prewarm's controller: keeps one NodeImage per Node and turns ImagePullJobs
+/// into NodeImage entries for the node agents. Kubeconfig or in-cluster config.
+#[derive(Debug, Parser)]
+#[command(name = "prewarm-controller", version)]
+struct Cli {
+    /// Feature gates, as in Kubernetes: ImagePullJobGate=true,KruiseDaemon=true.
+    /// Job reconcile needs ImagePullJobGate; NodeImage lifecycle needs KruiseDaemon.
+    #[arg(long, default_value = "", value_parser = FeatureGates::parse, env = "PREWARM_FEATURE_GATES")]
+    feature_gates: FeatureGates,
+    /// The namespace node agents read pull secrets from; job pull secrets are copied there.
+    #[arg(long, default_value = DEFAULT_AGENT_NAMESPACE, env = "KRUISE_DAEMON_CONFIG_NS")]
+    agent_namespace: String,
+    /// How long a Node must have been Ready before it gets a NodeImage (Go duration).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    nodeimage_creation_delay: Duration,
+    /// Seconds added to the TTL of tags written by Always jobs (0 to 2678400).
+    #[arg(long = "default-ttlseconds-for-always-nodeimage", default_value_t = 300,
+          value_parser = clap::value_parser!(i64).range(0..=MAX_DEFAULT_TTL_FOR_ALWAYS))]
+    default_ttl_for_always: i64,
+    /// Concurrent ImagePullJob reconciles.
+    #[arg(long, default_value_t = 3)]
+    imagepulljob_workers: usize,
+    /// Concurrent NodeImage reconciles.
+    #[arg(long, default_value_t = 3)]
+    nodeimage_workers: usize,
+    /// Job events that arrive within this window are handled in one pass (Go duration).
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    job_batch_window: Duration,
+    /// Run only while holding the Lease; standbys take over when the leader goes.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, default_value = "kruise-system", env = "POD_NAMESPACE")]
+    leader_elect_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "prewarm-controller")]
+    leader_elect_name: String,
+    /// How long the lease holds without renewal (Go duration).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    leader_elect_lease_duration: Duration,
+    /// How often the leader renews and standbys retry (Go duration).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    leader_elect_retry_period: Duration,
+    /// This process's identity in the Lease; by default the host name and process id.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Plain-HTTP listener for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8082")]
+    admin_listen: SocketAddr,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PREWARM_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    prewarm_api::duration::parse(value)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    match run(cli).await {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("prewarm-controller: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, String> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("no usable Kubernetes configuration: {e}"))?;
+    let identity = cli.identity.clone().unwrap_or_else(default_identity);
+    let (world, writers) = World::new(cli.job_batch_window);
+    let metrics = Arc::new(Metrics::default());
+    let listener = tokio::net::TcpListener::bind(cli.admin_listen)
+        .await
+        .map_err(|e| format!("binding {}: {e}", cli.admin_listen))?;
+    let admin = tokio::spawn(axum::serve(listener, admin::router(metrics.clone(), world.clone())).into_future());
+    let watches = world::watch(&client, &world, writers);
+    tracing::info!(%identity, feature_gates = %cli.feature_gates, "waiting for the caches");
+    let terminated = terminated();
+    tokio::pin!(terminated);
+    tokio::select! {
+        () = world.synced() => {}
+        () = &mut terminated => return Ok(ExitCode::SUCCESS),
+    }
+    metrics.set_ready();
+    let mut elector = cli.leader_elect.then(|| {
+        Elector::new(
+            client.clone(),
+            LeaseConfig {
+                namespace: cli.leader_elect_namespace.clone(),
+                name: cli.leader_elect_name.clone(),
+                identity: identity.clone(),
+                duration: cli.leader_elect_lease_duration,
+                retry_period: cli.leader_elect_retry_period,
+            },
+        )
+    });
+    if let Some(elector) = &mut elector {
+        tracing::info!(lease = %cli.leader_elect_name, "waiting to become leader");
+        tokio::select! {
+            () = elector.acquire() => {}
+            () = &mut terminated => return Ok(ExitCode::SUCCESS),
+        }
+    }
+    metrics.set_leader(true);
+    tracing::info!("leading: reconciling");
+    let ctx = Context {
+        client: client.clone(),
+        world: world.clone(),
+        recorder: Recorder::new(
+            client,
+            Reporter {
+                controller: "prewarm-controller".into(),
+                instance: Some(identity),
+            },
+        ),
+        metrics: metrics.clone(),
+        settings: Settings {
+            agent_namespace: cli.agent_namespace.clone(),
+            default_ttl_for_always: cli.default_ttl_for_always,
+            creation_delay_seconds: i64::try_from(cli.nodeimage_creation_delay.as_secs()).unwrap_or(i64::MAX),
+        },
+    };
+    world.enqueue_all();
+    let workers = spawn_workers(&ctx, &cli);
+    let lost = async {
+        match &mut elector {
+            Some(elector) => elector.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    let code = tokio::select! {
+        () = lost => {
+            tracing::error!("lost the lease: stopping");
+            ExitCode::FAILURE
+        }
+        () = &mut terminated => ExitCode::SUCCESS,
+    };
+    for task in workers.iter().chain(&watches) {
+        task.abort();
+    }
+    admin.abort();
+    metrics.set_leader(false);
+    if code == ExitCode::SUCCESS
+        && let Some(elector) = &elector
+    {
+        elector.release().await;
+    }
+    Ok(code)
+}
+
+fn spawn_workers(ctx: &Context, cli: &Cli) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if cli.feature_gates.enabled(Gate::KruiseDaemon) {
+        let ctx = ctx.clone();
+        let workers = cli.nodeimage_workers;
+        tasks.push(tokio::spawn(async move {
+            run_workers(&ctx.world.node_queue, workers, ControllerName::NodeImage, &ctx.metrics, |name| {
+                reconcile::node_image::reconcile(&ctx, name)
+            })
+            .await;
+        }));
+    } else {
+        tracing::info!("KruiseDaemon is off: NodeImage lifecycle idles");
+    }
+    if cli.feature_gates.enabled(Gate::ImagePullJobGate) {
+        let ctx = ctx.clone();
+        let workers = cli.imagepulljob_workers;
+        tasks.push(tokio::spawn(async move {
+            run_workers(&ctx.world.job_queue, workers, ControllerName::ImagePullJob, &ctx.metrics, |key| {
+                reconcile::image_pull_job::reconcile(&ctx, key)
+            })
+            .await;
+        }));
+    } else {
+        tracing::info!("ImagePullJobGate is off: ImagePullJob reconcile idles");
+    }
+    tasks
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "prewarm-controller".to_owned());
+    format!("{host}_{}", std::process::id())
+}
+
+/// SIGTERM (what kubelet sends) or Ctrl-C.
+async fn terminated() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut sigterm) => {
+            tokio::select! {
+                _ = sigterm.recv() => {}
+                _ = ctrl_c => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

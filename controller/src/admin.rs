@@ -1,0 +1,174 @@
+//! The admin listener: `/healthz`, `/readyz` (ready once every cache holds a
+//! first list) and Prometheus `/metrics`. Labels come from closed sets only.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::world::World;
+
+/// The reconcilers, as metric label values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControllerName {
+    ImagePullJob,
+    NodeImage,
+}
+
+impl ControllerName {
+    fn label(self) -> &'static str {
+        match self {
+            Self::ImagePullJob => "imagepulljob",
+            Self::NodeImage => "nodeimage",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcileLabels {
+    controller: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    verb: &'static str,
+    resource: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ReconcileLabels, Counter>,
+    queue_depth: Family<ControllerLabels, Gauge>,
+    writes: Family<WriteLabels, Counter>,
+    jobs: Family<PhaseLabels, Gauge>,
+    leader: Gauge,
+    ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("prewarm_controller");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles by controller and result (success, error)",
+            reconciles.clone(),
+        );
+        let queue_depth = Family::<ControllerLabels, Gauge>::default();
+        registry.register("queue_depth", "Keys waiting in each work queue", queue_depth.clone());
+        let writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "api_writes",
+            "API writes by verb and resource, failed ones included",
+            writes.clone(),
+        );
+        let jobs = Family::<PhaseLabels, Gauge>::default();
+        registry.register("imagepulljobs", "ImagePullJobs by phase", jobs.clone());
+        let leader = Gauge::default();
+        registry.register("leader", "1 while this process holds the lease", leader.clone());
+        Self {
+            registry,
+            reconciles,
+            queue_depth,
+            writes,
+            jobs,
+            leader,
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn reconciled(&self, controller: ControllerName, ok: bool) {
+        let result = if ok { "success" } else { "error" };
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                controller: controller.label(),
+                result,
+            })
+            .inc();
+    }
+
+    /// One API write; `resource` is the plural of a kind this controller writes.
+    pub fn wrote(&self, verb: &'static str, resource: &'static str) {
+        self.writes.get_or_create(&WriteLabels { verb, resource }).inc();
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    fn render(&self, world: &World) -> String {
+        for (controller, depth) in [
+            (ControllerName::ImagePullJob, world.job_queue.len()),
+            (ControllerName::NodeImage, world.node_queue.len()),
+        ] {
+            self.queue_depth
+                .get_or_create(&ControllerLabels {
+                    controller: controller.label(),
+                })
+                .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        }
+        let (mut running, mut completed, mut deleting) = (0, 0, 0);
+        for job in world.jobs.state() {
+            if job.metadata.deletion_timestamp.is_some() {
+                deleting += 1;
+            } else if job.status.as_ref().and_then(|s| s.completion_time.as_ref()).is_some() {
+                completed += 1;
+            } else {
+                running += 1;
+            }
+        }
+        for (phase, count) in [("running", running), ("completed", completed), ("deleting", deleting)] {
+            self.jobs.get_or_create(&PhaseLabels { phase }).set(count);
+        }
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+pub fn router(metrics: Arc<Metrics>, world: Arc<World>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State((metrics, _)): State<(Arc<Metrics>, Arc<World>)>| async move {
+                if metrics.ready.load(Ordering::Acquire) {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State((metrics, world)): State<(Arc<Metrics>, Arc<World>)>| async move { metrics.render(&world) }),
+        )
+        .with_state((metrics, world))
+}

@@ -1,0 +1,80 @@
+//! Which jobs a NodeImage change concerns: the owners of each tag whose spec
+//! or status changed, and every owner of an image whose image-level fields
+//! (pull secrets, sandbox config) changed or that appeared or went. A node
+//! agent's progress report on one tag wakes only that tag's jobs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use prewarm_api::node_image::{ImageTagSpec, ImageTagStatus};
+use prewarm_api::v1beta1::{ImageSpec, NodeImage};
+
+use crate::index::ObjectKey;
+use crate::plan::node_image::job_owner;
+
+fn spec_entry<'a>(node_image: Option<&'a NodeImage>, image: &str) -> Option<&'a ImageSpec> {
+    node_image?.spec.images.as_ref()?.get(image)
+}
+
+fn status_tags<'a>(node_image: Option<&'a NodeImage>, image: &str) -> &'a [ImageTagStatus] {
+    node_image
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| s.image_statuses.as_ref())
+        .and_then(|s| s.get(image))
+        .map(|s| s.tags.as_slice())
+        .unwrap_or_default()
+}
+
+fn image_names(node_image: Option<&NodeImage>) -> impl Iterator<Item = &String> {
+    let spec = node_image.and_then(|n| n.spec.images.as_ref()).into_iter().flat_map(|i| i.keys());
+    let status = node_image
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| s.image_statuses.as_ref())
+        .into_iter()
+        .flat_map(|s| s.keys());
+    spec.chain(status)
+}
+
+/// Tags by name; a repeated tag counts by its last entry.
+fn by_tag<'a, T>(items: &'a [T], tag: impl Fn(&T) -> &str) -> BTreeMap<&'a str, &'a T> {
+    items.iter().map(|t| (tag(t), t)).collect()
+}
+
+fn changed_tags<'a, T: PartialEq>(old: &BTreeMap<&'a str, &T>, new: &BTreeMap<&'a str, &T>) -> BTreeSet<&'a str> {
+    old.keys()
+        .chain(new.keys())
+        .filter(|tag| old.get(*tag) != new.get(*tag))
+        .copied()
+        .collect()
+}
+
+pub fn owners_of_changed_tags(old: Option<&NodeImage>, new: Option<&NodeImage>) -> BTreeSet<ObjectKey> {
+    let images: BTreeSet<&String> = image_names(old).chain(image_names(new)).collect();
+    let mut owners = BTreeSet::new();
+    for image in images {
+        let (old_entry, new_entry) = (spec_entry(old, image), spec_entry(new, image));
+        let no_tags: &[ImageTagSpec] = &[];
+        let old_tags = by_tag(old_entry.map_or(no_tags, |e| e.tags.as_slice()), |t| t.tag.as_str());
+        let new_tags = by_tag(new_entry.map_or(no_tags, |e| e.tags.as_slice()), |t| t.tag.as_str());
+        let image_level = match (old_entry, new_entry) {
+            (Some(o), Some(n)) => o.pull_secrets != n.pull_secrets || o.sandbox_config != n.sandbox_config,
+            (None, None) => false,
+            _ => true,
+        };
+        let mut tags = changed_tags(&old_tags, &new_tags);
+        tags.extend(changed_tags(
+            &by_tag(status_tags(old, image), |t| t.tag.as_str()),
+            &by_tag(status_tags(new, image), |t| t.tag.as_str()),
+        ));
+        if image_level {
+            tags.extend(old_tags.keys().chain(new_tags.keys()));
+        }
+        for tag in tags {
+            let refs = [old_tags.get(tag), new_tags.get(tag)]
+                .into_iter()
+                .flatten()
+                .flat_map(|t| t.owner_references.iter().flatten());
+            owners.extend(refs.filter_map(job_owner).map(|(ns, name)| ObjectKey::new(ns, name)));
+        }
+    }
+    owners
+}

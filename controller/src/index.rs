@@ -1,0 +1,231 @@
+//! Indexes over the caches, so that an event finds the work it causes without
+//! listing every job or every NodeImage: which active jobs may target a node
+//! (by selector kind), which NodeImages name a job as owner, which pods run on
+//! a node, and which jobs use a pull secret.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use k8s_openapi::api::core::v1::Pod;
+use prewarm_api::v1beta1::{ImagePullJob, NodeImage};
+
+use crate::plan::selection::{Selection, selection};
+
+/// A namespaced object's key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Self {
+        Self::new(
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// How an indexed job picks nodes, remembered to undo its entries.
+#[derive(Clone, Debug, PartialEq)]
+enum Membership {
+    All,
+    Names(Vec<String>),
+    Labels,
+    Pods,
+}
+
+#[derive(Debug, Default)]
+pub struct Index {
+    membership: HashMap<ObjectKey, Membership>,
+    all_nodes: BTreeSet<ObjectKey>,
+    by_node_name: HashMap<String, BTreeSet<ObjectKey>>,
+    by_labels: BTreeSet<ObjectKey>,
+    pod_jobs_by_namespace: HashMap<String, BTreeSet<ObjectKey>>,
+    job_secrets: HashMap<ObjectKey, Vec<ObjectKey>>,
+    jobs_by_secret: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    owners_of_node: HashMap<String, BTreeSet<String>>,
+    nodes_by_owner: HashMap<String, BTreeSet<String>>,
+    pod_node: HashMap<ObjectKey, String>,
+    pods_by_node: HashMap<String, BTreeSet<ObjectKey>>,
+    pods_by_namespace: HashMap<String, BTreeSet<String>>,
+}
+
+/// A job that still writes NodeImages: not completed, not being deleted.
+pub fn is_active(job: &ImagePullJob) -> bool {
+    job.metadata.deletion_timestamp.is_none() && job.status.as_ref().and_then(|s| s.completion_time.as_ref()).is_none()
+}
+
+fn remove_from<K: Eq + std::hash::Hash, V: Ord>(map: &mut HashMap<K, BTreeSet<V>>, key: &K, value: &V) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(value);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+impl Index {
+    /// Records the job's current state (`None` once deleted).
+    pub fn set_job(&mut self, key: &ObjectKey, job: Option<&ImagePullJob>) {
+        match self.membership.remove(key) {
+            Some(Membership::All) => {
+                self.all_nodes.remove(key);
+            }
+            Some(Membership::Names(names)) => {
+                for name in names {
+                    remove_from(&mut self.by_node_name, &name, key);
+                }
+            }
+            Some(Membership::Labels) => {
+                self.by_labels.remove(key);
+            }
+            Some(Membership::Pods) => remove_from(&mut self.pod_jobs_by_namespace, &key.namespace, key),
+            None => {}
+        }
+        for secret in self.job_secrets.remove(key).unwrap_or_default() {
+            remove_from(&mut self.jobs_by_secret, &secret, key);
+        }
+        let Some(job) = job.filter(|j| is_active(j)) else {
+            return;
+        };
+        let membership = match selection(&job.spec) {
+            Selection::All => {
+                self.all_nodes.insert(key.clone());
+                Membership::All
+            }
+            Selection::Names(names) => {
+                for name in names {
+                    self.by_node_name.entry(name.clone()).or_default().insert(key.clone());
+                }
+                Membership::Names(names.to_vec())
+            }
+            Selection::Labels(_) => {
+                self.by_labels.insert(key.clone());
+                Membership::Labels
+            }
+            Selection::Pods(_) => {
+                self.pod_jobs_by_namespace
+                    .entry(key.namespace.clone())
+                    .or_default()
+                    .insert(key.clone());
+                Membership::Pods
+            }
+        };
+        self.membership.insert(key.clone(), membership);
+        let secrets: Vec<ObjectKey> = job
+            .spec
+            .pull_secrets
+            .iter()
+            .flatten()
+            .map(|s| ObjectKey::new(&key.namespace, s))
+            .collect();
+        for secret in &secrets {
+            self.jobs_by_secret.entry(secret.clone()).or_default().insert(key.clone());
+        }
+        self.job_secrets.insert(key.clone(), secrets);
+    }
+
+    /// Records which jobs (by uid) a NodeImage's tags name as owners.
+    pub fn set_node_image(&mut self, name: &str, node_image: Option<&NodeImage>) {
+        for uid in self.owners_of_node.remove(name).unwrap_or_default() {
+            remove_from(&mut self.nodes_by_owner, &uid, &name.to_owned());
+        }
+        let owners: BTreeSet<String> = node_image
+            .and_then(|n| n.spec.images.as_ref())
+            .into_iter()
+            .flat_map(|images| images.values())
+            .flat_map(|image| image.tags.iter())
+            .flat_map(|tag| tag.owner_references.iter().flatten())
+            .filter_map(|o| o.uid.clone())
+            .collect();
+        for uid in &owners {
+            self.nodes_by_owner.entry(uid.clone()).or_default().insert(name.to_owned());
+        }
+        if !owners.is_empty() {
+            self.owners_of_node.insert(name.to_owned(), owners);
+        }
+    }
+
+    pub fn set_pod(&mut self, key: &ObjectKey, pod: Option<&Pod>) {
+        if let Some(node) = self.pod_node.remove(key) {
+            remove_from(&mut self.pods_by_node, &node, key);
+        }
+        match pod {
+            Some(pod) => {
+                self.pods_by_namespace
+                    .entry(key.namespace.clone())
+                    .or_default()
+                    .insert(key.name.clone());
+                if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+                    self.pods_by_node.entry(node.to_owned()).or_default().insert(key.clone());
+                    self.pod_node.insert(key.clone(), node.to_owned());
+                }
+            }
+            None => remove_from(&mut self.pods_by_namespace, &key.namespace, &key.name),
+        }
+    }
+
+    /// NodeImages whose tags name the job with this uid.
+    pub fn nodes_owned_by(&self, uid: &str) -> Vec<String> {
+        self.nodes_by_owner.get(uid).into_iter().flatten().cloned().collect()
+    }
+
+    pub fn jobs_using_secret(&self, secret: &ObjectKey) -> Vec<ObjectKey> {
+        self.jobs_by_secret.get(secret).into_iter().flatten().cloned().collect()
+    }
+
+    pub fn pods_in_namespace(&self, namespace: &str) -> Vec<String> {
+        self.pods_by_namespace.get(namespace).into_iter().flatten().cloned().collect()
+    }
+
+    /// Active jobs that may target `node`: every all-nodes job, the jobs that
+    /// name it, and the candidates among label and pod selector jobs (the
+    /// caller checks those against labels and pods).
+    pub fn candidate_jobs(&self, node: &str) -> Candidates {
+        let mut certain: BTreeSet<ObjectKey> = self.all_nodes.clone();
+        certain.extend(self.by_node_name.get(node).into_iter().flatten().cloned());
+        let pods: Vec<ObjectKey> = self.pods_by_node.get(node).into_iter().flatten().cloned().collect();
+        let mut pod_jobs = BTreeSet::new();
+        for pod in &pods {
+            pod_jobs.extend(self.pod_jobs_in(&pod.namespace));
+        }
+        Candidates {
+            certain,
+            by_labels: self.by_labels.iter().cloned().collect(),
+            pods,
+            pod_jobs: pod_jobs.into_iter().collect(),
+        }
+    }
+
+    pub fn pod_jobs_in(&self, namespace: &str) -> Vec<ObjectKey> {
+        self.pod_jobs_by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Candidates {
+    pub certain: BTreeSet<ObjectKey>,
+    pub by_labels: Vec<ObjectKey>,
+    pub pods: Vec<ObjectKey>,
+    pub pod_jobs: Vec<ObjectKey>,
+}

@@ -1,0 +1,187 @@
+//! A work queue in the manner of client-go's: each key is queued at most once,
+//! at its earliest due time; a key is never handed to two workers at once, and
+//! a key added while it is being worked on is handed out again afterwards.
+//!
+//! kube-runtime's `Controller` only reconciles objects present in its own
+//! store, and the NodeImage lifecycle must act on names whose NodeImage does
+//! not exist yet (creation) or whose Node is gone (deletion): hence this queue.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+#[derive(Debug)]
+struct State<K> {
+    due: BTreeMap<K, Instant>,
+    order: BTreeSet<(Instant, K)>,
+    running: BTreeSet<K>,
+    failures: HashMap<K, u32>,
+}
+
+#[derive(Debug)]
+pub struct Queue<K> {
+    state: Mutex<State<K>>,
+    changed: Notify,
+}
+
+impl<K: Ord + Clone + std::hash::Hash> Default for Queue<K> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State {
+                due: BTreeMap::new(),
+                order: BTreeSet::new(),
+                running: BTreeSet::new(),
+                failures: HashMap::new(),
+            }),
+            changed: Notify::new(),
+        }
+    }
+}
+
+/// Retries of a failing key wait 100 ms, doubling up to this.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+impl<K: Ord + Clone + std::hash::Hash> Queue<K> {
+    fn lock(&self) -> MutexGuard<'_, State<K>> {
+        match self.state.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Queues `key` to be handled after `delay`, unless it is due sooner already.
+    pub fn add_after(&self, key: K, delay: Duration) {
+        let at = Instant::now() + delay;
+        let mut state = self.lock();
+        if let Some(current) = state.due.get(&key).copied() {
+            if current <= at {
+                return;
+            }
+            state.order.remove(&(current, key.clone()));
+        }
+        state.due.insert(key.clone(), at);
+        state.order.insert((at, key));
+        drop(state);
+        self.changed.notify_waiters();
+        self.changed.notify_one();
+    }
+
+    pub fn add(&self, key: K) {
+        self.add_after(key, Duration::ZERO);
+    }
+
+    /// Keys waiting (not counting those being worked on).
+    pub fn len(&self) -> usize {
+        self.lock().due.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next due key nobody is working on; waits for one.
+    pub async fn next(&self) -> K {
+        loop {
+            let notified = self.changed.notified();
+            let wake_at = {
+                let mut state = self.lock();
+                let now = Instant::now();
+                let ready = state
+                    .order
+                    .iter()
+                    .take_while(|(at, _)| *at <= now)
+                    .find(|(_, k)| !state.running.contains(k))
+                    .cloned();
+                if let Some((at, key)) = ready {
+                    state.order.remove(&(at, key.clone()));
+                    state.due.remove(&key);
+                    state.running.insert(key.clone());
+                    return key;
+                }
+                state
+                    .order
+                    .iter()
+                    .find(|(at, k)| *at > now || !state.running.contains(k))
+                    .map(|(at, _)| *at)
+            };
+            match wake_at {
+                Some(at) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep_until(at.max(Instant::now() + Duration::from_millis(1))) => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// Ends the work on `key`: on success it is queued again after
+    /// `requeue_after` if given; on failure after a growing delay.
+    pub fn done(&self, key: &K, outcome: Outcome) {
+        let retry = {
+            let mut state = self.lock();
+            state.running.remove(key);
+            match outcome {
+                Outcome::Success(requeue) => {
+                    state.failures.remove(key);
+                    requeue
+                }
+                Outcome::Failure => {
+                    let failures = state.failures.entry(key.clone()).or_insert(0);
+                    *failures = failures.saturating_add(1);
+                    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+                    Some((FIRST_RETRY_DELAY * factor).min(MAX_RETRY_DELAY))
+                }
+            }
+        };
+        if let Some(delay) = retry {
+            self.add_after(key.clone(), delay);
+        }
+        self.changed.notify_waiters();
+        self.changed.notify_one();
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success(Option<Duration>),
+    Failure,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_are_deduplicated_ordered_by_due_time_and_never_handed_out_twice() {
+        let queue: Queue<&str> = Queue::default();
+        queue.add_after("late", Duration::from_secs(5));
+        queue.add("a");
+        queue.add("a");
+        queue.add_after("late", Duration::from_secs(1));
+        assert_eq!(queue.len(), 2);
+        assert_eq!(queue.next().await, "a");
+        queue.add("a");
+        // "a" is being worked on: the next key handed out is "late", after its second.
+        assert_eq!(queue.next().await, "late");
+        queue.done(&"a", Outcome::Success(None));
+        assert_eq!(queue.next().await, "a", "re-added while running: handed out after done");
+        queue.done(&"a", Outcome::Failure);
+        let before = Instant::now();
+        assert_eq!(queue.next().await, "a");
+        assert!(Instant::now() - before >= FIRST_RETRY_DELAY);
+        queue.done(&"a", Outcome::Failure);
+        let before = Instant::now();
+        assert_eq!(queue.next().await, "a");
+        assert!(Instant::now() - before >= FIRST_RETRY_DELAY * 2, "the delay grows");
+        queue.done(&"a", Outcome::Success(Some(Duration::from_secs(3))));
+        let before = Instant::now();
+        assert_eq!(queue.next().await, "a");
+        assert!(Instant::now() - before >= Duration::from_secs(3));
+    }
+}

@@ -1,0 +1,271 @@
+//! ImagePullJob reconcile: finalizer, secret copies, NodeImage entries within
+//! the parallelism window, status, completion, TTL deletion.
+
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use prewarm_api::v1beta1::{ImagePullJob, NodeImage};
+use serde_json::{Value, json};
+
+use super::{Context, Error, is_status, now, random_fraction, secrets};
+use crate::index::ObjectKey;
+use crate::patch::merge_diff;
+use crate::plan::image_pull_job::{self, EntryWrite, FINALIZER, Input, Lifecycle, Notice, describe_nodes};
+use crate::plan::secrets::JobSecrets;
+use crate::plan::tag_policy::tag_pull_policy;
+use crate::world::as_targets;
+
+/// How long to wait for the caches to show this controller's own last write.
+const EXPECTATION_RETRY: Duration = Duration::from_millis(200);
+/// NodeImage entries written at once.
+const CONCURRENT_WRITES: usize = 16;
+
+pub fn job_expectation(key: &ObjectKey) -> String {
+    format!("imagepulljob/{key}")
+}
+
+pub fn node_image_expectation(name: &str) -> String {
+    format!("nodeimage/{name}")
+}
+
+pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>, Error> {
+    let Some(job) = ctx.world.job(&key) else {
+        return Ok(None);
+    };
+    if !ctx
+        .world
+        .expectations
+        .satisfied(&job_expectation(&key), job.metadata.resource_version.as_deref())
+    {
+        return Ok(Some(EXPECTATION_RETRY));
+    }
+    let api: Api<ImagePullJob> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let now = now();
+    let pull_secrets = job.spec.pull_secrets.clone().unwrap_or_default();
+    match image_pull_job::lifecycle(&job, now) {
+        Lifecycle::Deleting => {
+            release(ctx, &api, &key, &job, &pull_secrets).await?;
+            Ok(None)
+        }
+        Lifecycle::Finished {
+            delete_now,
+            requeue_after,
+        } => {
+            release(ctx, &api, &key, &job, &pull_secrets).await?;
+            if delete_now {
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: job.metadata.uid.clone(),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                ctx.metrics.wrote("delete", "imagepulljobs");
+                match api.delete(&key.name, &params).await {
+                    Ok(_) => {}
+                    Err(e) if is_status(&e, 404) => {}
+                    Err(e) => return Err(Error::api(format!("deleting ImagePullJob {key} after its TTL"))(e)),
+                }
+            }
+            Ok(requeue_after.map(|s| Duration::from_secs(s.unsigned_abs())))
+        }
+        Lifecycle::Running => run(ctx, &api, &key, &job, &pull_secrets).await,
+    }
+}
+
+/// The cleanup the finalizer waits for: secret copies released; then the
+/// finalizer goes.
+async fn release(
+    ctx: &Context,
+    api: &Api<ImagePullJob>,
+    key: &ObjectKey,
+    job: &ImagePullJob,
+    pull_secrets: &[String],
+) -> Result<(), Error> {
+    if !job.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let job_secrets = JobSecrets {
+        namespace: &key.namespace,
+        name: &key.name,
+        pull_secrets,
+        running: false,
+    };
+    secrets::sync(ctx, job_secrets).await?;
+    set_finalizer(ctx, api, job, false).await
+}
+
+async fn run(
+    ctx: &Context,
+    api: &Api<ImagePullJob>,
+    key: &ObjectKey,
+    job: &ImagePullJob,
+    pull_secrets: &[String],
+) -> Result<Option<Duration>, Error> {
+    if !job.finalizers().iter().any(|f| f == FINALIZER) {
+        // The next pass, woken by this write, does the rest.
+        set_finalizer(ctx, api, job, true).await?;
+        return Ok(None);
+    }
+    let targets = ctx.world.targets(job);
+    let unsettled = targets.iter().any(|(n, _)| {
+        !ctx.world
+            .expectations
+            .satisfied(&node_image_expectation(&n.name_any()), n.metadata.resource_version.as_deref())
+    });
+    if unsettled {
+        return Ok(Some(EXPECTATION_RETRY));
+    }
+    let secret_plan = secrets::sync(
+        ctx,
+        JobSecrets {
+            namespace: &key.namespace,
+            name: &key.name,
+            pull_secrets,
+            running: true,
+        },
+    )
+    .await?;
+    let tag_policy = tag_pull_policy(&job.spec, ctx.settings.default_ttl_for_always, random_fraction());
+    let targets = as_targets(&targets);
+    let plan = image_pull_job::plan(&Input {
+        job,
+        targets: &targets,
+        secrets: &secret_plan.refs,
+        tag_policy: &tag_policy,
+        now: now(),
+    });
+    let writes: Vec<_> = plan.writes.iter().map(|w| write_entry(ctx, w)).collect();
+    let writes = futures_util::stream::iter(writes)
+        .buffer_unordered(CONCURRENT_WRITES)
+        .try_collect::<Vec<()>>()
+        .await;
+    writes?;
+    let reference = job.object_ref(&());
+    let first_pass = job.status.as_ref().and_then(|s| s.start_time.as_ref()).is_none();
+    if first_pass && !secret_plan.missing.is_empty() {
+        let note = format!(
+            "pull secrets {} do not exist in namespace {}: nodes pull without them",
+            secret_plan.missing.join(", "),
+            key.namespace
+        );
+        ctx.event(&reference, EventType::Warning, "PullSecretNotFound", note).await;
+    }
+    for notice in &plan.notices {
+        let (type_, reason, note) = describe(job, notice);
+        ctx.event(&reference, type_, reason, note).await;
+    }
+    if job.status.as_ref() != Some(&plan.status) {
+        ctx.metrics.wrote("patch", "imagepulljobs/status");
+        let written = api
+            .patch_status(
+                &key.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": plan.status})),
+            )
+            .await
+            .map_err(Error::api(format!("writing the status of ImagePullJob {key}")))?;
+        ctx.world
+            .expectations
+            .expect(job_expectation(key), written.metadata.resource_version.as_deref());
+    }
+    Ok(plan.requeue_after.map(|s| Duration::from_secs(s.unsigned_abs())))
+}
+
+fn describe(job: &ImagePullJob, notice: &Notice) -> (EventType, &'static str, String) {
+    let image = &job.spec.image;
+    match notice {
+        Notice::Started { desired } => (
+            EventType::Normal,
+            "Started",
+            format!("pulling {image} on {desired} targeted node(s)"),
+        ),
+        Notice::NodesFailed { nodes } => (
+            EventType::Warning,
+            "PullImageFailed",
+            format!(
+                "{image} failed on {} node(s): {}; see the NodeImage of each node",
+                nodes.len(),
+                describe_nodes(nodes)
+            ),
+        ),
+        Notice::NodeImageFull { node } => (
+            EventType::Warning,
+            "NodeImageFull",
+            format!(
+                "NodeImage {node} already lists {} images, the most allowed; {image} is not pulled there",
+                prewarm_api::node_image::MAX_IMAGES
+            ),
+        ),
+        Notice::Completed { succeeded, failed } => (
+            EventType::Normal,
+            "Completed",
+            format!("{image}: {succeeded} node(s) succeeded, {failed} failed"),
+        ),
+        Notice::DeadlineExceeded { failed } => (
+            EventType::Warning,
+            "DeadlineExceeded",
+            format!("{image}: activeDeadlineSeconds passed; {failed} node(s) counted as failed"),
+        ),
+        Notice::InvalidImage { message } => (EventType::Warning, "InvalidImage", message.clone()),
+    }
+}
+
+async fn set_finalizer(ctx: &Context, api: &Api<ImagePullJob>, job: &ImagePullJob, present: bool) -> Result<(), Error> {
+    let mut finalizers: Vec<String> = job.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    if present {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": job.metadata.resource_version}});
+    ctx.metrics.wrote("patch", "imagepulljobs");
+    let name = job.name_any();
+    match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(written) => {
+            ctx.world.expectations.expect(
+                job_expectation(&ObjectKey::of(&job.metadata)),
+                written.metadata.resource_version.as_deref(),
+            );
+            Ok(())
+        }
+        Err(e) if is_status(&e, 404) => Ok(()),
+        Err(e) => Err(Error::api(format!("updating the finalizers of ImagePullJob {name}"))(e)),
+    }
+}
+
+/// Stores one image entry of a NodeImage: a merge patch of that entry alone,
+/// conditional on the NodeImage the plan was made from.
+async fn write_entry(ctx: &Context, write: &EntryWrite) -> Result<(), Error> {
+    let Some(current) = ctx.world.node_image(&write.node) else {
+        return Ok(());
+    };
+    let old = current
+        .spec
+        .images
+        .as_ref()
+        .and_then(|i| i.get(&write.image))
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| Error::Other(e.to_string()))?
+        .unwrap_or(Value::Null);
+    let new = serde_json::to_value(&write.entry).map_err(|e| Error::Other(e.to_string()))?;
+    let Some(entry_patch) = merge_diff(&old, &new) else {
+        return Ok(());
+    };
+    let patch = json!({
+        "metadata": {"resourceVersion": current.metadata.resource_version},
+        "spec": {"images": {&write.image: entry_patch}},
+    });
+    ctx.metrics.wrote("patch", "nodeimages");
+    let written = Api::<NodeImage>::all(ctx.client.clone())
+        .patch(&write.node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::api(format!("updating NodeImage {}", write.node)))?;
+    ctx.world.expectations.expect(
+        node_image_expectation(&write.node),
+        written.metadata.resource_version.as_deref(),
+    );
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! The kube edge: each reconciler reads the caches, calls its planner and
+//! applies the result. Writes are merge patches of what changed, with a
+//! resourceVersion precondition where another writer may race.
+
+pub mod image_pull_job;
+pub mod node_image;
+pub mod secrets;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder};
+
+use crate::admin::{ControllerName, Metrics};
+use crate::queue::{Outcome, Queue};
+use crate::world::World;
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where node agents read pull secrets, and where copies are made.
+    pub agent_namespace: String,
+    pub default_ttl_for_always: i64,
+    pub creation_delay_seconds: i64,
+}
+
+#[derive(Clone)]
+pub struct Context {
+    pub client: Client,
+    pub world: Arc<World>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action}: {source}")]
+    Api {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn api(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let action = action.into();
+        move |source| Self::Api { action, source }
+    }
+
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Api { source: kube::Error::Api(s), .. } if s.code == 409)
+    }
+}
+
+pub fn is_status(error: &kube::Error, code: u16) -> bool {
+    matches!(error, kube::Error::Api(s) if s.code == code)
+}
+
+/// Now, to the second: API times have no fractions, and comparing a computed
+/// status with a stored one must not see a difference that is not there.
+pub fn now() -> Timestamp {
+    Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// A number in `[0, 1)` from the standard library's per-process random keys,
+/// to spread tag TTLs.
+pub fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl Context {
+    /// Publishes an event; a failure is logged, never fatal.
+    pub async fn event(&self, regarding: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: reason.to_owned(),
+            secondary: None,
+        };
+        self.metrics.wrote("create", "events");
+        if let Err(e) = self.recorder.publish(&event, regarding).await {
+            tracing::warn!(reason, error = %e, "could not publish an event");
+        }
+    }
+}
+
+/// Runs `workers` workers over `queue` until the task is aborted.
+pub async fn run_workers<K, F, Fut>(
+    queue: &Queue<K>,
+    workers: usize,
+    controller: ControllerName,
+    metrics: &Metrics,
+    reconcile: F,
+) where
+    K: Ord + Clone + std::hash::Hash + std::fmt::Display,
+    F: Fn(K) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Duration>, Error>>,
+{
+    let worker = || async {
+        loop {
+            let key = queue.next().await;
+            let outcome = match reconcile(key.clone()).await {
+                Ok(requeue) => {
+                    metrics.reconciled(controller, true);
+                    Outcome::Success(requeue)
+                }
+                Err(e) => {
+                    metrics.reconciled(controller, false);
+                    if e.is_conflict() {
+                        tracing::debug!(%key, error = %e, "conflict; retrying");
+                    } else {
+                        tracing::warn!(%key, error = %e, "reconcile failed; retrying");
+                    }
+                    Outcome::Failure
+                }
+            };
+            queue.done(&key, outcome);
+        }
+    };
+    futures_util::future::join_all((0..workers.max(1)).map(|_| worker())).await;
+}

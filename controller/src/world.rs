@@ -1,0 +1,496 @@
+//! The controller's view of the cluster: one cache per watched kind (Secrets
+//! as metadata only), the indexes over them, the two work queues, and the
+//! watch loops that keep the caches and indexes current and turn each change
+//! into the work it causes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use prewarm_api::v1beta1::{ImagePullJob, NodeImage};
+
+use crate::index::{Index, ObjectKey};
+use crate::plan::image_pull_job::Target;
+use crate::plan::selection::{Selection, active_pod_node, selection};
+use crate::queue::Queue;
+
+pub type SecretMeta = PartialObjectMeta<Secret>;
+
+#[derive(Debug)]
+pub struct World {
+    pub jobs: Store<ImagePullJob>,
+    pub node_images: Store<NodeImage>,
+    pub nodes: Store<Node>,
+    pub pods: Store<Pod>,
+    pub secrets: Store<SecretMeta>,
+    pub job_queue: Queue<ObjectKey>,
+    pub node_queue: Queue<String>,
+    /// The resourceVersions this controller wrote and its caches must reach
+    /// before it decides on that object again.
+    pub expectations: Expectations,
+    /// Job events that arrive within this window are handled in one pass.
+    pub job_debounce: Duration,
+    index: Mutex<Index>,
+}
+
+/// The writers that fill the caches, handed to `watch`.
+#[derive(Debug)]
+pub struct Writers {
+    jobs: Writer<ImagePullJob>,
+    node_images: Writer<NodeImage>,
+    nodes: Writer<Node>,
+    pods: Writer<Pod>,
+    secrets: Writer<SecretMeta>,
+}
+
+impl World {
+    pub fn new(job_debounce: Duration) -> (Arc<Self>, Writers) {
+        let jobs = Writer::default();
+        let node_images = Writer::default();
+        let nodes = Writer::default();
+        let pods = Writer::default();
+        let secrets = Writer::default();
+        let world = Self {
+            jobs: jobs.as_reader(),
+            node_images: node_images.as_reader(),
+            nodes: nodes.as_reader(),
+            pods: pods.as_reader(),
+            secrets: secrets.as_reader(),
+            job_queue: Queue::default(),
+            node_queue: Queue::default(),
+            expectations: Expectations::default(),
+            job_debounce,
+            index: Mutex::default(),
+        };
+        (
+            Arc::new(world),
+            Writers {
+                jobs,
+                node_images,
+                nodes,
+                pods,
+                secrets,
+            },
+        )
+    }
+
+    pub fn index(&self) -> MutexGuard<'_, Index> {
+        match self.index.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Waits until every cache holds a first complete list.
+    pub async fn synced(&self) {
+        let _ = futures_util::join!(
+            self.jobs.wait_until_ready(),
+            self.node_images.wait_until_ready(),
+            self.nodes.wait_until_ready(),
+            self.pods.wait_until_ready(),
+            self.secrets.wait_until_ready(),
+        );
+    }
+
+    pub fn job(&self, key: &ObjectKey) -> Option<Arc<ImagePullJob>> {
+        self.jobs.get(&ObjectRef::new(&key.name).within(&key.namespace))
+    }
+
+    pub fn node_image(&self, name: &str) -> Option<Arc<NodeImage>> {
+        self.node_images.get(&ObjectRef::new(name))
+    }
+
+    pub fn node(&self, name: &str) -> Option<Arc<Node>> {
+        self.nodes.get(&ObjectRef::new(name))
+    }
+
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<SecretMeta>> {
+        self.secrets.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    pub fn enqueue_job(&self, key: ObjectKey) {
+        self.job_queue.add_after(key, self.job_debounce);
+    }
+
+    /// Everything, as after a restart or on becoming leader.
+    pub fn enqueue_all(&self) {
+        for job in self.jobs.state() {
+            self.job_queue.add(ObjectKey::of(&job.metadata));
+        }
+        let names: BTreeSet<String> = self
+            .node_images
+            .state()
+            .iter()
+            .map(|n| n.name_any())
+            .chain(self.nodes.state().iter().map(|n| n.name_any()))
+            .collect();
+        for name in names {
+            self.node_queue.add(name);
+        }
+    }
+
+    /// The labels a node is selected by: the Node's, or for a NodeImage without
+    /// a Node, the NodeImage's.
+    fn node_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        match self.node(name) {
+            Some(node) => node.metadata.labels.clone(),
+            None => self.node_image(name).and_then(|n| n.metadata.labels.clone()),
+        }
+    }
+
+    /// The NodeImages a job targets, sorted by name, with their readiness.
+    pub fn targets(&self, job: &ImagePullJob) -> Vec<(Arc<NodeImage>, bool)> {
+        let namespace = job.namespace().unwrap_or_default();
+        let node_images: Vec<Arc<NodeImage>> = match selection(&job.spec) {
+            Selection::All => self.node_images.state(),
+            Selection::Names(names) => {
+                let unique: BTreeSet<&String> = names.iter().collect();
+                unique.into_iter().filter_map(|n| self.node_image(n)).collect()
+            }
+            Selection::Labels(selector) => self
+                .node_images
+                .state()
+                .into_iter()
+                .filter(|n| selector.matches(self.node_labels(&n.name_any()).as_ref()))
+                .collect(),
+            Selection::Pods(selector) => {
+                let pods = self.index().pods_in_namespace(&namespace);
+                let nodes: BTreeSet<String> = pods
+                    .iter()
+                    .filter_map(|p| self.pods.get(&ObjectRef::new(p).within(&namespace)))
+                    .filter(|p| selector.matches(p.metadata.labels.as_ref()))
+                    .filter_map(|p| active_pod_node(&p).map(str::to_owned))
+                    .collect();
+                nodes.iter().filter_map(|n| self.node_image(n)).collect()
+            }
+        };
+        let mut targets: Vec<(Arc<NodeImage>, bool)> = node_images
+            .into_iter()
+            .map(|n| {
+                let ready = self.node(&n.name_any()).is_none_or(|node| ready_since(&node).is_some());
+                (n, ready)
+            })
+            .collect();
+        targets.sort_by(|a, b| a.0.metadata.name.cmp(&b.0.metadata.name));
+        targets
+    }
+
+    /// Active jobs that target the node now (labels and pods checked).
+    pub fn jobs_for_node(&self, node: &str) -> BTreeSet<ObjectKey> {
+        let candidates = self.index().candidate_jobs(node);
+        let mut jobs = candidates.certain;
+        let labels = self.node_labels(node);
+        for key in candidates.by_labels {
+            if let Some(job) = self.job(&key)
+                && let Selection::Labels(selector) = selection(&job.spec)
+                && selector.matches(labels.as_ref())
+            {
+                jobs.insert(key);
+            }
+        }
+        for key in candidates.pod_jobs {
+            let Some(job) = self.job(&key) else { continue };
+            let Selection::Pods(selector) = selection(&job.spec) else {
+                continue;
+            };
+            let runs_here = candidates
+                .pods
+                .iter()
+                .filter(|p| p.namespace == key.namespace)
+                .filter_map(|p| self.pods.get(&ObjectRef::new(&p.name).within(&p.namespace)))
+                .any(|p| active_pod_node(&p) == Some(node) && selector.matches(p.metadata.labels.as_ref()));
+            if runs_here {
+                jobs.insert(key);
+            }
+        }
+        jobs
+    }
+}
+
+/// Since when the Node's Ready condition has been True, `None` when it is not.
+pub fn ready_since(node: &Node) -> Option<Timestamp> {
+    let ready = node
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    (ready.status == "True").then(|| {
+        ready
+            .last_transition_time
+            .as_ref()
+            .map_or(Timestamp::UNIX_EPOCH, |t| t.0)
+    })
+}
+
+/// Written resourceVersions the caches have not shown yet.
+#[derive(Debug, Default)]
+pub struct Expectations {
+    pending: Mutex<HashMap<String, u64>>,
+}
+
+impl Expectations {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+        match self.pending.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// After a write that returned `resource_version`. resourceVersions are
+    /// opaque; where they are not numbers, nothing is awaited.
+    pub fn expect(&self, key: String, resource_version: Option<&str>) {
+        if let Some(version) = resource_version.and_then(|v| v.parse::<u64>().ok()) {
+            self.lock().insert(key, version);
+        }
+    }
+
+    /// Whether the cached copy (at `cached`) already shows our last write.
+    pub fn satisfied(&self, key: &str, cached: Option<&str>) -> bool {
+        let mut pending = self.lock();
+        let Some(expected) = pending.get(key).copied() else {
+            return true;
+        };
+        let reached = cached.and_then(|c| c.parse::<u64>().ok()).is_none_or(|c| c >= expected);
+        if reached {
+            pending.remove(key);
+        }
+        reached
+    }
+}
+
+/// Starts the watch loops. Each returns only when its stream ends.
+pub fn watch(client: &Client, world: &Arc<World>, writers: Writers) -> Vec<tokio::task::JoinHandle<()>> {
+    let config = watcher::Config::default().any_semantic();
+    let Writers {
+        jobs,
+        node_images,
+        nodes,
+        pods,
+        secrets,
+    } = writers;
+    vec![
+        tokio::spawn(follow(
+            watcher(Api::all(client.clone()), config.clone()),
+            jobs,
+            world.clone(),
+            on_job,
+        )),
+        tokio::spawn(follow(
+            watcher(Api::all(client.clone()), config.clone()),
+            node_images,
+            world.clone(),
+            on_node_image,
+        )),
+        tokio::spawn(follow(
+            watcher(Api::all(client.clone()), config.clone()),
+            nodes,
+            world.clone(),
+            on_node,
+        )),
+        tokio::spawn(follow(
+            watcher(Api::all(client.clone()), config.clone()),
+            pods,
+            world.clone(),
+            on_pod,
+        )),
+        tokio::spawn(follow(
+            watcher(Api::<SecretMeta>::all(client.clone()), config),
+            secrets,
+            world.clone(),
+            on_secret,
+        )),
+    ]
+}
+
+type OnChange<K> = fn(&World, Option<&K>, Option<&K>);
+
+/// Applies each watch event to the cache, then reports (old, new) to
+/// `on_change`. A relist is applied as a whole, and objects that vanished
+/// during it are reported as deleted.
+async fn follow<K>(
+    stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+    mut writer: Writer<K>,
+    world: Arc<World>,
+    on_change: OnChange<K>,
+) where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let reader = writer.as_reader();
+    let mut relist: Option<Vec<(Option<Arc<K>>, K)>> = None;
+    let stream = stream.default_backoff();
+    futures_util::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying with backoff");
+                continue;
+            }
+        };
+        match &event {
+            watcher::Event::Init => relist = Some(Vec::new()),
+            watcher::Event::InitApply(object) => {
+                let old = reader.get(&ObjectRef::from_obj(object));
+                relist.get_or_insert_default().push((old, object.clone()));
+            }
+            watcher::Event::InitDone => {
+                let changes = relist.take().unwrap_or_default();
+                let before = reader.state();
+                writer.apply_watcher_event(&event);
+                let listed: HashSet<ObjectRef<K>> = changes.iter().map(|(_, k)| ObjectRef::from_obj(k)).collect();
+                for gone in before.iter().filter(|k| !listed.contains(&ObjectRef::from_obj(k.as_ref()))) {
+                    on_change(&world, Some(gone), None);
+                }
+                for (old, new) in &changes {
+                    on_change(&world, old.as_deref(), Some(new));
+                }
+                continue;
+            }
+            watcher::Event::Apply(object) => {
+                let old = reader.get(&ObjectRef::from_obj(object));
+                writer.apply_watcher_event(&event);
+                on_change(&world, old.as_deref(), Some(object));
+                continue;
+            }
+            watcher::Event::Delete(object) => {
+                writer.apply_watcher_event(&event);
+                on_change(&world, Some(object), None);
+                continue;
+            }
+        }
+        writer.apply_watcher_event(&event);
+    }
+}
+
+fn on_job(world: &World, old: Option<&ImagePullJob>, new: Option<&ImagePullJob>) {
+    let Some(any) = new.or(old) else { return };
+    let key = ObjectKey::of(&any.metadata);
+    world.index().set_job(&key, new);
+    if new.is_some() {
+        world.enqueue_job(key);
+    }
+    // A job that is going, or was replaced by one of the same name, leaves
+    // owner references behind: its NodeImages are pruned.
+    let old_uid = old.and_then(|j| j.metadata.uid.clone());
+    let going = new.is_none_or(|j| j.metadata.deletion_timestamp.is_some() || j.metadata.uid != old_uid);
+    if going {
+        let uids = [old_uid, new.and_then(|j| j.metadata.uid.clone())];
+        let nodes: BTreeSet<String> = {
+            let index = world.index();
+            uids.iter().flatten().flat_map(|uid| index.nodes_owned_by(uid)).collect()
+        };
+        for node in nodes {
+            world.node_queue.add(node);
+        }
+    }
+}
+
+fn on_node_image(world: &World, old: Option<&NodeImage>, new: Option<&NodeImage>) {
+    let Some(any) = new.or(old) else { return };
+    let name = any.name_any();
+    world.index().set_node_image(&name, new);
+    world.node_queue.add(name.clone());
+    let membership_changed = match (old, new) {
+        (Some(old), Some(new)) => old.metadata.labels != new.metadata.labels,
+        _ => true,
+    };
+    let mut jobs = if membership_changed {
+        world.jobs_for_node(&name)
+    } else {
+        BTreeSet::new()
+    };
+    jobs.extend(crate::changes::owners_of_changed_tags(old, new));
+    for job in jobs {
+        world.enqueue_job(job);
+    }
+}
+
+fn on_node(world: &World, old: Option<&Node>, new: Option<&Node>) {
+    let Some(any) = new.or(old) else { return };
+    let name = any.name_any();
+    let facts = |n: Option<&Node>| {
+        n.map(|n| {
+            (
+                n.metadata.labels.clone(),
+                ready_since(n).is_some(),
+                n.metadata.deletion_timestamp.is_some(),
+            )
+        })
+    };
+    if facts(old) == facts(new) {
+        return;
+    }
+    world.node_queue.add(name.clone());
+    for job in world.jobs_for_node(&name) {
+        world.enqueue_job(job);
+    }
+}
+
+fn on_pod(world: &World, old: Option<&Pod>, new: Option<&Pod>) {
+    let Some(any) = new.or(old) else { return };
+    let key = ObjectKey::of(&any.metadata);
+    world.index().set_pod(&key, new);
+    let placement = |p: Option<&Pod>| p.and_then(|p| active_pod_node(p).map(|n| (n.to_owned(), p.metadata.labels.clone())));
+    let (before, after) = (placement(old), placement(new));
+    if before == after {
+        return;
+    }
+    let candidates = world.index().pod_jobs_in(&key.namespace);
+    for job_key in candidates {
+        let Some(job) = world.job(&job_key) else { continue };
+        let Selection::Pods(selector) = selection(&job.spec) else {
+            continue;
+        };
+        let matched = |p: &Option<(String, Option<BTreeMap<String, String>>)>| {
+            p.as_ref().is_some_and(|(_, labels)| selector.matches(labels.as_ref()))
+        };
+        if matched(&before) || matched(&after) {
+            world.enqueue_job(job_key);
+        }
+    }
+}
+
+fn on_secret(world: &World, old: Option<&SecretMeta>, new: Option<&SecretMeta>) {
+    let Some(any) = new.or(old) else { return };
+    let key = ObjectKey::of(&any.metadata);
+    let version = |s: Option<&SecretMeta>| s.and_then(|s| s.metadata.resource_version.clone());
+    if version(old) == version(new) {
+        return;
+    }
+    let mut jobs = world.index().jobs_using_secret(&key);
+    // A copy deleted under a job is made again.
+    if new.is_none()
+        && let Some(old) = old
+    {
+        jobs.extend(
+            crate::plan::secrets::references(&old.metadata)
+                .iter()
+                .filter_map(|r| r.split_once('/'))
+                .map(|(ns, name)| ObjectKey::new(ns, name)),
+        );
+    }
+    for job in jobs {
+        world.enqueue_job(job);
+    }
+}
+
+/// A NodeImage target for the planner, borrowed from the cache.
+pub fn as_targets(targets: &[(Arc<NodeImage>, bool)]) -> Vec<Target<'_>> {
+    targets
+        .iter()
+        .map(|(node_image, ready)| Target {
+            node_image,
+            ready: *ready,
+        })
+        .collect()
+}
