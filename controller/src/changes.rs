@@ -35,7 +35,7 @@ fn image_names(node_image: Option<&NodeImage>) -> impl Iterator<Item = &String> 
 }
 
 /// Tags by name; a repeated tag counts by its last entry.
-fn by_tag<'a, T>(items: &'a [T], tag: impl Fn(&T) -> &str) -> BTreeMap<&'a str, &'a T> {
+fn by_tag<T>(items: &[T], tag: impl Fn(&T) -> &str) -> BTreeMap<&str, &T> {
     items.iter().map(|t| (tag(t), t)).collect()
 }
 

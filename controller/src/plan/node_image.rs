@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use prewarm_api::node_image::{ImageStatus, ImageTagSpec, ImageTagStatus, NodeImageStatus};
+use prewarm_api::node_image::{ImageTagSpec, ImageTagStatus, NodeImageStatus};
 use prewarm_api::v1beta1::{ImageSpec, NodeImage, NodeImageSpec, SECRET_MODE_BATCH};
 
 use super::image_pull_job::seconds_between;
@@ -354,7 +354,7 @@ fn fail_silent_tags(
                 message: Some(failure.to_owned()),
                 ..current.cloned().unwrap_or_default()
             };
-            let tags = &mut statuses.entry(name.clone()).or_insert_with(ImageStatus::default).tags;
+            let tags = &mut statuses.entry(name.clone()).or_default().tags;
             match tags.iter_mut().find(|t| t.tag == tag.tag) {
                 Some(slot) => *slot = failed,
                 None => tags.push(failed),

@@ -106,11 +106,10 @@ pub fn plan(
         let references = references(copy);
         let ours = references.contains(&me);
         match annotation(copy, SOURCE_KEY).filter(|s| desired.contains(*s)) {
-            Some(source) => {
-                if ours || !chosen.contains_key(source) {
-                    chosen.insert(source.to_owned(), copy);
-                }
+            Some(source) if ours || !chosen.contains_key(source) => {
+                chosen.insert(source.to_owned(), copy);
             }
+            Some(_) => {}
             None if ours => plan.actions.push(release(copy, references, &me)),
             None => {}
         }
