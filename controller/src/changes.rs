@@ -25,7 +25,10 @@ fn status_tags<'a>(node_image: Option<&'a NodeImage>, image: &str) -> &'a [Image
 }
 
 fn image_names(node_image: Option<&NodeImage>) -> impl Iterator<Item = &String> {
-    let spec = node_image.and_then(|n| n.spec.images.as_ref()).into_iter().flat_map(|i| i.keys());
+    let spec = node_image
+        .and_then(|n| n.spec.images.as_ref())
+        .into_iter()
+        .flat_map(|i| i.keys());
     let status = node_image
         .and_then(|n| n.status.as_ref())
         .and_then(|s| s.image_statuses.as_ref())

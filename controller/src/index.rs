@@ -135,7 +135,10 @@ impl Index {
             .map(|s| ObjectKey::new(&key.namespace, s))
             .collect();
         for secret in &secrets {
-            self.jobs_by_secret.entry(secret.clone()).or_default().insert(key.clone());
+            self.jobs_by_secret
+                .entry(secret.clone())
+                .or_default()
+                .insert(key.clone());
         }
         self.job_secrets.insert(key.clone(), secrets);
     }
@@ -154,7 +157,10 @@ impl Index {
             .filter_map(|o| o.uid.clone())
             .collect();
         for uid in &owners {
-            self.nodes_by_owner.entry(uid.clone()).or_default().insert(name.to_owned());
+            self.nodes_by_owner
+                .entry(uid.clone())
+                .or_default()
+                .insert(name.to_owned());
         }
         if !owners.is_empty() {
             self.owners_of_node.insert(name.to_owned(), owners);
@@ -172,7 +178,10 @@ impl Index {
                     .or_default()
                     .insert(key.name.clone());
                 if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
-                    self.pods_by_node.entry(node.to_owned()).or_default().insert(key.clone());
+                    self.pods_by_node
+                        .entry(node.to_owned())
+                        .or_default()
+                        .insert(key.clone());
                     self.pod_node.insert(key.clone(), node.to_owned());
                 }
             }
@@ -190,7 +199,12 @@ impl Index {
     }
 
     pub fn pods_in_namespace(&self, namespace: &str) -> Vec<String> {
-        self.pods_by_namespace.get(namespace).into_iter().flatten().cloned().collect()
+        self.pods_by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// Active jobs that may target `node`: every all-nodes job, the jobs that

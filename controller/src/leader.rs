@@ -93,7 +93,11 @@ impl Elector {
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(Timestamp::now()));
-        if let Err(e) = self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
+        if let Err(e) = self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+        {
             tracing::warn!(lease = %self.config.name, error = %e, "could not release the lease");
         }
     }
@@ -126,7 +130,11 @@ impl Elector {
         let record = format!(
             "{}|{}",
             lease.meta().resource_version.as_deref().unwrap_or_default(),
-            lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()).unwrap_or_default()
+            lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.as_deref())
+                .unwrap_or_default()
         );
         let first_seen = match &self.observed {
             Some((seen, at)) if *seen == record => *at,
@@ -152,7 +160,11 @@ impl Elector {
         spec.holder_identity = Some(self.config.identity.clone());
         spec.lease_duration_seconds = Some(duration_seconds);
         spec.renew_time = Some(now);
-        match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => {
                 self.observed = None;
                 Ok(true)

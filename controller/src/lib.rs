@@ -4,12 +4,12 @@
 //! `reconcile/` the thin kube edge that reads the caches, calls a planner and
 //! applies its actions; `leader` the Lease; `admin` health and metrics.
 
-pub mod plan;
 pub mod admin;
 pub mod changes;
 pub mod index;
 pub mod leader;
 pub mod patch;
+pub mod plan;
 pub mod queue;
 pub mod reconcile;
 pub mod world;

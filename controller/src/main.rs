@@ -193,9 +193,13 @@ fn spawn_workers(ctx: &Context, cli: &Cli) -> Vec<tokio::task::JoinHandle<()>> {
         let ctx = ctx.clone();
         let workers = cli.nodeimage_workers;
         tasks.push(tokio::spawn(async move {
-            run_workers(&ctx.world.node_queue, workers, ControllerName::NodeImage, &ctx.metrics, |name| {
-                reconcile::node_image::reconcile(&ctx, name)
-            })
+            run_workers(
+                &ctx.world.node_queue,
+                workers,
+                ControllerName::NodeImage,
+                &ctx.metrics,
+                |name| reconcile::node_image::reconcile(&ctx, name),
+            )
             .await;
         }));
     } else {
@@ -205,9 +209,13 @@ fn spawn_workers(ctx: &Context, cli: &Cli) -> Vec<tokio::task::JoinHandle<()>> {
         let ctx = ctx.clone();
         let workers = cli.imagepulljob_workers;
         tasks.push(tokio::spawn(async move {
-            run_workers(&ctx.world.job_queue, workers, ControllerName::ImagePullJob, &ctx.metrics, |key| {
-                reconcile::image_pull_job::reconcile(&ctx, key)
-            })
+            run_workers(
+                &ctx.world.job_queue,
+                workers,
+                ControllerName::ImagePullJob,
+                &ctx.metrics,
+                |key| reconcile::image_pull_job::reconcile(&ctx, key),
+            )
             .await;
         }));
     } else {

@@ -37,7 +37,10 @@ mod tests {
     #[test]
     fn applying_the_diff_gives_the_new_value() {
         let cases = [
-            (json!({"a": 1, "b": {"c": 2, "d": 3}}), json!({"a": 1, "b": {"c": 2, "e": [1]}})),
+            (
+                json!({"a": 1, "b": {"c": 2, "d": 3}}),
+                json!({"a": 1, "b": {"c": 2, "e": [1]}}),
+            ),
             (json!({"images": {"nginx": {"tags": [1, 2]}}}), json!({"images": {}})),
             (json!({}), json!({"x": {"y": null}})),
             (json!([1]), json!({"a": 1})),

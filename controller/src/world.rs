@@ -348,7 +348,10 @@ async fn follow<K>(
                 let before = reader.state();
                 writer.apply_watcher_event(&event);
                 let listed: HashSet<ObjectRef<K>> = changes.iter().map(|(_, k)| ObjectRef::from_obj(k)).collect();
-                for gone in before.iter().filter(|k| !listed.contains(&ObjectRef::from_obj(k.as_ref()))) {
+                for gone in before
+                    .iter()
+                    .filter(|k| !listed.contains(&ObjectRef::from_obj(k.as_ref())))
+                {
                     on_change(&world, Some(gone), None);
                 }
                 for (old, new) in &changes {
@@ -387,7 +390,10 @@ fn on_job(world: &World, old: Option<&ImagePullJob>, new: Option<&ImagePullJob>)
         let uids = [old_uid, new.and_then(|j| j.metadata.uid.clone())];
         let nodes: BTreeSet<String> = {
             let index = world.index();
-            uids.iter().flatten().flat_map(|uid| index.nodes_owned_by(uid)).collect()
+            uids.iter()
+                .flatten()
+                .flat_map(|uid| index.nodes_owned_by(uid))
+                .collect()
         };
         for node in nodes {
             world.node_queue.add(node);
@@ -440,7 +446,8 @@ fn on_pod(world: &World, old: Option<&Pod>, new: Option<&Pod>) {
     let Some(any) = new.or(old) else { return };
     let key = ObjectKey::of(&any.metadata);
     world.index().set_pod(&key, new);
-    let placement = |p: Option<&Pod>| p.and_then(|p| active_pod_node(p).map(|n| (n.to_owned(), p.metadata.labels.clone())));
+    let placement =
+        |p: Option<&Pod>| p.and_then(|p| active_pod_node(p).map(|n| (n.to_owned(), p.metadata.labels.clone())));
     let (before, after) = (placement(old), placement(new));
     if before == after {
         return;

@@ -32,7 +32,10 @@ pub enum Lifecycle {
     Deleting,
     /// Completed: release its secret copies and drop the finalizer; delete
     /// the job once `ttlSecondsAfterFinished` has passed.
-    Finished { delete_now: bool, requeue_after: Option<i64> },
+    Finished {
+        delete_now: bool,
+        requeue_after: Option<i64>,
+    },
     Running,
 }
 
@@ -134,16 +137,12 @@ enum NodeState {
 }
 
 pub fn plan(input: &Input<'_>) -> Plan {
-    let Input {
-        job, targets, now, ..
-    } = *input;
+    let Input { job, targets, now, .. } = *input;
     let old = job.status.clone().unwrap_or_default();
     let start = old.start_time.clone().unwrap_or(Time(now));
     let mut notices = Vec::new();
     if old.start_time.is_none() {
-        notices.push(Notice::Started {
-            desired: targets.len(),
-        });
+        notices.push(Notice::Started { desired: targets.len() });
     }
     let reference = match ImageReference::parse(&job.spec.image) {
         Ok(reference) => reference,
@@ -173,10 +172,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
     };
     let (image, tag) = (reference.familiar_name(), reference.tag_or_digest().to_owned());
     let uid = job.metadata.uid.as_deref().unwrap_or_default();
-    let mut states: Vec<NodeState> = targets
-        .iter()
-        .map(|t| node_state(t, &image, &tag, uid))
-        .collect();
+    let mut states: Vec<NodeState> = targets.iter().map(|t| node_state(t, &image, &tag, uid)).collect();
     let desired = targets.len();
     let finished = states
         .iter()
@@ -245,7 +241,9 @@ pub fn plan(input: &Input<'_>) -> Plan {
         let mut message = format!("job is running, progress {progress:.1}%");
         if waiting_ready > 0 {
             let nodes = if waiting_ready == 1 { "node is" } else { "nodes are" };
-            message.push_str(&format!(", {waiting_ready} targeted {nodes} not Ready and will pull once Ready"));
+            message.push_str(&format!(
+                ", {waiting_ready} targeted {nodes} not Ready and will pull once Ready"
+            ));
         }
         message
     };
@@ -294,7 +292,12 @@ pub fn plan(input: &Input<'_>) -> Plan {
 
 /// A list of node names for an event, shortened past ten names.
 pub fn describe_nodes(nodes: &[String]) -> String {
-    let shown = nodes.iter().take(NODES_PER_EVENT).cloned().collect::<Vec<_>>().join(", ");
+    let shown = nodes
+        .iter()
+        .take(NODES_PER_EVENT)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     match nodes.len().saturating_sub(NODES_PER_EVENT) {
         0 => shown,
         more => format!("{shown} and {more} more"),

@@ -91,7 +91,10 @@ pub fn plan(
     }
     let me = job.key();
     let desired: BTreeSet<String> = if job.running {
-        job.pull_secrets.iter().map(|s| format!("{}/{s}", job.namespace)).collect()
+        job.pull_secrets
+            .iter()
+            .map(|s| format!("{}/{s}", job.namespace))
+            .collect()
     } else {
         BTreeSet::new()
     };
@@ -290,7 +293,12 @@ mod tests {
         let mine = copy("a-111111", "default/source-a", "default/test-job");
         let shared = copy("b-222222", "default/source-b", "default/other-job,default/test-job");
         let foreign = copy("c-333333", "default/source-c", "default/other-job");
-        let plan = plan(job(&[], false), DEFAULT_AGENT_NAMESPACE, &[&mine, &shared, &foreign], &versions);
+        let plan = plan(
+            job(&[], false),
+            DEFAULT_AGENT_NAMESPACE,
+            &[&mine, &shared, &foreign],
+            &versions,
+        );
         assert_eq!(
             plan.actions,
             vec![
@@ -317,7 +325,13 @@ mod tests {
         let first = plan(job(&secrets, true), DEFAULT_AGENT_NAMESPACE, &refs, &versions);
         assert_eq!(first.refs[0].name.as_deref(), Some("target-secret-1"));
         let referencing: Vec<ObjectMeta> = (4..=6)
-            .map(|i| copy(&format!("target-secret-{i}"), "default/source-secret", "default/test-job"))
+            .map(|i| {
+                copy(
+                    &format!("target-secret-{i}"),
+                    "default/source-secret",
+                    "default/test-job",
+                )
+            })
             .collect();
         let refs: Vec<&ObjectMeta> = copies.iter().chain(&referencing).collect();
         let last = plan(job(&secrets, true), DEFAULT_AGENT_NAMESPACE, &refs, &versions);
@@ -336,7 +350,12 @@ mod tests {
             name: Some("plain".into()),
             ..Default::default()
         };
-        let plan = plan(job(&secrets, true), DEFAULT_AGENT_NAMESPACE, &[&deleting, &unrelated], &versions);
+        let plan = plan(
+            job(&secrets, true),
+            DEFAULT_AGENT_NAMESPACE,
+            &[&deleting, &unrelated],
+            &versions,
+        );
         assert!(plan.actions.is_empty());
         assert!(plan.refs.is_empty());
         assert_eq!(plan.missing, vec!["gone".to_owned()]);

@@ -114,7 +114,10 @@ mod tests {
             }
             .matches(labels)
         };
-        assert!(check(vec![requirement("arch", "In", &["arm64", "amd64"])], Some(&labels)));
+        assert!(check(
+            vec![requirement("arch", "In", &["arm64", "amd64"])],
+            Some(&labels)
+        ));
         assert!(!check(vec![requirement("arch", "In", &["amd64"])], Some(&labels)));
         assert!(!check(vec![requirement("arch", "In", &["amd64"])], None));
         assert!(check(vec![requirement("arch", "NotIn", &["amd64"])], Some(&labels)));
@@ -123,7 +126,10 @@ mod tests {
         assert!(!check(vec![requirement("arch", "DoesNotExist", &[])], Some(&labels)));
         assert!(check(vec![requirement("zone", "DoesNotExist", &[])], Some(&labels)));
         assert!(!check(vec![requirement("arch", "Near", &["arm64"])], Some(&labels)));
-        assert!(LabelSelector::default().matches(None), "an empty selector matches everything");
+        assert!(
+            LabelSelector::default().matches(None),
+            "an empty selector matches everything"
+        );
         let wanted: BTreeMap<String, String> = [("arch".to_owned(), "amd64".to_owned())].into();
         let pairs = LabelSelector {
             match_labels: Some(&wanted),

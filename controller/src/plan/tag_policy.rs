@@ -26,9 +26,7 @@ pub fn is_never(spec: &ImagePullJobSpec) -> bool {
 /// draws it at random, tests pass fixed values.
 pub fn tag_pull_policy(spec: &ImagePullJobSpec, default_ttl_for_always: i64, jitter: f64) -> ImageTagPullPolicy {
     let pull = spec.pull_policy.as_ref();
-    let timeout = pull
-        .and_then(|p| p.timeout_seconds)
-        .unwrap_or(DEFAULT_TIMEOUT_SECONDS);
+    let timeout = pull.and_then(|p| p.timeout_seconds).unwrap_or(DEFAULT_TIMEOUT_SECONDS);
     let backoff = pull.and_then(|p| p.backoff_limit).unwrap_or(DEFAULT_BACKOFF_LIMIT);
     let completion = spec.completion_policy.as_ref();
     let jitter = jitter.clamp(0.0, 0.999_999);
@@ -116,7 +114,11 @@ mod tests {
         assert_eq!(ttl_of(with(None, None), 0.5), Some(600 * 3 + 300 + 150));
         let policy = tag_pull_policy(&spec(with(None, Some(50)), None), 0, 0.0);
         assert_eq!(
-            (policy.active_deadline_seconds, policy.timeout_seconds, policy.backoff_limit),
+            (
+                policy.active_deadline_seconds,
+                policy.timeout_seconds,
+                policy.backoff_limit
+            ),
             (Some(50), Some(600), Some(3))
         );
     }

@@ -112,9 +112,10 @@ async fn run(
     }
     let targets = ctx.world.targets(job);
     let unsettled = targets.iter().any(|(n, _)| {
-        !ctx.world
-            .expectations
-            .satisfied(&node_image_expectation(&n.name_any()), n.metadata.resource_version.as_deref())
+        !ctx.world.expectations.satisfied(
+            &node_image_expectation(&n.name_any()),
+            n.metadata.resource_version.as_deref(),
+        )
     });
     if unsettled {
         return Ok(Some(EXPECTATION_RETRY));
@@ -152,7 +153,8 @@ async fn run(
             secret_plan.missing.join(", "),
             key.namespace
         );
-        ctx.event(&reference, EventType::Warning, "PullSecretNotFound", note).await;
+        ctx.event(&reference, EventType::Warning, "PullSecretNotFound", note)
+            .await;
     }
     for notice in &plan.notices {
         let (type_, reason, note) = describe(job, notice);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource};
 use prewarm_api::v1beta1::NodeImage;
@@ -21,9 +21,10 @@ pub async fn reconcile(ctx: &Context, name: String) -> Result<Option<Duration>, 
     let world = &ctx.world;
     let node_image = world.node_image(&name);
     if let Some(current) = &node_image
-        && !world
-            .expectations
-            .satisfied(&node_image_expectation(&name), current.metadata.resource_version.as_deref())
+        && !world.expectations.satisfied(
+            &node_image_expectation(&name),
+            current.metadata.resource_version.as_deref(),
+        )
     {
         return Ok(Some(Duration::from_millis(200)));
     }
@@ -105,7 +106,8 @@ pub async fn reconcile(ctx: &Context, name: String) -> Result<Option<Duration>, 
                     failure.image, failure.tag, failure.message
                 );
                 for regarding in failure.owners.iter().chain([&regarding]) {
-                    ctx.event(regarding, EventType::Warning, "PullImageFailed", note.clone()).await;
+                    ctx.event(regarding, EventType::Warning, "PullImageFailed", note.clone())
+                        .await;
                 }
             }
             Ok(seconds(requeue_after))

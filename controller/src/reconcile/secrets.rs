@@ -22,7 +22,12 @@ pub async fn sync(ctx: &Context, job: JobSecrets<'_>) -> Result<SecretPlan, Erro
         .state()
         .iter()
         .filter(|s| s.metadata.namespace.as_deref() == Some(agent_namespace))
-        .filter(|s| s.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(SOURCE_KEY)))
+        .filter(|s| {
+            s.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(SOURCE_KEY))
+        })
         .map(|s| s.metadata.clone())
         .collect();
     let copy_refs: Vec<&ObjectMeta> = copies.iter().collect();
@@ -82,7 +87,11 @@ pub async fn sync(ctx: &Context, job: JobSecrets<'_>) -> Result<SecretPlan, Erro
                             "copying pull secret {source_namespace}/{source_name}: namespace {agent_namespace:?} (--agent-namespace, where node agents read pull secrets) does not exist"
                         )));
                     }
-                    Err(e) => return Err(Error::api(format!("creating pull secret copy {agent_namespace}/{copy}"))(e)),
+                    Err(e) => {
+                        return Err(Error::api(format!(
+                            "creating pull secret copy {agent_namespace}/{copy}"
+                        ))(e));
+                    }
                 }
             }
             SecretAction::Update {
@@ -103,7 +112,9 @@ pub async fn sync(ctx: &Context, job: JobSecrets<'_>) -> Result<SecretPlan, Erro
                 ctx.metrics.wrote("patch", "secrets");
                 api.patch(copy, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
-                    .map_err(Error::api(format!("updating pull secret copy {agent_namespace}/{copy}")))?;
+                    .map_err(Error::api(format!(
+                        "updating pull secret copy {agent_namespace}/{copy}"
+                    )))?;
             }
             SecretAction::Delete { copy } => {
                 let params = DeleteParams {
@@ -118,7 +129,9 @@ pub async fn sync(ctx: &Context, job: JobSecrets<'_>) -> Result<SecretPlan, Erro
                     Ok(_) => {}
                     Err(e) if is_status(&e, 404) => {}
                     Err(e) => {
-                        return Err(Error::api(format!("deleting pull secret copy {agent_namespace}/{copy}"))(e));
+                        return Err(Error::api(format!(
+                            "deleting pull secret copy {agent_namespace}/{copy}"
+                        ))(e));
                     }
                 }
             }

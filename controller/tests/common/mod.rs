@@ -1,0 +1,228 @@
+//! The controller binary against the test API server, with simulated Nodes and
+//! a simulated node agent that answers NodeImage spec changes with status.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use prewarm_api::v1beta1::NodeImage;
+use prewarm_testapi::{Options, TestApi};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+pub struct Cluster {
+    pub api: TestApi,
+    pub client: Client,
+    _dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    pub async fn start() -> Self {
+        let api = TestApi::start(Options::default()).await.unwrap();
+        api.load_manifests(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/crds")))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig).unwrap();
+        let client = Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+        let cluster = Self {
+            api,
+            client,
+            _dir: dir,
+            kubeconfig,
+        };
+        for namespace in ["kruise-daemon-config", "kruise-system"] {
+            let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+            Api::<Namespace>::all(cluster.client.clone())
+                .create(&PostParams::default(), &namespace)
+                .await
+                .unwrap();
+        }
+        cluster
+    }
+
+    pub async fn add_node(&self, name: &str, labels: Value, ready: bool) {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels},
+            "status": {"conditions": [ready_condition(ready)]},
+        }))
+        .unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+    }
+
+    pub async fn set_ready(&self, name: &str, ready: bool) {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let patch = json!({"status": {"conditions": [ready_condition(ready)]}});
+        nodes
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    pub fn controller(&self, extra: &[&str]) -> Controller {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_prewarm-controller"));
+        command
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .args([
+                "--feature-gates=ImagePullJobGate=true",
+                "--nodeimage-creation-delay=0s",
+                "--leader-elect-lease-duration=3s",
+                "--leader-elect-retry-period=500ms",
+                &format!("--admin-listen=127.0.0.1:{port}"),
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = command.spawn().unwrap();
+        Controller { child, port }
+    }
+}
+
+fn ready_condition(ready: bool) -> Value {
+    json!({"type": "Ready", "status": if ready { "True" } else { "False" },
+           "lastTransitionTime": "2026-01-01T00:00:00Z", "reason": "KubeletReady", "message": ""})
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Controller {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Controller {
+    pub async fn metrics(&self) -> String {
+        let output = Command::new("curl")
+            .args(["-s", &format!("http://127.0.0.1:{}/metrics", self.port)])
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the simulated agent does with an image: by default it succeeds;
+/// names containing `missing` fail, `silent` are never answered, `slow`
+/// succeed after a second.
+pub fn spawn_agent(client: Client) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let api: Api<NodeImage> = Api::all(client);
+        let stream = watcher(api.clone(), watcher::Config::default()).applied_objects();
+        futures_util::pin_mut!(stream);
+        while let Some(Ok(node_image)) = stream.next().await {
+            let api = api.clone();
+            tokio::spawn(async move { answer(&api, &node_image).await });
+        }
+    })
+}
+
+async fn answer(api: &Api<NodeImage>, node_image: &NodeImage) {
+    let name = node_image.metadata.name.clone().unwrap_or_default();
+    let old = serde_json::to_value(&node_image.status).unwrap_or(Value::Null);
+    let mut images = serde_json::Map::new();
+    let mut slow = false;
+    for (image, entry) in node_image.spec.images.iter().flatten() {
+        let mut tags = Vec::new();
+        for tag in &entry.tags {
+            let version = tag.version.unwrap_or(0);
+            let previous = old["imageStatuses"][image]["tags"]
+                .as_array()
+                .and_then(|t| {
+                    t.iter()
+                        .find(|s| s["tag"] == tag.tag.as_str() && s["version"] == version)
+                })
+                .cloned();
+            if image.contains("silent") {
+                if let Some(previous) = previous {
+                    tags.push(previous);
+                }
+                continue;
+            }
+            slow |= image.contains("slow") && previous.is_none();
+            let phase = if image.contains("missing") {
+                "Failed"
+            } else {
+                "Succeeded"
+            };
+            tags.push(previous.unwrap_or_else(|| {
+                json!({"tag": tag.tag, "phase": phase, "version": version, "progress": 100,
+                       "startTime": now(), "completionTime": now(),
+                       "message": if phase == "Failed" { "rpc error: not found" } else { "" }})
+            }));
+        }
+        if !tags.is_empty() {
+            images.insert(image.clone(), json!({"tags": tags}));
+        }
+    }
+    for gone in old["imageStatuses"].as_object().into_iter().flatten().map(|(k, _)| k) {
+        images.entry(gone.clone()).or_insert(Value::Null);
+    }
+    let desired: usize = node_image.spec.images.iter().flatten().map(|(_, e)| e.tags.len()).sum();
+    let status = json!({"desired": desired, "imageStatuses": images});
+    if slow {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let unchanged =
+        old["imageStatuses"] == status["imageStatuses"] || (old["imageStatuses"].is_null() && images.is_empty());
+    if !unchanged {
+        let _ = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
+            .await;
+    }
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
