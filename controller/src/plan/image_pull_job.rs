@@ -367,11 +367,14 @@ fn sync(input: &Input<'_>, image: &str, tag: &str, states: &mut [NodeState]) -> 
         };
         let current = target.node_image.spec.images.as_ref().and_then(|i| i.get(image));
         let mut entry = current.cloned().unwrap_or_default();
-        if let Some(sandbox) = &job.spec.sandbox_config {
-            entry.sandbox_config = Some(sandbox.clone());
-        }
         add_missing_secrets(&mut entry, input.secrets);
         if joins {
+            // Image-level: the latest job to join sets it; a job without one
+            // leaves another's in place. Only when joining, so that two jobs
+            // never rewrite it back and forth.
+            if let Some(sandbox) = &job.spec.sandbox_config {
+                entry.sandbox_config = Some(sandbox.clone());
+            }
             let status_version = target
                 .node_image
                 .status

@@ -1,0 +1,335 @@
+//! The ImagePullJob planner on OpenKruise's own unit cases (reference §7.1),
+//! with prewarm's fixes: parallelism windows, deadline, versions, full NodeImages.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use k8s_openapi::jiff::Timestamp;
+use prewarm_api::node_image::ImageTagPullPolicy;
+use prewarm_api::v1beta1::{ImagePullJob, NodeImage, ReferenceObject};
+use prewarm_controller::plan::image_pull_job::{Input, Lifecycle, Notice, Plan, Target, lifecycle, plan};
+use serde_json::{Value, json};
+
+const UID: &str = "job-uid";
+const NOW: &str = "2026-11-29T12:00:00Z";
+
+fn now() -> Timestamp {
+    NOW.parse().unwrap()
+}
+
+fn job(spec: Value, status: Value) -> ImagePullJob {
+    serde_json::from_value(json!({"metadata": {"name": "job", "namespace": "default", "uid": UID},
+        "spec": spec, "status": status}))
+    .unwrap()
+}
+
+fn owned(tag: &str, version: i64, uid: &str) -> Value {
+    json!({"tag": tag, "version": version, "createdAt": "2026-11-29T11:00:00Z",
+           "ownerReferences": [{"uid": uid, "name": "job", "namespace": "default",
+                                "kind": "ImagePullJob", "apiVersion": "apps.kruise.io/v1beta1"}]})
+}
+
+fn node(name: &str, spec_tags: Value, status_tags: Value) -> NodeImage {
+    serde_json::from_value(json!({"metadata": {"name": name, "resourceVersion": "1"},
+        "spec": {"images": {"nginx": {"tags": spec_tags}}},
+        "status": {"desired": 1, "imageStatuses": {"nginx": {"tags": status_tags}}}}))
+    .unwrap()
+}
+
+fn empty(name: &str) -> NodeImage {
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": {}})).unwrap()
+}
+
+fn run(job: &ImagePullJob, nodes: &[NodeImage], secrets: &[ReferenceObject]) -> Plan {
+    let targets: Vec<Target<'_>> = nodes
+        .iter()
+        .map(|n| Target {
+            node_image: n,
+            ready: true,
+        })
+        .collect();
+    plan(&Input {
+        job,
+        targets: &targets,
+        secrets,
+        tag_policy: &ImageTagPullPolicy {
+            ttl_seconds_after_finished: Some(600),
+            ..Default::default()
+        },
+        now: now(),
+    })
+}
+
+fn started() -> Value {
+    json!({"startTime": "2026-11-29T11:59:00Z", "desired": 0})
+}
+
+#[test]
+fn status_counts_nodes_by_the_phase_of_our_tag_at_its_version() {
+    let spec = json!({"image": "nginx:1.20", "parallelism": 0});
+    let nodes = [
+        node(
+            "node1",
+            json!([owned("1.20", 1, UID)]),
+            json!([{"tag": "1.20", "phase": "Succeeded", "version": 1}]),
+        ),
+        node(
+            "node2",
+            json!([owned("1.20", 1, UID)]),
+            json!([{"tag": "1.20", "phase": "Pulling", "version": 1}]),
+        ),
+        node(
+            "node3",
+            json!([owned("1.20", 1, UID)]),
+            json!([{"tag": "1.20", "phase": "Failed", "version": 1}]),
+        ),
+    ];
+    let result = run(&job(spec.clone(), started()), &nodes, &[]);
+    let status = serde_json::to_value(&result.status).unwrap();
+    assert_eq!(
+        (
+            status["desired"].clone(),
+            status["succeeded"].clone(),
+            status["active"].clone(),
+            status["failed"].clone()
+        ),
+        (json!(3), json!(1), json!(1), json!(1))
+    );
+    assert_eq!(status["failedNodes"], json!(["node3"]));
+    assert_eq!(status["message"], "job is running, progress 66.7%");
+    assert!(result.writes.is_empty());
+
+    // Another tag, another version, or no status yet: active.
+    for (spec_tag, status_tags) in [
+        (
+            owned("1.20", 0, UID),
+            json!([{"tag": "1.19", "phase": "Succeeded", "version": 0}]),
+        ),
+        (
+            owned("1.20", 1, UID),
+            json!([{"tag": "1.20", "phase": "Succeeded", "version": 0}]),
+        ),
+        (owned("1.20", 0, UID), json!([])),
+    ] {
+        let result = run(
+            &job(spec.clone(), started()),
+            &[node("node1", json!([spec_tag]), status_tags)],
+            &[],
+        );
+        assert_eq!(result.status.active, Some(1));
+        assert_eq!(result.status.message.as_deref(), Some("job is running, progress 0.0%"));
+    }
+    // A tag owned by someone else is not ours: not active, not synced (paused job: no write).
+    let other = run(
+        &job(spec, started()),
+        &[node("node1", json!([owned("1.20", 0, "other")]), json!([]))],
+        &[],
+    );
+    assert_eq!(other.status.active, Some(0));
+    assert!(other.writes.is_empty());
+}
+
+#[test]
+fn all_succeeded_completes_and_always_with_no_nodes_completes_at_once() {
+    let spec = json!({"image": "nginx:1.20", "completionPolicy": {"type": "Always"}});
+    let node1 = node(
+        "node1",
+        json!([owned("1.20", 0, UID)]),
+        json!([{"tag": "1.20", "phase": "Succeeded", "version": 0}]),
+    );
+    let result = run(&job(spec.clone(), started()), &[node1], &[]);
+    assert_eq!(result.status.message.as_deref(), Some("job has completed"));
+    assert_eq!(result.status.completion_time.as_ref().map(|t| t.0), Some(now()));
+    assert!(result.notices.contains(&Notice::Completed {
+        succeeded: 1,
+        failed: 0
+    }));
+    assert!(run(&job(spec, started()), &[], &[]).status.completion_time.is_some());
+    let never = run(
+        &job(
+            json!({"image": "nginx", "completionPolicy": {"type": "Never"}}),
+            started(),
+        ),
+        &[],
+        &[],
+    );
+    assert_eq!(never.status.message.as_deref(), Some("job is running, no progress"));
+    assert!(never.status.completion_time.is_none());
+}
+
+#[test]
+fn the_deadline_fails_every_unfinished_node_once_sorted() {
+    let spec = json!({"image": "nginx:1.20", "completionPolicy": {"type": "Always", "activeDeadlineSeconds": 300}});
+    let status = json!({"startTime": "2026-11-29T11:50:00Z", "desired": 3});
+    let nodes = [
+        node(
+            "node1",
+            json!([owned("1.20", 0, UID)]),
+            json!([{"tag": "1.20", "phase": "Pulling", "version": 0}]),
+        ),
+        node(
+            "node2",
+            json!([owned("1.20", 0, UID)]),
+            json!([{"tag": "1.20", "phase": "Succeeded", "version": 0}]),
+        ),
+        empty("node0"),
+    ];
+    let secrets = [ReferenceObject {
+        namespace: Some("kruise-daemon-config".into()),
+        name: Some("copy".into()),
+        mode: Some("batch".into()),
+    }];
+    let mut sorted = nodes.to_vec();
+    sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let result = run(&job(spec.clone(), status), &sorted, &secrets);
+    let written = serde_json::to_value(&result.status).unwrap();
+    assert_eq!(written["message"], "job exceeds activeDeadlineSeconds");
+    assert_eq!(written["failedNodes"], json!(["node0", "node1"]), "sorted, each once");
+    assert_eq!(
+        (
+            written["failed"].clone(),
+            written["active"].clone(),
+            written["succeeded"].clone()
+        ),
+        (json!(2), json!(0), json!(1))
+    );
+    assert!(result.writes.is_empty());
+    // Before the deadline: requeue at it.
+    let early = run(
+        &job(spec, json!({"startTime": "2026-11-29T11:58:00Z", "desired": 0})),
+        &[],
+        &[],
+    );
+    assert!(early.status.completion_time.is_some(), "no nodes: completed");
+}
+
+#[test]
+fn parallelism_is_a_sliding_window_in_name_order_and_new_nodes_count_as_active() {
+    let spec = json!({"image": "nginx:1.20", "parallelism": 2, "imagePullPolicy": "Always",
+                      "sandboxConfig": {"labels": {"a": "b"}}});
+    let nodes = [
+        node(
+            "a",
+            json!([owned("1.20", 0, UID)]),
+            json!([{"tag": "1.20", "phase": "Pulling", "version": 0}]),
+        ),
+        empty("b"),
+        empty("c"),
+        empty("d"),
+    ];
+    let result = run(&job(spec, started()), &nodes, &[]);
+    assert_eq!(result.writes.len(), 1, "one slot left: {:?}", result.writes);
+    let write = &result.writes[0];
+    assert_eq!((write.node.as_str(), write.image.as_str()), ("b", "nginx"));
+    let tag = &write.entry.tags[0];
+    assert_eq!(
+        (tag.tag.as_str(), tag.version, tag.image_pull_policy.as_deref()),
+        ("1.20", Some(0), Some("Always"))
+    );
+    assert_eq!(tag.owner_references.as_ref().unwrap()[0].uid.as_deref(), Some(UID));
+    assert_eq!(tag.created_at.as_ref().map(|t| t.0), Some(now()));
+    assert_eq!(
+        write.entry.sandbox_config.as_ref().unwrap().labels.as_ref().unwrap()["a"],
+        "b"
+    );
+    assert_eq!(result.status.active, Some(2), "the node written now is active now");
+
+    let percent = json!({"image": "nginx:1.20", "parallelism": "50%"});
+    let result = run(&job(percent, started()), &[empty("a"), empty("b"), empty("c")], &[]);
+    assert_eq!(result.writes.len(), 2, "50% of 3 rounds up to 2");
+    let paused = run(
+        &job(json!({"image": "nginx", "parallelism": 0}), started()),
+        &[empty("a")],
+        &[],
+    );
+    assert!(paused.writes.is_empty());
+}
+
+#[test]
+fn versions_new_tags_pass_old_status_and_joining_bumps_and_keeps_the_policy() {
+    let spec = json!({"image": "nginx:1.20", "parallelism": 5});
+    let stale = node(
+        "n1",
+        json!([]),
+        json!([{"tag": "1.20", "phase": "Succeeded", "version": 5}]),
+    );
+    let result = run(&job(spec.clone(), started()), &[stale], &[]);
+    assert_eq!(result.writes[0].entry.tags[0].version, Some(6), "status version 5 → 6");
+
+    let mut theirs = owned("1.20", 3, "other");
+    theirs["pullPolicy"] = json!({"ttlSecondsAfterFinished": 42});
+    let shared = node("n1", json!([theirs]), json!([]));
+    let result = run(&job(spec.clone(), started()), &[shared], &[]);
+    let tag = &result.writes[0].entry.tags[0];
+    assert_eq!(tag.version, Some(4));
+    assert_eq!(tag.owner_references.as_ref().unwrap().len(), 2);
+    assert_eq!(tag.pull_policy.as_ref().unwrap().ttl_seconds_after_finished, Some(42));
+
+    // Ours, secrets present: nothing to write. A missing secret ref is added
+    // without a new version.
+    let secret = ReferenceObject {
+        namespace: Some("kruise-daemon-config".into()),
+        name: Some("a".into()),
+        mode: Some("batch".into()),
+    };
+    let synced = node("n1", json!([owned("1.20", 1, UID)]), json!([]));
+    assert!(
+        run(&job(spec.clone(), started()), std::slice::from_ref(&synced), &[])
+            .writes
+            .is_empty()
+    );
+    let result = run(&job(spec, started()), &[synced], std::slice::from_ref(&secret));
+    assert_eq!(result.writes[0].entry.pull_secrets, Some(vec![secret]));
+    assert_eq!(result.writes[0].entry.tags[0].version, Some(1));
+}
+
+#[test]
+fn digests_a_full_node_image_and_a_bad_image_reference() {
+    let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let spec = json!({"image": format!("docker.io/library/nginx:1.2@{digest}")});
+    let result = run(&job(spec, started()), &[empty("n1")], &[]);
+    assert_eq!(result.writes[0].image, "nginx");
+    assert_eq!(result.writes[0].entry.tags[0].tag, digest);
+
+    let images: serde_json::Map<String, Value> = (0..256)
+        .map(|i| (format!("image{i}"), json!({"tags": [{"tag": "1"}]})))
+        .collect();
+    let full: NodeImage =
+        serde_json::from_value(json!({"metadata": {"name": "full"}, "spec": {"images": images}})).unwrap();
+    let result = run(&job(json!({"image": "nginx"}), started()), &[full], &[]);
+    assert!(result.writes.is_empty());
+    assert_eq!(result.status.failed_nodes, Some(vec!["full".to_owned()]));
+    assert!(result.notices.contains(&Notice::NodeImageFull { node: "full".into() }));
+
+    let bad = run(
+        &job(json!({"image": "Redis:6.0:latest"}), started()),
+        &[empty("n1")],
+        &[],
+    );
+    assert!(bad.writes.is_empty());
+    let message = bad.status.message.unwrap();
+    assert!(
+        message.starts_with("invalid image reference \"Redis:6.0:latest\""),
+        "{message}"
+    );
+}
+
+#[test]
+fn lifecycle_deletes_after_the_ttl() {
+    let spec = json!({"image": "nginx", "completionPolicy": {"type": "Always", "ttlSecondsAfterFinished": 60}});
+    let done = |at: &str| job(spec.clone(), json!({"desired": 1, "completionTime": at}));
+    assert_eq!(
+        lifecycle(&done("2026-11-29T11:59:30Z"), now()),
+        Lifecycle::Finished {
+            delete_now: false,
+            requeue_after: Some(30)
+        }
+    );
+    assert_eq!(
+        lifecycle(&done("2026-11-29T11:58:00Z"), now()),
+        Lifecycle::Finished {
+            delete_now: true,
+            requeue_after: None
+        }
+    );
+    assert_eq!(lifecycle(&job(spec, started()), now()), Lifecycle::Running);
+}
