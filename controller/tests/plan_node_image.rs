@@ -1,0 +1,266 @@
+//! The NodeImage planner on OpenKruise's TestDoUpdateNodeImage cases
+//! (reference §7.6), plus creation, deletion and the silent-node failures.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::jiff::Timestamp;
+use prewarm_api::v1beta1::NodeImage;
+use prewarm_controller::plan::node_image::{Input, NodeFacts, OwnerFacts, Plan, plan};
+use serde_json::{Value, json};
+
+const NOW: &str = "2026-11-29T12:00:00Z";
+
+fn now() -> Timestamp {
+    NOW.parse().unwrap()
+}
+
+fn owner(name: &str, uid: &str) -> Value {
+    json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": "ImagePullJob", "namespace": "default", "name": name, "uid": uid})
+}
+
+fn tag(name: &str, owners: Value) -> Value {
+    json!({"tag": name, "version": 0, "createdAt": "2026-11-29T11:00:00Z", "ownerReferences": owners,
+           "pullPolicy": {"ttlSecondsAfterFinished": 60}})
+}
+
+fn node_image(labels: Value, images: Value, statuses: Value) -> NodeImage {
+    serde_json::from_value(
+        json!({"metadata": {"name": "node1", "labels": labels}, "spec": {"images": images},
+        "status": {"desired": 1, "imageStatuses": statuses}}),
+    )
+    .unwrap()
+}
+
+/// Jobs that exist: `alive` (uid-alive), `done` (completed, uid-done).
+fn jobs(_namespace: &str, name: &str) -> Option<OwnerFacts> {
+    let facts = |uid: &str, running_always| OwnerFacts {
+        uid: uid.into(),
+        deleting: false,
+        running_always,
+    };
+    match name {
+        "alive" => Some(facts("uid-alive", false)),
+        "done" => Some(facts("uid-done", false)),
+        "running" => Some(facts("uid-running", true)),
+        _ => None,
+    }
+}
+
+fn run(node_image: Option<&NodeImage>, labels: &BTreeMap<String, String>) -> Plan {
+    plan(&Input {
+        name: "node1",
+        node: Some(NodeFacts {
+            labels: Some(labels),
+            ready_since: Some("2026-11-29T11:00:00Z".parse().unwrap()),
+        }),
+        node_image,
+        owner: &jobs,
+        secret_exists: &|_, name| name == "secret1",
+        creation_delay_seconds: 30,
+        now: now(),
+    })
+}
+
+fn labels() -> BTreeMap<String, String> {
+    BTreeMap::from([("zone".to_owned(), "a".to_owned())])
+}
+
+fn reasons(plan: &Plan) -> Vec<String> {
+    match plan {
+        Plan::UpdateSpec { reasons, .. } => reasons.clone(),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn unmodified_cases_keep_everything() {
+    let kept_owners = [
+        json!([owner("alive", "uid-alive"), {"kind": "Other", "name": "x"}]),
+        json!([{"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "default", "name": "d", "uid": "u"}]),
+        json!([owner("done", "uid-done")]),
+        json!([]),
+    ];
+    for owners in kept_owners {
+        let current = node_image(
+            json!({"zone": "a"}),
+            json!({"nginx": {"tags": [tag("latest", owners.clone())]}}),
+            json!({}),
+        );
+        let result = run(Some(&current), &labels());
+        assert!(!matches!(result, Plan::UpdateSpec { .. }), "{owners}: {result:?}");
+    }
+}
+
+#[test]
+fn labels_owners_created_at_and_ttl_are_pruned_with_openkruises_messages() {
+    let relabelled = node_image(json!({"zone": "b"}), json!({}), json!({}));
+    assert_eq!(reasons(&run(Some(&relabelled), &labels())), vec!["node labels changed"]);
+
+    let no_created_at = node_image(
+        json!({"zone": "a"}),
+        json!({"nginx": {"tags": [{"tag": "latest"}]}}),
+        json!({}),
+    );
+    assert_eq!(
+        reasons(&run(Some(&no_created_at), &labels())),
+        vec![
+            "image nginx:latest has no createAt field",
+            "no longer has nginx image spec"
+        ]
+    );
+    for gone in [owner("gone", "uid-gone"), owner("alive", "another-uid")] {
+        let current = node_image(
+            json!({"zone": "a"}),
+            json!({"nginx": {"tags": [tag("latest", json!([gone]))]}}),
+            json!({}),
+        );
+        assert_eq!(
+            reasons(&run(Some(&current), &labels())),
+            vec!["image nginx:latest owners is cleared", "no longer has nginx image spec"]
+        );
+    }
+    let half = node_image(
+        json!({"zone": "a"}),
+        json!({"nginx": {"tags": [tag("latest", json!([owner("alive", "uid-alive"), owner("gone", "uid-gone")]))]}}),
+        json!({}),
+    );
+    let result = run(Some(&half), &labels());
+    assert_eq!(
+        reasons(&result),
+        vec!["image nginx:latest owners changed from [default/alive, default/gone] to [default/alive]"]
+    );
+    let two_tags = node_image(
+        json!({"zone": "a"}),
+        json!({"nginx": {"tags": [tag("latest", json!([owner("gone", "uid-gone")])), tag("1.20", json!([owner("alive", "uid-alive")]))]}}),
+        json!({}),
+    );
+    let Plan::UpdateSpec { spec, .. } = run(Some(&two_tags), &labels()) else {
+        panic!("expected a spec update")
+    };
+    assert_eq!(spec.images.unwrap()["nginx"].tags.len(), 1);
+
+    let expired = node_image(
+        json!({"zone": "a"}),
+        json!({"nginx": {"tags": [tag("latest", json!([owner("alive", "uid-alive")]))]}}),
+        json!({"nginx": {"tags": [{"tag": "latest", "phase": "Succeeded", "version": 0, "completionTime": "2026-11-29T11:58:59Z"}]}}),
+    );
+    let messages = reasons(&run(Some(&expired), &labels()));
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(messages[0].starts_with("image nginx:latest has exceeded TTL (60)s since 2026-11-29T11:58:59Z completed"));
+    let fresh = node_image(
+        json!({"zone": "a"}),
+        json!({"nginx": {"tags": [tag("latest", json!([owner("alive", "uid-alive")]))]}}),
+        json!({"nginx": {"tags": [{"tag": "latest", "phase": "Succeeded", "version": 0, "completionTime": "2026-11-29T11:59:30Z"}]}}),
+    );
+    assert_eq!(
+        run(Some(&fresh), &labels()),
+        Plan::Nothing {
+            requeue_after: Some(30)
+        }
+    );
+    let running = node_image(
+        json!({"zone": "a"}),
+        json!({"nginx": {"tags": [tag("latest", json!([owner("running", "uid-running")]))]}}),
+        json!({"nginx": {"tags": [{"tag": "latest", "phase": "Succeeded", "version": 0, "completionTime": "2026-11-29T11:00:00Z"}]}}),
+    );
+    assert!(
+        matches!(run(Some(&running), &labels()), Plan::Nothing { .. }),
+        "a running Always job's tag is not expired (no re-pull loop)"
+    );
+}
+
+#[test]
+fn legacy_secret_refs_to_missing_secrets_go_and_batch_refs_stay() {
+    let refs = json!([{"namespace": "ns", "name": "secret1"}, {"namespace": "ns", "name": "secret2"},
+                      {"namespace": "ns", "name": "secret3", "mode": "batch"}]);
+    let current = node_image(
+        json!({"zone": "a"}),
+        json!({"nginx": {"pullSecrets": refs, "tags": [tag("latest", json!([owner("alive", "uid-alive")]))]}}),
+        json!({}),
+    );
+    let Plan::UpdateSpec { spec, .. } = run(Some(&current), &labels()) else {
+        panic!("expected a spec update")
+    };
+    let kept: Vec<_> = spec.images.unwrap()["nginx"]
+        .pull_secrets
+        .clone()
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.name)
+        .collect();
+    assert_eq!(kept, vec!["secret1", "secret3"]);
+}
+
+#[test]
+fn creation_waits_for_the_delay_and_deletion_spares_fake_node_images() {
+    let since = |at: &str| NodeFacts {
+        labels: None,
+        ready_since: Some(at.parse().unwrap()),
+    };
+    let create = |node: Option<NodeFacts<'_>>, current: Option<&NodeImage>| {
+        plan(&Input {
+            name: "node1",
+            node,
+            node_image: current,
+            owner: &jobs,
+            secret_exists: &|_, _| true,
+            creation_delay_seconds: 30,
+            now: now(),
+        })
+    };
+    assert_eq!(
+        create(Some(since("2026-11-29T11:59:50Z")), None),
+        Plan::Nothing {
+            requeue_after: Some(20)
+        }
+    );
+    assert_eq!(
+        create(Some(since("2026-11-29T11:59:00Z")), None),
+        Plan::Create { labels: None }
+    );
+    let not_ready = NodeFacts {
+        labels: None,
+        ready_since: None,
+    };
+    assert_eq!(create(Some(not_ready), None), Plan::Nothing { requeue_after: None });
+    let plain = node_image(json!({}), json!({}), json!({}));
+    assert_eq!(create(None, Some(&plain)), Plan::Delete);
+    let fake = node_image(json!({"apps.kruise.io/fake-nodeimage": "true"}), json!({}), json!({}));
+    assert!(matches!(create(None, Some(&fake)), Plan::Nothing { .. }));
+}
+
+#[test]
+fn silent_nodes_and_overdue_pulls_are_failed_with_events_for_the_owners() {
+    let mut old_tag = tag("latest", json!([owner("alive", "uid-alive")]));
+    old_tag["createdAt"] = json!("2026-11-29T11:49:00Z");
+    let mut overdue = tag("1.20", json!([owner("alive", "uid-alive")]));
+    overdue["createdAt"] = json!("2026-11-29T11:00:00Z");
+    overdue["pullPolicy"]["activeDeadlineSeconds"] = json!(60);
+    let current = node_image(
+        json!({"zone": "a"}),
+        json!({"nginx": {"tags": [old_tag, overdue]}}),
+        json!({"nginx": {"tags": [{"tag": "1.20", "phase": "Pulling", "version": 0}]}}),
+    );
+    let Plan::UpdateStatus { status, failures, .. } = run(Some(&current), &labels()) else {
+        panic!("expected a status update")
+    };
+    let tags = &status.image_statuses.unwrap()["nginx"].tags;
+    let message = |t: &str| tags.iter().find(|s| s.tag == t).unwrap().message.clone().unwrap();
+    assert_eq!(message("latest"), "node has not responded for a long time");
+    assert_eq!(message("1.20"), "pulling exceeds the activeDeadlineSeconds");
+    assert_eq!(status.failed, Some(2));
+    assert_eq!(failures.len(), 2);
+    assert_eq!(failures[0].owners[0].name.as_deref(), Some("alive"));
+
+    let mut recent = tag("latest", json!([]));
+    recent["createdAt"] = json!("2026-11-29T11:58:00Z");
+    let waiting = node_image(json!({"zone": "a"}), json!({"nginx": {"tags": [recent]}}), json!({}));
+    assert_eq!(
+        run(Some(&waiting), &labels()),
+        Plan::Nothing {
+            requeue_after: Some(480)
+        }
+    );
+}
