@@ -496,3 +496,36 @@ async fn a_standby_takes_over_when_the_leader_dies_and_a_restart_finishes_the_jo
     let reasons = event_reasons(&cluster, "after").await;
     assert!(reasons.contains("Completed"), "the new leader reports: {reasons:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_converge_through_failing_api_writes() {
+    let cluster = Cluster::start().await;
+    three_nodes(&cluster).await;
+    let _agent = spawn_agent(cluster.client.clone());
+    let controller = cluster.controller(&[]);
+    let node_images: Api<NodeImage> = Api::all(cluster.client.clone());
+    eventually("NodeImages", 10 * SECONDS, || async {
+        (node_images.list(&ListParams::default()).await.unwrap().items.len() == 3).then_some(())
+    })
+    .await;
+    let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
+    let spec = json!({"image": "nginx:faults", "parallelism": 3, "completionPolicy": {"type": "Always"}});
+    jobs.create(&PostParams::default(), &job("faults", spec)).await.unwrap();
+    // The next 6 writes of anyone (controller and agent) fail with 500.
+    let faults = format!("{}/testapi/faults?writes=6&code=500", cluster.api.url());
+    let injected = std::process::Command::new("curl")
+        .args(["-sf", &faults])
+        .status()
+        .unwrap();
+    assert!(injected.success());
+    let done = wait_status(
+        &jobs,
+        "faults",
+        "completion despite failing writes",
+        30 * SECONDS,
+        |s| s["completionTime"].is_string(),
+    )
+    .await;
+    assert_eq!(done["succeeded"], 3, "{done}");
+    assert!(controller.terminate().await.success());
+}

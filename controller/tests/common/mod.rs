@@ -214,10 +214,17 @@ async fn answer(api: &Api<NodeImage>, node_image: &NodeImage) {
     }
     let unchanged =
         old["imageStatuses"] == status["imageStatuses"] || (old["imageStatuses"].is_null() && images.is_empty());
-    if !unchanged {
-        let _ = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
-            .await;
+    // Like a real agent, retry a failed status write.
+    for _ in 0..20 {
+        if unchanged
+            || api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
+                .await
+                .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
