@@ -251,15 +251,22 @@ async fn route(
         }
     };
     state.store.count(verb, &target.rt.group, &target.rt.plural);
-    let table = headers
+    let accept = headers
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
-        .is_some_and(|a| a.contains("as=Table"));
+        .unwrap_or_default();
+    let shape = if accept.contains("as=Table") {
+        Shape::Table
+    } else if accept.contains("as=PartialObjectMetadata") {
+        Shape::Metadata
+    } else {
+        Shape::Object
+    };
     let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
     match verb {
-        "watch" => watch(state, &target, query, table),
-        "get" => get(state, &target, table),
-        "list" => list(state, &target, query, table),
+        "watch" => watch(state, &target, query, shape),
+        "get" => get(state, &target, shape),
+        "list" => list(state, &target, query, shape),
         "create" => create(state, &target, &body, dry_run).await,
         "update" => update(state, &target, &body, dry_run).await,
         "patch" => patch(state, &target, headers, &body, dry_run).await,
@@ -334,14 +341,31 @@ fn in_version(mut object: Value, target: &Target) -> Value {
     object
 }
 
+/// What a read returns, chosen by the Accept header as kube-apiserver does:
+/// the object, a Table for kubectl, or only its metadata
+/// (`as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    Object,
+    Table,
+    Metadata,
+}
+
+fn metadata_only(object: &Value) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": object["metadata"]})
+}
+
 fn namespace(target: &Target) -> &str {
     target.namespace.as_deref().unwrap_or_default()
 }
 
-fn get(state: &AppState, target: &Target, table: bool) -> Result<Response, ApiError> {
+fn get(state: &AppState, target: &Target, shape: Shape) -> Result<Response, ApiError> {
     let name = target.name.as_deref().unwrap_or_default();
     let object = in_version(state.store.get(&target.rt, namespace(target), name)?, target);
-    if table {
+    if shape == Shape::Metadata {
+        return Ok(json_response(StatusCode::OK, &metadata_only(&object)));
+    }
+    if shape == Shape::Table {
         let rv = state.store.resource_version();
         return Ok(json_response(
             StatusCode::OK,
@@ -362,7 +386,12 @@ fn selectors(target: &Target, query: &HashMap<String, String>) -> Result<(LabelS
     Ok((labels, fields))
 }
 
-fn list(state: &AppState, target: &Target, query: &HashMap<String, String>, table: bool) -> Result<Response, ApiError> {
+fn list(
+    state: &AppState,
+    target: &Target,
+    query: &HashMap<String, String>,
+    shape: Shape,
+) -> Result<Response, ApiError> {
     let (labels, fields) = selectors(target, query)?;
     let (items, rv) = state.store.list(&target.rt, target.namespace.as_deref());
     let mut items: Vec<Value> = items
@@ -392,10 +421,19 @@ fn list(state: &AppState, target: &Target, query: &HashMap<String, String>, tabl
         metadata["continue"] = json!(format!("{rv}:{}", start + limit));
         metadata["remainingItemCount"] = json!(total - start - limit);
     }
-    if table {
-        let mut table = table::table(&target.rt, &target.version, &items, rv);
-        table["metadata"] = metadata;
-        return Ok(json_response(StatusCode::OK, &table));
+    match shape {
+        Shape::Table => {
+            let mut table = table::table(&target.rt, &target.version, &items, rv);
+            table["metadata"] = metadata;
+            return Ok(json_response(StatusCode::OK, &table));
+        }
+        Shape::Metadata => {
+            let items: Vec<Value> = items.iter().map(metadata_only).collect();
+            let list = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                              "metadata": metadata, "items": items});
+            return Ok(json_response(StatusCode::OK, &list));
+        }
+        Shape::Object => {}
     }
     let list = json!({
         "kind": format!("{}List", target.rt.kind), "apiVersion": target.rt.api_version(&target.version),
@@ -631,7 +669,7 @@ fn watch(
     state: &AppState,
     target: &Target,
     query: &HashMap<String, String>,
-    table: bool,
+    shape: Shape,
 ) -> Result<Response, ApiError> {
     let (labels, fields) = selectors(target, query)?;
     let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
@@ -664,15 +702,17 @@ fn watch(
                 map.insert("apiVersion".to_owned(), json!(target_rt.api_version(&version)));
                 map.insert("kind".to_owned(), json!(target_rt.kind));
             }
-            if table {
-                let rv = object
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .and_then(|r| r.parse().ok())
-                    .unwrap_or(0);
-                table::table(&target_rt, &version, &[object], rv)
-            } else {
-                object
+            match shape {
+                Shape::Table => {
+                    let rv = object
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .and_then(|r| r.parse().ok())
+                        .unwrap_or(0);
+                    table::table(&target_rt, &version, &[object], rv)
+                }
+                Shape::Metadata => metadata_only(&object),
+                Shape::Object => object,
             }
         }
     };

@@ -562,3 +562,49 @@ async fn https_and_preloaded_manifests() {
     let jobs: Api<ImagePullJob> = Api::all(client);
     assert!(jobs.list(&ListParams::default()).await.unwrap().items.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_only_reads_carry_no_data() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::core::PartialObjectMeta;
+    let (api, client) = start(Options::default()).await;
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "s", "annotations": {"a": "b"}},
+        "data": {"password": "c2VjcmV0"}}))
+    .unwrap();
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    let metadata: Api<PartialObjectMeta<Secret>> = Api::default_namespaced(client.clone());
+    let listed = metadata.list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].metadata.annotations.as_ref().unwrap()["a"], "b");
+    let one = metadata.get("s").await.unwrap();
+    assert_eq!(
+        one.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+
+    // On the wire: no data in a metadata list, get or watch.
+    let url = |query: &str| format!("{}/api/v1/namespaces/default/secrets{query}", api.url());
+    for (path, accept) in [
+        (
+            url(""),
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        ),
+        (
+            url("/s"),
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+        ),
+        (
+            url("?watch=true&timeoutSeconds=1"),
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+        ),
+    ] {
+        let output = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "3", "-H", &format!("Accept: {accept}"), &path])
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&output.stdout);
+        assert!(body.contains("PartialObjectMetadata"), "{path}: {body}");
+        assert!(!body.contains("c2VjcmV0"), "{path} leaks data: {body}");
+    }
+}

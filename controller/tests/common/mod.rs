@@ -5,6 +5,8 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+
+use base64::Engine;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -25,11 +27,49 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
 }
 
+/// Where the shipped webhook configurations send admission requests.
+const WEBHOOK_SERVICE: &str = "prewarm-system/prewarm-webhook";
+
 impl Cluster {
+    /// The test API server with the CRDs and, in its admission chain, the real
+    /// webhook (ImagePullJobGate on) behind the shipped webhook configurations,
+    /// as in a cluster: every controller write is defaulted and validated.
     pub async fn start() -> Self {
+        let cluster = Self::start_without_webhook().await;
+        let certs = cluster._dir.path().join("webhook-certs");
+        let config = prewarm_webhook::server::ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            health_listen: "127.0.0.1:0".parse().unwrap(),
+            cert_dir: certs.clone(),
+            dns_names: vec!["prewarm-webhook.prewarm-system.svc".to_owned()],
+            feature_gates: "ImagePullJobGate=true".parse().unwrap(),
+            shutdown_delay: Duration::ZERO,
+            shutdown_grace: Duration::from_secs(1),
+            cert_poll_interval: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
+        };
+        let server = prewarm_webhook::server::Server::bind(config).await.unwrap();
+        cluster
+            .api
+            .set_service_endpoint(WEBHOOK_SERVICE, server.local_addr().unwrap());
+        tokio::spawn(server.run(std::future::pending()));
+        let ca = std::fs::read(certs.join("ca.crt")).unwrap();
+        let shipped = std::fs::read_to_string(repo("manifests/webhook/webhook-configurations.yaml")).unwrap();
+        let configurations = shipped.replace(
+            "caBundle: \"\"",
+            &format!("caBundle: {}", base64::engine::general_purpose::STANDARD.encode(ca)),
+        );
+        let dir = cluster._dir.path().join("webhook-configurations");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("webhooks.yaml"), configurations).unwrap();
+        cluster.api.load_manifests(&dir).unwrap();
+        cluster
+    }
+
+    /// Without the webhook: for objects a webhook would refuse.
+    pub async fn start_without_webhook() -> Self {
         let api = TestApi::start(Options::default()).await.unwrap();
-        api.load_manifests(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/crds")))
-            .unwrap();
+        api.load_manifests(&repo("manifests/crds")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
         api.write_kubeconfig(&kubeconfig).unwrap();
@@ -48,6 +88,31 @@ impl Cluster {
                 .unwrap();
         }
         cluster
+    }
+
+    /// Real kubectl (PyPI, installed by scripts/install-test-deps.sh) on this cluster.
+    pub fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+        let binary = cache.join("prewarm-test-tools/kubectl-venv/bin/kubectl");
+        assert!(
+            binary.exists(),
+            "{} is missing: run scripts/install-test-deps.sh",
+            binary.display()
+        );
+        let output = std::process::Command::new(binary)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self._dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
     }
 
     pub async fn add_node(&self, name: &str, labels: Value, ready: bool) {
@@ -89,6 +154,10 @@ impl Cluster {
         let child = command.spawn().unwrap();
         Controller { child, port }
     }
+}
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
 fn ready_condition(ready: bool) -> Value {
