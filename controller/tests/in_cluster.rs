@@ -139,6 +139,7 @@ async fn node_images_follow_nodes() {
         "{metrics}"
     );
     assert!(metrics.contains("prewarm_controller_leader 1"), "{metrics}");
+    assert_eq!(controller.get("/readyz").await, "ok", "ready once the caches synced");
     assert!(controller.terminate().await.success());
 }
 
@@ -203,7 +204,8 @@ async fn parallelism_failures_and_a_second_job_for_the_same_image() {
     let cluster = Cluster::start().await;
     three_nodes(&cluster).await;
     let _agent = spawn_agent(cluster.client.clone());
-    let _controller = cluster.controller(&[]);
+    // Jobs without pull secrets never need the agent namespace.
+    let _controller = cluster.controller(&["--agent-namespace=not-created"]);
     let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
 
     let failing = json!({"image": "registry.local/missing:1", "parallelism": "50%",
@@ -219,6 +221,13 @@ async fn parallelism_failures_and_a_second_job_for_the_same_image() {
     assert_eq!(done["failedNodes"], json!(["node-1", "node-2", "node-3"]));
     let reasons = event_reasons(&cluster, "failing").await;
     assert!(reasons.contains("PullImageFailed"), "{reasons:?}");
+
+    eventually(
+        "the finalizer of a completed job goes without the agent namespace",
+        5 * SECONDS,
+        || async { jobs.get("failing").await.unwrap().finalizers().is_empty().then_some(()) },
+    )
+    .await;
 
     let by_label = json!({"image": "busybox", "selector": {"matchLabels": {"zone": "a"}},
         "completionPolicy": {"type": "Never"}});

@@ -180,8 +180,13 @@ pub struct Controller {
 
 impl Controller {
     pub async fn metrics(&self) -> String {
+        self.get("/metrics").await
+    }
+
+    /// A GET on the admin listener.
+    pub async fn get(&self, path: &str) -> String {
         let output = Command::new("curl")
-            .args(["-s", &format!("http://127.0.0.1:{}/metrics", self.port)])
+            .args(["-s", &format!("http://127.0.0.1:{}{path}", self.port)])
             .output()
             .await
             .unwrap();
