@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{Cluster, eventually, spawn_agent};
+use common::{Cluster, Controller, eventually, spawn_agent};
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -23,6 +23,30 @@ async fn three_nodes(cluster: &Cluster) {
         cluster
             .add_node(name, json!({"zone": zone, "kubernetes.io/hostname": name}), true)
             .await;
+    }
+}
+
+struct Running {
+    cluster: Cluster,
+    controller: Controller,
+    _agent: tokio::task::JoinHandle<()>,
+}
+
+/// Three Ready nodes, the simulated agent, and a controller started with
+/// `args`; returns once the three NodeImages exist.
+async fn running(cluster: Cluster, args: &[&str]) -> Running {
+    three_nodes(&cluster).await;
+    let agent = spawn_agent(cluster.client.clone());
+    let controller = cluster.controller(args);
+    let node_images: Api<NodeImage> = Api::all(cluster.client.clone());
+    eventually("a NodeImage per node", 10 * SECONDS, || async {
+        (node_images.list(&ListParams::default()).await.unwrap().items.len() == 3).then_some(())
+    })
+    .await;
+    Running {
+        cluster,
+        controller,
+        _agent: agent,
     }
 }
 
@@ -145,10 +169,11 @@ async fn node_images_follow_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn always_job_completes_reports_and_is_deleted_after_its_ttl_with_its_tags() {
-    let cluster = Cluster::start().await;
-    three_nodes(&cluster).await;
-    let _agent = spawn_agent(cluster.client.clone());
-    let controller = cluster.controller(&[]);
+    let Running {
+        cluster,
+        controller,
+        _agent,
+    } = running(Cluster::start().await, &[]).await;
     let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
     let spec = json!({"image": "nginx:1.20", "parallelism": 2,
         "completionPolicy": {"type": "Always", "activeDeadlineSeconds": 60, "ttlSecondsAfterFinished": 3},
@@ -201,11 +226,12 @@ async fn always_job_completes_reports_and_is_deleted_after_its_ttl_with_its_tags
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallelism_failures_and_a_second_job_for_the_same_image() {
-    let cluster = Cluster::start().await;
-    three_nodes(&cluster).await;
-    let _agent = spawn_agent(cluster.client.clone());
     // Jobs without pull secrets never need the agent namespace.
-    let _controller = cluster.controller(&["--agent-namespace=not-created"]);
+    let Running {
+        cluster,
+        controller: _controller,
+        _agent,
+    } = running(Cluster::start().await, &["--agent-namespace=not-created"]).await;
     let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
 
     let failing = json!({"image": "registry.local/missing:1", "parallelism": "50%",
@@ -265,10 +291,11 @@ async fn parallelism_failures_and_a_second_job_for_the_same_image() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_selector_counts_only_pods_of_the_jobs_namespace() {
-    let cluster = Cluster::start().await;
-    three_nodes(&cluster).await;
-    let _agent = spawn_agent(cluster.client.clone());
-    let _controller = cluster.controller(&[]);
+    let Running {
+        cluster,
+        controller: _controller,
+        _agent,
+    } = running(Cluster::start().await, &[]).await;
     for (namespace, name, node) in [("default", "web-1", "node-2"), ("kube-system", "web-2", "node-3")] {
         let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": "web"}},
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "nginx"}]},
@@ -308,10 +335,11 @@ async fn pod_selector_counts_only_pods_of_the_jobs_namespace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_secret_is_copied_follows_its_source_and_is_released() {
-    let cluster = Cluster::start().await;
-    three_nodes(&cluster).await;
-    let _agent = spawn_agent(cluster.client.clone());
-    let _controller = cluster.controller(&[]);
+    let Running {
+        cluster,
+        controller: _controller,
+        _agent,
+    } = running(Cluster::start().await, &[]).await;
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), "default");
     let source: Secret = serde_json::from_value(json!({"metadata": {"name": "pull-secret"},
         "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "e30="}}))
@@ -393,15 +421,12 @@ async fn pull_secret_is_copied_follows_its_source_and_is_released() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_nodes_wait_and_a_hand_added_tag_lives_until_its_ttl() {
-    let cluster = Cluster::start().await;
-    three_nodes(&cluster).await;
-    let _agent = spawn_agent(cluster.client.clone());
-    let _controller = cluster.controller(&[]);
+    let Running {
+        cluster,
+        controller: _controller,
+        _agent,
+    } = running(Cluster::start().await, &[]).await;
     let node_images: Api<NodeImage> = Api::all(cluster.client.clone());
-    eventually("NodeImages", 10 * SECONDS, || async {
-        node_images.get_opt("node-3").await.unwrap().map(|_| ())
-    })
-    .await;
     cluster.set_ready("node-3", false).await;
     let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
     let spec = json!({"image": "alpine:3", "parallelism": 3, "completionPolicy": {"type": "Always"}});
@@ -449,10 +474,11 @@ async fn not_ready_nodes_wait_and_a_hand_added_tag_lives_until_its_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_takes_over_when_the_leader_dies_and_a_restart_finishes_the_job() {
-    let cluster = Cluster::start().await;
-    three_nodes(&cluster).await;
-    let _agent = spawn_agent(cluster.client.clone());
-    let mut leader = cluster.controller(&["--identity=first"]);
+    let Running {
+        cluster,
+        controller: mut leader,
+        _agent,
+    } = running(Cluster::start().await, &["--identity=first"]).await;
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(cluster.client.clone(), "kruise-system");
     let holder = || async {
@@ -519,15 +545,11 @@ async fn a_standby_takes_over_when_the_leader_dies_and_a_restart_finishes_the_jo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_converge_through_failing_api_writes() {
-    let cluster = Cluster::start().await;
-    three_nodes(&cluster).await;
-    let _agent = spawn_agent(cluster.client.clone());
-    let controller = cluster.controller(&[]);
-    let node_images: Api<NodeImage> = Api::all(cluster.client.clone());
-    eventually("NodeImages", 10 * SECONDS, || async {
-        (node_images.list(&ListParams::default()).await.unwrap().items.len() == 3).then_some(())
-    })
-    .await;
+    let Running {
+        cluster,
+        controller,
+        _agent,
+    } = running(Cluster::start().await, &[]).await;
     let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
     let spec = json!({"image": "nginx:faults", "parallelism": 3, "completionPolicy": {"type": "Always"}});
     jobs.create(&PostParams::default(), &job("faults", spec)).await.unwrap();
@@ -552,15 +574,12 @@ async fn jobs_converge_through_failing_api_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_examples_through_kubectl_and_the_webhook() {
-    let cluster = Cluster::start().await;
-    three_nodes(&cluster).await;
-    let _agent = spawn_agent(cluster.client.clone());
-    let _controller = cluster.controller(&[]);
+    let Running {
+        cluster,
+        controller: _controller,
+        _agent,
+    } = running(Cluster::start().await, &[]).await;
     let node_images: Api<NodeImage> = Api::all(cluster.client.clone());
-    eventually("NodeImages", 10 * SECONDS, || async {
-        (node_images.list(&ListParams::default()).await.unwrap().items.len() == 3).then_some(())
-    })
-    .await;
     cluster.set_ready("node-1", false).await;
 
     // The seed's first example, a v1alpha1 job, applied as written.
@@ -625,15 +644,12 @@ async fn seed_examples_through_kubectl_and_the_webhook() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_node_image_fails_its_node_only() {
-    let cluster = Cluster::start().await;
-    three_nodes(&cluster).await;
-    let _agent = spawn_agent(cluster.client.clone());
-    let _controller = cluster.controller(&[]);
+    let Running {
+        cluster,
+        controller: _controller,
+        _agent,
+    } = running(Cluster::start().await, &[]).await;
     let node_images: Api<NodeImage> = Api::all(cluster.client.clone());
-    eventually("NodeImages", 10 * SECONDS, || async {
-        node_images.get_opt("node-3").await.unwrap().map(|_| ())
-    })
-    .await;
     let images: serde_json::Map<String, Value> = (0..256)
         .map(|i| {
             (
@@ -669,10 +685,11 @@ async fn a_full_node_image_fails_its_node_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_image_is_reported_and_other_jobs_go_on() {
     // Without the webhook, which would refuse the image.
-    let cluster = Cluster::start_without_webhook().await;
-    three_nodes(&cluster).await;
-    let _agent = spawn_agent(cluster.client.clone());
-    let _controller = cluster.controller(&[]);
+    let Running {
+        cluster,
+        controller: _controller,
+        _agent,
+    } = running(Cluster::start_without_webhook().await, &[]).await;
     let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
     let bad = json!({"image": "Redis:6.0:latest", "completionPolicy": {"type": "Always"}});
     jobs.create(&PostParams::default(), &job("bad", bad)).await.unwrap();
