@@ -20,6 +20,7 @@ use crate::world::World;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ControllerName {
     ImagePullJob,
+    ImageListPullJob,
     NodeImage,
 }
 
@@ -27,6 +28,7 @@ impl ControllerName {
     fn label(self) -> &'static str {
         match self {
             Self::ImagePullJob => "imagepulljob",
+            Self::ImageListPullJob => "imagelistpulljob",
             Self::NodeImage => "nodeimage",
         }
     }
@@ -125,6 +127,7 @@ impl Metrics {
     fn render(&self, world: &World) -> String {
         for (controller, depth) in [
             (ControllerName::ImagePullJob, world.job_queue.len()),
+            (ControllerName::ImageListPullJob, world.list_queue.len()),
             (ControllerName::NodeImage, world.node_queue.len()),
         ] {
             self.queue_depth

@@ -61,6 +61,9 @@ pub struct Index {
     owners_of_node: HashMap<String, BTreeSet<String>>,
     nodes_by_owner: HashMap<String, BTreeSet<String>>,
     pod_node: HashMap<ObjectKey, String>,
+    /// ImagePullJobs by the uid of the ImageListPullJob that controls them.
+    children: HashMap<String, BTreeSet<ObjectKey>>,
+    parent_of: HashMap<ObjectKey, String>,
     pods_by_node: HashMap<String, BTreeSet<ObjectKey>>,
     pods_by_namespace: HashMap<String, BTreeSet<String>>,
 }
@@ -68,6 +71,18 @@ pub struct Index {
 /// A job that still writes NodeImages: not completed, not being deleted.
 pub fn is_active(job: &ImagePullJob) -> bool {
     job.metadata.deletion_timestamp.is_none() && job.status.as_ref().and_then(|s| s.completion_time.as_ref()).is_none()
+}
+
+/// The uid of the ImageListPullJob that controls a job, if one does.
+pub fn list_owner_uid(job: &ImagePullJob) -> Option<String> {
+    job.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| {
+            o.controller == Some(true) && o.kind == "ImageListPullJob" && o.api_version.starts_with(prewarm_api::GROUP)
+        })
+        .map(|o| o.uid.clone())
 }
 
 fn remove_from<K: Eq + std::hash::Hash, V: Ord>(map: &mut HashMap<K, BTreeSet<V>>, key: &K, value: &V) {
@@ -99,6 +114,13 @@ impl Index {
         }
         for secret in self.job_secrets.remove(key).unwrap_or_default() {
             remove_from(&mut self.jobs_by_secret, &secret, key);
+        }
+        if let Some(parent) = self.parent_of.remove(key) {
+            remove_from(&mut self.children, &parent, key);
+        }
+        if let Some(parent) = job.and_then(list_owner_uid) {
+            self.children.entry(parent.clone()).or_default().insert(key.clone());
+            self.parent_of.insert(key.clone(), parent);
         }
         let Some(job) = job.filter(|j| is_active(j)) else {
             return;
@@ -187,6 +209,11 @@ impl Index {
             }
             None => remove_from(&mut self.pods_by_namespace, &key.namespace, &key.name),
         }
+    }
+
+    /// The ImagePullJobs controlled by the ImageListPullJob with this uid.
+    pub fn children_of(&self, list_uid: &str) -> Vec<ObjectKey> {
+        self.children.get(list_uid).into_iter().flatten().cloned().collect()
     }
 
     /// NodeImages whose tags name the job with this uid.

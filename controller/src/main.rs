@@ -38,6 +38,9 @@ struct Cli {
     /// Concurrent ImagePullJob reconciles.
     #[arg(long, default_value_t = 3)]
     imagepulljob_workers: usize,
+    /// Concurrent ImageListPullJob reconciles.
+    #[arg(long, default_value_t = 3)]
+    imagelistpulljob_workers: usize,
     /// Concurrent NodeImage reconciles.
     #[arg(long, default_value_t = 3)]
     nodeimage_workers: usize,
@@ -187,39 +190,50 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     Ok(code)
 }
 
+/// Workers of one reconciler over its queue, as a task.
+macro_rules! reconciler {
+    ($ctx:expr, $queue:ident, $workers:expr, $name:expr, $reconcile:path) => {{
+        let ctx = $ctx.clone();
+        let workers = $workers;
+        tokio::spawn(async move {
+            run_workers(&ctx.world.$queue, workers, $name, &ctx.metrics, |key| {
+                $reconcile(&ctx, key)
+            })
+            .await;
+        })
+    }};
+}
+
 fn spawn_workers(ctx: &Context, cli: &Cli) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     if cli.feature_gates.enabled(Gate::KruiseDaemon) {
-        let ctx = ctx.clone();
-        let workers = cli.nodeimage_workers;
-        tasks.push(tokio::spawn(async move {
-            run_workers(
-                &ctx.world.node_queue,
-                workers,
-                ControllerName::NodeImage,
-                &ctx.metrics,
-                |name| reconcile::node_image::reconcile(&ctx, name),
-            )
-            .await;
-        }));
+        tasks.push(reconciler!(
+            ctx,
+            node_queue,
+            cli.nodeimage_workers,
+            ControllerName::NodeImage,
+            reconcile::node_image::reconcile
+        ));
     } else {
         tracing::info!("KruiseDaemon is off: NodeImage lifecycle idles");
     }
     if cli.feature_gates.enabled(Gate::ImagePullJobGate) {
-        let ctx = ctx.clone();
-        let workers = cli.imagepulljob_workers;
-        tasks.push(tokio::spawn(async move {
-            run_workers(
-                &ctx.world.job_queue,
-                workers,
-                ControllerName::ImagePullJob,
-                &ctx.metrics,
-                |key| reconcile::image_pull_job::reconcile(&ctx, key),
-            )
-            .await;
-        }));
+        tasks.push(reconciler!(
+            ctx,
+            job_queue,
+            cli.imagepulljob_workers,
+            ControllerName::ImagePullJob,
+            reconcile::image_pull_job::reconcile
+        ));
+        tasks.push(reconciler!(
+            ctx,
+            list_queue,
+            cli.imagelistpulljob_workers,
+            ControllerName::ImageListPullJob,
+            reconcile::image_list_pull_job::reconcile
+        ));
     } else {
-        tracing::info!("ImagePullJobGate is off: ImagePullJob reconcile idles");
+        tracing::info!("ImagePullJobGate is off: ImagePullJob and ImageListPullJob reconcile idle");
     }
     tasks
 }

@@ -15,7 +15,7 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use prewarm_api::v1beta1::{ImagePullJob, NodeImage};
+use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob, NodeImage};
 
 use crate::index::{Index, ObjectKey};
 use crate::plan::image_pull_job::Target;
@@ -27,11 +27,13 @@ pub type SecretMeta = PartialObjectMeta<Secret>;
 #[derive(Debug)]
 pub struct World {
     pub jobs: Store<ImagePullJob>,
+    pub list_jobs: Store<ImageListPullJob>,
     pub node_images: Store<NodeImage>,
     pub nodes: Store<Node>,
     pub pods: Store<Pod>,
     pub secrets: Store<SecretMeta>,
     pub job_queue: Queue<ObjectKey>,
+    pub list_queue: Queue<ObjectKey>,
     pub node_queue: Queue<String>,
     /// The resourceVersions this controller wrote and its caches must reach
     /// before it decides on that object again.
@@ -45,6 +47,7 @@ pub struct World {
 #[derive(Debug)]
 pub struct Writers {
     jobs: Writer<ImagePullJob>,
+    list_jobs: Writer<ImageListPullJob>,
     node_images: Writer<NodeImage>,
     nodes: Writer<Node>,
     pods: Writer<Pod>,
@@ -54,17 +57,20 @@ pub struct Writers {
 impl World {
     pub fn new(job_debounce: Duration) -> (Arc<Self>, Writers) {
         let jobs = Writer::default();
+        let list_jobs = Writer::default();
         let node_images = Writer::default();
         let nodes = Writer::default();
         let pods = Writer::default();
         let secrets = Writer::default();
         let world = Self {
             jobs: jobs.as_reader(),
+            list_jobs: list_jobs.as_reader(),
             node_images: node_images.as_reader(),
             nodes: nodes.as_reader(),
             pods: pods.as_reader(),
             secrets: secrets.as_reader(),
             job_queue: Queue::default(),
+            list_queue: Queue::default(),
             node_queue: Queue::default(),
             expectations: Expectations::default(),
             job_debounce,
@@ -74,6 +80,7 @@ impl World {
             Arc::new(world),
             Writers {
                 jobs,
+                list_jobs,
                 node_images,
                 nodes,
                 pods,
@@ -93,6 +100,7 @@ impl World {
     pub async fn synced(&self) {
         let _ = futures_util::join!(
             self.jobs.wait_until_ready(),
+            self.list_jobs.wait_until_ready(),
             self.node_images.wait_until_ready(),
             self.nodes.wait_until_ready(),
             self.pods.wait_until_ready(),
@@ -102,6 +110,20 @@ impl World {
 
     pub fn job(&self, key: &ObjectKey) -> Option<Arc<ImagePullJob>> {
         self.jobs.get(&ObjectRef::new(&key.name).within(&key.namespace))
+    }
+
+    pub fn list_job(&self, key: &ObjectKey) -> Option<Arc<ImageListPullJob>> {
+        self.list_jobs.get(&ObjectRef::new(&key.name).within(&key.namespace))
+    }
+
+    /// The ImagePullJobs a list job controls, not being deleted.
+    pub fn children(&self, list: &ImageListPullJob) -> Vec<Arc<ImagePullJob>> {
+        let uid = list.metadata.uid.as_deref().unwrap_or_default();
+        let keys = self.index().children_of(uid);
+        keys.iter()
+            .filter_map(|k| self.job(k))
+            .filter(|j| j.metadata.deletion_timestamp.is_none())
+            .collect()
     }
 
     pub fn node_image(&self, name: &str) -> Option<Arc<NodeImage>> {
@@ -124,6 +146,9 @@ impl World {
     pub fn enqueue_all(&self) {
         for job in self.jobs.state() {
             self.job_queue.add(ObjectKey::of(&job.metadata));
+        }
+        for list in self.list_jobs.state() {
+            self.list_queue.add(ObjectKey::of(&list.metadata));
         }
         let names: BTreeSet<String> = self
             .node_images
@@ -273,6 +298,7 @@ pub fn watch(client: &Client, world: &Arc<World>, writers: Writers) -> Vec<tokio
     let config = watcher::Config::default().any_semantic();
     let Writers {
         jobs,
+        list_jobs,
         node_images,
         nodes,
         pods,
@@ -284,6 +310,12 @@ pub fn watch(client: &Client, world: &Arc<World>, writers: Writers) -> Vec<tokio
             jobs,
             world.clone(),
             on_job,
+        )),
+        tokio::spawn(follow(
+            watcher(Api::all(client.clone()), config.clone()),
+            list_jobs,
+            world.clone(),
+            on_list_job,
         )),
         tokio::spawn(follow(
             watcher(Api::all(client.clone()), config.clone()),
@@ -379,6 +411,14 @@ fn on_job(world: &World, old: Option<&ImagePullJob>, new: Option<&ImagePullJob>)
     let Some(any) = new.or(old) else { return };
     let key = ObjectKey::of(&any.metadata);
     world.index().set_job(&key, new);
+    // The list job that controls it recounts (and remakes a child deleted under it).
+    for job in [old, new].into_iter().flatten() {
+        for owner in job.metadata.owner_references.iter().flatten() {
+            if owner.controller == Some(true) && owner.kind == "ImageListPullJob" {
+                world.list_queue.add(ObjectKey::new(&key.namespace, &owner.name));
+            }
+        }
+    }
     if new.is_some() {
         world.enqueue_job(key);
     }
@@ -398,6 +438,12 @@ fn on_job(world: &World, old: Option<&ImagePullJob>, new: Option<&ImagePullJob>)
         for node in nodes {
             world.node_queue.add(node);
         }
+    }
+}
+
+fn on_list_job(world: &World, _old: Option<&ImageListPullJob>, new: Option<&ImageListPullJob>) {
+    if let Some(list) = new {
+        world.list_queue.add(ObjectKey::of(&list.metadata));
     }
 }
 

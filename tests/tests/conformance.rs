@@ -608,3 +608,30 @@ async fn metadata_only_reads_carry_no_data() {
         assert!(!body.contains("c2VjcmV0"), "{path} leaks data: {body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patches_without_a_resource_version_do_not_conflict() {
+    let (_api, client) = start(Options::default()).await;
+    let maps: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    maps.create(&PostParams::default(), &config_map("racy", json!({})))
+        .await
+        .unwrap();
+    let patches = (0..20).map(|i| {
+        let maps = maps.clone();
+        tokio::spawn(async move {
+            let patch = json!({"data": {format!("k{i}"): "v"}});
+            maps.patch("racy", &PatchParams::default(), &Patch::Merge(&patch)).await
+        })
+    });
+    for result in futures_util::future::join_all(patches).await {
+        result.unwrap().unwrap();
+    }
+    assert_eq!(maps.get("racy").await.unwrap().data.unwrap().len(), 21);
+    // A patch that names an old resourceVersion still conflicts.
+    let stale = json!({"metadata": {"resourceVersion": "1"}, "data": {"x": "y"}});
+    let error = maps
+        .patch("racy", &PatchParams::default(), &Patch::Merge(&stale))
+        .await
+        .unwrap_err();
+    assert_eq!(code(error), 409);
+}

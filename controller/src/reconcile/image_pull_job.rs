@@ -10,7 +10,7 @@ use kube::{Api, Resource, ResourceExt};
 use prewarm_api::v1beta1::{ImagePullJob, NodeImage};
 use serde_json::{Value, json};
 
-use super::{Context, Error, is_status, now, random_fraction, secrets};
+use super::{Context, Error, is_status, now, random_fraction, secrets, status_patch};
 use crate::index::ObjectKey;
 use crate::patch::merge_diff;
 use crate::plan::image_pull_job::{self, EntryWrite, FINALIZER, Input, Lifecycle, Notice, describe_nodes};
@@ -160,14 +160,10 @@ async fn run(
         let (type_, reason, note) = describe(job, notice);
         ctx.event(&reference, type_, reason, note).await;
     }
-    if job.status.as_ref() != Some(&plan.status) {
+    if let Some(patch) = status_patch(&job.status, &plan.status) {
         ctx.metrics.wrote("patch", "imagepulljobs/status");
         let written = api
-            .patch_status(
-                &key.name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": plan.status})),
-            )
+            .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(patch))
             .await
             .map_err(Error::api(format!("writing the status of ImagePullJob {key}")))?;
         ctx.world

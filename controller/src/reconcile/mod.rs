@@ -2,6 +2,7 @@
 //! applies the result. Writes are merge patches of what changed, with a
 //! resourceVersion precondition where another writer may race.
 
+pub mod image_list_pull_job;
 pub mod image_pull_job;
 pub mod node_image;
 pub mod secrets;
@@ -88,6 +89,14 @@ pub fn random_fraction() -> f64 {
             .unwrap_or(0),
     );
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The merge patch from the stored status to the planned one (fields that
+/// went away become nulls), or `None` when nothing changed.
+pub fn status_patch<S: serde::Serialize>(old: &Option<S>, new: &S) -> Option<serde_json::Value> {
+    let old = serde_json::to_value(old).ok()?;
+    let new = serde_json::to_value(new).ok()?;
+    crate::patch::merge_diff(&old, &new).map(|diff| serde_json::json!({ "status": diff }))
 }
 
 impl Context {
