@@ -1,7 +1,7 @@
 //! Which jobs a NodeImage change concerns: the owners of each tag whose spec
-//! or status changed, and every owner of an image whose image-level fields
+//! or outcome changed, and every owner of an image whose image-level fields
 //! (pull secrets, sandbox config) changed or that appeared or went. A node
-//! agent's progress report on one tag wakes only that tag's jobs.
+//! agent's progress reports wake no job; a tag that finishes wakes only its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -42,7 +42,19 @@ fn by_tag<T>(items: &[T], tag: impl Fn(&T) -> &str) -> BTreeMap<&str, &T> {
     items.iter().map(|t| (tag(t), t)).collect()
 }
 
-fn changed_tags<'a, T: PartialEq>(old: &BTreeMap<&'a str, &T>, new: &BTreeMap<&'a str, &T>) -> BTreeSet<&'a str> {
+/// What a job counts of a status tag: its version, and whether it finished
+/// and how. Waiting, Pulling and progress reports change none of it, so they
+/// wake no job.
+fn outcomes(tags: &[ImageTagStatus]) -> BTreeMap<&str, (Option<i64>, Option<&str>)> {
+    tags.iter()
+        .map(|t| {
+            let finished = matches!(t.phase.as_str(), "Succeeded" | "Failed").then_some(t.phase.as_str());
+            (t.tag.as_str(), (t.version, finished))
+        })
+        .collect()
+}
+
+fn changed_keys<'a, T: PartialEq>(old: &BTreeMap<&'a str, T>, new: &BTreeMap<&'a str, T>) -> BTreeSet<&'a str> {
     old.keys()
         .chain(new.keys())
         .filter(|tag| old.get(*tag) != new.get(*tag))
@@ -63,10 +75,10 @@ pub fn owners_of_changed_tags(old: Option<&NodeImage>, new: Option<&NodeImage>) 
             (None, None) => false,
             _ => true,
         };
-        let mut tags = changed_tags(&old_tags, &new_tags);
-        tags.extend(changed_tags(
-            &by_tag(status_tags(old, image), |t| t.tag.as_str()),
-            &by_tag(status_tags(new, image), |t| t.tag.as_str()),
+        let mut tags = changed_keys(&old_tags, &new_tags);
+        tags.extend(changed_keys(
+            &outcomes(status_tags(old, image)),
+            &outcomes(status_tags(new, image)),
         ));
         if image_level {
             tags.extend(old_tags.keys().chain(new_tags.keys()));

@@ -38,6 +38,8 @@ pub struct World {
     /// The resourceVersions this controller wrote and its caches must reach
     /// before it decides on that object again.
     pub expectations: Expectations,
+    /// NodeImage writes each job made that the cache has not shown yet.
+    pub pending_writes: PendingWrites,
     /// Job events that arrive within this window are handled in one pass.
     pub job_debounce: Duration,
     index: Mutex<Index>,
@@ -73,6 +75,7 @@ impl World {
             list_queue: Queue::default(),
             node_queue: Queue::default(),
             expectations: Expectations::default(),
+            pending_writes: PendingWrites::default(),
             job_debounce,
             index: Mutex::default(),
         };
@@ -290,6 +293,48 @@ impl Expectations {
             pending.remove(key);
         }
         reached
+    }
+}
+
+/// The NodeImage writes of each job, by NodeImage, until the cache shows
+/// them: a job plans again only on a cache that holds its own writes, and
+/// never waits for other jobs' writes.
+#[derive(Debug, Default)]
+pub struct PendingWrites {
+    by_job: Mutex<HashMap<String, HashMap<String, u64>>>,
+}
+
+impl PendingWrites {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, HashMap<String, u64>>> {
+        match self.by_job.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub fn expect(&self, job: &str, node: &str, resource_version: Option<&str>) {
+        if let Some(version) = resource_version.and_then(|v| v.parse::<u64>().ok()) {
+            self.lock()
+                .entry(job.to_owned())
+                .or_default()
+                .insert(node.to_owned(), version);
+        }
+    }
+
+    /// Whether the cache (`cached(node)`) shows every write of `job`; the
+    /// writes it shows are forgotten.
+    pub fn settled(&self, job: &str, cached: impl Fn(&str) -> Option<u64>) -> bool {
+        let mut pending = self.lock();
+        let Some(nodes) = pending.get_mut(job) else {
+            return true;
+        };
+        // A NodeImage gone from the cache will not show the write either.
+        nodes.retain(|node, expected| cached(node).is_some_and(|c| c < *expected));
+        let settled = nodes.is_empty();
+        if settled {
+            pending.remove(job);
+        }
+        settled
     }
 }
 

@@ -8,7 +8,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use prewarm_api::v1beta1::{ImagePullJob, NodeImage};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{Context, Error, is_status, now, random_fraction, secrets, status_patch};
 use crate::index::ObjectKey;
@@ -25,10 +25,6 @@ const CONCURRENT_WRITES: usize = 16;
 
 pub fn job_expectation(key: &ObjectKey) -> String {
     format!("imagepulljob/{key}")
-}
-
-pub fn node_image_expectation(name: &str) -> String {
-    format!("nodeimage/{name}")
 }
 
 pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>, Error> {
@@ -110,16 +106,15 @@ async fn run(
         set_finalizer(ctx, api, job, true).await?;
         return Ok(None);
     }
-    let targets = ctx.world.targets(job);
-    let unsettled = targets.iter().any(|(n, _)| {
-        !ctx.world.expectations.satisfied(
-            &node_image_expectation(&n.name_any()),
-            n.metadata.resource_version.as_deref(),
-        )
-    });
-    if unsettled {
+    let cached_version = |node: &str| {
+        ctx.world
+            .node_image(node)
+            .and_then(|n| n.metadata.resource_version.as_deref()?.parse().ok())
+    };
+    if !ctx.world.pending_writes.settled(&key.to_string(), cached_version) {
         return Ok(Some(EXPECTATION_RETRY));
     }
+    let targets = ctx.world.targets(job);
     let secret_plan = secrets::sync(
         ctx,
         JobSecrets {
@@ -139,7 +134,7 @@ async fn run(
         tag_policy: &tag_policy,
         now: now(),
     });
-    let writes: Vec<_> = plan.writes.iter().map(|w| write_entry(ctx, w)).collect();
+    let writes: Vec<_> = plan.writes.iter().map(|w| write_entry(ctx, key, w)).collect();
     let writes = futures_util::stream::iter(writes)
         .buffer_unordered(CONCURRENT_WRITES)
         .try_collect::<Vec<()>>()
@@ -233,36 +228,63 @@ async fn set_finalizer(ctx: &Context, api: &Api<ImagePullJob>, job: &ImagePullJo
     }
 }
 
-/// Stores one image entry of a NodeImage: a merge patch of that entry alone,
-/// conditional on the NodeImage the plan was made from.
-async fn write_entry(ctx: &Context, write: &EntryWrite) -> Result<(), Error> {
+/// Stores one image entry of a NodeImage, conditional on that entry alone
+/// being as the plan saw it: a JSON Patch that tests the old entry and
+/// replaces it, so that the agents' status writes and other jobs' entries on
+/// the same NodeImage do not make it conflict. A new entry is added without a
+/// test (JSON Patch cannot test for absence). Where the test fails (the entry
+/// changed, or is spelled differently on the server), and for a NodeImage
+/// without images, the whole entry goes as a merge patch conditional on the
+/// resourceVersion the plan was made from.
+async fn write_entry(ctx: &Context, job: &ObjectKey, write: &EntryWrite) -> Result<(), Error> {
     let Some(current) = ctx.world.node_image(&write.node) else {
         return Ok(());
     };
-    let old = current
-        .spec
-        .images
-        .as_ref()
-        .and_then(|i| i.get(&write.image))
-        .map(serde_json::to_value)
-        .transpose()
-        .map_err(|e| Error::Other(e.to_string()))?
-        .unwrap_or(Value::Null);
-    let new = serde_json::to_value(&write.entry).map_err(|e| Error::Other(e.to_string()))?;
-    let Some(entry_patch) = merge_diff(&old, &new) else {
-        return Ok(());
+    let to_value = |v: &_| serde_json::to_value(v).map_err(|e| Error::Other(e.to_string()));
+    let new = to_value(&write.entry)?;
+    let api = Api::<NodeImage>::all(ctx.client.clone());
+    let params = PatchParams::default();
+    let action = format!("updating NodeImage {}", write.node);
+    let mut written = None;
+    if let Some(images) = current.spec.images.as_ref() {
+        let path = format!("/spec/images/{}", write.image.replace('~', "~0").replace('/', "~1"));
+        let operations = match images.get(&write.image) {
+            Some(old) => json!([
+                {"op": "test", "path": path, "value": to_value(old)?},
+                {"op": "replace", "path": path, "value": new},
+            ]),
+            None => json!([{"op": "add", "path": path, "value": new}]),
+        };
+        let patch: json_patch_kube::Patch =
+            serde_json::from_value(operations).map_err(|e| Error::Other(e.to_string()))?;
+        ctx.metrics.wrote("patch", "nodeimages");
+        match api.patch(&write.node, &params, &Patch::Json::<()>(patch)).await {
+            Ok(object) => written = Some(object),
+            Err(e) if is_status(&e, 422) => {}
+            Err(e) => return Err(Error::api(action)(e)),
+        }
+    }
+    let written = match written {
+        Some(object) => object,
+        None => {
+            let old = current.spec.images.as_ref().and_then(|i| i.get(&write.image));
+            let entry = match old {
+                Some(old) => merge_diff(&to_value(old)?, &new).unwrap_or(new),
+                None => new,
+            };
+            let patch = json!({
+                "metadata": {"resourceVersion": current.metadata.resource_version},
+                "spec": {"images": {&write.image: entry}},
+            });
+            ctx.metrics.wrote("patch", "nodeimages");
+            api.patch(&write.node, &params, &Patch::Merge(&patch))
+                .await
+                .map_err(Error::api(action))?
+        }
     };
-    let patch = json!({
-        "metadata": {"resourceVersion": current.metadata.resource_version},
-        "spec": {"images": {&write.image: entry_patch}},
-    });
-    ctx.metrics.wrote("patch", "nodeimages");
-    let written = Api::<NodeImage>::all(ctx.client.clone())
-        .patch(&write.node, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(Error::api(format!("updating NodeImage {}", write.node)))?;
-    ctx.world.expectations.expect(
-        node_image_expectation(&write.node),
+    ctx.world.pending_writes.expect(
+        &job.to_string(),
+        &write.node,
         written.metadata.resource_version.as_deref(),
     );
     Ok(())

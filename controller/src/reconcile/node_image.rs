@@ -9,13 +9,16 @@ use kube::{Api, Resource};
 use prewarm_api::v1beta1::NodeImage;
 use serde_json::{Value, json};
 
-use super::image_pull_job::node_image_expectation;
 use super::{Context, Error, is_status, now};
 use crate::index::ObjectKey;
 use crate::patch::merge_diff;
 use crate::plan::node_image::{self, Input, NodeFacts, OwnerFacts, Plan};
 use crate::plan::tag_policy::is_never;
 use crate::world::ready_since;
+
+fn node_image_expectation(name: &str) -> String {
+    format!("nodeimage/{name}")
+}
 
 pub async fn reconcile(ctx: &Context, name: String) -> Result<Option<Duration>, Error> {
     let world = &ctx.world;

@@ -1,0 +1,355 @@
+//! The controller at scale: the real `prewarm-controller` binary against the
+//! test API server with N simulated Nodes and NodeImages and a simulated node
+//! agent that succeeds at once. For each N: one Always job over all nodes
+//! with parallelism 100, then 20 such jobs for different images at once.
+//! Prints time to completion, controller CPU seconds, peak RSS, the
+//! controller's writes against the minimum, and list requests after sync.
+//!
+//! cargo build --release -p prewarm-controller --bin prewarm-controller --example scale
+//! target/release/examples/scale [N ...]          (default: 1000 2000 5000)
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use prewarm_api::v1beta1::{ImagePullJob, NodeImage};
+use prewarm_testapi::{Options, TestApi};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+const PARALLELISM: i32 = 100;
+const MANY_JOBS: usize = 20;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Sample {
+    cpu_seconds: f64,
+    peak_rss_mib: f64,
+}
+
+fn sample(pid: u32) -> Sample {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat; `rest` starts at field 3.
+    let cpu_seconds = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak_kib = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    Sample {
+        cpu_seconds,
+        peak_rss_mib: peak_kib / 1024.0,
+    }
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn controller_metrics(port: u16) -> String {
+    let output = tokio::process::Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{port}/metrics")])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Answers every new (tag, version) with Succeeded, at most 32 writes at once.
+fn simulated_agent(client: Client) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let api: Api<NodeImage> = Api::all(client);
+        let limit = Arc::new(Semaphore::new(32));
+        let stream = watcher(api.clone(), watcher::Config::default().any_semantic()).applied_objects();
+        futures_util::pin_mut!(stream);
+        while let Some(Ok(node_image)) = stream.next().await {
+            let statuses = node_image
+                .status
+                .as_ref()
+                .and_then(|s| s.image_statuses.clone())
+                .unwrap_or_default();
+            let mut patch = serde_json::Map::new();
+            for (image, entry) in node_image.spec.images.iter().flatten() {
+                let known = statuses.get(image).map(|s| s.tags.as_slice()).unwrap_or_default();
+                let missing = entry.tags.iter().any(|t| {
+                    !known
+                        .iter()
+                        .any(|s| s.tag == t.tag && s.version == t.version && s.phase == "Succeeded")
+                });
+                if missing {
+                    let tags: Vec<Value> = entry
+                        .tags
+                        .iter()
+                        .map(|t| {
+                            json!({"tag": t.tag, "phase": "Succeeded", "version": t.version.unwrap_or(0),
+                                        "completionTime": now(), "progress": 100})
+                        })
+                        .collect();
+                    patch.insert(image.clone(), json!({"tags": tags}));
+                }
+            }
+            if patch.is_empty() {
+                continue;
+            }
+            let name = node_image.metadata.name.clone().unwrap_or_default();
+            let permit = limit.clone().acquire_owned().await.unwrap();
+            let api = api.clone();
+            tokio::spawn(async move {
+                let body = json!({"status": {"desired": 0, "imageStatuses": patch}});
+                let _ = api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
+                    .await;
+                drop(permit);
+            });
+        }
+    })
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn job(name: &str, image: &str) -> ImagePullJob {
+    serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"},
+        "spec": {"image": image, "parallelism": PARALLELISM,
+                 "completionPolicy": {"type": "Always"}, "pullPolicy": {"timeoutSeconds": 600, "backoffLimit": 3}}}))
+    .unwrap()
+}
+
+/// Waits until every named job completed (by GETs: a list would count as one).
+async fn wait_completed(jobs: &Api<ImagePullJob>, names: &[String], nodes: usize) -> Duration {
+    let started = Instant::now();
+    for name in names {
+        loop {
+            let job = jobs.get(name).await.unwrap();
+            if let Some(status) = job.status.filter(|s| s.completion_time.is_some()) {
+                assert_eq!(
+                    status.succeeded.unwrap_or(0) as usize,
+                    nodes,
+                    "job {name} did not succeed everywhere"
+                );
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1800),
+                "jobs did not complete in 30 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    started.elapsed()
+}
+
+#[derive(Debug)]
+struct Phase {
+    jobs: usize,
+    seconds: f64,
+    cpu: f64,
+    rss: f64,
+    node_image_writes: f64,
+    status_writes: f64,
+    other_writes: f64,
+    lists_after_sync: u64,
+}
+
+async fn run(nodes: usize, controller_bin: &Path) -> (Phase, Phase) {
+    let api = TestApi::start(Options {
+        history: 1_000_000,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    api.load_manifests(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/crds"))
+        .unwrap();
+    let node_type = api.store.resource_type("", "v1", "nodes").unwrap();
+    let node_image_type = api
+        .store
+        .resource_type("apps.kruise.io", "v1beta1", "nodeimages")
+        .unwrap();
+    let namespace_type = api.store.resource_type("", "v1", "namespaces").unwrap();
+    for ns in ["kruise-system", "kruise-daemon-config"] {
+        api.store
+            .create(
+                &namespace_type,
+                "",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                false,
+            )
+            .unwrap();
+    }
+    for i in 0..nodes {
+        let name = format!("node-{i:05}");
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"zone": format!("z{}", i % 3)}},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+        api.store.create(&node_type, "", node, false).unwrap();
+        let node_image = json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage",
+            "metadata": {"name": name, "labels": {"zone": format!("z{}", i % 3)}}, "spec": {}});
+        api.store.create(&node_image_type, "", node_image, false).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let client = Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let _agent = simulated_agent(client.clone());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut controller = tokio::process::Command::new(controller_bin)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", std::env::var("SCALE_LOG").unwrap_or_else(|_| "warn".into()))
+        .args([
+            "--feature-gates=ImagePullJobGate=true",
+            "--leader-elect=false",
+            &format!("--admin-listen=127.0.0.1:{port}"),
+        ])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = controller.id().unwrap();
+    loop {
+        let output = tokio::process::Command::new("curl")
+            .args(["-s", &format!("http://127.0.0.1:{port}/readyz")])
+            .output()
+            .await
+            .unwrap();
+        if output.stdout == b"ok" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The first pass over every NodeImage after sync writes nothing; let it settle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let jobs: Api<ImagePullJob> = Api::namespaced(client.clone(), "default");
+    let mut phases = Vec::new();
+    for (phase, count) in [("one", 1), ("many", MANY_JOBS)] {
+        api.store.reset_counts();
+        let before_metrics = controller_metrics(port).await;
+        let before = sample(pid);
+        let names: Vec<String> = (0..count).map(|i| format!("{phase}-{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            jobs.create(
+                &PostParams::default(),
+                &job(name, &format!("registry.local/{phase}{i}:1")),
+            )
+            .await
+            .unwrap();
+        }
+        let elapsed = wait_completed(&jobs, &names, nodes).await;
+        // Let the last status writes land before reading the counters.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = sample(pid);
+        let after_metrics = controller_metrics(port).await;
+        let delta = |name: &str| metric(&after_metrics, name) - metric(&before_metrics, name);
+        let counts: BTreeMap<String, u64> = api.store.counts();
+        let lists_after_sync = counts
+            .iter()
+            .filter(|(k, _)| k.starts_with("list apps.kruise.io/"))
+            .map(|(_, v)| *v)
+            .sum();
+        let node_image_writes = delta("prewarm_controller_api_writes_total{verb=\"patch\",resource=\"nodeimages\"}");
+        let status_writes =
+            delta("prewarm_controller_api_writes_total{verb=\"patch\",resource=\"imagepulljobs/status\"}");
+        let all_writes: f64 = after_metrics
+            .lines()
+            .filter(|l| l.starts_with("prewarm_controller_api_writes_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+            - before_metrics
+                .lines()
+                .filter(|l| l.starts_with("prewarm_controller_api_writes_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+        phases.push(Phase {
+            jobs: count,
+            seconds: elapsed.as_secs_f64(),
+            cpu: after.cpu_seconds - before.cpu_seconds,
+            rss: after.peak_rss_mib,
+            node_image_writes,
+            status_writes,
+            other_writes: all_writes - node_image_writes - status_writes,
+            lists_after_sync,
+        });
+    }
+    let _ = controller.kill().await;
+    let many = phases.pop().unwrap();
+    let one = phases.pop().unwrap();
+    (one, many)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let sizes = if sizes.is_empty() {
+        vec![1000, 2000, 5000]
+    } else {
+        sizes
+    };
+    let controller_bin = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("prewarm-controller"))
+        .filter(|p| p.exists())
+        .expect("build the controller first: cargo build --release -p prewarm-controller --bin prewarm-controller");
+    println!(
+        "{:>6} {:>5} {:>9} {:>8} {:>9} {:>12} {:>10} {:>9} {:>10} {:>12}",
+        "nodes", "jobs", "seconds", "cpu_s", "rss_MiB", "ni_writes", "minimum", "ratio", "status_w", "lists_after"
+    );
+    let mut cpu_one = BTreeMap::new();
+    for nodes in sizes {
+        let (one, many) = run(nodes, &controller_bin).await;
+        for phase in [&one, &many] {
+            let minimum = (nodes * phase.jobs) as f64;
+            println!(
+                "{:>6} {:>5} {:>9.1} {:>8.2} {:>9.1} {:>12} {:>10} {:>9.3} {:>10} {:>12}   (+{} other writes)",
+                nodes,
+                phase.jobs,
+                phase.seconds,
+                phase.cpu,
+                phase.rss,
+                phase.node_image_writes,
+                minimum,
+                phase.node_image_writes / minimum,
+                phase.status_writes,
+                phase.lists_after_sync,
+                phase.other_writes,
+            );
+        }
+        cpu_one.insert(nodes, (one.cpu, many.cpu));
+    }
+    if let (Some((_, small)), Some((_, large))) = (cpu_one.first_key_value(), cpu_one.last_key_value())
+        && cpu_one.len() > 1
+    {
+        println!(
+            "CPU growth, smallest to largest N: one job {:.2}x, {MANY_JOBS} jobs {:.2}x (target <= 6 for 1000 -> 5000)",
+            large.0 / small.0,
+            large.1 / small.1
+        );
+    }
+    println!(
+        "targets: ni_writes/minimum <= 1.2 (with status writes bounded), peak RSS < 150 MiB at 5000 nodes, lists_after = 0"
+    );
+}
