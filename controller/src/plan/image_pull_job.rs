@@ -366,6 +366,9 @@ fn sync(input: &Input<'_>, image: &str, tag: &str, states: &mut [NodeState]) -> 
             _ => continue,
         };
         let current = target.node_image.spec.images.as_ref().and_then(|i| i.get(image));
+        if !joins && !lacks_secrets(current, input.secrets) {
+            continue;
+        }
         let mut entry = current.cloned().unwrap_or_default();
         add_missing_secrets(&mut entry, input.secrets);
         if joins {
@@ -423,14 +426,22 @@ fn join_tag(entry: &mut ImageSpec, tag: &str, owner: &ObjectReference, input: &I
     entry.tags.sort_by(|a, b| a.tag.cmp(&b.tag));
 }
 
+fn lists_secret(entry: &ImageSpec, secret: &ReferenceObject) -> bool {
+    entry
+        .pull_secrets
+        .iter()
+        .flatten()
+        .any(|r| r.namespace == secret.namespace && r.name == secret.name)
+}
+
+fn lacks_secrets(entry: Option<&ImageSpec>, secrets: &[ReferenceObject]) -> bool {
+    secrets.iter().any(|s| !entry.is_some_and(|e| lists_secret(e, s)))
+}
+
 fn add_missing_secrets(entry: &mut ImageSpec, secrets: &[ReferenceObject]) {
     for secret in secrets {
-        let refs = entry.pull_secrets.get_or_insert_default();
-        if !refs
-            .iter()
-            .any(|r| r.namespace == secret.namespace && r.name == secret.name)
-        {
-            refs.push(secret.clone());
+        if !lists_secret(entry, secret) {
+            entry.pull_secrets.get_or_insert_default().push(secret.clone());
         }
     }
     if entry.pull_secrets.as_ref().is_some_and(Vec::is_empty) {

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use prewarm_api::node_image::{ImageTagSpec, ImageTagStatus, NodeImageStatus};
+use prewarm_api::node_image::{ImageStatus, ImageTagSpec, ImageTagStatus, NodeImageStatus};
 use prewarm_api::v1beta1::{ImageSpec, NodeImage, NodeImageSpec, SECRET_MODE_BATCH};
 
 use super::image_pull_job::seconds_between;
@@ -313,8 +313,9 @@ fn fail_silent_tags(
     node_image: &NodeImage,
     requeue: &mut Option<i64>,
 ) -> (Option<NodeImageStatus>, Vec<TagFailure>) {
-    let old = node_image.status.clone().unwrap_or_default();
-    let mut statuses = old.image_statuses.clone().unwrap_or_default();
+    let old = node_image.status.as_ref();
+    // Copied only when a tag fails: most passes change nothing.
+    let mut changed: Option<BTreeMap<String, ImageStatus>> = None;
     let mut failures = Vec::new();
     for (name, image) in node_image.spec.images.iter().flatten() {
         for tag in &image.tags {
@@ -354,6 +355,8 @@ fn fail_silent_tags(
                 message: Some(failure.to_owned()),
                 ..current.cloned().unwrap_or_default()
             };
+            let statuses =
+                changed.get_or_insert_with(|| old.and_then(|o| o.image_statuses.clone()).unwrap_or_default());
             let tags = &mut statuses.entry(name.clone()).or_default().tags;
             match tags.iter_mut().find(|t| t.tag == tag.tag) {
                 Some(slot) => *slot = failed,
@@ -367,10 +370,11 @@ fn fail_silent_tags(
             });
         }
     }
-    if failures.is_empty() {
+    let Some(mut statuses) = changed else {
         return (None, failures);
-    }
-    let spec_images = node_image.spec.images.clone().unwrap_or_default();
+    };
+    let no_images = BTreeMap::new();
+    let spec_images = node_image.spec.images.as_ref().unwrap_or(&no_images);
     statuses.retain(|name, status| {
         let spec_tags = spec_images.get(name).map(|i| i.tags.as_slice()).unwrap_or_default();
         status.tags.retain(|t| spec_tags.iter().any(|s| s.tag == t.tag));
@@ -384,9 +388,9 @@ fn fail_silent_tags(
         succeeded: Some(count("Succeeded")),
         failed: Some(count("Failed")),
         pulling: Some(count("Pulling")),
-        waiting: old.waiting,
+        waiting: old.and_then(|o| o.waiting),
         image_statuses: Some(statuses),
-        first_sync_status: old.first_sync_status,
+        first_sync_status: old.and_then(|o| o.first_sync_status.clone()),
     };
     (Some(status), failures)
 }
