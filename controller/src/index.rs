@@ -3,7 +3,7 @@
 //! (by selector kind), which NodeImages name a job as owner, which pods run on
 //! a node, and which jobs use a pull secret.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -61,6 +61,8 @@ pub struct Index {
     owners_of_node: HashMap<String, BTreeSet<String>>,
     nodes_by_owner: HashMap<String, BTreeSet<String>>,
     pod_node: HashMap<ObjectKey, String>,
+    /// Nodes whose Ready condition is not True.
+    not_ready: HashSet<String>,
     /// ImagePullJobs by the uid of the ImageListPullJob that controls them.
     children: HashMap<String, BTreeSet<ObjectKey>>,
     parent_of: HashMap<ObjectKey, String>,
@@ -209,6 +211,19 @@ impl Index {
             }
             None => remove_from(&mut self.pods_by_namespace, &key.namespace, &key.name),
         }
+    }
+
+    pub fn set_not_ready(&mut self, node: &str, not_ready: bool) {
+        if not_ready {
+            self.not_ready.insert(node.to_owned());
+        } else {
+            self.not_ready.remove(node);
+        }
+    }
+
+    /// Whether a Node exists and is not Ready (a NodeImage without a Node counts as ready).
+    pub fn is_not_ready(&self, node: &str) -> bool {
+        self.not_ready.contains(node)
     }
 
     /// The ImagePullJobs controlled by the ImageListPullJob with this uid.

@@ -209,13 +209,15 @@ impl World {
                 nodes.iter().filter_map(|n| self.node_image(n)).collect()
             }
         };
+        let index = self.index();
         let mut targets: Vec<(Arc<NodeImage>, bool)> = node_images
             .into_iter()
             .map(|n| {
-                let ready = self.node(&n.name_any()).is_none_or(|node| ready_since(&node).is_some());
+                let ready = !index.is_not_ready(n.metadata.name.as_deref().unwrap_or_default());
                 (n, ready)
             })
             .collect();
+        drop(index);
         targets.sort_by(|a, b| a.0.metadata.name.cmp(&b.0.metadata.name));
         targets
     }
@@ -349,7 +351,6 @@ impl PendingWrites {
 
 /// Starts the watch loops. Each returns only when its stream ends.
 pub fn watch(client: &Client, world: &Arc<World>, writers: Writers) -> Vec<tokio::task::JoinHandle<()>> {
-    let config = watcher::Config::default().any_semantic();
     let Writers {
         jobs,
         list_jobs,
@@ -359,43 +360,27 @@ pub fn watch(client: &Client, world: &Arc<World>, writers: Writers) -> Vec<tokio
         secrets,
     } = writers;
     vec![
-        tokio::spawn(follow(
-            watcher(Api::all(client.clone()), config.clone()),
-            jobs,
-            world.clone(),
-            on_job,
-        )),
-        tokio::spawn(follow(
-            watcher(Api::all(client.clone()), config.clone()),
-            list_jobs,
-            world.clone(),
-            on_list_job,
-        )),
-        tokio::spawn(follow(
-            watcher(Api::all(client.clone()), config.clone()),
-            node_images,
-            world.clone(),
-            on_node_image,
-        )),
-        tokio::spawn(follow(
-            watcher(Api::all(client.clone()), config.clone()),
-            nodes,
-            world.clone(),
-            on_node,
-        )),
-        tokio::spawn(follow(
-            watcher(Api::all(client.clone()), config.clone()),
-            pods,
-            world.clone(),
-            on_pod,
-        )),
-        tokio::spawn(follow(
-            watcher(Api::<SecretMeta>::all(client.clone()), config),
-            secrets,
-            world.clone(),
-            on_secret,
-        )),
+        spawn_follow(client, world, jobs, on_job),
+        spawn_follow(client, world, list_jobs, on_list_job),
+        spawn_follow(client, world, node_images, on_node_image),
+        spawn_follow(client, world, nodes, on_node),
+        spawn_follow(client, world, pods, on_pod),
+        spawn_follow(client, world, secrets, on_secret),
     ]
+}
+
+/// Watches every `K` of the cluster into `writer`, reporting changes to `on_change`.
+fn spawn_follow<K>(
+    client: &Client,
+    world: &Arc<World>,
+    writer: Writer<K>,
+    on_change: OnChange<K>,
+) -> tokio::task::JoinHandle<()>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default().any_semantic());
+    tokio::spawn(follow(stream, writer, world.clone(), on_change))
 }
 
 type OnChange<K> = fn(&World, Option<&K>, Option<&K>);
@@ -533,6 +518,9 @@ fn on_node(world: &World, old: Option<&Node>, new: Option<&Node>) {
             )
         })
     };
+    world
+        .index()
+        .set_not_ready(&name, new.is_some_and(|n| ready_since(n).is_none()));
     if facts(old) == facts(new) {
         return;
     }

@@ -227,11 +227,8 @@ async fn always_job_completes_reports_and_is_deleted_after_its_ttl_with_its_tags
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallelism_failures_and_a_second_job_for_the_same_image() {
     // Jobs without pull secrets never need the agent namespace.
-    let Running {
-        cluster,
-        controller: _controller,
-        _agent,
-    } = running(Cluster::start().await, &["--agent-namespace=not-created"]).await;
+    let running = running(Cluster::start().await, &["--agent-namespace=not-created"]).await;
+    let cluster = &running.cluster;
     let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
 
     let failing = json!({"image": "registry.local/missing:1", "parallelism": "50%",
@@ -245,7 +242,7 @@ async fn parallelism_failures_and_a_second_job_for_the_same_image() {
     .await;
     assert_eq!(done["failed"], 3, "{done}");
     assert_eq!(done["failedNodes"], json!(["node-1", "node-2", "node-3"]));
-    let reasons = event_reasons(&cluster, "failing").await;
+    let reasons = event_reasons(cluster, "failing").await;
     assert!(reasons.contains("PullImageFailed"), "{reasons:?}");
 
     eventually(
@@ -278,12 +275,12 @@ async fn parallelism_failures_and_a_second_job_for_the_same_image() {
         s["succeeded"] == 2
     })
     .await;
-    let owners = tag_owners(&cluster, "node-1", "busybox", "latest").await.unwrap();
+    let owners = tag_owners(cluster, "node-1", "busybox", "latest").await.unwrap();
     assert_eq!(owners, vec!["job1".to_owned(), "job2".to_owned()]);
     let after = version(&node_images.get("node-1").await.unwrap());
     assert_eq!(after, before.map(|v| v + 1), "joining bumps the version");
     assert_eq!(
-        tag_owners(&cluster, "node-2", "busybox", "latest").await,
+        tag_owners(cluster, "node-2", "busybox", "latest").await,
         None,
         "node-2 is zone b"
     );
@@ -291,11 +288,8 @@ async fn parallelism_failures_and_a_second_job_for_the_same_image() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_selector_counts_only_pods_of_the_jobs_namespace() {
-    let Running {
-        cluster,
-        controller: _controller,
-        _agent,
-    } = running(Cluster::start().await, &[]).await;
+    let running = running(Cluster::start().await, &[]).await;
+    let cluster = &running.cluster;
     for (namespace, name, node) in [("default", "web-1", "node-2"), ("kube-system", "web-2", "node-3")] {
         let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": "web"}},
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "nginx"}]},
@@ -327,7 +321,7 @@ async fn pod_selector_counts_only_pods_of_the_jobs_namespace() {
     })
     .await;
     assert_eq!(
-        tag_owners(&cluster, "node-3", "redis", "7").await,
+        tag_owners(cluster, "node-3", "redis", "7").await,
         None,
         "kube-system's pod is not ours"
     );
@@ -335,11 +329,8 @@ async fn pod_selector_counts_only_pods_of_the_jobs_namespace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_secret_is_copied_follows_its_source_and_is_released() {
-    let Running {
-        cluster,
-        controller: _controller,
-        _agent,
-    } = running(Cluster::start().await, &[]).await;
+    let running = running(Cluster::start().await, &[]).await;
+    let cluster = &running.cluster;
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), "default");
     let source: Secret = serde_json::from_value(json!({"metadata": {"name": "pull-secret"},
         "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "e30="}}))
@@ -392,7 +383,7 @@ async fn pull_secret_is_copied_follows_its_source_and_is_released() {
         (data[".dockerconfigjson"].0 == b"{\"auths\":{}}").then_some(())
     })
     .await;
-    let reasons = event_reasons(&cluster, "with-secret").await;
+    let reasons = event_reasons(cluster, "with-secret").await;
     assert!(reasons.contains("PullSecretNotFound"), "{reasons:?}");
 
     jobs.delete("with-secret", &DeleteParams::default()).await.unwrap();
@@ -411,7 +402,7 @@ async fn pull_secret_is_copied_follows_its_source_and_is_released() {
     })
     .await;
     eventually("its tags removed", 10 * SECONDS, || async {
-        tag_owners(&cluster, "node-1", "nginx", "slow")
+        tag_owners(cluster, "node-1", "nginx", "slow")
             .await
             .is_none()
             .then_some(())
@@ -421,11 +412,8 @@ async fn pull_secret_is_copied_follows_its_source_and_is_released() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_nodes_wait_and_a_hand_added_tag_lives_until_its_ttl() {
-    let Running {
-        cluster,
-        controller: _controller,
-        _agent,
-    } = running(Cluster::start().await, &[]).await;
+    let running = running(Cluster::start().await, &[]).await;
+    let cluster = &running.cluster;
     let node_images: Api<NodeImage> = Api::all(cluster.client.clone());
     cluster.set_ready("node-3", false).await;
     let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
@@ -439,7 +427,7 @@ async fn not_ready_nodes_wait_and_a_hand_added_tag_lives_until_its_ttl() {
         waiting["message"],
         "job is running, progress 66.7%, 1 targeted node is not Ready and will pull once Ready"
     );
-    assert_eq!(tag_owners(&cluster, "node-3", "alpine", "3").await, None);
+    assert_eq!(tag_owners(cluster, "node-3", "alpine", "3").await, None);
     cluster.set_ready("node-3", true).await;
     wait_status(&jobs, "waits", "completion once Ready", 10 * SECONDS, |s| {
         s["succeeded"] == 3
@@ -460,11 +448,11 @@ async fn not_ready_nodes_wait_and_a_hand_added_tag_lives_until_its_ttl() {
     .await;
     tokio::time::sleep(2 * SECONDS).await;
     assert!(
-        tag_owners(&cluster, "node-2", "hand/made", "1").await.is_some(),
+        tag_owners(cluster, "node-2", "hand/made", "1").await.is_some(),
         "kept while its TTL runs, though it has no owner"
     );
     eventually("removed after its TTL", 10 * SECONDS, || async {
-        tag_owners(&cluster, "node-2", "hand/made", "1")
+        tag_owners(cluster, "node-2", "hand/made", "1")
             .await
             .is_none()
             .then_some(())
@@ -574,11 +562,8 @@ async fn jobs_converge_through_failing_api_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_examples_through_kubectl_and_the_webhook() {
-    let Running {
-        cluster,
-        controller: _controller,
-        _agent,
-    } = running(Cluster::start().await, &[]).await;
+    let running = running(Cluster::start().await, &[]).await;
+    let cluster = &running.cluster;
     let node_images: Api<NodeImage> = Api::all(cluster.client.clone());
     cluster.set_ready("node-1", false).await;
 
@@ -630,25 +615,22 @@ async fn seed_examples_through_kubectl_and_the_webhook() {
     let (ok, out) = cluster.kubectl(&["patch", "nodeimage", "node-2", "--type=merge", "-p", short.trim()]);
     assert!(ok, "{out}");
     eventually("the short-lived one removed after its TTL", 10 * SECONDS, || async {
-        tag_owners(&cluster, "node-2", "ubuntu", "latest")
+        tag_owners(cluster, "node-2", "ubuntu", "latest")
             .await
             .is_none()
             .then_some(())
     })
     .await;
     assert!(
-        tag_owners(&cluster, "node-3", "ubuntu", "latest").await.is_some(),
+        tag_owners(cluster, "node-3", "ubuntu", "latest").await.is_some(),
         "a tag without owner is not removed for that"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_node_image_fails_its_node_only() {
-    let Running {
-        cluster,
-        controller: _controller,
-        _agent,
-    } = running(Cluster::start().await, &[]).await;
+    let running = running(Cluster::start().await, &[]).await;
+    let cluster = &running.cluster;
     let node_images: Api<NodeImage> = Api::all(cluster.client.clone());
     let images: serde_json::Map<String, Value> = (0..256)
         .map(|i| {
@@ -678,18 +660,15 @@ async fn a_full_node_image_fails_its_node_only() {
         (json!(2), json!(["node-3"])),
         "{done}"
     );
-    let reasons = event_reasons(&cluster, "full").await;
+    let reasons = event_reasons(cluster, "full").await;
     assert!(reasons.contains("NodeImageFull"), "{reasons:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_image_is_reported_and_other_jobs_go_on() {
     // Without the webhook, which would refuse the image.
-    let Running {
-        cluster,
-        controller: _controller,
-        _agent,
-    } = running(Cluster::start_without_webhook().await, &[]).await;
+    let running = running(Cluster::start_without_webhook().await, &[]).await;
+    let cluster = &running.cluster;
     let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
     let bad = json!({"image": "Redis:6.0:latest", "completionPolicy": {"type": "Always"}});
     jobs.create(&PostParams::default(), &job("bad", bad)).await.unwrap();
@@ -706,7 +685,7 @@ async fn an_invalid_image_is_reported_and_other_jobs_go_on() {
         s["succeeded"] == 3
     })
     .await;
-    let reasons = event_reasons(&cluster, "bad").await;
+    let reasons = event_reasons(cluster, "bad").await;
     assert!(reasons.contains("InvalidImage"), "{reasons:?}");
 }
 
@@ -724,11 +703,8 @@ async fn children(jobs: &Api<ImagePullJob>) -> Vec<ImagePullJob> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_list_pull_jobs_make_one_child_per_image_and_go_with_their_ttl() {
-    let Running {
-        cluster,
-        controller: _controller,
-        _agent,
-    } = running(Cluster::start().await, &[]).await;
+    let running = running(Cluster::start().await, &[]).await;
+    let cluster = &running.cluster;
     let lists: Api<prewarm_api::v1beta1::ImageListPullJob> = Api::namespaced(cluster.client.clone(), "default");
     let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
     let spec = json!({"images": ["nginx:list", "busybox:list"], "parallelism": 3, "imagePullPolicy": "Always",
@@ -767,7 +743,7 @@ async fn image_list_pull_jobs_make_one_child_per_image_and_go_with_their_ttl() {
         (json!(2), json!(2)),
         "{done}"
     );
-    let reasons = event_reasons(&cluster, "test-imagelistpulljob").await;
+    let reasons = event_reasons(cluster, "test-imagelistpulljob").await;
     assert!(reasons.contains("Successful create ImagePullJob"), "{reasons:?}");
     eventually("the list job deleted after its TTL", 10 * SECONDS, || async {
         lists
@@ -786,11 +762,8 @@ async fn image_list_pull_jobs_make_one_child_per_image_and_go_with_their_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_list_pull_jobs_follow_their_images_and_list_failures() {
-    let Running {
-        cluster,
-        controller: _controller,
-        _agent,
-    } = running(Cluster::start().await, &[]).await;
+    let running = running(Cluster::start().await, &[]).await;
+    let cluster = &running.cluster;
     let lists: Api<prewarm_api::v1beta1::ImageListPullJob> = Api::namespaced(cluster.client.clone(), "default");
     let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
     let spec = json!({"images": ["redis:7", "registry.local/missing:1"], "selector": {"names": ["node-1"]},
@@ -820,7 +793,7 @@ async fn image_list_pull_jobs_follow_their_images_and_list_failures() {
         (images == BTreeSet::from(["redis:7".to_owned(), "alpine:3".to_owned()])).then_some(())
     })
     .await;
-    let reasons = event_reasons(&cluster, "never").await;
+    let reasons = event_reasons(cluster, "never").await;
     assert!(reasons.contains("Successful delete ImagePullJob"), "{reasons:?}");
     let redis = children(&jobs)
         .await
