@@ -3,19 +3,19 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-
-use base64::Engine;
 use std::process::Stdio;
 use std::time::Duration;
 
+use base64::Engine;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use prewarm_api::v1beta1::NodeImage;
+use prewarm_api::v1beta1::{ImagePullJob, NodeImage};
 use prewarm_testapi::{Options, TestApi};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -306,4 +306,102 @@ fn now() -> String {
     k8s_openapi::jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
+}
+
+// Scenario helpers shared by the test files.
+
+pub const SECONDS: Duration = Duration::from_secs(1);
+
+pub async fn three_nodes(cluster: &Cluster) {
+    for (name, zone) in [("node-1", "a"), ("node-2", "b"), ("node-3", "a")] {
+        cluster
+            .add_node(name, json!({"zone": zone, "kubernetes.io/hostname": name}), true)
+            .await;
+    }
+}
+
+pub struct Running {
+    pub cluster: Cluster,
+    pub controller: Controller,
+    pub _agent: tokio::task::JoinHandle<()>,
+}
+
+/// Three Ready nodes, the simulated agent, and a controller started with
+/// `args`; returns once the three NodeImages exist.
+pub async fn running(cluster: Cluster, args: &[&str]) -> Running {
+    three_nodes(&cluster).await;
+    let agent = spawn_agent(cluster.client.clone());
+    let controller = cluster.controller(args);
+    let node_images: Api<NodeImage> = Api::all(cluster.client.clone());
+    eventually("a NodeImage per node", 10 * SECONDS, || async {
+        (node_images.list(&ListParams::default()).await.unwrap().items.len() == 3).then_some(())
+    })
+    .await;
+    Running {
+        cluster,
+        controller,
+        _agent: agent,
+    }
+}
+
+pub fn job(name: &str, spec: Value) -> ImagePullJob {
+    serde_json::from_value(json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": "ImagePullJob",
+        "metadata": {"name": name, "namespace": "default"}, "spec": spec}))
+    .unwrap()
+}
+
+pub async fn status(jobs: &Api<ImagePullJob>, name: &str) -> Option<Value> {
+    let job = jobs.get_opt(name).await.unwrap()?;
+    Some(serde_json::to_value(job.status?).unwrap())
+}
+
+pub async fn wait_status(
+    jobs: &Api<ImagePullJob>,
+    name: &str,
+    what: &str,
+    within: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(what, within, || async { status(jobs, name).await.filter(|s| check(s)) }).await
+}
+
+pub async fn tag_owners(cluster: &Cluster, node: &str, image: &str, tag: &str) -> Option<Vec<String>> {
+    let node_image = Api::<NodeImage>::all(cluster.client.clone())
+        .get_opt(node)
+        .await
+        .unwrap()?;
+    let entry = node_image.spec.images?.remove(image)?;
+    let tag = entry.tags.into_iter().find(|t| t.tag == tag)?;
+    Some(
+        tag.owner_references
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|o| o.name)
+            .collect(),
+    )
+}
+
+pub async fn event_reasons(cluster: &Cluster, name: &str) -> BTreeSet<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(cluster.client.clone(), "default");
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+pub fn list_job(name: &str, spec: Value) -> prewarm_api::v1beta1::ImageListPullJob {
+    serde_json::from_value(
+        json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": "ImageListPullJob",
+        "metadata": {"name": name, "namespace": "default"}, "spec": spec}),
+    )
+    .unwrap()
+}
+
+pub async fn children(jobs: &Api<ImagePullJob>) -> Vec<ImagePullJob> {
+    jobs.list(&ListParams::default()).await.unwrap().items
 }
