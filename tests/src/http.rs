@@ -7,18 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::admission::{Admission, Operation};
 use crate::error::ApiError;
 use crate::resources::ResourceType;
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::store::{Store, Subresource, WatchEvent};
+use crate::store::{Store, Subresource};
 use crate::table;
 
 #[derive(Debug)]
@@ -111,12 +110,12 @@ fn decode(text: &str) -> String {
 }
 
 /// What a resource path names.
-struct Target {
-    rt: ResourceType,
-    version: String,
-    namespace: Option<String>,
-    name: Option<String>,
-    subresource: Option<String>,
+pub(crate) struct Target {
+    pub(crate) rt: ResourceType,
+    pub(crate) version: String,
+    pub(crate) namespace: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) subresource: Option<String>,
 }
 
 async fn route(
@@ -264,12 +263,12 @@ async fn route(
     };
     let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
     match verb {
-        "watch" => watch(state, &target, query, shape),
+        "watch" => crate::watch::watch(state, &target, query, shape),
         "get" => get(state, &target, shape),
         "list" => list(state, &target, query, shape),
         "create" => create(state, &target, &body, dry_run).await,
         "update" => update(state, &target, &body, dry_run).await,
-        "patch" => patch(state, &target, headers, &body, dry_run).await,
+        "patch" => crate::patch::patch(state, &target, headers, &body, dry_run).await,
         "delete" => delete(state, &target, &body, query, dry_run).await,
         _ => delete_collection(state, &target, query, dry_run).await,
     }
@@ -333,7 +332,7 @@ fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Value {
 }
 
 /// Objects are stored once and served in every version: conversion is None.
-fn in_version(mut object: Value, target: &Target) -> Value {
+pub(crate) fn in_version(mut object: Value, target: &Target) -> Value {
     if let Some(map) = object.as_object_mut() {
         map.insert("apiVersion".to_owned(), json!(target.rt.api_version(&target.version)));
         map.insert("kind".to_owned(), json!(target.rt.kind));
@@ -345,17 +344,17 @@ fn in_version(mut object: Value, target: &Target) -> Value {
 /// the object, a Table for kubectl, or only its metadata
 /// (`as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Shape {
+pub(crate) enum Shape {
     Object,
     Table,
     Metadata,
 }
 
-fn metadata_only(object: &Value) -> Value {
+pub(crate) fn metadata_only(object: &Value) -> Value {
     json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": object["metadata"]})
 }
 
-fn namespace(target: &Target) -> &str {
+pub(crate) fn namespace(target: &Target) -> &str {
     target.namespace.as_deref().unwrap_or_default()
 }
 
@@ -375,7 +374,10 @@ fn get(state: &AppState, target: &Target, shape: Shape) -> Result<Response, ApiE
     Ok(json_response(StatusCode::OK, &object))
 }
 
-fn selectors(target: &Target, query: &HashMap<String, String>) -> Result<(LabelSelector, FieldSelector), ApiError> {
+pub(crate) fn selectors(
+    target: &Target,
+    query: &HashMap<String, String>,
+) -> Result<(LabelSelector, FieldSelector), ApiError> {
     let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or_default())
         .map_err(ApiError::bad_request)?;
     let fields = FieldSelector::parse(
@@ -442,7 +444,7 @@ fn list(
     Ok(json_response(StatusCode::OK, &list))
 }
 
-fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .or_else(|_| serde_saphyr::from_slice(body))
         .map_err(|e| ApiError::bad_request(format!("the body is not JSON or YAML: {e}")))?;
@@ -478,7 +480,12 @@ async fn create(state: &AppState, target: &Target, body: &[u8], dry_run: bool) -
 
 /// Creates an object as kube-apiserver does: schema pruning and defaulting,
 /// the admission chain, then storage.
-async fn store_new(state: &AppState, target: &Target, mut object: Value, dry_run: bool) -> Result<Response, ApiError> {
+pub(crate) async fn store_new(
+    state: &AppState,
+    target: &Target,
+    mut object: Value,
+    dry_run: bool,
+) -> Result<Response, ApiError> {
     let ns = namespace(target).to_owned();
     crate::schema::prune_and_default(&target.rt, &target.version, &mut object);
     let object = state
@@ -497,7 +504,12 @@ async fn update(state: &AppState, target: &Target, body: &[u8], dry_run: bool) -
 }
 
 /// Stores a new state of an existing object through admission.
-async fn write(state: &AppState, target: &Target, object: Value, dry_run: bool) -> Result<Response, ApiError> {
+pub(crate) async fn write(
+    state: &AppState,
+    target: &Target,
+    object: Value,
+    dry_run: bool,
+) -> Result<Response, ApiError> {
     let name = target.name.clone().unwrap_or_default();
     let ns = namespace(target).to_owned();
     let old = state.store.get(&target.rt, &ns, &name)?;
@@ -514,115 +526,6 @@ async fn write(state: &AppState, target: &Target, object: Value, dry_run: bool) 
         .store
         .update(&target.rt, &ns, &name, object, subresource, dry_run)?;
     Ok(created(stored, target, StatusCode::OK))
-}
-
-/// Patches as kube-apiserver does: a patch that does not name a
-/// resourceVersion is applied again to the newest object when another write
-/// came in between (its update loop), so only preconditioned patches conflict.
-async fn patch(
-    state: &AppState,
-    target: &Target,
-    headers: &HeaderMap,
-    body: &[u8],
-    dry_run: bool,
-) -> Result<Response, ApiError> {
-    const ATTEMPTS: usize = 5;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match patch_once(state, target, headers, body, dry_run).await {
-            Err(PatchError::Raced(_)) if attempt < ATTEMPTS => continue,
-            Err(PatchError::Raced(e) | PatchError::Api(e)) => return Err(e),
-            Ok(response) => return Ok(response),
-        }
-    }
-}
-
-enum PatchError {
-    /// A conflict the patch did not ask for: someone wrote in between.
-    Raced(ApiError),
-    Api(ApiError),
-}
-
-impl From<ApiError> for PatchError {
-    fn from(e: ApiError) -> Self {
-        Self::Api(e)
-    }
-}
-
-async fn patch_once(
-    state: &AppState,
-    target: &Target,
-    headers: &HeaderMap,
-    body: &[u8],
-    dry_run: bool,
-) -> Result<Response, PatchError> {
-    let name = target
-        .name
-        .clone()
-        .ok_or_else(|| ApiError::method_not_allowed("PATCH needs a name"))?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|c| c.to_str().ok())
-        .unwrap_or_default();
-    let media = content_type.split(';').next().unwrap_or_default().trim();
-    let current = match state.store.get(&target.rt, namespace(target), &name) {
-        Ok(current) => Some(in_version(current, target)),
-        Err(e) if e.code == 404 && media == "application/apply-patch+yaml" => None,
-        Err(e) => return Err(e.into()),
-    };
-    let read_version = current
-        .as_ref()
-        .and_then(|c| c.pointer("/metadata/resourceVersion"))
-        .cloned();
-    let patched = match (media, current) {
-        ("application/json-patch+json", Some(mut current)) => {
-            let patch: json_patch::Patch =
-                serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(&mut current, &patch).map_err(|e| {
-                ApiError::invalid(
-                    &target.rt.kind,
-                    &target.rt.group,
-                    &name,
-                    &[(
-                        "".to_owned(),
-                        "FieldValueInvalid",
-                        format!("the JSON patch could not be applied: {e}"),
-                    )],
-                )
-            })?;
-            current
-        }
-        ("application/merge-patch+json" | "application/strategic-merge-patch+json", Some(mut current)) => {
-            let patch = parse_body(body)?;
-            json_patch::merge(&mut current, &patch);
-            current
-        }
-        ("application/apply-patch+yaml", current) => {
-            let applied = parse_body(body)?;
-            match current {
-                Some(mut current) => {
-                    json_patch::merge(&mut current, &applied);
-                    current
-                }
-                None => return Ok(store_new(state, target, applied, dry_run).await?),
-            }
-        }
-        (other, _) => {
-            return Err(ApiError::unsupported_media_type(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"
-            ))
-            .into());
-        }
-    };
-    let mut patched = patched;
-    crate::schema::prune_and_default(&target.rt, &target.version, &mut patched);
-    let unchanged_version =
-        read_version.is_some() && patched.pointer("/metadata/resourceVersion") == read_version.as_ref();
-    match write(state, target, patched, dry_run).await {
-        Err(e) if e.code == 409 && unchanged_version => Err(PatchError::Raced(e)),
-        other => Ok(other?),
-    }
 }
 
 async fn delete(
@@ -693,182 +596,4 @@ async fn delete_collection(
     }
     let list = json!({"kind": format!("{}List", target.rt.kind), "apiVersion": target.rt.api_version(&target.version), "metadata": {"resourceVersion": rv.to_string()}, "items": deleted});
     Ok(json_response(StatusCode::OK, &list))
-}
-
-fn watch_line(type_: &str, object: Value) -> Bytes {
-    let mut line = json!({"type": type_, "object": object}).to_string();
-    line.push('\n');
-    Bytes::from(line)
-}
-
-fn bookmark(target: &Target, resource_version: u64, initial_end: bool) -> Value {
-    let mut metadata = json!({"resourceVersion": resource_version.to_string()});
-    if initial_end {
-        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
-    }
-    json!({"kind": target.rt.kind, "apiVersion": target.rt.api_version(&target.version), "metadata": metadata})
-}
-
-fn watch(
-    state: &AppState,
-    target: &Target,
-    query: &HashMap<String, String>,
-    shape: Shape,
-) -> Result<Response, ApiError> {
-    let (labels, fields) = selectors(target, query)?;
-    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
-    let send_initial = query.get("sendInitialEvents").is_some_and(|s| s == "true");
-    let requested = query.get("resourceVersion").cloned().unwrap_or_default();
-    let timeout = query
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .unwrap_or(1800);
-    // Subscribe first: nothing that happens from here on can be missed.
-    let mut live = state.store.subscribe();
-    let mut initial: Vec<Bytes> = Vec::new();
-    let rt = target.rt.clone();
-    let ns = target.namespace.clone();
-    let name = target.name.clone();
-    let matches = move |event: &WatchEvent| {
-        event.key.group == rt.group
-            && event.key.plural == rt.plural
-            && ns.as_ref().is_none_or(|ns| event.key.namespace == *ns)
-            && name.as_ref().is_none_or(|n| event.key.name == *n)
-            && labels.matches(&event.object)
-            && fields.matches(&event.object)
-    };
-    let encode = {
-        let target_rt = target.rt.clone();
-        let version = target.version.clone();
-        move |object: Value| -> Value {
-            let mut object = object;
-            if let Some(map) = object.as_object_mut() {
-                map.insert("apiVersion".to_owned(), json!(target_rt.api_version(&version)));
-                map.insert("kind".to_owned(), json!(target_rt.kind));
-            }
-            match shape {
-                Shape::Table => {
-                    let rv = object
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
-                        .and_then(|r| r.parse().ok())
-                        .unwrap_or(0);
-                    table::table(&target_rt, &version, &[object], rv)
-                }
-                Shape::Metadata => metadata_only(&object),
-                Shape::Object => object,
-            }
-        }
-    };
-    let mut last = if send_initial || requested.is_empty() || requested == "0" {
-        let (items, rv) = state.store.list(&target.rt, target.namespace.as_deref());
-        for item in items {
-            let event = WatchEvent {
-                resource_version: rv,
-                type_: "ADDED",
-                key: crate::store::Key {
-                    group: target.rt.group.clone(),
-                    plural: target.rt.plural.clone(),
-                    namespace: item
-                        .pointer("/metadata/namespace")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                    name: item
-                        .pointer("/metadata/name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                },
-                object: item,
-            };
-            if matches(&event) {
-                initial.push(watch_line("ADDED", encode(event.object)));
-            }
-        }
-        if send_initial && bookmarks {
-            initial.push(watch_line("BOOKMARK", bookmark(target, rv, true)));
-        }
-        rv
-    } else {
-        let since: u64 = requested
-            .parse()
-            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {requested:?}")))?;
-        match state.store.events_since(since) {
-            Some(events) => {
-                for event in events.iter().filter(|e| matches(e)) {
-                    initial.push(watch_line(event.type_, encode(event.object.clone())));
-                }
-                events.last().map_or(since, |e| e.resource_version).max(since)
-            }
-            None => {
-                let gone = ApiError::gone(format!(
-                    "too old resource version: {since} ({})",
-                    state.store.resource_version()
-                ));
-                initial.push(watch_line("ERROR", gone.status()));
-                let body = Body::from_stream(futures_util::stream::iter(
-                    initial.into_iter().map(Ok::<_, std::convert::Infallible>),
-                ));
-                return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
-            }
-        }
-    };
-    let store = state.store.clone();
-    let bookmark_target = Target {
-        rt: target.rt.clone(),
-        version: target.version.clone(),
-        namespace: None,
-        name: None,
-        subresource: None,
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
-    let mut epoch = state.store.watch_epoch();
-    epoch.mark_unchanged();
-    let stream = async_stream(move |tx| async move {
-        for line in initial {
-            if tx.send(line).await.is_err() {
-                return;
-            }
-        }
-        let mut ticker = tokio::time::interval(Duration::from_secs(5));
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline) => return,
-                _ = epoch.changed() => return,
-                _ = ticker.tick(), if bookmarks => {
-                    let rv = store.resource_version().max(last);
-                    if tx.send(watch_line("BOOKMARK", bookmark(&bookmark_target, rv, false))).await.is_err() {
-                        return;
-                    }
-                }
-                received = live.recv() => match received {
-                    Ok(event) => {
-                        if event.resource_version <= last || !matches(&event) {
-                            continue;
-                        }
-                        last = event.resource_version;
-                        if tx.send(watch_line(event.type_, encode(event.object.clone()))).await.is_err() {
-                            return;
-                        }
-                    }
-                    // A watcher that falls behind is closed; the client lists again.
-                    Err(_) => return,
-                },
-            }
-        }
-    });
-    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response())
-}
-
-/// A stream fed by a task through a channel.
-fn async_stream<F, Fut>(produce: F) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Bytes>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(produce(tx));
-    tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok)
 }

@@ -13,11 +13,13 @@ pub mod admission;
 pub mod error;
 pub mod http;
 pub mod infra;
+pub mod patch;
 pub mod resources;
 pub mod schema;
 pub mod selectors;
 pub mod store;
 pub mod table;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,0 +1,117 @@
+//! PATCH in its three kinds (JSON Patch, merge patch, server-side apply,
+//! strategic merge read as merge), through admission like any write.
+
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+
+use crate::error::ApiError;
+use crate::http::{AppState, Target, in_version, namespace, parse_body, store_new, write};
+
+/// Patches as kube-apiserver does: a patch that does not name a
+/// resourceVersion is applied again to the newest object when another write
+/// came in between (its update loop), so only preconditioned patches conflict.
+pub(crate) async fn patch(
+    state: &AppState,
+    target: &Target,
+    headers: &HeaderMap,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Response, ApiError> {
+    const ATTEMPTS: usize = 5;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match patch_once(state, target, headers, body, dry_run).await {
+            Err(PatchError::Raced(_)) if attempt < ATTEMPTS => continue,
+            Err(PatchError::Raced(e) | PatchError::Api(e)) => return Err(e),
+            Ok(response) => return Ok(response),
+        }
+    }
+}
+
+enum PatchError {
+    /// A conflict the patch did not ask for: someone wrote in between.
+    Raced(ApiError),
+    Api(ApiError),
+}
+
+impl From<ApiError> for PatchError {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+async fn patch_once(
+    state: &AppState,
+    target: &Target,
+    headers: &HeaderMap,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Response, PatchError> {
+    let name = target
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::method_not_allowed("PATCH needs a name"))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or_default();
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    let current = match state.store.get(&target.rt, namespace(target), &name) {
+        Ok(current) => Some(in_version(current, target)),
+        Err(e) if e.code == 404 && media == "application/apply-patch+yaml" => None,
+        Err(e) => return Err(e.into()),
+    };
+    let read_version = current
+        .as_ref()
+        .and_then(|c| c.pointer("/metadata/resourceVersion"))
+        .cloned();
+    let patched = match (media, current) {
+        ("application/json-patch+json", Some(mut current)) => {
+            let patch: json_patch::Patch =
+                serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            json_patch::patch(&mut current, &patch).map_err(|e| {
+                ApiError::invalid(
+                    &target.rt.kind,
+                    &target.rt.group,
+                    &name,
+                    &[(
+                        "".to_owned(),
+                        "FieldValueInvalid",
+                        format!("the JSON patch could not be applied: {e}"),
+                    )],
+                )
+            })?;
+            current
+        }
+        ("application/merge-patch+json" | "application/strategic-merge-patch+json", Some(mut current)) => {
+            let patch = parse_body(body)?;
+            json_patch::merge(&mut current, &patch);
+            current
+        }
+        ("application/apply-patch+yaml", current) => {
+            let applied = parse_body(body)?;
+            match current {
+                Some(mut current) => {
+                    json_patch::merge(&mut current, &applied);
+                    current
+                }
+                None => return Ok(store_new(state, target, applied, dry_run).await?),
+            }
+        }
+        (other, _) => {
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"
+            ))
+            .into());
+        }
+    };
+    let mut patched = patched;
+    crate::schema::prune_and_default(&target.rt, &target.version, &mut patched);
+    let unchanged_version =
+        read_version.is_some() && patched.pointer("/metadata/resourceVersion") == read_version.as_ref();
+    match write(state, target, patched, dry_run).await {
+        Err(e) if e.code == 409 && unchanged_version => Err(PatchError::Raced(e)),
+        other => Ok(other?),
+    }
+}
