@@ -14,7 +14,7 @@ use prewarm_api::job::{COMPLETION_NEVER, FailedImageStatus, ImageListPullJobStat
 use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob, ImagePullJobSpec};
 use serde::Serialize;
 
-use super::image_pull_job::seconds_between;
+use super::image_pull_job::after_ttl;
 
 /// The label that records which template revision a child was made from.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
@@ -123,23 +123,15 @@ pub fn lifecycle(list: &ImageListPullJob, now: Timestamp) -> ListLifecycle {
     let Some(completed) = list.status.as_ref().and_then(|s| s.completion_time.as_ref()) else {
         return ListLifecycle::Running;
     };
-    match list
+    let ttl = list
         .spec
         .completion_policy
         .as_ref()
-        .and_then(|c| c.ttl_seconds_after_finished)
-    {
-        None => ListLifecycle::Finished {
-            delete_now: false,
-            requeue_after: None,
-        },
-        Some(ttl) => {
-            let left = i64::from(ttl) - seconds_between(completed.0, now);
-            ListLifecycle::Finished {
-                delete_now: left <= 0,
-                requeue_after: (left > 0).then_some(left),
-            }
-        }
+        .and_then(|c| c.ttl_seconds_after_finished);
+    let (delete_now, requeue_after) = after_ttl(completed, ttl, now);
+    ListLifecycle::Finished {
+        delete_now,
+        requeue_after,
     }
 }
 

@@ -51,17 +51,21 @@ pub fn lifecycle(job: &ImagePullJob, now: Timestamp) -> Lifecycle {
         .completion_policy
         .as_ref()
         .and_then(|c| c.ttl_seconds_after_finished);
+    let (delete_now, requeue_after) = after_ttl(completed, ttl, now);
+    Lifecycle::Finished {
+        delete_now,
+        requeue_after,
+    }
+}
+
+/// Whether a job completed at `completed` with `ttlSecondsAfterFinished` is
+/// due for deletion, and if not, in how many seconds it will be.
+pub fn after_ttl(completed: &Time, ttl: Option<i32>, now: Timestamp) -> (bool, Option<i64>) {
     match ttl {
-        None => Lifecycle::Finished {
-            delete_now: false,
-            requeue_after: None,
-        },
+        None => (false, None),
         Some(ttl) => {
             let left = i64::from(ttl) - seconds_between(completed.0, now);
-            Lifecycle::Finished {
-                delete_now: left <= 0,
-                requeue_after: (left > 0).then_some(left),
-            }
+            (left <= 0, (left > 0).then_some(left))
         }
     }
 }

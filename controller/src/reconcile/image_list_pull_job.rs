@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource};
 use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob};
 use serde_json::json;
 
-use super::{Context, Error, is_status, now, status_patch};
+use super::{Context, Error, delete_after_ttl, is_status, now, status_patch};
 use crate::index::ObjectKey;
 use crate::plan::image_list_pull_job::{
     self, ListLifecycle, REASON_CREATED, REASON_DELETED, REVISION_LABEL, lifecycle, revision,
@@ -51,19 +51,7 @@ pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>
     } = lifecycle(&list, now())
     {
         if delete_now {
-            let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: list.metadata.uid.clone(),
-                    resource_version: None,
-                }),
-                ..DeleteParams::background()
-            };
-            ctx.metrics.wrote("delete", "imagelistpulljobs");
-            match api.delete(&key.name, &params).await {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(Error::api(format!("deleting ImageListPullJob {key} after its TTL"))(e)),
-            }
+            delete_after_ttl(ctx, &api, &key, list.metadata.uid.clone(), "imagelistpulljobs").await?;
         }
         return Ok(requeue_after.map(|s| Duration::from_secs(s.unsigned_abs())));
     }

@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use prewarm_api::v1beta1::{ImagePullJob, NodeImage};
 use serde_json::json;
 
-use super::{Context, Error, is_status, now, random_fraction, secrets, status_patch};
+use super::{Context, Error, delete_after_ttl, is_status, now, random_fraction, secrets, status_patch};
 use crate::index::ObjectKey;
 use crate::patch::merge_diff;
 use crate::plan::image_pull_job::{self, EntryWrite, FINALIZER, Input, Lifecycle, Notice, describe_nodes};
@@ -52,19 +52,7 @@ pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>
         } => {
             release(ctx, &api, &key, &job, &pull_secrets).await?;
             if delete_now {
-                let params = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: job.metadata.uid.clone(),
-                        resource_version: None,
-                    }),
-                    ..Default::default()
-                };
-                ctx.metrics.wrote("delete", "imagepulljobs");
-                match api.delete(&key.name, &params).await {
-                    Ok(_) => {}
-                    Err(e) if is_status(&e, 404) => {}
-                    Err(e) => return Err(Error::api(format!("deleting ImagePullJob {key} after its TTL"))(e)),
-                }
+                delete_after_ttl(ctx, &api, &key, job.metadata.uid.clone(), "imagepulljobs").await?;
             }
             Ok(requeue_after.map(|s| Duration::from_secs(s.unsigned_abs())))
         }

@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
-use kube::Client;
+use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client};
 
 use crate::admin::{ControllerName, Metrics};
+use crate::index::ObjectKey;
 use crate::queue::{Outcome, Queue};
 use crate::world::World;
 
@@ -113,6 +115,33 @@ impl Context {
         if let Err(e) = self.recorder.publish(&event, regarding).await {
             tracing::warn!(reason, error = %e, "could not publish an event");
         }
+    }
+}
+
+/// Deletes a finished job whose TTL ran out, conditional on its uid (a job
+/// made again under the same name is not touched); already gone is fine.
+pub async fn delete_after_ttl<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    key: &ObjectKey,
+    uid: Option<String>,
+    resource: &'static str,
+) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    ctx.metrics.wrote("delete", resource);
+    match api.delete(&key.name, &params).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 404) => Ok(()),
+        Err(e) => Err(Error::api(format!("deleting {resource} {key} after its TTL"))(e)),
     }
 }
 
