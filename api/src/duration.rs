@@ -1,41 +1,49 @@
-//! Go-style durations (`10s`, `500ms`, `1m30s`), as in `?timeout=10s` and flags.
+//! Go durations (`10s`, `1m30s`, `1.5h`, `21.6µs`, `0`), as in `?timeout=10s`,
+//! flags and a credential plugin's `cacheDuration`. Parsing is kube's
+//! `Duration` (Go's `time.ParseDuration` grammar); a guard first keeps it from
+//! overflowing on hostile input, which it would answer with a panic.
 
 use std::time::Duration;
 
-/// Parses a sequence of `<number><unit>` with units `ms`, `s`, `m`, `h`.
+/// Longest text accepted: far more than any real duration needs.
+const MAX_LEN: usize = 64;
+/// Most integer digits in one component: 10^12 hours still fits a `Duration`
+/// even when every component of a `MAX_LEN` text is that large.
+const MAX_INTEGER_DIGITS: usize = 12;
+
+/// Parses a non-negative Go duration.
 pub fn parse(text: &str) -> Result<Duration, String> {
-    let invalid =
-        || format!("invalid duration {text:?}: use a number and a unit (ms, s, m, h), such as \"10s\" or \"1m30s\"");
+    let invalid = |why: &str| {
+        format!(
+            "invalid duration {text:?}: {why}; use numbers with units (ns, us, µs, ms, s, m, h), such as \"10s\", \"1m30s\" or \"1.5h\""
+        )
+    };
     if text.is_empty() {
-        return Err(invalid());
+        return Err(invalid("it is empty"));
     }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(1),
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            _ => return Err(invalid()),
-        };
-        rest = &rest[unit_len..];
-        let part = u32::try_from(number)
-            .ok()
-            .and_then(|n| unit.checked_mul(n))
-            .ok_or_else(invalid)?;
-        total = total.checked_add(part).ok_or_else(invalid)?;
+    if text.len() > MAX_LEN {
+        return Err(invalid(&format!("it is longer than {MAX_LEN} characters")));
     }
-    Ok(total)
+    let too_long = text
+        .split(|c: char| !c.is_ascii_digit() && c != '.')
+        .filter_map(|number| number.split('.').next())
+        .any(|integer| integer.len() > MAX_INTEGER_DIGITS);
+    if too_long {
+        return Err(invalid(&format!("a number has more than {MAX_INTEGER_DIGITS} digits")));
+    }
+    let parsed: kube::core::Duration = text
+        .parse()
+        .map_err(|e: kube::core::duration::ParseError| invalid(&e.to_string()))?;
+    if parsed.is_negative() && Duration::from(parsed) != Duration::ZERO {
+        return Err(invalid("it is negative"));
+    }
+    Ok(parsed.into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn parses_go_durations() {
@@ -43,8 +51,29 @@ mod tests {
         assert_eq!(parse("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse("2h"), Ok(Duration::from_secs(7200)));
-        for bad in ["", "10", "s", "1.5s", "10x", "-1s", "99999999999s"] {
-            assert!(parse(bad).is_err(), "{bad:?}");
+        assert_eq!(parse("1h0m0.5s"), Ok(Duration::from_millis(3_600_500)));
+        assert_eq!(parse("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse("21.6µs"), Ok(Duration::from_nanos(21_600)));
+        assert_eq!(parse("0"), Ok(Duration::ZERO));
+        for bad in [
+            "",
+            "10",
+            "s",
+            "10x",
+            "-1s",
+            "99999999999999s",
+            "1.2.3s",
+            &"1s".repeat(40),
+        ] {
+            let error = parse(bad).unwrap_err();
+            assert!(error.contains("such as \"10s\""), "{bad:?}: {error}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(text in "[-+0-9.eE]{0,20}(ns|us|µs|ms|s|m|h)?[0-9.]{0,20}[hms]?") {
+            let _ = parse(&text);
         }
     }
 }

@@ -4,15 +4,23 @@
 //! `CredentialProviderResponse` is cached as it asks (per image, registry or
 //! globally) or for `defaultCacheDuration`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::credentials::{Credential, matches};
+
+const CONFIG_API_VERSIONS: [&str; 3] = [
+    "kubelet.config.k8s.io/v1",
+    "kubelet.config.k8s.io/v1beta1",
+    "kubelet.config.k8s.io/v1alpha1",
+];
 
 const API_VERSIONS: [&str; 3] = [
     "credentialprovider.kubelet.k8s.io/v1",
@@ -26,6 +34,68 @@ pub enum PluginError {
     Config { path: String, message: String },
     #[error("credential provider {name}: {message}")]
     Exec { name: String, message: String },
+}
+
+/// kubelet's `CredentialProviderConfig` file.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    providers: Vec<ProviderConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ProviderConfig {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    match_images: Vec<String>,
+    #[serde(default)]
+    default_cache_duration: String,
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: Vec<EnvVar>,
+    #[serde(default)]
+    token_attributes: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvVar {
+    name: String,
+    #[serde(default)]
+    value: String,
+}
+
+/// A plugin's `CredentialProviderResponse` (unknown fields are ignored, as
+/// kubelet does, so newer plugins keep working).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProviderResponse {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    cache_key_type: String,
+    #[serde(default)]
+    cache_duration: Option<String>,
+    #[serde(default)]
+    auth: BTreeMap<String, AuthConfig>,
+}
+
+#[derive(Deserialize)]
+struct AuthConfig {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
 }
 
 #[derive(Clone, Debug)]
@@ -58,73 +128,54 @@ impl Plugins {
             message,
         };
         let text = std::fs::read_to_string(config).map_err(|e| error(e.to_string()))?;
-        let document: Value = serde_saphyr::from_str(&text).map_err(|e| error(e.to_string()))?;
-        if document.get("kind").and_then(Value::as_str) != Some("CredentialProviderConfig") {
-            return Err(error("kind must be CredentialProviderConfig".to_owned()));
+        // Strict, as kubelet decodes this file: a misspelt field is an error, not a silent default.
+        let document: ConfigFile = serde_saphyr::from_str(&text).map_err(|e| error(e.to_string()))?;
+        if document.kind != "CredentialProviderConfig" || !CONFIG_API_VERSIONS.contains(&document.api_version.as_str())
+        {
+            return Err(error(format!(
+                "{} {} must be a CredentialProviderConfig of {}",
+                document.api_version,
+                document.kind,
+                CONFIG_API_VERSIONS.join(", ")
+            )));
         }
         let mut providers = Vec::new();
-        for (i, provider) in document
-            .get("providers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let text = |key: &str| provider.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-            let name = text("name");
+        for (i, provider) in document.providers.into_iter().enumerate() {
+            let name = provider.name;
             if name.is_empty() || name.contains(['/', ' ']) || name.contains("..") {
                 return Err(error(format!(
                     "providers[{i}].name {name:?} must be a plain file name in the plugin directory"
                 )));
             }
-            let match_images: Vec<String> = provider
-                .get("matchImages")
-                .and_then(Value::as_array)
-                .map(|m| m.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
-                .unwrap_or_default();
-            if match_images.is_empty() {
+            if provider.match_images.is_empty() {
                 return Err(error(format!("providers[{i}].matchImages is required")));
             }
-            let api_version = text("apiVersion");
-            if !API_VERSIONS.contains(&api_version.as_str()) {
+            if !API_VERSIONS.contains(&provider.api_version.as_str()) {
                 return Err(error(format!(
-                    "providers[{i}].apiVersion {api_version:?} is not one of {}",
+                    "providers[{i}].apiVersion {:?} is not one of {}",
+                    provider.api_version,
                     API_VERSIONS.join(", ")
                 )));
             }
-            let default_cache = prewarm_api::duration::parse(&text("defaultCacheDuration"))
+            if provider.token_attributes.is_some() {
+                return Err(error(format!(
+                    "providers[{i}].tokenAttributes: service-account tokens for credential providers are not supported"
+                )));
+            }
+            let default_cache = prewarm_api::duration::parse(&provider.default_cache_duration)
                 .map_err(|e| error(format!("providers[{i}].defaultCacheDuration: {e}")))?;
             let binary = bin_dir.join(&name);
             if !binary.is_file() {
                 return Err(error(format!("providers[{i}]: no executable {}", binary.display())));
             }
-            let args = provider
-                .get("args")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-                .unwrap_or_default();
-            let env = provider
-                .get("env")
-                .and_then(Value::as_array)
-                .map(|e| {
-                    e.iter()
-                        .map(|v| {
-                            (
-                                v["name"].as_str().unwrap_or_default().to_owned(),
-                                v["value"].as_str().unwrap_or_default().to_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
             providers.push(Provider {
                 name,
                 binary,
-                match_images,
+                match_images: provider.match_images,
                 default_cache,
-                api_version,
-                args,
-                env,
+                api_version: provider.api_version,
+                args: provider.args,
+                env: provider.env.into_iter().map(|e| (e.name, e.value)).collect(),
             });
         }
         Ok(Self {
@@ -201,35 +252,37 @@ impl Plugins {
                 .collect::<String>();
             return Err(exec_error(format!("exited with {}: {first_line}", output.status)));
         }
-        let response: Value =
-            serde_json::from_slice(&output.stdout).map_err(|e| exec_error(format!("the response is not JSON: {e}")))?;
-        if response.get("apiVersion").and_then(Value::as_str) != Some(provider.api_version.as_str()) {
+        let response: ProviderResponse = serde_json::from_slice(&output.stdout)
+            .map_err(|e| exec_error(format!("the response is not valid: {e}")))?;
+        if response.api_version != provider.api_version {
             return Err(exec_error(format!(
-                "the response's apiVersion must be {}",
-                provider.api_version
+                "the response's apiVersion {:?} must be {}",
+                response.api_version, provider.api_version
             )));
         }
         let credentials: Vec<Credential> = response
-            .get("auth")
-            .and_then(Value::as_object)
+            .auth
             .into_iter()
-            .flatten()
             .filter(|(pattern, _)| matches(pattern, repository))
             .map(|(_, auth)| Credential {
-                username: auth["username"].as_str().unwrap_or_default().to_owned(),
-                password: auth["password"].as_str().unwrap_or_default().to_owned(),
+                username: auth.username,
+                password: auth.password,
                 identity_token: String::new(),
             })
             .collect();
-        let duration = match response.get("cacheDuration").and_then(Value::as_str) {
-            Some(text) => prewarm_api::duration::parse(text).unwrap_or(provider.default_cache),
+        // Go's `time.ParseDuration` grammar; one the plugin got wrong falls back to the default.
+        let duration = match response.cache_duration.as_deref() {
+            Some(text) => prewarm_api::duration::parse(text).unwrap_or_else(|e| {
+                tracing::warn!(provider = %provider.name, error = %e, "ignoring the response's cacheDuration");
+                provider.default_cache
+            }),
             None => provider.default_cache,
         };
         if !duration.is_zero() {
             let registry = repository.split('/').next().unwrap_or(repository);
-            let key = match response.get("cacheKeyType").and_then(Value::as_str) {
-                Some("Registry") => registry.to_owned(),
-                Some("Global") => "global".to_owned(),
+            let key = match response.cache_key_type.as_str() {
+                "Registry" => registry.to_owned(),
+                "Global" => "global".to_owned(),
                 _ => repository.to_owned(),
             };
             if let Ok(mut cache) = self.cache.lock() {
@@ -240,5 +293,36 @@ impl Plugins {
             }
         }
         Ok(credentials)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(config: &str) -> Result<Plugins, PluginError> {
+        let dir = tempfile::tempdir().map_err(|e| PluginError::Exec {
+            name: String::new(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(dir.path().join("ecr"), "").ok();
+        std::fs::write(dir.path().join("config.yaml"), config).ok();
+        Plugins::load(&dir.path().join("config.yaml"), dir.path(), Duration::from_secs(1))
+    }
+
+    const PROVIDER: &str = "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n- name: ecr\n  matchImages: [\"*.ecr.aws\"]\n  apiVersion: credentialprovider.kubelet.k8s.io/v1\n";
+
+    #[test]
+    fn go_durations_and_strict_fields() {
+        let plugins = load(&format!("{PROVIDER}  defaultCacheDuration: 1h0m0.5s\n")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(plugins.providers[0].default_cache, Duration::from_millis(3_600_500));
+        let Err(error) = load(&format!("{PROVIDER}  defaultCacheDuraton: 12h\n")) else {
+            panic!("a misspelt field was accepted");
+        };
+        assert!(error.to_string().contains("defaultCacheDuraton"), "{error}");
+        let Err(error) = load(&PROVIDER.replace("kubelet.config.k8s.io/v1", "v1")) else {
+            panic!("a wrong apiVersion was accepted");
+        };
+        assert!(error.to_string().contains("kubelet.config.k8s.io/v1"), "{error}");
     }
 }

@@ -9,6 +9,10 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// A username and password (or an identity token) for one registry.
@@ -49,7 +53,29 @@ pub struct Keyring {
     entries: Vec<(String, Credential)>,
 }
 
-fn decode_data(secret: &Value, key: &'static str, name: &str) -> Result<Value, CredentialError> {
+/// `.dockerconfigjson`: a Docker `config.json`. Its other fields (`credsStore`,
+/// `HttpHeaders`, …) are ignored, as kubelet ignores them: Kubernetes' own docs
+/// show putting a whole `~/.docker/config.json` into such a Secret.
+#[derive(Deserialize)]
+struct DockerConfigJson {
+    #[serde(default)]
+    auths: BTreeMap<String, DockerConfigEntry>,
+}
+
+/// One registry's entry in `.dockerconfigjson` or `.dockercfg`.
+#[derive(Deserialize)]
+struct DockerConfigEntry {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    auth: String,
+    #[serde(default)]
+    identitytoken: String,
+}
+
+fn decode_data<T: DeserializeOwned>(secret: &Value, key: &'static str, name: &str) -> Result<T, CredentialError> {
     let encoded = secret
         .pointer(&format!("/data/{}", key.replace('/', "~1")))
         .and_then(Value::as_str)
@@ -65,15 +91,12 @@ fn decode_data(secret: &Value, key: &'static str, name: &str) -> Result<Value, C
     let bytes = BASE64
         .decode(encoded)
         .map_err(|e| malformed(format!("not base64: {e}")))?;
-    serde_json::from_slice(&bytes).map_err(|e| malformed(format!("not JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| malformed(format!("not a Docker config: {e}")))
 }
 
-fn credential(entry: &Value) -> Credential {
-    let text = |k: &str| entry.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let (mut username, mut password) = (text("username"), text("password"));
-    if let Some(decoded) = entry
-        .get("auth")
-        .and_then(Value::as_str)
+fn credential(entry: DockerConfigEntry) -> Credential {
+    let (mut username, mut password) = (entry.username, entry.password);
+    if let Some(decoded) = Some(entry.auth)
         .filter(|a| !a.is_empty())
         .and_then(|a| BASE64.decode(a).ok())
         .and_then(|b| String::from_utf8(b).ok())
@@ -85,7 +108,7 @@ fn credential(entry: &Value) -> Credential {
     Credential {
         username,
         password,
-        identity_token: text("identitytoken"),
+        identity_token: entry.identitytoken,
     }
 }
 
@@ -113,11 +136,10 @@ impl Keyring {
             .and_then(Value::as_str)
             .unwrap_or("<unnamed>");
         let type_ = secret.get("type").and_then(Value::as_str).unwrap_or_default();
-        let auths = match type_ {
-            "kubernetes.io/dockerconfigjson" => decode_data(secret, ".dockerconfigjson", name)?
-                .get("auths")
-                .cloned()
-                .unwrap_or(Value::Null),
+        let auths: BTreeMap<String, DockerConfigEntry> = match type_ {
+            "kubernetes.io/dockerconfigjson" => {
+                decode_data::<DockerConfigJson>(secret, ".dockerconfigjson", name)?.auths
+            }
             "kubernetes.io/dockercfg" => decode_data(secret, ".dockercfg", name)?,
             other => {
                 return Err(CredentialError::UnsupportedType {
@@ -126,8 +148,8 @@ impl Keyring {
                 });
             }
         };
-        for (key, entry) in auths.as_object().into_iter().flatten() {
-            self.entries.push((normalise_key(key), credential(entry)));
+        for (key, entry) in auths {
+            self.entries.push((normalise_key(&key), credential(entry)));
         }
         // Reverse order: longer, more specific keys first, as kubelet sorts them.
         self.entries.sort_by(|a, b| b.0.cmp(&a.0));
@@ -160,11 +182,11 @@ impl Keyring {
     }
 }
 
+/// `repository` is resolved (`docker.io/library/nginx`, `localhost/app`): only
+/// its domain says whether it lives on Docker Hub.
 fn is_docker_hub(repository: &str) -> bool {
-    match repository.split_once('/') {
-        None => true,
-        Some((first, _)) => matches!(first, "docker.io" | "index.docker.io") || !first.contains(['.', ':']),
-    }
+    let domain = repository.split_once('/').map_or(repository, |(domain, _)| domain);
+    matches!(domain, "docker.io" | "index.docker.io")
 }
 
 fn split_host(text: &str) -> (&str, &str, &str) {
@@ -235,6 +257,12 @@ mod tests {
             "globs do not cross dots"
         );
         assert_eq!(users(&keyring, "docker.io/library/nginx"), ["hub"]);
+        for elsewhere in ["localhost/app", "registry/team/app", "localhost:5000/app"] {
+            assert!(
+                users(&keyring, elsewhere).is_empty(),
+                "Docker Hub credentials offered to {elsewhere}"
+            );
+        }
         assert!(users(&keyring, "quay.io/team/app").is_empty());
         assert_eq!(keyring.lookup("registry.private.com/app/x")[0].password, "secret");
         assert!(!format!("{:?}", keyring.lookup("registry.private.com/app/x")).contains("secret"));

@@ -76,6 +76,11 @@ pub fn classify(status: &tonic::Status, timeout: Duration) -> CriError {
     }
 }
 
+/// The sandbox annotation on every pull, with kruise-daemon's value so that
+/// tools that recognise OpenKruise's pre-pulls recognise prewarm's.
+pub const PULLING_IMAGE_BY: &str = "apps.kruise.io/pulling-image-by";
+const PULLER_NAME: &str = "kruise-daemon";
+
 /// Pod-sandbox labels and annotations for `PullImage`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sandbox {
@@ -170,11 +175,15 @@ impl Cri {
             identity_token: c.identity_token.clone(),
             ..AuthConfig::default()
         });
-        // A fresh map per request: pulls never share mutable metadata.
-        let sandbox_config = sandbox.map(|s| PodSandboxConfig {
+        // A fresh map per request: pulls never share mutable metadata. The
+        // config is always sent, as kruise-daemon does, because some runtimes
+        // fail on a missing one; the annotation says who asked for the pull.
+        let mut annotations = sandbox.map(|s| s.annotations.clone()).unwrap_or_default();
+        annotations.insert(PULLING_IMAGE_BY.to_owned(), PULLER_NAME.to_owned());
+        let sandbox_config = Some(PodSandboxConfig {
             metadata: Some(PodSandboxMetadata::default()),
-            labels: s.labels.clone(),
-            annotations: s.annotations.clone(),
+            labels: sandbox.map(|s| s.labels.clone()).unwrap_or_default(),
+            annotations,
             ..PodSandboxConfig::default()
         });
         let spec = ImageSpec {
@@ -209,7 +218,14 @@ pub const CANDIDATE_SOCKETS: [&str; 6] = [
 ];
 
 /// The first socket whose runtime answers `Version` with CRI v1.
-pub async fn discover(explicit: Option<&Path>) -> Result<(Cri, VersionResponse), String> {
+/// No socket answered as a CRI v1 runtime; `tried` says what each one did.
+#[derive(Debug, thiserror::Error)]
+#[error("no CRI v1 runtime answered; tried {}; give the socket with --cri-socket", .tried.join("; "))]
+pub struct DiscoveryError {
+    pub tried: Vec<String>,
+}
+
+pub async fn discover(explicit: Option<&Path>) -> Result<(Cri, VersionResponse), DiscoveryError> {
     let candidates: Vec<PathBuf> = match explicit {
         Some(path) => vec![path.to_owned()],
         None => CANDIDATE_SOCKETS.iter().map(PathBuf::from).collect(),
@@ -233,8 +249,5 @@ pub async fn discover(explicit: Option<&Path>) -> Result<(Cri, VersionResponse),
             Err(e) => tried.push(format!("{}: {e}", socket.display())),
         }
     }
-    Err(format!(
-        "no CRI v1 runtime answered; tried {}; give the socket with --cri-socket",
-        tried.join("; ")
-    ))
+    Err(DiscoveryError { tried })
 }

@@ -1,11 +1,14 @@
-//! The agent's health listener: `/healthz` and Prometheus `/metrics` with pulls
+//! The agent's health listener: `/healthz` (healthy once the NodeImage watch
+//! has synced) and Prometheus `/metrics` with pulls
 //! by result, pull durations and pulls in flight (labels from closed sets only).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -27,6 +30,8 @@ pub struct AgentMetrics {
     pulls: Family<ResultLabels, Counter>,
     duration: Histogram,
     pub in_flight: Gauge,
+    /// Whether the NodeImage watch has listed once: unhealthy until then.
+    pub watch_synced: AtomicBool,
 }
 
 impl Default for AgentMetrics {
@@ -51,6 +56,7 @@ impl Default for AgentMetrics {
             pulls,
             duration,
             in_flight,
+            watch_synced: AtomicBool::new(false),
         }
     }
 }
@@ -76,10 +82,46 @@ impl AgentMetrics {
 
 pub fn router(metrics: Arc<AgentMetrics>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(|State(metrics): State<Arc<AgentMetrics>>| async move {
+                if metrics.watch_synced.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "check nodeimage-watch failed: not synced",
+                    )
+                }
+            }),
+        )
         .route(
             "/metrics",
             get(|State(metrics): State<Arc<AgentMetrics>>| async move { metrics.render() }),
         )
         .with_state(metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn healthz(metrics: &Arc<AgentMetrics>) -> StatusCode {
+        let request = Request::get("/healthz").body(Body::empty()).unwrap_or_default();
+        match router(metrics.clone()).oneshot(request).await {
+            Ok(response) => response.status(),
+            Err(never) => match never {},
+        }
+    }
+
+    #[tokio::test]
+    async fn unhealthy_until_the_watch_has_synced() {
+        let metrics = Arc::new(AgentMetrics::default());
+        assert_eq!(healthz(&metrics).await, StatusCode::INTERNAL_SERVER_ERROR);
+        metrics.watch_synced.store(true, Ordering::Relaxed);
+        assert_eq!(healthz(&metrics).await, StatusCode::OK);
+    }
 }

@@ -11,8 +11,33 @@ use serde_json::Value;
 use crate::credentials::Keyring;
 use crate::puller::{PolicyFields, PullSpec};
 
+/// Why a document gives no pulls.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{api_version} {kind} {name}: only ImagePullJob and ImageListPullJob manifests can be pulled")]
+    NotAJob {
+        api_version: String,
+        kind: String,
+        name: String,
+    },
+    #[error("{kind} {name} is invalid: {}", .errors.join("; "))]
+    Invalid {
+        kind: Kind,
+        name: String,
+        errors: Vec<String>,
+    },
+    #[error("{kind} {name}: {source}")]
+    Decode {
+        kind: Kind,
+        name: String,
+        source: serde_json::Error,
+    },
+    #[error("image {image:?}: {reason}")]
+    Reference { image: String, reason: String },
+}
+
 /// The pulls of one document, or why there are none.
-pub fn pulls(object: &Value, keyring: &Keyring) -> Result<Vec<PullSpec>, String> {
+pub fn pulls(object: &Value, keyring: &Keyring) -> Result<Vec<PullSpec>, JobError> {
     let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
     let kind_name = object.get("kind").and_then(Value::as_str).unwrap_or_default();
     let name = object
@@ -20,9 +45,11 @@ pub fn pulls(object: &Value, keyring: &Keyring) -> Result<Vec<PullSpec>, String>
         .and_then(Value::as_str)
         .unwrap_or("<unnamed>");
     let Some(kind) = Kind::from_type_meta(api_version, kind_name).filter(|k| *k != Kind::NodeImage) else {
-        return Err(format!(
-            "{api_version} {kind_name} {name}: only ImagePullJob and ImageListPullJob manifests can be pulled"
-        ));
+        return Err(JobError::NotAJob {
+            api_version: api_version.to_owned(),
+            kind: kind_name.to_owned(),
+            name: name.to_owned(),
+        });
     };
     let defaulted = kind.with_defaults(object, &Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
     let gates = FeatureGates::parse("ImagePullJobGate=true").unwrap_or_default();
@@ -34,11 +61,18 @@ pub fn pulls(object: &Value, keyring: &Keyring) -> Result<Vec<PullSpec>, String>
         old_object: None,
     };
     if let Decision::Invalid { errors, .. } = admission::validate(&request, &gates) {
-        let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        return Err(format!("{kind} {name} is invalid: {}", listed.join("; ")));
+        return Err(JobError::Invalid {
+            kind,
+            name: name.to_owned(),
+            errors: errors.iter().map(ToString::to_string).collect(),
+        });
     }
     let spec = defaulted.get("spec").cloned().unwrap_or_default();
-    let decode_error = |e: serde_json::Error| format!("{kind} {name}: {e}");
+    let decode_error = |source| JobError::Decode {
+        kind,
+        name: name.to_owned(),
+        source,
+    };
     match kind {
         Kind::ImagePullJob => {
             let spec: ImagePullJobSpec = serde_json::from_value(spec).map_err(decode_error)?;
@@ -57,8 +91,11 @@ pub fn pulls(object: &Value, keyring: &Keyring) -> Result<Vec<PullSpec>, String>
     }
 }
 
-fn pull_spec(image: &str, template: &TemplateRef<'_>, keyring: &Keyring) -> Result<PullSpec, String> {
-    let reference = ImageReference::parse(image).map_err(|e| format!("image {image:?}: {e}"))?;
+fn pull_spec(image: &str, template: &TemplateRef<'_>, keyring: &Keyring) -> Result<PullSpec, JobError> {
+    let reference = ImageReference::parse(image).map_err(|e| JobError::Reference {
+        image: image.to_owned(),
+        reason: e.to_string(),
+    })?;
     let fields = PolicyFields {
         image_pull_policy: template.image_pull_policy,
         timeout_seconds: template.pull_policy.and_then(|p| p.timeout_seconds),

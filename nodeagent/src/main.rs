@@ -3,9 +3,11 @@ use std::process::ExitCode;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::future::IntoFuture;
+use std::io::IsTerminal;
 use std::sync::Arc;
+use tracing_subscriber::EnvFilter;
 
 use prewarm_nodeagent::agent::{self, AgentConfig};
 use prewarm_nodeagent::credential_plugins::Plugins;
@@ -53,6 +55,19 @@ struct RunArgs {
     /// Plain-HTTP listener for /healthz and /metrics.
     #[arg(long, default_value = "0.0.0.0:10221")]
     health_listen: std::net::SocketAddr,
+    /// The only namespace pull secrets are read from (prewarm's controller copies
+    /// job secrets there); references to other namespaces are refused with an event.
+    #[arg(long, default_value = "kruise-daemon-config", env = "PREWARM_SECRET_NAMESPACE")]
+    secret_namespace: String,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PREWARM_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[tokio::main]
@@ -65,7 +80,15 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> ExitCode {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let client = match kube::Client::try_default().await {
         Ok(client) => client,
         Err(e) => {
@@ -107,6 +130,7 @@ async fn run(args: RunArgs) -> ExitCode {
         max_concurrent_pulls: args.max_concurrent_pulls,
         backoff: Backoff::default(),
         status_interval: Duration::from_millis(args.status_interval_ms),
+        secret_namespace: args.secret_namespace,
     };
     agent::run(client, cri, config, terminated()).await;
     health.abort();

@@ -10,7 +10,8 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::credential_plugins::Plugins;
-use crate::credentials::Keyring;
+use crate::credentials::{CredentialError, Keyring};
+use crate::jobs::JobError;
 
 /// How long a credential provider plugin may take, as in kubelet.
 const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -44,9 +45,26 @@ pub struct PullArgs {
     pub max_retry_backoff: Duration,
 }
 
-fn documents(path: &PathBuf) -> Result<Vec<Value>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let documents: Vec<Value> = serde_saphyr::from_multiple(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+/// Why the command's input is unusable; each names the file.
+#[derive(Debug, thiserror::Error)]
+enum InputError {
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Yaml { path: String, message: String },
+    #[error("{path}: {source}")]
+    Secret { path: String, source: CredentialError },
+    #[error("{path}: {source}")]
+    Job { path: String, source: JobError },
+}
+
+fn documents(path: &PathBuf) -> Result<Vec<Value>, InputError> {
+    let shown = || path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| InputError::Read { path: shown(), source })?;
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&text).map_err(|e| InputError::Yaml {
+        path: shown(),
+        message: e.to_string(),
+    })?;
     Ok(documents.into_iter().filter(|d| d.is_object()).collect())
 }
 
@@ -57,17 +75,23 @@ pub async fn run(args: PullArgs) -> ExitCode {
     let loaded = (|| {
         for path in &args.secrets {
             for secret in documents(path)? {
-                keyring
-                    .add_secret(&secret)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                keyring.add_secret(&secret).map_err(|source| InputError::Secret {
+                    path: path.display().to_string(),
+                    source,
+                })?;
             }
         }
         for path in &args.files {
             for document in documents(path)? {
-                specs.extend(crate::jobs::pulls(&document, &keyring).map_err(|e| format!("{}: {e}", path.display()))?);
+                specs.extend(
+                    crate::jobs::pulls(&document, &keyring).map_err(|source| InputError::Job {
+                        path: path.display().to_string(),
+                        source,
+                    })?,
+                );
             }
         }
-        Ok::<_, String>(())
+        Ok::<_, InputError>(())
     })();
     if let Err(message) = loaded {
         eprintln!("prewarm-nodeagent pull: {message}");

@@ -129,7 +129,8 @@ pub enum Progress {
 pub async fn pull(cri: &Cri, spec: &PullSpec, backoff: Backoff, mut progress: impl FnMut(Progress)) -> Outcome {
     let image = spec.reference.canonical();
     let started = Instant::now();
-    let deadline = spec.active_deadline.map(|d| started + d);
+    // A deadline too far away to represent is no deadline at all.
+    let deadline = spec.active_deadline.and_then(|d| started.checked_add(d));
     let remaining = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
     if spec.policy == Policy::IfNotPresent
         && let Ok(Some(image_id)) = cri.image_id(&image, spec.timeout.min(Duration::from_secs(30))).await
@@ -196,15 +197,23 @@ impl CriError {
     }
 }
 
-/// One attempt: each matching credential in turn, anonymous when none matched.
+/// One attempt: each matching credential in turn, anonymous when none matched,
+/// all within the attempt's one timeout.
 async fn pull_once(cri: &Cri, image: &str, spec: &PullSpec, timeout: Duration) -> Result<String, CriError> {
     if spec.credentials.is_empty() {
         return cri.pull(image, None, spec.sandbox.as_ref(), timeout).await;
     }
+    let deadline = Instant::now().checked_add(timeout);
     let mut last = None;
     for credential in &spec.credentials {
-        match cri.pull(image, Some(credential), spec.sandbox.as_ref(), timeout).await {
+        let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
+        if left.is_zero() {
+            return Err(CriError::DeadlineExceeded(timeout));
+        }
+        match cri.pull(image, Some(credential), spec.sandbox.as_ref(), left).await {
             Ok(image_ref) => return Ok(image_ref),
+            // The attempt's timeout is what ran out, whatever was left for this credential.
+            Err(CriError::DeadlineExceeded(_)) => return Err(CriError::DeadlineExceeded(timeout)),
             Err(error) => last = Some(error),
         }
     }

@@ -199,7 +199,7 @@ async fn discovery_names_what_it_tried() {
     let server = serve(Behaviour::default()).await;
     let (_, version) = discover(Some(&server.socket)).await.unwrap();
     assert_eq!(version.runtime_name, "fake");
-    let error = discover(Some(Path::new("/nonexistent/cri.sock"))).await.unwrap_err();
+    let error = discover(Some(Path::new("/nonexistent/cri.sock"))).await.unwrap_err().to_string();
     assert!(
         error.contains("/nonexistent/cri.sock") && error.contains("--cri-socket"),
         "{error}"
@@ -336,4 +336,63 @@ async fn a_credential_provider_plugin_supplies_cached_credentials() {
         .map(|p| p.auth.clone().map(|a| a.username).unwrap_or_default())
         .collect();
     assert_eq!(users.iter().filter(|u| *u == "plugin-user").count(), 2, "{users:?}");
+}
+
+#[tokio::test]
+async fn one_timeout_covers_every_credential_of_an_attempt() {
+    let server = serve(Behaviour {
+        pull_delay_ms: 3000.into(),
+        ..Behaviour::default()
+    })
+    .await;
+    let cri = cri(&server.socket).await;
+    let mut spec = spec("127.0.0.1:5001/team/app:1.0");
+    spec.credentials = (0..4)
+        .map(|i| Credential {
+            username: format!("user{i}"),
+            password: "p".into(),
+            identity_token: String::new(),
+        })
+        .collect();
+    spec.timeout = Duration::from_millis(300);
+    spec.backoff_limit = 0;
+    let started = Instant::now();
+    let outcome = pull(&cri, &spec, FAST, |_| {}).await;
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            error: CriError::DeadlineExceeded(Duration::from_millis(300)),
+            attempts: 1
+        }
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "four credentials took {:?}: each got the whole timeout",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_deadline_too_far_to_represent_is_no_deadline() {
+    let server = serve(Behaviour::default()).await;
+    let mut spec = spec("registry.example.com/app:1");
+    spec.active_deadline = Some(Duration::from_secs(u64::MAX));
+    assert!(matches!(
+        pull(&cri(&server.socket).await, &spec, FAST, |_| {}).await,
+        Outcome::Pulled { attempts: 1, .. }
+    ));
+}
+
+#[tokio::test]
+async fn every_pull_carries_the_pulling_image_by_annotation() {
+    let server = serve(Behaviour::default()).await;
+    let spec = spec("registry.example.com/app:1");
+    assert!(spec.sandbox.is_none());
+    pull(&cri(&server.socket).await, &spec, FAST, |_| {}).await;
+    let pulls = server.behaviour.pulls.lock().unwrap().clone();
+    let sandbox = pulls[0]
+        .sandbox_config
+        .clone()
+        .expect("a sandbox config is always sent");
+    assert_eq!(sandbox.annotations["apps.kruise.io/pulling-image-by"], "kruise-daemon");
 }

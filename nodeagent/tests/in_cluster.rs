@@ -37,6 +37,7 @@ fn start_agent(client: &Client, cri: &Cri, metrics: &Arc<AgentMetrics>) -> (ones
             max: Duration::from_millis(50),
         },
         status_interval: Duration::from_millis(50),
+        secret_namespace: "kruise-daemon-config".into(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(agent::run(client.clone(), cri.clone(), config, async move {
@@ -64,6 +65,71 @@ async fn wait_until(api: &Api<NodeImage>, what: &str, condition: impl Fn(&Value)
     }
 }
 
+async fn cluster() -> (TestApi, Client, Api<NodeImage>) {
+    let api_server = TestApi::start(Options::default()).await.unwrap();
+    api_server
+        .load_manifests(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/crds")))
+        .unwrap();
+    let client = Client::try_from(kube::Config::new(api_server.url().parse().unwrap())).unwrap();
+    let node_images = Api::all(client.clone());
+    (api_server, client, node_images)
+}
+
+async fn create_node_image(node_images: &Api<NodeImage>, images: Value) {
+    let node_image: NodeImage = serde_json::from_value(json!({
+        "apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage", "metadata": {"name": "node-1"},
+        "spec": {"images": images}
+    }))
+    .unwrap();
+    node_images.create(&PostParams::default(), &node_image).await.unwrap();
+}
+
+async fn set_images(node_images: &Api<NodeImage>, images: Value) {
+    let patch = json!({"spec": {"images": images}});
+    node_images
+        .patch("node-1", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+}
+
+/// Events in `namespace` as (involved object name, reason, message).
+async fn events(client: &Client, namespace: &str) -> Vec<(String, String, String)> {
+    Api::<Event>::namespaced(client.clone(), namespace)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| {
+            (
+                e.involved_object.name.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_for_events(
+    client: &Client,
+    namespace: &str,
+    what: &str,
+    condition: impl Fn(&[(String, String, String)]) -> bool,
+) -> Vec<(String, String, String)> {
+    let started = std::time::Instant::now();
+    loop {
+        let found = events(client, namespace).await;
+        if condition(&found) {
+            return found;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}; events: {found:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 fn tag(tag: &str, version: i64) -> Value {
     json!({"tag": tag, "version": version, "createdAt": "2026-11-25T10:00:00Z", "imagePullPolicy": "Always",
            "pullPolicy": {"ttlSecondsAfterFinished": 300, "timeoutSeconds": 5, "backoffLimit": 1}})
@@ -71,12 +137,7 @@ fn tag(tag: &str, version: i64) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_image_spec_to_status_with_resume_and_cancellation() {
-    let api_server = TestApi::start(Options::default()).await.unwrap();
-    api_server
-        .load_manifests(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/crds")))
-        .unwrap();
-    let client = Client::try_from(kube::Config::new(api_server.url().parse().unwrap())).unwrap();
-    let node_images: Api<NodeImage> = Api::all(client.clone());
+    let (_api_server, client, node_images) = cluster().await;
     let node_image: NodeImage = serde_json::from_value(json!({
         "apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage", "metadata": {"name": "node-1"},
         "spec": {"images": {"nginx": {"tags": [tag("1.25", 1), tag("1.26", 1)]}}}
@@ -195,6 +256,10 @@ async fn node_image_spec_to_status_with_resume_and_cancellation() {
         "{after:#}"
     );
     assert!(!after.to_string().contains("1.27"), "{after:#}");
+    assert!(
+        metrics.render().contains("prewarm_nodeagent_pulls_in_flight 0"),
+        "a stopped pull still counts as in flight"
+    );
 
     stop.send(()).unwrap();
     agent.await.unwrap();
@@ -202,11 +267,7 @@ async fn node_image_spec_to_status_with_resume_and_cancellation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_secrets_named_by_the_node_image_are_used() {
-    let api_server = TestApi::start(Options::default()).await.unwrap();
-    api_server
-        .load_manifests(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/crds")))
-        .unwrap();
-    let client = Client::try_from(kube::Config::new(api_server.url().parse().unwrap())).unwrap();
+    let (_api_server, client, _) = cluster().await;
     let config = base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
         r#"{"auths":{"127.0.0.1:5001":{"username":"ci","password":"secret"}}}"#,
@@ -254,6 +315,178 @@ async fn pull_secrets_named_by_the_node_image_are_used() {
     let auth = fake.behaviour.pulls.lock().unwrap()[0].auth.clone().unwrap();
     assert_eq!((auth.username.as_str(), auth.password.as_str()), ("ci", "secret"));
     assert!(!done.to_string().contains("secret\""), "no credentials in the status");
+    stop.send(()).unwrap();
+    agent.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_equals_what_the_agent_computed() {
+    let (_api_server, client, node_images) = cluster().await;
+    // A deadline too far away to add to a clock must not stall the tag.
+    let mut far = tag("7", 0);
+    far["pullPolicy"]["activeDeadlineSeconds"] = json!(i64::MAX);
+    create_node_image(
+        &node_images,
+        json!({"nginx": {"tags": [tag("1.25", 0)]}, "redis": {"tags": [far]}}),
+    )
+    .await;
+    let fake = serve(Behaviour::default()).await;
+    let cri = Cri::connect(&fake.socket).await.unwrap();
+    let (stop, agent) = start_agent(&client, &cri, &Arc::new(AgentMetrics::default()));
+    wait_until(&node_images, "both images pulled", |s| s["succeeded"] == 2).await;
+
+    set_images(&node_images, json!({"redis": null})).await;
+    let one = wait_until(&node_images, "redis gone from the status", |s| s["desired"] == 1).await;
+    assert!(one["imageStatuses"]["redis"].is_null(), "{one:#}");
+    assert_eq!(one["imageStatuses"]["nginx"]["tags"][0]["phase"], "Succeeded");
+
+    set_images(&node_images, json!(null)).await;
+    let none = wait_until(&node_images, "an empty status", |s| s["desired"] == 0).await;
+    assert!(none["imageStatuses"].is_null(), "{none:#}");
+    stop.send(()).unwrap();
+    agent.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_node_image_is_not_written_again() {
+    let (api_server, client, node_images) = cluster().await;
+    create_node_image(&node_images, json!({"nginx": {"tags": [tag("1.25", 0)]}})).await;
+    let fake = serve(Behaviour::default()).await;
+    let cri = Cri::connect(&fake.socket).await.unwrap();
+    let (stop, agent) = start_agent(&client, &cri, &Arc::new(AgentMetrics::default()));
+    wait_until(&node_images, "the image pulled", |s| s["succeeded"] == 1).await;
+    node_images.delete("node-1", &Default::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    api_server.store.reset_counts();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let writes: u64 = api_server
+        .store
+        .counts()
+        .iter()
+        .filter(|(k, _)| {
+            k.ends_with("apps.kruise.io/nodeimages")
+                && !k.starts_with("watch")
+                && !k.starts_with("get")
+                && !k.starts_with("list")
+        })
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(
+        writes,
+        0,
+        "the agent kept writing a deleted NodeImage: {:?}",
+        api_server.store.counts()
+    );
+
+    // Created again, it is served again.
+    create_node_image(&node_images, json!({"nginx": {"tags": [tag("1.25", 1)]}})).await;
+    wait_until(&node_images, "the image pulled again", |s| s["succeeded"] == 1).await;
+    stop.send(()).unwrap();
+    agent.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_reach_the_owning_jobs_and_foreign_secrets_are_refused() {
+    let (api_server, client, node_images) = cluster().await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let team = serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap();
+    namespaces.create(&PostParams::default(), &team).await.unwrap();
+    let mut owned = tag("1.0", 0);
+    owned["ownerReferences"] = json!([{"apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImagePullJob",
+        "namespace": "team", "name": "job-1", "uid": "u-1"}]);
+    create_node_image(
+        &node_images,
+        json!({
+            "127.0.0.1:5001/team/app": {"pullSecrets": [{"namespace": "team", "name": "registry"}], "tags": [owned.clone()]},
+            "Not_A_Valid/Reference": {"tags": [owned]},
+        }),
+    )
+    .await;
+    let fake = serve(Behaviour {
+        accepted_users: vec!["ci".into()],
+        ..Behaviour::default()
+    })
+    .await;
+    let cri = Cri::connect(&fake.socket).await.unwrap();
+    let (stop, agent) = start_agent(&client, &cri, &Arc::new(AgentMetrics::default()));
+    let done = wait_until(&node_images, "both tags failed", |s| s["failed"] == 2).await;
+    let invalid = &done["imageStatuses"]["Not_A_Valid/Reference"]["tags"][0];
+    assert!(
+        invalid["message"].as_str().unwrap().contains("invalid image"),
+        "{done:#}"
+    );
+
+    let on_job = wait_for_events(&client, "team", "failures on the job", |e| e.len() >= 2).await;
+    assert!(
+        on_job
+            .iter()
+            .all(|(name, reason, _)| name == "job-1" && reason == "PullImageFailed"),
+        "{on_job:#?}"
+    );
+    let on_node = wait_for_events(&client, "default", "the refused secret", |e| {
+        e.iter().any(|(_, reason, _)| reason == "PullSecretRefused")
+    })
+    .await;
+    let refused = on_node
+        .iter()
+        .find(|(_, reason, _)| reason == "PullSecretRefused")
+        .unwrap();
+    assert!(
+        refused.2.contains("team/registry") && refused.2.contains("kruise-daemon-config"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        on_node.iter().filter(|(_, r, _)| r == "PullImageFailed").count(),
+        2,
+        "{on_node:#?}"
+    );
+    let reads: Vec<_> = api_server
+        .store
+        .counts()
+        .into_iter()
+        .filter(|(k, _)| k.ends_with("/secrets"))
+        .collect();
+    assert!(
+        reads.is_empty(),
+        "secrets outside the agent's namespace were read: {reads:?}"
+    );
+    assert!(fake.behaviour.pulls.lock().unwrap().iter().all(|p| p.auth.is_none()));
+    stop.send(()).unwrap();
+    agent.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verdict_written_by_the_controller_is_adopted() {
+    let (_api_server, client, node_images) = cluster().await;
+    create_node_image(&node_images, json!({"nginx": {"tags": [tag("1.25", 1)]}})).await;
+    let fake = serve(Behaviour {
+        pull_delay_ms: 30_000.into(),
+        ..Behaviour::default()
+    })
+    .await;
+    let cri = Cri::connect(&fake.socket).await.unwrap();
+    let metrics = Arc::new(AgentMetrics::default());
+    let (stop, agent) = start_agent(&client, &cri, &metrics);
+    wait_until(&node_images, "pulling", |s| s["pulling"] == 1).await;
+    let verdict = json!({"status": {"desired": 1, "failed": 1, "succeeded": 0, "pulling": 0, "waiting": 0,
+        "imageStatuses": {"nginx": {"tags": [{"tag": "1.25", "version": 1, "phase": "Failed",
+            "completionTime": "2026-11-29T10:00:00Z", "message": "the node did not answer within 600s"}]}}}});
+    node_images
+        .patch_status("node-1", &PatchParams::default(), &Patch::Merge(verdict))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !metrics.render().contains("prewarm_nodeagent_pulls_in_flight 0") {
+        assert!(started.elapsed() < Duration::from_secs(5), "the pull was not stopped");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = status(&node_images).await;
+    assert_eq!(
+        after["imageStatuses"]["nginx"]["tags"][0]["phase"], "Failed",
+        "{after:#}"
+    );
+    assert_eq!(after["failed"], 1, "{after:#}");
     stop.send(()).unwrap();
     agent.await.unwrap();
 }

@@ -66,19 +66,29 @@ pub fn finished(status: Option<&NodeImageStatus>, key: &TagKey, version: i64) ->
         })
 }
 
-/// `handled` maps each tag the agent is pulling, or has pulled, to its version.
-pub fn plan(spec: &NodeImageSpec, status: Option<&NodeImageStatus>, running: &BTreeMap<TagKey, i64>) -> Plan {
+/// A tag the agent is pulling, or has pulled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handled {
+    pub version: i64,
+    pub finished: bool,
+}
+
+/// What to start and stop. A pull still running for a (tag, version) whose
+/// stored status is finished (the controller gave up on it) is stopped, so the
+/// stored verdict is adopted rather than overwritten.
+pub fn plan(spec: &NodeImageSpec, status: Option<&NodeImageStatus>, handled: &BTreeMap<TagKey, Handled>) -> Plan {
     let desired = desired(spec);
     let mut plan = Plan::default();
-    for (key, version) in running {
+    for (key, handled) in handled {
         let wanted = desired.get(key).map(|t| t.version.unwrap_or(0));
-        if wanted != Some(*version) {
+        let adopted = !handled.finished && finished(status, key, handled.version);
+        if wanted != Some(handled.version) || adopted {
             plan.stop.push(key.clone());
         }
     }
     for (key, tag) in desired {
         let version = tag.version.unwrap_or(0);
-        if running.get(&key) == Some(&version) || finished(status, &key, version) {
+        if handled.get(&key).is_some_and(|h| h.version == version) || finished(status, &key, version) {
             continue;
         }
         plan.start.push((key, version));
@@ -123,12 +133,38 @@ mod tests {
     #[test]
     fn stops_removed_tags_and_restarts_bumped_versions() {
         let spec = spec(json!({"images": {"nginx": {"tags": [{"tag": "1.25", "version": 3}]}}}));
-        let running = BTreeMap::from([(key("nginx", "1.25"), 2), (key("nginx", "1.24"), 0)]);
+        let running = BTreeMap::from([(key("nginx", "1.25"), pulling(2)), (key("nginx", "1.24"), pulling(0))]);
         let plan = plan(&spec, None, &running);
         assert_eq!(plan.stop, [key("nginx", "1.24"), key("nginx", "1.25")]);
         assert_eq!(plan.start, [(key("nginx", "1.25"), 3)]);
-        let running = BTreeMap::from([(key("nginx", "1.25"), 3)]);
+        let running = BTreeMap::from([(key("nginx", "1.25"), pulling(3))]);
         assert_eq!(super::plan(&spec, None, &running), Plan::default());
+    }
+
+    fn pulling(version: i64) -> Handled {
+        Handled {
+            version,
+            finished: false,
+        }
+    }
+
+    #[test]
+    fn a_verdict_stored_by_the_controller_is_adopted() {
+        let spec = spec(json!({"images": {"nginx": {"tags": [{"tag": "1.25", "version": 1}]}}}));
+        let status: NodeImageStatus = serde_json::from_value(json!({"desired": 1, "imageStatuses": {"nginx": {"tags": [
+            {"tag": "1.25", "phase": "Failed", "version": 1, "completionTime": "2026-01-01T00:00:00Z", "message": "node did not answer"},
+        ]}}}))
+        .unwrap();
+        let running = BTreeMap::from([(key("nginx", "1.25"), pulling(1))]);
+        assert_eq!(plan(&spec, Some(&status), &running).stop, [key("nginx", "1.25")]);
+        let done = BTreeMap::from([(
+            key("nginx", "1.25"),
+            Handled {
+                version: 1,
+                finished: true,
+            },
+        )]);
+        assert_eq!(plan(&spec, Some(&status), &done), Plan::default());
     }
 
     #[test]

@@ -40,6 +40,19 @@ pub struct TagState {
     pub message: Option<String>,
 }
 
+impl TagState {
+    pub fn waiting(version: i64) -> Self {
+        Self {
+            version,
+            phase: Phase::Waiting,
+            start_time: None,
+            completion_time: None,
+            image_id: None,
+            message: None,
+        }
+    }
+}
+
 pub fn status(
     spec: &NodeImageSpec,
     states: &BTreeMap<TagKey, TagState>,

@@ -1,0 +1,117 @@
+//! Pull secrets as kruise-daemon reads them: only from one namespace (the
+//! controller copies every job's secrets there, so the agent needs no
+//! cluster-wide `get secrets`), fetched on demand and cached for a few minutes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::GetParams;
+use kube::{Api, Client};
+use prewarm_api::v1beta1::ImageSpec;
+use tokio::time::Instant;
+
+use crate::credentials::Keyring;
+
+/// kruise-daemon caches a found secret for 5 to 10 minutes.
+const CACHE_FOR: Duration = Duration::from_secs(300);
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SecretRefusal {
+    #[error(
+        "pull secret {namespace}/{name} is not read: this node agent reads pull secrets only from namespace {allowed} (--secret-namespace), where prewarm's controller copies them"
+    )]
+    OtherNamespace {
+        namespace: String,
+        name: String,
+        allowed: String,
+    },
+}
+
+pub struct Secrets {
+    client: Client,
+    namespace: String,
+    cache: Mutex<HashMap<String, (Instant, Option<serde_json::Value>)>>,
+    /// Refused references, each reported once per `CACHE_FOR`.
+    refused: Mutex<HashMap<String, Instant>>,
+}
+
+impl Secrets {
+    pub fn new(client: Client, namespace: String) -> Self {
+        Self {
+            client,
+            namespace,
+            cache: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The credentials of the Secrets an image names, and the references refused
+    /// (each reported once per cache period).
+    /// Secrets that cannot be read are logged and skipped, as kruise-daemon does.
+    pub async fn keyring(&self, image: &ImageSpec) -> (Keyring, Vec<SecretRefusal>) {
+        let mut keyring = Keyring::default();
+        let mut refused = Vec::new();
+        for reference in image.pull_secrets.iter().flatten() {
+            let (Some(namespace), Some(name)) = (&reference.namespace, &reference.name) else {
+                continue;
+            };
+            if *namespace != self.namespace {
+                if self.first_refusal(namespace, name) {
+                    refused.push(SecretRefusal::OtherNamespace {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        allowed: self.namespace.clone(),
+                    });
+                }
+                continue;
+            }
+            if let Some(secret) = self.get(name).await
+                && let Err(e) = keyring.add_secret(&secret)
+            {
+                tracing::warn!(error = %e, "ignoring a pull secret");
+            }
+        }
+        (keyring, refused)
+    }
+
+    fn first_refusal(&self, namespace: &str, name: &str) -> bool {
+        let Ok(mut refused) = self.refused.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        refused.retain(|_, until| *until > now);
+        refused.insert(format!("{namespace}/{name}"), now + CACHE_FOR).is_none()
+    }
+
+    async fn get(&self, name: &str) -> Option<serde_json::Value> {
+        let cached = self.cache.lock().ok().and_then(|cache| {
+            cache
+                .get(name)
+                .filter(|(expires, _)| *expires > Instant::now())
+                .cloned()
+        });
+        if let Some((_, secret)) = cached {
+            return secret;
+        }
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        // resourceVersion=0: served from the API server's cache, as kruise-daemon asks.
+        let secret = match api.get_with(name, &GetParams::any()).await.map(serde_json::to_value) {
+            Ok(Ok(secret)) => Some(secret),
+            Ok(Err(e)) => {
+                tracing::warn!(secret = %name, error = %e, "unreadable pull secret");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(secret = %name, namespace = %self.namespace, error = %e, "cannot read pull secret");
+                return None;
+            }
+        };
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.retain(|_, (expires, _)| *expires > Instant::now());
+            cache.insert(name.to_owned(), (Instant::now() + CACHE_FOR, secret.clone()));
+        }
+        secret
+    }
+}

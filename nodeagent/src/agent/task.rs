@@ -1,0 +1,168 @@
+//! One pull of one (tag, version), reporting into the shared state. A pull
+//! that panics becomes a Failed tag, never one that shows Pulling forever.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use prewarm_api::node_image::ImageTagSpec;
+use prewarm_api::reference::ImageReference;
+use prewarm_api::v1beta1::ImageSpec;
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::events::{Events, Reason};
+use super::plan::TagKey;
+use super::status::{Phase, TagState};
+use super::{AgentConfig, Shared, now};
+use crate::cri::Cri;
+use crate::puller::{self, Outcome, PolicyFields, PullSpec};
+
+pub(super) struct Task {
+    pub cri: Cri,
+    pub shared: Arc<Shared>,
+    pub config: AgentConfig,
+    pub events: Events,
+    pub key: TagKey,
+    pub id: u64,
+}
+
+/// Removes the pull from the running set when it ends, however it ends.
+struct Finish {
+    shared: Arc<Shared>,
+    key: TagKey,
+    id: u64,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.shared.finish(&self.key, self.id);
+    }
+}
+
+/// Counts a pull in flight for as long as it lives, cancelled or not.
+struct InFlight(Gauge);
+
+impl InFlight {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn failed(message: String) -> impl FnOnce(&mut TagState) {
+    move |s| {
+        s.phase = Phase::Failed;
+        s.completion_time = Some(now());
+        s.message = Some(message);
+    }
+}
+
+impl Task {
+    pub async fn run(self, image: ImageSpec, tag: ImageTagSpec) {
+        let _finish = Finish {
+            shared: self.shared.clone(),
+            key: self.key.clone(),
+            id: self.id,
+        };
+        let (shared, key, id) = (self.shared.clone(), self.key.clone(), self.id);
+        if AssertUnwindSafe(self.pull(image, tag)).catch_unwind().await.is_err() {
+            let message = format!(
+                "internal error while pulling {}; bump the tag's version to retry",
+                key.reference()
+            );
+            tracing::error!(image = %key.reference(), "a pull task panicked");
+            shared.record(&key, id, failed(message));
+        }
+    }
+
+    fn record(&self, update: impl FnOnce(&mut TagState)) {
+        self.shared.record(&self.key, self.id, update);
+    }
+
+    async fn pull(self, image: ImageSpec, tag: ImageTagSpec) {
+        let owners = tag.owner_references.clone().unwrap_or_default();
+        let image_name = format!("{}:{}", self.key.image, self.key.tag);
+        let reference = match ImageReference::parse(&self.key.reference()) {
+            Ok(reference) => reference,
+            Err(e) => {
+                let message = format!("invalid image {}: {e}", self.key.reference());
+                self.record(failed(message.clone()));
+                let text = format!("Image {image_name} {message}");
+                self.events.publish(Reason::PullImageFailed, &text, &owners).await;
+                return;
+            }
+        };
+        let (keyring, refused) = self.shared.secrets.keyring(&image).await;
+        for refusal in refused {
+            self.events
+                .publish(Reason::PullSecretRefused, &refusal.to_string(), &[])
+                .await;
+        }
+        let started = std::time::Instant::now();
+        let outcome = {
+            let Ok(_permit) = self.shared.limit.acquire().await else {
+                return;
+            };
+            self.record(|s| {
+                s.phase = Phase::Pulling;
+                s.start_time = Some(now());
+            });
+            let mut credentials = keyring.lookup(&reference.full_name());
+            if let Some(plugins) = &self.config.plugins {
+                credentials.extend(plugins.provide(&reference.full_name()).await);
+            }
+            let policy = tag.pull_policy.unwrap_or_default();
+            let fields = PolicyFields {
+                image_pull_policy: tag.image_pull_policy.as_deref(),
+                timeout_seconds: policy.timeout_seconds,
+                backoff_limit: policy.backoff_limit,
+                active_deadline_seconds: policy.active_deadline_seconds,
+                sandbox: image.sandbox_config.as_ref(),
+            };
+            let spec = PullSpec::new(reference, &fields, credentials);
+            let _in_flight = InFlight::new(&self.config.metrics.in_flight);
+            puller::pull(&self.cri, &spec, self.config.backoff, |_| {}).await
+        };
+        self.config.metrics.record(&outcome, started.elapsed());
+        let (reason, text) = match &outcome {
+            Outcome::Failed { error, attempts } => (
+                Reason::PullImageFailed,
+                format!("Image {image_name} failed after {attempts} attempts: {error}"),
+            ),
+            _ => (
+                Reason::PullImageSucceed,
+                format!("Image {image_name}, elapsed time {:?}", started.elapsed()),
+            ),
+        };
+        match outcome {
+            Outcome::Present { image_id }
+            | Outcome::Pulled {
+                image_ref: image_id, ..
+            } => {
+                let image_id = format!("{}@{image_id}", self.key.image);
+                self.record(|s| {
+                    s.phase = Phase::Succeeded;
+                    s.completion_time = Some(now());
+                    s.image_id = Some(image_id);
+                    s.message = None;
+                });
+            }
+            Outcome::Failed { error, attempts } => self.record(failed(format!(
+                "failed to pull {} after {attempts} attempts: {error}",
+                self.key.reference()
+            ))),
+        }
+        let owners = if reason == Reason::PullImageFailed {
+            owners
+        } else {
+            Vec::new()
+        };
+        self.events.publish(reason, &text, &owners).await;
+    }
+}
