@@ -4,26 +4,77 @@
 //! `..data`. Readers see either the old set or the new one, never a mix, and
 //! watchers of single files miss the change (which is why the webhook watches
 //! the directory).
+//!
+//! The directory holds a private key, so it is made 0700, a directory owned by
+//! another user (someone may have created it first under `/tmp`) is refused,
+//! files are created with their final mode, and only a previous version named
+//! as this module names them is ever removed.
 
-use std::io;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt, symlink};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const DATA_LINK: &str = "..data";
 const DATA_LINK_TMP: &str = "..data_tmp";
 
+/// `..<seconds>_<nanoseconds>`, the names of the version directories written here.
+fn is_version_name(name: &str) -> bool {
+    name.strip_prefix("..")
+        .and_then(|rest| rest.split_once('_'))
+        .is_some_and(|(secs, nanos)| {
+            !secs.is_empty() && nanos.len() == 9 && secs.bytes().chain(nanos.bytes()).all(|b| b.is_ascii_digit())
+        })
+}
+
+/// Creates `dir` (0700) and the version directory in it, and checks that `dir`
+/// is ours (the same owner as the directory just made) before a key goes in.
+fn own_directory(dir: &Path, version_dir: &Path) -> io::Result<()> {
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let refuse = |why: String| io::Error::new(io::ErrorKind::PermissionDenied, why);
+    let metadata = std::fs::symlink_metadata(dir)?;
+    if !metadata.is_dir() {
+        return Err(refuse(format!(
+            "{} is not a directory (a symlink?); refusing to write a private key there",
+            dir.display()
+        )));
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(version_dir)?;
+    let me = std::fs::symlink_metadata(version_dir)?.uid();
+    if metadata.uid() != me {
+        std::fs::remove_dir(version_dir)?;
+        return Err(refuse(format!(
+            "{} is owned by uid {}, not by this process (uid {me}); refusing to write a private key there",
+            dir.display(),
+            metadata.uid()
+        )));
+    }
+    if metadata.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// Writes `files` (name, contents, mode) into `dir` atomically.
 pub fn write_atomically(dir: &Path, files: &[(&str, &[u8], u32)]) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let version = format!("..{}_{:09}", stamp.as_secs(), stamp.subsec_nanos());
     let version_dir = dir.join(&version);
-    std::fs::create_dir(&version_dir)?;
+    own_directory(dir, &version_dir)?;
     for (name, contents, mode) in files {
-        let path = version_dir.join(name);
-        std::fs::write(&path, contents)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))?;
+        // Created with its final mode: the key is never readable by others, even briefly.
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(*mode)
+            .open(version_dir.join(name))?;
+        file.write_all(contents)?;
+        file.sync_all()?;
     }
     let previous = std::fs::read_link(dir.join(DATA_LINK)).ok();
     let tmp_link = dir.join(DATA_LINK_TMP);
@@ -39,8 +90,85 @@ pub fn write_atomically(dir: &Path, files: &[(&str, &[u8], u32)]) -> io::Result<
             symlink(Path::new(DATA_LINK).join(name), &visible)?;
         }
     }
-    if let Some(previous) = previous.filter(|p| p.as_os_str() != version.as_str()) {
+    // Only a plain name this module wrote: never an absolute or `..` path a link might hold.
+    if let Some(previous) = previous
+        .as_deref()
+        .and_then(Path::to_str)
+        .filter(|p| *p != version && is_version_name(p))
+    {
         std::fs::remove_dir_all(dir.join(previous))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_own_version_names_are_removed() {
+        assert!(is_version_name("..1764400000_000000001"));
+        for other in [
+            "..data",
+            "/etc",
+            "../..",
+            "..1_2",
+            "..1764400000_00000000x",
+            "x..1_000000000",
+            "..1/_000000000",
+        ] {
+            assert!(!is_version_name(other), "{other}");
+        }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).map(|m| m.mode() & 0o777).unwrap_or_default()
+    }
+
+    #[test]
+    fn keys_and_directories_are_private_and_links_cannot_escape() -> io::Result<()> {
+        let scratch = tempfile::tempdir()?;
+        let dir = scratch.path().join("certs");
+        write_atomically(&dir, &[("tls.key", b"one", 0o600), ("tls.crt", b"cert", 0o644)])?;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("tls.key")), 0o600);
+        assert_eq!(std::fs::read(dir.join("tls.key"))?, b"one");
+
+        // A `..data` that points outside the directory is replaced, and what it pointed at survives.
+        let outside = scratch.path().join("outside");
+        std::fs::create_dir(&outside)?;
+        std::fs::write(outside.join("precious"), "keep")?;
+        std::fs::remove_file(dir.join("..data"))?;
+        symlink(&outside, dir.join("..data"))?;
+        write_atomically(&dir, &[("tls.key", b"two", 0o600)])?;
+        assert_eq!(std::fs::read(outside.join("precious"))?, b"keep");
+        assert_eq!(std::fs::read(dir.join("tls.key"))?, b"two");
+
+        // A group- or world-accessible directory of ours is made private.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+        write_atomically(&dir, &[("tls.key", b"three", 0o600)])?;
+        assert_eq!(mode(&dir), 0o700);
+        Ok(())
+    }
+
+    #[test]
+    fn a_directory_owned_by_someone_else_is_refused() -> io::Result<()> {
+        let scratch = tempfile::tempdir()?;
+        let refused = |dir: &Path| {
+            write_atomically(dir, &[("tls.key", b"k", 0o600)])
+                .err()
+                .is_some_and(|e| e.kind() == io::ErrorKind::PermissionDenied)
+        };
+        // A symlink planted where the directory should be.
+        let planted = scratch.path().join("link");
+        symlink(scratch.path(), &planted)?;
+        assert!(refused(&planted));
+        // A directory another user created first (tests run as root here, which may give it away).
+        let foreign = scratch.path().join("foreign");
+        std::fs::create_dir(&foreign)?;
+        std::os::unix::fs::chown(&foreign, Some(65534), Some(65534))?;
+        assert!(refused(&foreign));
+        assert_eq!(std::fs::read_dir(&foreign)?.count(), 0, "nothing is left behind");
+        Ok(())
+    }
 }

@@ -24,17 +24,33 @@ pub enum CertError {
 }
 
 /// A CA: its certificate (PEM) and the key that signs with it.
-#[derive(Debug)]
 pub struct Authority {
     cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 /// A serving certificate and its private key, both PEM.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServingCertificate {
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+// Private keys never reach logs through `{:?}`.
+impl std::fmt::Debug for ServingCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingCertificate")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Certificates start a little in the past so that clocks a bit behind accept them.
@@ -111,5 +127,23 @@ impl Authority {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_keys_stay_out_of_debug_output() -> Result<(), CertError> {
+        let authority = Authority::generate("test-ca", Duration::from_secs(3600))?;
+        let serving = authority.issue_serving(&["localhost".to_owned()], &[], Duration::from_secs(3600))?;
+        let shown = format!("{authority:?} {serving:?}");
+        assert!(shown.contains("BEGIN CERTIFICATE"), "{shown}");
+        assert!(
+            !shown.contains("PRIVATE KEY") && !shown.contains(&serving.key_pem[40..80]),
+            "{shown}"
+        );
+        Ok(())
     }
 }

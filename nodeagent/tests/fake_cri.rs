@@ -199,7 +199,10 @@ async fn discovery_names_what_it_tried() {
     let server = serve(Behaviour::default()).await;
     let (_, version) = discover(Some(&server.socket)).await.unwrap();
     assert_eq!(version.runtime_name, "fake");
-    let error = discover(Some(Path::new("/nonexistent/cri.sock"))).await.unwrap_err().to_string();
+    let error = discover(Some(Path::new("/nonexistent/cri.sock")))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         error.contains("/nonexistent/cri.sock") && error.contains("--cri-socket"),
         "{error}"

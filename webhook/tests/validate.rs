@@ -390,3 +390,17 @@ fn show_defaults_prints_every_document_defaulted_in_order() {
     assert_eq!(spec["imagePullPolicy"], "IfNotPresent");
     assert_eq!(spec["x-unknown"], "kept");
 }
+
+#[test]
+fn an_alias_bomb_is_an_invalid_document_not_an_exhausted_machine() {
+    let mut bomb = String::from(
+        "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata: {name: bomb}\nx0: &x0 [a, a, a, a, a, a, a, a, a, a]\n",
+    );
+    for level in 1..10 {
+        let previous = vec![format!("*x{}", level - 1); 10].join(", ");
+        bomb.push_str(&format!("x{level}: &x{level} [{previous}]\n"));
+    }
+    let (code, stdout, _) = validate(&[GATE_ON, "-"], &bomb);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("more than 1000000 nodes"), "{stdout}");
+}

@@ -17,7 +17,10 @@ pub struct Events {
 
 /// kruise-daemon's event reasons, spelt as it spells them, and one of ours.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(clippy::enum_variant_names, reason = "the names are the event reasons users filter on")]
+#[allow(
+    clippy::enum_variant_names,
+    reason = "the names are the event reasons users filter on"
+)]
 pub enum Reason {
     PullImageSucceed,
     PullImageFailed,

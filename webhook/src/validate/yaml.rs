@@ -190,14 +190,23 @@ struct Builder<'a, const TRACK: bool> {
     chunk: Chunk<'a>,
     /// Open collections: the value so far, its positions, and a pending key.
     stack: Vec<Frame>,
-    anchors: Vec<(usize, Value)>,
+    /// Anchored values with their size in nodes.
+    anchors: Vec<(usize, Value, usize)>,
     root: Option<(Value, Positions)>,
+    /// Nodes built so far, aliases counted at their expanded size.
+    nodes: usize,
 }
+
+/// Most nodes one document may expand to. Aliases are expanded by copying, so
+/// without a cap a few hundred bytes of nested aliases (a "billion laughs")
+/// would take gigabytes; real manifests are far below it.
+pub const MAX_NODES: usize = 1_000_000;
 
 struct Frame {
     value: Value,
     positions: Positions,
     anchor: usize,
+    nodes_at_open: usize,
     pending_key: Option<(String, usize, usize)>,
 }
 
@@ -208,7 +217,22 @@ impl<'a, const TRACK: bool> Builder<'a, TRACK> {
             stack: Vec::new(),
             anchors: Vec::new(),
             root: None,
+            nodes: 0,
         }
+    }
+
+    fn count(&mut self, nodes: usize, line: usize, column: usize) -> Result<(), SyntaxError> {
+        self.nodes = self.nodes.saturating_add(nodes);
+        if self.nodes > MAX_NODES {
+            return Err(SyntaxError {
+                line,
+                column,
+                message: format!(
+                    "the document expands to more than {MAX_NODES} nodes (through YAML aliases); it is refused rather than expanded"
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn position(&self, span: &Span) -> (usize, usize) {
@@ -224,6 +248,9 @@ impl<'a, const TRACK: bool> Builder<'a, TRACK> {
                 message: e.info(),
             })?;
             let (line, column) = self.position(&span);
+            if matches!(event, Event::SequenceStart(..) | Event::MappingStart(..)) {
+                self.count(1, line, column)?;
+            }
             match event {
                 Event::Scalar(text, style, anchor, tag) => {
                     let tag_suffix = tag
@@ -231,8 +258,9 @@ impl<'a, const TRACK: bool> Builder<'a, TRACK> {
                         .filter(|t| t.is_yaml_core_schema())
                         .map(|t| t.suffix().to_owned());
                     let value = scalar(&text, style, tag_suffix.as_deref());
+                    self.count(1, line, column)?;
                     if anchor != 0 {
-                        self.anchors.push((anchor, value.clone()));
+                        self.anchors.push((anchor, value.clone(), 1));
                     }
                     self.add(
                         value,
@@ -262,19 +290,19 @@ impl<'a, const TRACK: bool> Builder<'a, TRACK> {
                 Event::SequenceEnd | Event::MappingEnd => {
                     if let Some(frame) = self.stack.pop() {
                         if frame.anchor != 0 {
-                            self.anchors.push((frame.anchor, frame.value.clone()));
+                            let size = self.nodes - frame.nodes_at_open;
+                            self.anchors.push((frame.anchor, frame.value.clone(), size));
                         }
                         let (line, column) = (frame.positions.line, frame.positions.column);
                         self.add(frame.value, frame.positions, line, column);
                     }
                 }
                 Event::Alias(id) => {
-                    let value = self
-                        .anchors
-                        .iter()
-                        .rev()
-                        .find(|(a, _)| *a == id)
-                        .map_or(Value::Null, |(_, v)| v.clone());
+                    let found = self.anchors.iter().rposition(|(a, _, _)| *a == id);
+                    let size = found.map_or(1, |i| self.anchors[i].2);
+                    // Counted before the copy is made, so a bomb stops before it takes memory.
+                    self.count(size, line, column)?;
+                    let value = found.map_or(Value::Null, |i| self.anchors[i].1.clone());
                     self.add(
                         value,
                         Positions {
@@ -298,6 +326,7 @@ impl<'a, const TRACK: bool> Builder<'a, TRACK> {
             value,
             positions: Positions { line, column, children },
             anchor,
+            nodes_at_open: self.nodes - 1,
             pending_key: None,
         });
     }
@@ -424,6 +453,24 @@ mod tests {
             value,
             json!({"base": {"x": 1}, "copy": {"x": 1}, "list": ["a", [1, 2]], "text": "line one\nline two\n"})
         );
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_before_it_takes_memory() {
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..12 {
+            let previous = format!("*l{}", level - 1).replace("*l0", "*a");
+            bomb.push_str(&format!("l{level}: &l{level} [{}]\n", vec![previous; 10].join(", ")));
+        }
+        assert!(bomb.len() < 1000, "{}", bomb.len());
+        let error = parse(Chunk {
+            text: &bomb,
+            first_line: 1,
+        })
+        .unwrap_err();
+        assert!(error.message.contains("more than 1000000 nodes"), "{error:?}");
+        // Anchors used as intended are fine.
+        assert_eq!(one("a: &a {x: 1}\nb: *a\nc: *a\n")["c"], json!({"x": 1}));
     }
 
     #[test]
