@@ -181,7 +181,17 @@ impl Parallelism {
                 },
                 None => match s.parse::<i64>() {
                     Ok(n) if n < 0 => Err("must be greater than or equal to 0".to_owned()),
-                    Ok(n) => u32::try_from(n).map(Self::Nodes).map_err(|_| EXPECTED.to_owned()),
+                    // An int32, as OpenKruise reads it: 2147483648 and beyond are refused.
+                    Ok(n) => i32::try_from(n)
+                        .ok()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .map(Self::Nodes)
+                        .ok_or_else(|| {
+                            format!(
+                                "must be at most {} (an int32), or a percentage such as \"25%\"",
+                                i32::MAX
+                            )
+                        }),
                     Err(_) => Err(EXPECTED.to_owned()),
                 },
             },

@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
 use prewarm_api::crd;
+use serde_json::json;
 
 #[test]
 fn checked_in_crds_match_the_types() {
@@ -130,4 +133,109 @@ fn schemas_carry_openkruise_required_fields_and_descriptions() {
             }
         }
     }
+}
+
+/// Flattens a schema into OpenKruise's facts format: field path → type,
+/// format, required, int-or-string and map markers.
+fn flatten(schema: &serde_json::Value, path: String, out: &mut BTreeMap<String, serde_json::Value>) {
+    let mut facts = serde_json::Map::new();
+    for key in ["type", "format", "required"] {
+        if let Some(value) = schema.get(key) {
+            facts.insert(key.to_owned(), value.clone());
+        }
+    }
+    if schema.get("x-kubernetes-int-or-string") == Some(&json!(true)) {
+        facts.insert("x-kubernetes-int-or-string".to_owned(), json!(true));
+    }
+    // Anything else a schema says that OpenKruise's facts never carry shows up as a difference.
+    for key in ["nullable", "x-kubernetes-preserve-unknown-fields"] {
+        if let Some(value) = schema.get(key) {
+            facts.insert(key.to_owned(), value.clone());
+        }
+    }
+    let map_values = schema.get("additionalProperties").filter(|a| a.is_object());
+    if map_values.is_some() {
+        facts.insert("map".to_owned(), json!(true));
+    }
+    out.insert(
+        if path.is_empty() { ".".to_owned() } else { path.clone() },
+        facts.into(),
+    );
+    for (name, child) in schema
+        .get("properties")
+        .and_then(|p| p.as_object())
+        .into_iter()
+        .flatten()
+    {
+        flatten(child, format!("{path}.{name}"), out);
+    }
+    if let Some(items) = schema.get("items") {
+        flatten(items, format!("{path}[]"), out);
+    }
+    if let Some(values) = map_values {
+        flatten(values, format!("{path}{{}}"), out);
+    }
+}
+
+/// Deliberate differences from OpenKruise's schemas: (kind/version, field path). None today.
+const DELIBERATE_DIFFERENCES: [(&str, &str); 0] = [];
+
+#[test]
+fn schemas_match_openkruise_field_for_field() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/kruise-crd-fields.json"
+    ))
+    .unwrap();
+    let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let reference = &reference["crds"];
+    let mut differences = Vec::new();
+    for (file, definition) in crd::all().unwrap() {
+        let crd = serde_json::to_value(&definition).unwrap();
+        let kind = crd["spec"]["names"]["kind"].as_str().unwrap().to_owned();
+        let names = &reference[&kind];
+        assert_eq!(crd["spec"]["scope"], names["scope"], "{file}");
+        assert_eq!(crd["spec"]["names"]["plural"], names["plural"], "{file}");
+        assert_eq!(crd["spec"]["names"]["singular"], names["singular"], "{file}");
+        for version in crd["spec"]["versions"].as_array().unwrap() {
+            let key = format!("{kind}/{}", version["name"].as_str().unwrap());
+            let expected = &reference[&key];
+            assert_eq!(version["served"], expected["served"], "{key}");
+            assert_eq!(version["storage"], expected["storage"], "{key}");
+            let subresources: Vec<&String> = version["subresources"].as_object().unwrap().keys().collect();
+            assert_eq!(json!(subresources), expected["subresources"], "{key}");
+            let columns: Vec<serde_json::Value> = version["additionalPrinterColumns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| json!({"jsonPath": c["jsonPath"], "name": c["name"], "type": c["type"]}))
+                .collect();
+            assert_eq!(json!(columns), expected["printerColumns"], "{key}");
+            let mut ours = BTreeMap::new();
+            flatten(&version["schema"]["openAPIV3Schema"], String::new(), &mut ours);
+            let theirs: BTreeMap<String, serde_json::Value> =
+                serde_json::from_value(expected["fields"].clone()).unwrap();
+            for path in ours
+                .keys()
+                .chain(theirs.keys())
+                .collect::<std::collections::BTreeSet<_>>()
+            {
+                if ours.get(path) != theirs.get(path)
+                    && !DELIBERATE_DIFFERENCES.contains(&(key.as_str(), path.as_str()))
+                {
+                    differences.push(format!(
+                        "{key} {path}: ours {:?}, OpenKruise {:?}",
+                        ours.get(path),
+                        theirs.get(path)
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{} differences:\n{}",
+        differences.len(),
+        differences.join("\n")
+    );
 }

@@ -229,6 +229,7 @@ fn parallelism_rules() {
         json!(0),
         json!(10),
         json!("5"),
+        json!("2147483647"),
         json!("25%"),
         json!("100%"),
         json!("1%"),
@@ -243,6 +244,8 @@ fn parallelism_rules() {
         json!("0%"),
         json!("x%"),
         json!(""),
+        json!("2147483648"),
+        json!("4294967295"),
     ] {
         let report = assert_errors(
             Kind::ImagePullJob,
@@ -316,10 +319,18 @@ fn completion_policy_rules() {
         with(job(), &[("/spec/completionPolicy/type", json!("Sometimes"))]),
         &[("spec.completionPolicy.type", NotSupported)],
     );
-    assert_errors(
+    // OpenKruise accepts a negative TTL: a warning, not an error.
+    let report = assert_errors(
         Kind::ImagePullJob,
         with(job(), &[("/spec/completionPolicy/ttlSecondsAfterFinished", json!(-1))]),
-        &[("spec.completionPolicy.ttlSecondsAfterFinished", Invalid)],
+        &[],
+    );
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("spec.completionPolicy.ttlSecondsAfterFinished") && w.contains("acts as 0")),
+        "{report:?}"
     );
     // Without the mutating webhook, a missing policy is reported, not assumed.
     let report = job_without_defaults(with(job(), &[("/spec/completionPolicy", Value::Null)]));
@@ -354,10 +365,18 @@ fn pull_policy_and_image_pull_policy_rules() {
         with(job(), &[("/spec/imagePullPolicy", json!("Never"))]),
         &[("spec.imagePullPolicy", NotSupported)],
     );
-    assert_errors(
+    // OpenKruise accepts any Secret name: a warning, not an error.
+    let report = assert_errors(
         Kind::ImagePullJob,
         with(job(), &[("/spec/pullSecrets", json!(["ok", "Not_A_Name"]))]),
-        &[("spec.pullSecrets[1]", Invalid)],
+        &[],
+    );
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("spec.pullSecrets[1]") && w.contains("not a valid Secret name")),
+        "{report:?}"
     );
 }
 
@@ -574,4 +593,28 @@ fn node_image_rules() {
             ("spec.images[nginx].tags[0].pullPolicy".to_owned(), Required)
         ]
     );
+}
+
+#[test]
+fn a_negative_node_image_tag_ttl_is_a_warning() {
+    let report = assert_errors(
+        Kind::NodeImage,
+        with(
+            node_image(),
+            &[(
+                "/spec/images/nginx/tags/0/pullPolicy/ttlSecondsAfterFinished",
+                json!(-5),
+            )],
+        ),
+        &[],
+    );
+    assert!(
+        report.warnings.iter().any(|w| w.contains("-5 is negative")),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn a_node_image_without_spec_is_an_empty_one() {
+    assert_errors(Kind::NodeImage, with(node_image(), &[("/spec", Value::Null)]), &[]);
 }

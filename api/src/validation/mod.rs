@@ -54,9 +54,13 @@ pub fn image_list_pull_job(object: &Value) -> Report {
     report
 }
 
-/// Validates a NodeImage (either version).
+/// Validates a NodeImage (either version). Every spec field is optional, so a
+/// NodeImage without `spec` is an empty one, as in OpenKruise.
 pub fn node_image(object: &Value) -> Report {
     let mut report = Report::default();
+    if object.get("spec").is_none_or(Value::is_null) {
+        return report;
+    }
     if let Some(spec) = decode_spec::<NodeImageSpec>(&mut report, object)
         && let Some(images) = &spec.images
     {

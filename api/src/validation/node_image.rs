@@ -104,11 +104,10 @@ fn tags(report: &mut Report, path: &FieldPath, tags: &[ImageTagSpec]) {
                 policy_path.child("ttlSecondsAfterFinished"),
                 "seconds after the pull finishes at which the tag is removed, such as 300",
             )),
-            Some(ttl) if ttl < 0 => report.error(FieldError::invalid(
-                policy_path.child("ttlSecondsAfterFinished"),
-                ttl,
-                "must be greater than or equal to 0",
-            )),
+            Some(ttl) if ttl < 0 => report.warn(
+                &policy_path.child("ttlSecondsAfterFinished"),
+                super::template::negative_ttl(ttl, "tag"),
+            ),
             Some(_) => {}
         }
         if let Some(deadline) = policy.active_deadline_seconds

@@ -48,12 +48,15 @@ pub(super) fn template(report: &mut Report, spec: &FieldPath, template: &Templat
 fn pull_secrets(report: &mut Report, path: &FieldPath, secrets: Option<&Vec<String>>) {
     let mut seen = HashMap::new();
     for (i, name) in secrets.into_iter().flatten().enumerate() {
+        // OpenKruise accepts such names, so manifests written for it keep applying;
+        // the Secret can never be found, which the warning says.
         if let Err(e) = names::dns_subdomain(name) {
-            report.error(FieldError::invalid(
-                path.index(i),
-                name.as_str(),
-                format!("not a valid Secret name: {e}"),
-            ));
+            report.warn(
+                &path.index(i),
+                format_args!(
+                    "{name:?} is not a valid Secret name ({e}), so no such Secret can exist and it is ignored"
+                ),
+            );
         } else if let Some(first) = seen.get(name.as_str()) {
             report.warn(
                 &path.index(i),
@@ -165,11 +168,7 @@ fn completion_policy(
             if let Some(ttl) = ttl
                 && ttl < 0
             {
-                report.error(FieldError::invalid(
-                    path.child("ttlSecondsAfterFinished"),
-                    ttl,
-                    "must be greater than or equal to 0",
-                ));
+                report.warn(&path.child("ttlSecondsAfterFinished"), negative_ttl(ttl, "job"));
             }
             let timeout = pull.and_then(|p| p.timeout_seconds).unwrap_or(DEFAULT_TIMEOUT_SECONDS);
             if let Some(deadline) = deadline {
@@ -204,4 +203,9 @@ fn completion_policy(
         "" => report.error(FieldError::required(path.child("type"), "one of \"Always\", \"Never\"")),
         other => report.error(FieldError::not_supported(path.child("type"), other, &COMPLETION_TYPES)),
     }
+}
+
+/// A negative TTL is accepted, as OpenKruise accepts it, and said to act as 0.
+pub(super) fn negative_ttl(ttl: i32, what: &str) -> String {
+    format!("{ttl} is negative and acts as 0: the {what} is removed as soon as it finishes")
 }
