@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace and ends with one summary line.
+# Installs what the tests need (idempotently: a second run fetches nothing), runs
+# every test of the workspace and ends with one summary line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+if ! scripts/install-test-deps.sh; then
+    echo "PREWARM TESTS FAILED: could not install the test dependencies (scripts/install-test-deps.sh; needs root and the package registries)"
+    exit 1
+fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

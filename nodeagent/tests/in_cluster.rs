@@ -267,7 +267,7 @@ async fn node_image_spec_to_status_with_resume_and_cancellation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_secrets_named_by_the_node_image_are_used() {
-    let (_api_server, client, _) = cluster().await;
+    let (api_server, client, _) = cluster().await;
     let config = base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
         r#"{"auths":{"127.0.0.1:5001":{"username":"ci","password":"secret"}}}"#,
@@ -294,7 +294,7 @@ async fn pull_secrets_named_by_the_node_image_are_used() {
         "apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage", "metadata": {"name": "node-1"},
         "spec": {"images": {"127.0.0.1:5001/team/app": {
             "pullSecrets": [{"namespace": "kruise-daemon-config", "name": "registry", "mode": "batch"}],
-            "tags": [tag("1.0", 0)]
+            "tags": [tag("1.0", 0), tag("1.1", 0)]
         }}}
     }))
     .unwrap();
@@ -308,10 +308,17 @@ async fn pull_secrets_named_by_the_node_image_are_used() {
     let metrics = Arc::new(AgentMetrics::default());
     let (stop, agent) = start_agent(&client, &cri, &metrics);
     let done = wait_until(&node_images, "the private image", |s| {
-        s["succeeded"] == 1 || s["failed"] == 1
+        s["succeeded"].as_i64().unwrap_or(0) + s["failed"].as_i64().unwrap_or(0) == 2
     })
     .await;
-    assert_eq!(done["succeeded"], 1, "{done:#}");
+    assert_eq!(done["succeeded"], 2, "{done:#}");
+    let reads = api_server.store.counts().get("get /secrets").copied();
+    assert_eq!(
+        reads,
+        Some(1),
+        "the secret is read once and cached: {:?}",
+        api_server.store.counts()
+    );
     let auth = fake.behaviour.pulls.lock().unwrap()[0].auth.clone().unwrap();
     assert_eq!((auth.username.as_str(), auth.password.as_str()), ("ci", "secret"));
     assert!(!done.to_string().contains("secret\""), "no credentials in the status");

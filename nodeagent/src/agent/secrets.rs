@@ -33,6 +33,7 @@ pub struct Secrets {
     client: Client,
     namespace: String,
     cache: Mutex<HashMap<String, (Instant, Option<serde_json::Value>)>>,
+    fetching: tokio::sync::Mutex<()>,
     /// Refused references, each reported once per `CACHE_FOR`.
     refused: Mutex<HashMap<String, Instant>>,
 }
@@ -43,6 +44,7 @@ impl Secrets {
             client,
             namespace,
             cache: Mutex::new(HashMap::new()),
+            fetching: tokio::sync::Mutex::new(()),
             refused: Mutex::new(HashMap::new()),
         }
     }
@@ -85,14 +87,22 @@ impl Secrets {
         refused.insert(format!("{namespace}/{name}"), now + CACHE_FOR).is_none()
     }
 
+    fn cached(&self, name: &str) -> Option<Option<serde_json::Value>> {
+        let cache = self.cache.lock().ok()?;
+        cache
+            .get(name)
+            .filter(|(expires, _)| *expires > Instant::now())
+            .map(|(_, secret)| secret.clone())
+    }
+
     async fn get(&self, name: &str) -> Option<serde_json::Value> {
-        let cached = self.cache.lock().ok().and_then(|cache| {
-            cache
-                .get(name)
-                .filter(|(expires, _)| *expires > Instant::now())
-                .cloned()
-        });
-        if let Some((_, secret)) = cached {
+        if let Some(secret) = self.cached(name) {
+            return secret;
+        }
+        // One read at a time: pulls of several tags of one image start together
+        // and should share one GET, not race to make their own.
+        let _one_at_a_time = self.fetching.lock().await;
+        if let Some(secret) = self.cached(name) {
             return secret;
         }
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
