@@ -191,7 +191,7 @@ pub fn validate(request: &Request<'_>, gates: &FeatureGates) -> Decision {
             message: gate_message(request.kind, *gate),
         };
     }
-    let Report { errors, warnings } = request.kind.validate(object, old);
+    let (errors, warnings) = request.kind.validate(object, old).into_parts();
     if errors.is_empty() {
         Decision::Allowed { warnings }
     } else {

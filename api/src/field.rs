@@ -152,11 +152,19 @@ impl fmt::Display for FieldError {
     }
 }
 
-/// Every error and warning found in one object, errors in a stable order.
+/// Most errors and warnings one report lists: a hostile object with a million
+/// duplicate entries gets the first ones and a count, not a 200 MB answer.
+pub const MAX_LISTED_ERRORS: usize = 100;
+pub const MAX_LISTED_WARNINGS: usize = 20;
+
+/// Every error and warning found in one object, errors in a stable order; past
+/// the listing limits, only counted (see [`Report::into_parts`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Report {
     pub errors: Vec<FieldError>,
     pub warnings: Vec<String>,
+    pub unlisted_errors: usize,
+    pub unlisted_warnings: usize,
 }
 
 impl Report {
@@ -165,10 +173,33 @@ impl Report {
     }
 
     pub(crate) fn error(&mut self, error: FieldError) {
-        self.errors.push(error);
+        if self.errors.len() < MAX_LISTED_ERRORS {
+            self.errors.push(error);
+        } else {
+            self.unlisted_errors += 1;
+        }
     }
 
     pub(crate) fn warn(&mut self, path: &FieldPath, message: impl fmt::Display) {
-        self.warnings.push(format!("{path}: {message}"));
+        if self.warnings.len() < MAX_LISTED_WARNINGS {
+            self.warnings.push(format!("{path}: {message}"));
+        } else {
+            self.unlisted_warnings += 1;
+        }
+    }
+
+    /// The listed errors and warnings, each list ending with a count of the
+    /// unlisted ones when there are any.
+    pub fn into_parts(mut self) -> (Vec<FieldError>, Vec<String>) {
+        if self.unlisted_errors > 0 {
+            let detail = format!("and {} more errors, not listed", self.unlisted_errors);
+            self.errors
+                .push(FieldError::new(FieldPath::new("spec"), Reason::TooMany, None, detail));
+        }
+        if self.unlisted_warnings > 0 {
+            self.warnings
+                .push(format!("and {} more warnings, not listed", self.unlisted_warnings));
+        }
+        (self.errors, self.warnings)
     }
 }

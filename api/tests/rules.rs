@@ -618,3 +618,17 @@ fn a_negative_node_image_tag_ttl_is_a_warning() {
 fn a_node_image_without_spec_is_an_empty_one() {
     assert_errors(Kind::NodeImage, with(node_image(), &[("/spec", Value::Null)]), &[]);
 }
+
+#[test]
+fn a_million_problems_are_listed_as_the_first_hundred_and_a_count() {
+    let names: Vec<String> = vec!["node-1".to_owned(); 100_000];
+    let object = with(job(), &[("/spec/selector", json!({"names": names}))]);
+    let report = Kind::ImagePullJob.validate(&object, None);
+    let (errors, _) = report.into_parts();
+    assert_eq!(errors.len(), 101);
+    assert!(
+        errors[100].to_string().contains("and 99899 more errors, not listed"),
+        "{}",
+        errors[100]
+    );
+}

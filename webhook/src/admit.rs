@@ -1,20 +1,24 @@
-//! The HTTP side of admission: content type, body limit, `?timeout=`, then the
-//! pure [`review`](crate::review) function, then metrics and the decision log line.
+//! The HTTP side of admission: content type, body limit, `?timeout=`, room in
+//! the shared budgets, the body read into one buffer, then the pure
+//! [`review`](crate::review) function, then metrics and the (rate-limited)
+//! decision log line. The request's deadline covers all of it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prewarm_api::gates::FeatureGates;
 
+use crate::limits::{BUDGET_WAIT, Budget, Held, LimitsConfig, MAX_REQUEST_TIMEOUT};
+use crate::log_limit::LogLimit;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::review::{self, Route};
 use prewarm_api::duration;
@@ -24,14 +28,34 @@ pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
 /// The API server's default webhook timeout, used when the request names none.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Bodies without a Content-Length reserve budget in steps of this size.
+const BODY_STEP: usize = 64 * 1024;
+
 /// What admission handlers share.
 #[derive(Debug)]
 pub struct AdmitState {
     pub gates: FeatureGates,
     pub metrics: Arc<Metrics>,
+    pub budget: Budget,
+    pub decision_log: LogLimit,
     /// Set at shutdown: responses then close their connection so that clients
     /// reconnect to a replica that is not going away.
     pub draining: AtomicBool,
+}
+
+/// Most decision lines logged per second (metrics count every decision).
+const DECISION_LINES_PER_SECOND: u32 = 200;
+
+impl AdmitState {
+    pub fn new(gates: FeatureGates, metrics: Arc<Metrics>, limits: &LimitsConfig) -> Self {
+        Self {
+            gates,
+            metrics,
+            budget: Budget::new(limits),
+            decision_log: LogLimit::new(DECISION_LINES_PER_SECOND),
+            draining: AtomicBool::new(false),
+        }
+    }
 }
 
 /// The admission router: the six OpenKruise paths, POST only.
@@ -91,18 +115,27 @@ async fn admit_inner(
         Ok(timeout) => timeout,
         Err(message) => return failure(StatusCode::BAD_REQUEST, "BadRequest", &message),
     };
-    let bytes: Bytes = match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Ok(Err(e)) => return failure(StatusCode::BAD_REQUEST, "BadRequest", &format!("reading the body: {e}")),
-        Err(_) => {
-            return failure(
-                StatusCode::REQUEST_TIMEOUT,
-                "Timeout",
-                &format!("the body did not arrive within the request timeout ({timeout:?})"),
-            );
-        }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let wait = BUDGET_WAIT.min(timeout);
+    let Some(_admission) = state.budget.admission(wait).await else {
+        return busy("too many admissions in progress");
     };
+    let (bytes, _room) =
+        match tokio::time::timeout_at(deadline, read_body(&state.budget, body, declared_length, wait)).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(BodyError::TooLarge)) => return too_large(),
+            Ok(Err(BodyError::Busy)) => return busy("too many request bytes in flight"),
+            Ok(Err(BodyError::Read(e))) => {
+                return failure(StatusCode::BAD_REQUEST, "BadRequest", &format!("reading the body: {e}"));
+            }
+            Err(_) => {
+                return failure(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "Timeout",
+                    &format!("the body did not arrive within the request timeout ({timeout:?})"),
+                );
+            }
+        };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let outcome = review::review(route, &bytes, &state.gates, &now);
     let elapsed = started.elapsed();
@@ -113,29 +146,90 @@ async fn admit_inner(
         operation: summary.operation,
     };
     state.metrics.observe(labels, summary.result, summary.dry_run, elapsed);
-    tracing::info!(
-        uid = %summary.uid,
-        kind = route.kind.name(),
-        webhook = route.endpoint.as_str(),
-        namespace = %summary.namespace,
-        name = %summary.name,
-        operation = summary.operation,
-        result = summary.result,
-        dry_run = summary.dry_run,
-        latency_us = elapsed.as_micros() as u64,
-        "admission decision"
-    );
+    if let Some(unlogged) = state.decision_log.allow() {
+        tracing::info!(
+            uid = %summary.uid,
+            kind = route.kind.name(),
+            webhook = route.endpoint.as_str(),
+            namespace = %summary.namespace,
+            name = %summary.name,
+            operation = summary.operation,
+            result = summary.result,
+            dry_run = summary.dry_run,
+            latency_us = elapsed.as_micros() as u64,
+            unlogged,
+            "admission decision"
+        );
+    }
     let status = StatusCode::from_u16(outcome.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json_response(status, outcome.body)
 }
 
 /// The `?timeout=10s` the API server appends; the work must finish within it.
+/// More than 30 s (which kube-apiserver never asks for) counts as 30 s.
 fn request_timeout(uri: &Uri) -> Result<Duration, String> {
     let query = uri.query().unwrap_or_default();
     match query.split('&').find_map(|pair| pair.strip_prefix("timeout=")) {
         None => Ok(DEFAULT_TIMEOUT),
-        Some(value) => duration::parse(value).map_err(|e| format!("query parameter timeout: {e}")),
+        Some(value) => duration::parse(value)
+            .map(|timeout| timeout.min(MAX_REQUEST_TIMEOUT))
+            .map_err(|e| format!("query parameter timeout: {e}")),
     }
+}
+
+#[derive(Debug)]
+enum BodyError {
+    TooLarge,
+    Busy,
+    Read(axum::Error),
+}
+
+/// Reads the body into one buffer, sized from Content-Length when there is one,
+/// each chunk dropped once copied (a chunk pins the much larger read buffer it
+/// came in). Budget is reserved before the bytes are held.
+async fn read_body(
+    budget: &Budget,
+    mut body: Body,
+    declared: Option<usize>,
+    wait: Duration,
+) -> Result<(Vec<u8>, Vec<Held>), BodyError> {
+    let mut room = Vec::new();
+    let mut reserved = 0;
+    let mut buffer = Vec::new();
+    if let Some(length) = declared {
+        room.push(budget.body(length, wait).await.ok_or(BodyError::Busy)?);
+        reserved = length;
+        buffer.reserve_exact(length);
+    }
+    while let Some(frame) = body.frame().await {
+        let Ok(chunk) = frame.map_err(BodyError::Read)?.into_data() else {
+            continue;
+        };
+        let needed = buffer.len() + chunk.len();
+        if needed > MAX_BODY_BYTES {
+            return Err(BodyError::TooLarge);
+        }
+        if needed > reserved {
+            let step = (needed - reserved).max(BODY_STEP);
+            room.push(budget.body(step, wait).await.ok_or(BodyError::Busy)?);
+            reserved += step;
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok((buffer, room))
+}
+
+/// 429: the API server retries, and the webhook's memory stays bounded.
+fn busy(why: &str) -> Response {
+    let mut response = failure(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TooManyRequests",
+        &format!("the webhook is busy ({why}); retry shortly"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 fn too_large() -> Response {

@@ -2,6 +2,10 @@
 //! on the shutdown signal readiness turns false, serving continues for the
 //! drain window with `Connection: close` on every response, then the listener
 //! closes, open connections finish their requests and close, and `run` returns.
+//!
+//! Each connection speaks the protocol its TLS handshake negotiated (ALPN `h2`
+//! or HTTP/1.1), must complete the handshake and send its first request's
+//! headers within an absolute deadline, and counts against `--max-connections`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,24 +14,38 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use prewarm_api::gates::FeatureGates;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::accept::accept_until;
 use crate::admit::{self, AdmitState};
 use crate::bootstrap::{self, BootstrapError, Certificates};
 use crate::health::{self, HealthState};
 use crate::idle::IdleTimeout;
+use crate::limits::{self, FIRST_REQUEST_DEADLINE, LimitsConfig};
 use crate::metrics::{Metrics, ReloadLabels};
 use crate::tls::{self, CertStore, Reload, TlsError};
 
-/// How long a client has to finish the TLS handshake, and to send request headers.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send a request's headers once it starts (HTTP/1.1).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/1.1 read buffer: headers and body chunks pass through it.
+const HTTP1_BUFFER: usize = 64 * 1024;
+/// HTTP/2 flow-control windows: what one stream, and one connection, may send
+/// before the handler has taken it; the global body budget bounds the rest.
+const HTTP2_STREAM_WINDOW: u32 = 64 * 1024;
+const HTTP2_CONNECTION_WINDOW: u32 = 256 * 1024;
+const HTTP2_MAX_HEADER_LIST: u32 = 64 * 1024;
+/// HTTP/2 keep-alive: a peer that does not answer a ping in time is dropped.
+const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Health connections: short-lived probes and scrapes.
+const HEALTH_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `prewarm-webhook serve` flags.
 #[derive(Clone, Debug, clap::Args)]
@@ -62,6 +80,8 @@ pub struct ServeConfig {
     /// How often the certificate directory is checked besides change notifications.
     #[arg(long, default_value = "10s", value_parser = prewarm_api::duration::parse)]
     pub cert_poll_interval: Duration,
+    #[command(flatten)]
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,11 +167,7 @@ impl Server {
             certs,
             metrics,
         } = self;
-        let admit_state = Arc::new(AdmitState {
-            gates: config.feature_gates,
-            metrics: metrics.clone(),
-            draining: AtomicBool::new(false),
-        });
+        let admit_state = Arc::new(AdmitState::new(config.feature_gates, metrics.clone(), &config.limits));
         let health_state = Arc::new(HealthState {
             metrics: metrics.clone(),
             certs: certs.clone(),
@@ -159,20 +175,14 @@ impl Server {
         });
         let health_addr = health_listener.local_addr().unwrap_or(config.health_listen);
         let (health_stop_tx, health_stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let health = tokio::spawn({
-            let router = health::router(health_state.clone());
+        let health = tokio::spawn(serve_health(
+            health_listener,
+            health::router(health_state.clone()),
+            config.limits.max_health_connections,
             async move {
-                let stopped = async move {
-                    let _ = health_stop_rx.await;
-                };
-                if let Err(e) = axum::serve(health_listener, router)
-                    .with_graceful_shutdown(stopped)
-                    .await
-                {
-                    tracing::error!(error = %e, "health listener failed");
-                }
-            }
-        });
+                let _ = health_stop_rx.await;
+            },
+        ));
         let watcher = tokio::spawn(tls::watch(
             config.cert_dir.clone(),
             certs,
@@ -187,35 +197,73 @@ impl Server {
         );
 
         let service = TowerToHyperService::new(admit::router(admit_state.clone()));
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        let mut http1 = http1::Builder::new();
+        http1
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        let builder = Arc::new(builder);
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(HTTP1_BUFFER);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(config.limits.max_http2_streams)
+            .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+            .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+            .max_header_list_size(HTTP2_MAX_HEADER_LIST)
+            .max_send_buf_size(HTTP2_STREAM_WINDOW as usize)
+            .keep_alive_interval(HTTP2_PING_INTERVAL)
+            .keep_alive_timeout(HTTP2_PING_TIMEOUT);
+        let (http1, http2) = (Arc::new(http1), Arc::new(http2));
         let graceful = GracefulShutdown::new();
         let idle_timeout = config.idle_timeout;
+        let max_connections = limits::connection_cap(config.limits.max_connections);
+        if max_connections < config.limits.max_connections {
+            tracing::warn!(
+                max_connections,
+                "--max-connections lowered to stay below the open-file limit"
+            );
+        }
+        let slots = Arc::new(Semaphore::new(max_connections));
 
-        let serve_connection = |tcp: TcpStream| {
-            let (acceptor, service, builder, watcher) =
-                (acceptor.clone(), service.clone(), builder.clone(), graceful.watcher());
+        let serve_connection = |tcp: TcpStream, slot: OwnedSemaphorePermit| {
+            let (acceptor, http1, http2, watcher) =
+                (acceptor.clone(), http1.clone(), http2.clone(), graceful.watcher());
+            let first_request = Arc::new(AtomicBool::new(false));
+            let service = MarkFirstRequest {
+                inner: service.clone(),
+                seen: first_request.clone(),
+            };
             tokio::spawn(async move {
-                let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
+                let _slot = slot;
+                let deadline = tokio::time::Instant::now() + FIRST_REQUEST_DEADLINE;
+                let Ok(Ok(tls)) = tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await else {
                     return;
                 };
+                let negotiated_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
                 let io = TokioIo::new(IdleTimeout::new(tls, idle_timeout));
-                let connection = builder.serve_connection_with_upgrades(io, service);
-                if let Err(e) = watcher.watch(connection.into_owned()).await {
+                let result = if negotiated_h2 {
+                    let connection = watcher.watch(http2.serve_connection(io, service));
+                    first_request_by(deadline, &first_request, connection).await
+                } else {
+                    let connection = watcher.watch(http1.serve_connection(io, service));
+                    first_request_by(deadline, &first_request, connection).await
+                };
+                if let Some(Err(e)) = result {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
             });
         };
 
-        accept_until(&listener, shutdown, &serve_connection).await;
+        accept_until(&listener, shutdown, &slots, &serve_connection).await;
         health_state.serving.store(false, Ordering::Relaxed);
         admit_state.draining.store(true, Ordering::Relaxed);
         tracing::info!(delay = ?config.shutdown_delay, "shutting down: not ready, serving through the drain window");
-        accept_until(&listener, tokio::time::sleep(config.shutdown_delay), &serve_connection).await;
+        accept_until(
+            &listener,
+            tokio::time::sleep(config.shutdown_delay),
+            &slots,
+            &serve_connection,
+        )
+        .await;
         drop(listener);
         tracing::info!(
             connections = graceful.count(),
@@ -234,18 +282,68 @@ impl Server {
     }
 }
 
-/// Accepts connections until `stop` completes.
-async fn accept_until(listener: &TcpListener, stop: impl Future<Output = ()>, serve: &impl Fn(TcpStream)) {
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => serve(tcp),
-                Err(e) => tracing::warn!(error = %e, "accepting a connection"),
-            },
-            () = &mut stop => return,
-        }
+/// Runs `connection` to its end, unless no request has begun by `deadline`:
+/// then it is dropped (closed), however many bytes trickled in meanwhile.
+async fn first_request_by<F: Future>(
+    deadline: tokio::time::Instant,
+    seen: &AtomicBool,
+    connection: F,
+) -> Option<F::Output> {
+    tokio::pin!(connection);
+    tokio::select! {
+        output = &mut connection => return Some(output),
+        () = tokio::time::sleep_until(deadline) => {}
     }
+    if seen.load(Ordering::Relaxed) {
+        Some(connection.await)
+    } else {
+        None
+    }
+}
+
+/// Notes that a connection's first request has begun.
+#[derive(Clone, Debug)]
+struct MarkFirstRequest<S> {
+    inner: S,
+    seen: Arc<AtomicBool>,
+}
+
+impl<S, B> hyper::service::Service<hyper::Request<B>> for MarkFirstRequest<S>
+where
+    S: hyper::service::Service<hyper::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, request: hyper::Request<B>) -> Self::Future {
+        self.seen.store(true, Ordering::Relaxed);
+        self.inner.call(request)
+    }
+}
+
+/// The plain-HTTP health listener: HTTP/1.1 only, few connections, and silent
+/// ones closed, so probes keep working while the webhook port is under attack.
+async fn serve_health(
+    listener: TcpListener,
+    router: axum::Router,
+    max_connections: usize,
+    stop: impl Future<Output = ()>,
+) {
+    let service = TowerToHyperService::new(router);
+    let mut http1 = http1::Builder::new();
+    http1.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let http1 = Arc::new(http1);
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let serve = |tcp: TcpStream, slot: OwnedSemaphorePermit| {
+        let (http1, service) = (http1.clone(), service.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let io = TokioIo::new(IdleTimeout::new(tcp, HEALTH_IDLE_TIMEOUT));
+            let _ = http1.serve_connection(io, service).await;
+        });
+    };
+    accept_until(&listener, stop, &slots, &serve).await;
 }
 
 fn record_reload(metrics: &Metrics, reload: Reload) {

@@ -6,7 +6,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -15,16 +14,17 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use http_body_util::BodyExt;
 use prewarm_api::gates::FeatureGates;
 use prewarm_webhook::admit::{AdmitState, router};
+use prewarm_webhook::limits::LimitsConfig;
 use prewarm_webhook::metrics::Metrics;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 async fn post(gates: FeatureGates, path: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
-    let state = Arc::new(AdmitState {
+    let state = Arc::new(AdmitState::new(
         gates,
-        metrics: Arc::new(Metrics::default()),
-        draining: AtomicBool::new(false),
-    });
+        Arc::new(Metrics::default()),
+        &LimitsConfig::default(),
+    ));
     let request = Request::post(path)
         .header("content-type", content_type)
         .body(Body::from(body))
@@ -306,11 +306,11 @@ async fn timeout_query_is_understood() {
 
 #[tokio::test]
 async fn unknown_paths_and_methods_are_refused() {
-    let state = Arc::new(AdmitState {
-        gates: FeatureGates::default(),
-        metrics: Arc::new(Metrics::default()),
-        draining: AtomicBool::new(false),
-    });
+    let state = Arc::new(AdmitState::new(
+        FeatureGates::default(),
+        Arc::new(Metrics::default()),
+        &LimitsConfig::default(),
+    ));
     let get = Request::get("/validate-apps-kruise-io-imagepulljob")
         .body(Body::empty())
         .unwrap();

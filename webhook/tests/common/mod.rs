@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use prewarm_api::gates::FeatureGates;
+use prewarm_webhook::limits::LimitsConfig;
 use prewarm_webhook::server::{ServeConfig, Server};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -41,6 +42,7 @@ pub fn config(cert_dir: &Path) -> ServeConfig {
         shutdown_grace: Duration::from_secs(5),
         cert_poll_interval: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(120),
+        limits: LimitsConfig::default(),
     }
 }
 
