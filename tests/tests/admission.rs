@@ -28,6 +28,7 @@ async fn webhook(cert_dir: &Path, gates: &str) -> SocketAddr {
         shutdown_grace: Duration::from_secs(1),
         cert_poll_interval: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(120),
+        limits: Default::default(),
     };
     let server = Server::bind(config).await.unwrap();
     let addr = server.local_addr().unwrap();

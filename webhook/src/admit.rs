@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prewarm_api::gates::FeatureGates;
 
-use crate::limits::{BUDGET_WAIT, Budget, Held, LimitsConfig, MAX_REQUEST_TIMEOUT};
+use crate::limits::{BUDGET_WAIT, Budget, Held, LimitsConfig, MAX_REQUEST_TIMEOUT, SMALL_BODY};
 use crate::log_limit::LogLimit;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::review::{self, Route};
@@ -29,7 +29,7 @@ pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bodies without a Content-Length reserve budget in steps of this size.
-const BODY_STEP: usize = 64 * 1024;
+const BODY_STEP: usize = SMALL_BODY;
 
 /// What admission handlers share.
 #[derive(Debug)]
@@ -117,9 +117,6 @@ async fn admit_inner(
     };
     let deadline = tokio::time::Instant::now() + timeout;
     let wait = BUDGET_WAIT.min(timeout);
-    let Some(_admission) = state.budget.admission(wait).await else {
-        return busy("too many admissions in progress");
-    };
     let (bytes, _room) =
         match tokio::time::timeout_at(deadline, read_body(&state.budget, body, declared_length, wait)).await {
             Ok(Ok(read)) => read,
@@ -137,7 +134,28 @@ async fn admit_inner(
             }
         };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let outcome = review::review(route, &bytes, &state.gates, &now);
+    let outcome = if bytes.len() <= SMALL_BODY {
+        review::review(route, &bytes, &state.gates, &now)
+    } else {
+        // Large bodies take long enough to decode and check that they would
+        // stall the connections sharing this thread: a few at a time, elsewhere.
+        let Some(_turn) = state.budget.large_review(wait).await else {
+            return busy("too many large requests being reviewed");
+        };
+        let gates = state.gates;
+        let review = tokio::task::spawn_blocking(move || review::review(route, &bytes, &gates, &now));
+        match tokio::time::timeout_at(deadline, review).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => return failure(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "the review failed"),
+            Err(_) => {
+                return failure(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "Timeout",
+                    &format!("the review did not finish within the request timeout ({timeout:?})"),
+                );
+            }
+        }
+    };
     let elapsed = started.elapsed();
     let summary = &outcome.summary;
     let labels = RequestLabels {
@@ -197,7 +215,7 @@ async fn read_body(
     let mut reserved = 0;
     let mut buffer = Vec::new();
     if let Some(length) = declared {
-        room.push(budget.body(length, wait).await.ok_or(BodyError::Busy)?);
+        room.push(budget.body(0, length, wait).await.ok_or(BodyError::Busy)?);
         reserved = length;
         buffer.reserve_exact(length);
     }
@@ -211,7 +229,7 @@ async fn read_body(
         }
         if needed > reserved {
             let step = (needed - reserved).max(BODY_STEP);
-            room.push(budget.body(step, wait).await.ok_or(BodyError::Busy)?);
+            room.push(budget.body(reserved, step, wait).await.ok_or(BodyError::Busy)?);
             reserved += step;
         }
         buffer.extend_from_slice(&chunk);
@@ -256,4 +274,19 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_timeout_is_capped_at_thirty_seconds() {
+        let timeout = |query: &str| request_timeout(&Uri::try_from(format!("/validate?{query}")).unwrap_or_default());
+        assert_eq!(timeout("timeout=5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(timeout("timeout=10m"), Ok(MAX_REQUEST_TIMEOUT));
+        assert_eq!(timeout("timeout=4294967295h"), Ok(MAX_REQUEST_TIMEOUT));
+        assert_eq!(timeout("timeout=99999h"), Ok(MAX_REQUEST_TIMEOUT));
+        assert_eq!(timeout("x=1"), Ok(DEFAULT_TIMEOUT));
+    }
 }

@@ -1,7 +1,12 @@
 //! What a hostile client can make the webhook hold, bounded: connections, body
-//! bytes in flight, concurrent admissions, HTTP/2 streams and windows, time.
-//! A request that does not fit waits briefly, then gets 429 (the API server
-//! retries), so memory never grows with what clients send.
+//! bytes in flight, concurrent reviews of large bodies, HTTP/2 streams and
+//! windows, time. A request that does not fit waits briefly, then gets 429 (the
+//! API server retries), so memory never grows with what clients send.
+//!
+//! Small bodies (up to 64 KiB, which covers real AdmissionReviews of these
+//! kinds) have a pool of their own, so clients sending huge or never-ending
+//! bodies cannot crowd them out; reviews of large bodies run off the I/O
+//! threads, a few at a time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +22,10 @@ pub const FIRST_REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
 /// Body bytes are counted in units of this many bytes (semaphore permits are u32).
 const UNIT: usize = 1024;
+/// Bodies up to this size draw from the small pool, and are reviewed inline.
+pub const SMALL_BODY: usize = 64 * 1024;
+/// The small pool: room for 256 small bodies at once.
+const SMALL_POOL: usize = 256 * SMALL_BODY;
 
 /// `prewarm-webhook serve` limits.
 #[derive(Clone, Debug, clap::Args)]
@@ -28,12 +37,13 @@ pub struct LimitsConfig {
     /// Most open connections on the health port.
     #[arg(long, default_value_t = 32)]
     pub max_health_connections: usize,
-    /// Most request body bytes held at once, over all connections (MiB).
+    /// Most bytes of large request bodies (over 64 KiB) held at once, over all
+    /// connections, in MiB; small bodies have a 16 MiB pool of their own.
     #[arg(long, default_value_t = 64)]
     pub max_inflight_body_mib: usize,
-    /// Most admissions being read or decided at once.
-    #[arg(long, default_value_t = 256)]
-    pub max_concurrent_admissions: usize,
+    /// Most large bodies reviewed at once (off the I/O threads).
+    #[arg(long, default_value_t = 2)]
+    pub max_large_reviews: usize,
     /// Most concurrent HTTP/2 streams per connection.
     #[arg(long, default_value_t = 32)]
     pub max_http2_streams: u32,
@@ -45,18 +55,19 @@ impl Default for LimitsConfig {
             max_connections: 1024,
             max_health_connections: 32,
             max_inflight_body_mib: 64,
-            max_concurrent_admissions: 256,
+            max_large_reviews: 2,
             max_http2_streams: 32,
         }
     }
 }
 
-/// The shared budgets of body bytes and admissions.
+/// The shared budgets of body bytes and of large reviews.
 #[derive(Debug)]
 pub struct Budget {
-    body_units: Arc<Semaphore>,
-    total_units: usize,
-    admissions: Arc<Semaphore>,
+    small_bodies: Arc<Semaphore>,
+    large_bodies: Arc<Semaphore>,
+    large_units: usize,
+    large_reviews: Arc<Semaphore>,
 }
 
 /// Room held by one request; released when dropped.
@@ -67,27 +78,31 @@ pub struct Held {
 
 impl Budget {
     pub fn new(config: &LimitsConfig) -> Self {
-        let total_units = config.max_inflight_body_mib.max(1) * (1024 * 1024 / UNIT);
+        let large_units = config.max_inflight_body_mib.max(1) * (1024 * 1024 / UNIT);
         Self {
-            body_units: Arc::new(Semaphore::new(total_units)),
-            total_units,
-            admissions: Arc::new(Semaphore::new(config.max_concurrent_admissions.max(1))),
+            small_bodies: Arc::new(Semaphore::new(SMALL_POOL / UNIT)),
+            large_bodies: Arc::new(Semaphore::new(large_units)),
+            large_units,
+            large_reviews: Arc::new(Semaphore::new(config.max_large_reviews.max(1))),
         }
     }
 
-    /// A place among the concurrent admissions, or `None` after waiting `wait`.
-    pub async fn admission(&self, wait: Duration) -> Option<Held> {
-        acquire(&self.admissions, 1, wait).await
-    }
-
-    /// Room for `bytes` more body bytes, or `None` after waiting `wait` (or
-    /// at once when they could never fit).
-    pub async fn body(&self, bytes: usize, wait: Duration) -> Option<Held> {
-        let units = bytes.div_ceil(UNIT).max(1);
-        if units > self.total_units {
+    /// Room for `more` body bytes of a request that holds `held` already, or
+    /// `None` after waiting `wait` (or at once when they could never fit).
+    pub async fn body(&self, held: usize, more: usize, wait: Duration) -> Option<Held> {
+        let units = more.div_ceil(UNIT).max(1);
+        if held + more <= SMALL_BODY {
+            return acquire(&self.small_bodies, units, wait).await;
+        }
+        if units > self.large_units {
             return None;
         }
-        acquire(&self.body_units, units, wait).await
+        acquire(&self.large_bodies, units, wait).await
+    }
+
+    /// A turn among the reviews of large bodies, or `None` after waiting `wait`.
+    pub async fn large_review(&self, wait: Duration) -> Option<Held> {
+        acquire(&self.large_reviews, 1, wait).await
     }
 }
 
@@ -123,21 +138,26 @@ mod tests {
     async fn budgets_wait_then_refuse() {
         let budget = Budget::new(&LimitsConfig {
             max_inflight_body_mib: 1,
-            max_concurrent_admissions: 1,
+            max_large_reviews: 1,
             ..LimitsConfig::default()
         });
-        let first = budget.body(700 * 1024, BUDGET_WAIT).await;
+        let first = budget.body(0, 700 * 1024, BUDGET_WAIT).await;
         assert!(first.is_some());
-        assert!(budget.body(700 * 1024, Duration::from_millis(20)).await.is_none());
-        drop(first);
-        assert!(budget.body(700 * 1024, Duration::from_millis(20)).await.is_some());
+        let short = Duration::from_millis(20);
+        assert!(budget.body(0, 700 * 1024, short).await.is_none());
         assert!(
-            budget.body(2 * 1024 * 1024, BUDGET_WAIT).await.is_none(),
+            budget.body(0, 2 * 1024, short).await.is_some(),
+            "small bodies have their own pool"
+        );
+        drop(first);
+        assert!(budget.body(0, 700 * 1024, short).await.is_some());
+        assert!(
+            budget.body(0, 2 * 1024 * 1024, BUDGET_WAIT).await.is_none(),
             "can never fit"
         );
-        let one = budget.admission(BUDGET_WAIT).await;
+        let one = budget.large_review(BUDGET_WAIT).await;
         assert!(one.is_some());
-        assert!(budget.admission(Duration::from_millis(20)).await.is_none());
+        assert!(budget.large_review(short).await.is_none());
     }
 
     #[test]

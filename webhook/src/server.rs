@@ -39,13 +39,13 @@ const HTTP1_BUFFER: usize = 64 * 1024;
 /// HTTP/2 flow-control windows: what one stream, and one connection, may send
 /// before the handler has taken it; the global body budget bounds the rest.
 const HTTP2_STREAM_WINDOW: u32 = 64 * 1024;
-const HTTP2_CONNECTION_WINDOW: u32 = 256 * 1024;
+const HTTP2_CONNECTION_WINDOW: u32 = 128 * 1024;
 const HTTP2_MAX_HEADER_LIST: u32 = 64 * 1024;
 /// HTTP/2 keep-alive: a peer that does not answer a ping in time is dropped.
 const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Health connections: short-lived probes and scrapes.
-const HEALTH_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const HEALTH_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `prewarm-webhook serve` flags.
 #[derive(Clone, Debug, clap::Args)]

@@ -47,6 +47,7 @@ impl Cluster {
             shutdown_grace: Duration::from_secs(1),
             cert_poll_interval: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(120),
+            limits: Default::default(),
         };
         let server = prewarm_webhook::server::Server::bind(config).await.unwrap();
         cluster
