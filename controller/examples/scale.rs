@@ -175,7 +175,7 @@ struct Phase {
 
 async fn run(nodes: usize, controller_bin: &Path) -> (Phase, Phase) {
     let api = TestApi::start(Options {
-        history: 1_000_000,
+        history: 50_000,
         ..Options::default()
     })
     .await
