@@ -12,6 +12,8 @@ use prewarm_api::field::FieldError;
 use prewarm_api::gates::FeatureGates;
 use serde_json::{Map, Value, json};
 
+use crate::envelope::{Envelope, GroupVersionKind, RequestFields};
+
 const REVIEW_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
 
 /// Which half of admission an endpoint serves.
@@ -85,40 +87,39 @@ pub mod results {
 
 /// Handles one AdmissionReview body for `route`.
 pub fn review(route: Route, body: &[u8], gates: &FeatureGates, now: &Time) -> Outcome {
-    let envelope: Value = match serde_json::from_slice(body) {
-        Ok(value) => value,
+    let envelope = match Envelope::parse(body) {
+        Ok(envelope) => envelope,
         Err(e) => return unreadable(format!("the body is not JSON: {e}")),
     };
-    let api_version = envelope.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-    let review_kind = envelope.get("kind").and_then(Value::as_str).unwrap_or_default();
-    if review_kind != "AdmissionReview" || !REVIEW_VERSIONS.contains(&api_version) {
+    let api_version = envelope.api_version.unwrap_or_default();
+    let review_kind = envelope.kind.unwrap_or_default();
+    if review_kind != "AdmissionReview" || !REVIEW_VERSIONS.contains(&api_version.as_str()) {
         return unreadable(format!(
             "expected an AdmissionReview of admission.k8s.io/v1 or v1beta1, got kind {review_kind:?} apiVersion {api_version:?}"
         ));
     }
-    let Some(request) = envelope.get("request").and_then(Value::as_object) else {
+    let Some(mut request) = envelope.request else {
         return unreadable("request is missing: an AdmissionReview sent to a webhook carries a request".to_owned());
     };
-    let Some(uid) = request.get("uid").and_then(Value::as_str).filter(|uid| !uid.is_empty()) else {
+    let Some(uid) = request.uid.take().filter(|uid| !uid.is_empty()) else {
         return unreadable("request.uid is missing".to_owned());
     };
-    let text = |key: &str| request.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
     let mut summary = Summary {
-        uid: uid.to_owned(),
-        name: text("name"),
-        namespace: text("namespace"),
+        uid,
+        name: request.name.take().unwrap_or_default(),
+        namespace: request.namespace.take().unwrap_or_default(),
         operation: "unknown",
         result: results::BAD_REQUEST,
-        dry_run: request.get("dryRun").and_then(Value::as_bool).unwrap_or(false),
+        dry_run: request.dry_run.unwrap_or(false),
     };
-    let mut response = match answer(route, request, &mut summary, gates, now) {
+    let mut response = match answer(route, &request, &mut summary, gates, now) {
         Ok(response) => response,
         Err(message) => {
             summary.result = results::BAD_REQUEST;
             denial(bad_request_status(&message))
         }
     };
-    response.insert("uid".to_owned(), json!(uid));
+    response.insert("uid".to_owned(), json!(summary.uid));
     let body = json!({"apiVersion": api_version, "kind": "AdmissionReview", "response": response});
     Outcome {
         http_status: 200,
@@ -130,18 +131,17 @@ pub fn review(route: Route, body: &[u8], gates: &FeatureGates, now: &Time) -> Ou
 /// The response for a readable request; `Err` is a bad request, with the reason.
 fn answer(
     route: Route,
-    request: &Map<String, Value>,
+    request: &RequestFields,
     summary: &mut Summary,
     gates: &FeatureGates,
     now: &Time,
 ) -> Result<Map<String, Value>, String> {
-    let operation_text = request.get("operation").and_then(Value::as_str).unwrap_or_default();
+    let operation_text = request.operation.as_deref().unwrap_or_default();
     let operation = Operation::parse(operation_text)
         .ok_or_else(|| format!("request.operation {operation_text:?} is not one of CREATE, UPDATE, DELETE, CONNECT"))?;
     summary.operation = operation.as_str();
-    check_kind(route.kind, request.get("kind"))?;
-    let object = present(request.get("object"));
-    let old_object = present(request.get("oldObject"));
+    check_kind(route.kind, request.kind.as_ref())?;
+    let (object, old_object) = (request.object.as_ref(), request.old_object.as_ref());
     if let Some(object) = object {
         check_object(route.kind, "request.object", object)?;
     }
@@ -151,10 +151,7 @@ fn answer(
     if object.is_none() && matches!(operation, Operation::Create | Operation::Update) {
         return Err(format!("request.object is required for {}", operation.as_str()));
     }
-    let sub_resource = request
-        .get("subResource")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty());
+    let sub_resource = request.sub_resource.as_deref().filter(|s| !s.is_empty());
     match route.endpoint {
         Endpoint::Mutate => Ok(mutate(route.kind, operation, sub_resource, object, summary, now)),
         Endpoint::Validate => {
@@ -175,17 +172,10 @@ fn answer(
     }
 }
 
-fn present(value: Option<&Value>) -> Option<&Value> {
-    value.filter(|v| !v.is_null())
-}
-
-fn check_kind(expected: Kind, kind: Option<&Value>) -> Result<(), String> {
-    let field = |key: &str| {
-        kind.and_then(|k| k.get(key))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-    };
-    let (group, version, name) = (field("group"), field("version"), field("kind"));
+fn check_kind(expected: Kind, kind: Option<&GroupVersionKind>) -> Result<(), String> {
+    let field =
+        |value: fn(&GroupVersionKind) -> &Option<String>| kind.and_then(|k| value(k).as_deref()).unwrap_or_default();
+    let (group, version, name) = (field(|k| &k.group), field(|k| &k.version), field(|k| &k.kind));
     if group == GROUP && Kind::VERSIONS.contains(&version) && name == expected.name() {
         Ok(())
     } else {

@@ -1,0 +1,60 @@
+//! The pure `review` function alone, per request: the ImagePullJob mutate and
+//! validate of `bench.rs`, decoded, decided and answered in this thread.
+//!
+//! ```sh
+//! cargo run --release -p prewarm-webhook --example review_bench -- [ITERATIONS]
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Instant;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use prewarm_api::gates::FeatureGates;
+use prewarm_webhook::review::{Route, review};
+use serde_json::json;
+
+// The allocator of the real binary, so the figures match what it spends.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn body() -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "bench-1", "operation": "CREATE", "name": "job-with-always", "namespace": "default",
+            "kind": {"group": "apps.kruise.io", "version": "v1alpha1", "kind": "ImagePullJob"},
+            "resource": {"group": "apps.kruise.io", "version": "v1alpha1", "resource": "imagepulljobs"},
+            "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
+            "object": {
+                "apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImagePullJob",
+                "metadata": {"name": "job-with-always", "namespace": "default"},
+                "spec": {"image": "nginx:1.9.1", "parallelism": 10, "selector": {"names": ["node-1", "node-2"]},
+                         "completionPolicy": {"type": "Always", "activeDeadlineSeconds": 1200, "ttlSecondsAfterFinished": 300},
+                         "pullPolicy": {"backoffLimit": 3, "timeoutSeconds": 300}}
+            },
+            "oldObject": null, "dryRun": false
+        }
+    }))
+    .unwrap()
+}
+
+fn main() {
+    let iterations: u32 = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(200_000);
+    let gates = FeatureGates::parse("ImagePullJobGate=true").unwrap();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let body = body();
+    for route in Route::all().filter(|r| r.kind.name() == "ImagePullJob") {
+        let mut answered = 0usize;
+        let started = Instant::now();
+        for _ in 0..iterations {
+            answered += review(route, &body, &gates, &now).body.len();
+        }
+        let per_request = started.elapsed().as_secs_f64() * 1e6 / f64::from(iterations);
+        println!(
+            "{:<44} {per_request:7.2} µs per request ({} bytes answered)",
+            route.path(),
+            answered / iterations as usize
+        );
+    }
+}
