@@ -4,7 +4,8 @@
 //!
 //! Simplifications, each on purpose: server-side apply merges the applied
 //! configuration into the object (no field ownership, no conflicts);
-//! strategic merge patch is a JSON merge patch (lists are replaced); label
+//! strategic merge patch knows the merge keys of the built-in types stored
+//! here, not of every Kubernetes type; label
 //! selectors on watches filter events by the object's current labels; there
 //! is no OpenAPI document (kubectl runs with `--validate=false`); all clients
 //! are one admin user.
@@ -18,6 +19,7 @@ pub mod resources;
 pub mod schema;
 pub mod selectors;
 pub mod store;
+pub mod strategic;
 pub mod table;
 pub mod watch;
 

@@ -1,5 +1,5 @@
-//! PATCH in its three kinds (JSON Patch, merge patch, server-side apply,
-//! strategic merge read as merge), through admission like any write.
+//! PATCH in its four kinds (JSON Patch, merge patch, strategic merge patch for
+//! built-in kinds, server-side apply), through admission like any write.
 
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
@@ -84,9 +84,21 @@ async fn patch_once(
             })?;
             current
         }
-        ("application/merge-patch+json" | "application/strategic-merge-patch+json", Some(mut current)) => {
+        ("application/merge-patch+json", Some(mut current)) => {
             let patch = parse_body(body)?;
             json_patch::merge(&mut current, &patch);
+            current
+        }
+        ("application/strategic-merge-patch+json", Some(_)) if target.rt.from_crd => {
+            return Err(ApiError::unsupported_media_type(
+                "strategic merge patch format is not supported for custom resources: use application/merge-patch+json or application/json-patch+json (kubectl patch --type=merge)",
+            )
+            .into());
+        }
+        ("application/strategic-merge-patch+json", Some(mut current)) => {
+            let patch = parse_body(body)?;
+            crate::strategic::apply(&mut current, &patch)
+                .map_err(|e| ApiError::bad_request(format!("invalid strategic merge patch: {e}")))?;
             current
         }
         ("application/apply-patch+yaml", current) => {
@@ -101,12 +113,18 @@ async fn patch_once(
         }
         (other, _) => {
             return Err(ApiError::unsupported_media_type(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {other:?})"
             ))
             .into());
         }
     };
     let mut patched = patched;
+    if let Some(field) = crate::strategic::directive_key(&patched, "") {
+        return Err(ApiError::bad_request(format!(
+            "{field}: field names starting with '$' are patch directives and cannot be stored"
+        ))
+        .into());
+    }
     crate::schema::prune_and_default(&target.rt, &target.version, &mut patched);
     let unchanged_version =
         read_version.is_some() && patched.pointer("/metadata/resourceVersion") == read_version.as_ref();

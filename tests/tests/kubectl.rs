@@ -97,3 +97,65 @@ async fn kubectl_workflow_on_image_pull_jobs() {
     // Keep the server alive until kubectl is done.
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_again_merges_webhook_configurations_strategically() {
+    let api = TestApi::start(Options::default()).await.unwrap();
+    let kubectl = Kubectl::new(&api);
+    let dir = tempfile::tempdir().unwrap();
+    tokio::task::block_in_place(|| {
+        let shipped = std::fs::read_to_string(repo("manifests/webhook/webhook-configurations.yaml")).unwrap();
+        let first = dir.path().join("first.yaml");
+        std::fs::write(&first, &shipped).unwrap();
+        let applied = kubectl.apply(&first, &[]);
+        assert!(applied.ok, "{}", applied.stderr);
+        // A new CA bundle, applied over the first: kubectl sends a strategic merge
+        // patch with only the changed caBundles and $setElementOrder/webhooks.
+        let rotated = dir.path().join("rotated.yaml");
+        let with_bundle = shipped.replace("caBundle: \"\"", "caBundle: Zm9v");
+        assert_ne!(
+            with_bundle, shipped,
+            "the shipped configurations have clientConfig blocks"
+        );
+        std::fs::write(&rotated, with_bundle).unwrap();
+        let again = kubectl.apply(&rotated, &[]);
+        assert!(again.ok, "{}", again.stderr);
+        let stored = kubectl.ok(&["get", "validatingwebhookconfigurations", "-o", "json"]);
+        let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+        let webhooks = stored["items"][0]["webhooks"].as_array().unwrap();
+        assert!(!webhooks.is_empty());
+        for webhook in webhooks {
+            assert_eq!(webhook["clientConfig"]["caBundle"], "Zm9v", "{webhook}");
+            assert!(
+                webhook["rules"].as_array().is_some_and(|r| !r.is_empty()),
+                "the rules vanished: {webhook}"
+            );
+        }
+        assert!(
+            !stored.to_string().contains("$setElementOrder"),
+            "a directive was stored"
+        );
+
+        // Custom resources do not take strategic merge patches, as on a real cluster
+        // (with no webhook behind these configurations, they go first).
+        kubectl.ok(&["delete", "validatingwebhookconfigurations,mutatingwebhookconfigurations", "--all"]);
+        let crds = kubectl.apply(&repo("manifests/crds"), &[]);
+        assert!(crds.ok, "{}", crds.stderr);
+        let job = kubectl.apply(&repo("api/tests/fixtures/seed/02-imagepulljob-names.yaml"), &[]);
+        assert!(job.ok, "{}", job.stderr);
+        let refused = kubectl.run(&[
+            "patch",
+            "imagepulljob",
+            "job-with-always",
+            "--type=strategic",
+            "-p",
+            r#"{"spec":{"parallelism":3}}"#,
+        ]);
+        assert!(!refused.ok);
+        assert!(
+            refused.stderr.contains("strategic merge patch format is not supported"),
+            "{}",
+            refused.stderr
+        );
+    });
+}
