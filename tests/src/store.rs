@@ -467,7 +467,24 @@ impl Store {
         if rt.kind == "CustomResourceDefinition" {
             establish(&mut object);
         }
+        // A write that changes nothing is not a write: kube-apiserver keeps the
+        // resourceVersion and sends no watch event.
+        let old_version = meta(&old, "resourceVersion").cloned();
+        let unchanged = {
+            let mut same = object.clone();
+            if let (Some(metadata), Some(version)) = (metadata_mut(&mut same), old_version.clone()) {
+                metadata.insert("resourceVersion".to_owned(), version);
+            }
+            same == old
+        };
+        if unchanged {
+            return Ok(old);
+        }
         if dry_run {
+            // Nothing was stored, so the object keeps its stored resourceVersion.
+            if let (Some(metadata), Some(version)) = (metadata_mut(&mut object), old_version) {
+                metadata.insert("resourceVersion".to_owned(), version);
+            }
             return Ok(object);
         }
         inner.resource_version = resource_version;

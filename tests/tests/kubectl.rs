@@ -138,7 +138,11 @@ async fn kubectl_apply_again_merges_webhook_configurations_strategically() {
 
         // Custom resources do not take strategic merge patches, as on a real cluster
         // (with no webhook behind these configurations, they go first).
-        kubectl.ok(&["delete", "validatingwebhookconfigurations,mutatingwebhookconfigurations", "--all"]);
+        kubectl.ok(&[
+            "delete",
+            "validatingwebhookconfigurations,mutatingwebhookconfigurations",
+            "--all",
+        ]);
         let crds = kubectl.apply(&repo("manifests/crds"), &[]);
         assert!(crds.ok, "{}", crds.stderr);
         let job = kubectl.apply(&repo("api/tests/fixtures/seed/02-imagepulljob-names.yaml"), &[]);
@@ -157,5 +161,65 @@ async fn kubectl_apply_again_merges_webhook_configurations_strategically() {
             "{}",
             refused.stderr
         );
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_op_writes_and_dry_runs_keep_the_resource_version() {
+    let api = TestApi::start(Options::default()).await.unwrap();
+    let kubectl = Kubectl::new(&api);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("settings.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: default}\ndata: {a: \"1\"}\n",
+    )
+    .unwrap();
+    tokio::task::block_in_place(|| {
+        let created = kubectl.apply(&manifest, &[]);
+        assert!(created.ok, "{}", created.stderr);
+        let version = || {
+            kubectl.ok(&[
+                "get",
+                "configmap",
+                "settings",
+                "-o",
+                "jsonpath={.metadata.resourceVersion}",
+            ])
+        };
+        let before = version();
+        let same = kubectl.ok(&[
+            "patch",
+            "configmap",
+            "settings",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"a":"1"}}"#,
+        ]);
+        assert!(same.contains("(no change)"), "{same}");
+        assert_eq!(version(), before);
+        let dry = kubectl.ok(&[
+            "patch",
+            "configmap",
+            "settings",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"a":"2"}}"#,
+            "--dry-run=server",
+            "-o",
+            "jsonpath={.metadata.resourceVersion} {.data.a}",
+        ]);
+        assert_eq!(dry, format!("{before} 2"));
+        assert_eq!(version(), before);
+        let changed = kubectl.ok(&[
+            "patch",
+            "configmap",
+            "settings",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"a":"3"}}"#,
+        ]);
+        assert!(!changed.contains("(no change)"), "{changed}");
+        assert_ne!(version(), before);
     });
 }
