@@ -85,12 +85,69 @@ impl ResourceType {
         };
         let mut pods = short(Self::builtin("", "v1", "Pod", "pods", true, true), &["po"]);
         pods.field_selectors = vec![("spec.nodeName", "/spec/nodeName"), ("status.phase", "/status/phase")];
+        let all = |mut t: Self| {
+            t.categories = vec!["all".to_owned()];
+            t
+        };
         let mut events = short(Self::builtin("", "v1", "Event", "events", true, false), &["ev"]);
         events.field_selectors = vec![("involvedObject.name", "/involvedObject/name"), ("reason", "/reason")];
         vec![
             short(Self::builtin("", "v1", "Namespace", "namespaces", false, true), &["ns"]),
             short(Self::builtin("", "v1", "Node", "nodes", false, true), &["no"]),
-            pods,
+            all(pods),
+            all(short(
+                Self::builtin("", "v1", "Service", "services", true, true),
+                &["svc"],
+            )),
+            short(
+                Self::builtin("", "v1", "ServiceAccount", "serviceaccounts", true, false),
+                &["sa"],
+            ),
+            short(Self::builtin("", "v1", "Endpoints", "endpoints", true, false), &["ep"]),
+            all(short(
+                Self::builtin("apps", "v1", "Deployment", "deployments", true, true),
+                &["deploy"],
+            )),
+            all(short(
+                Self::builtin("apps", "v1", "DaemonSet", "daemonsets", true, true),
+                &["ds"],
+            )),
+            Self::builtin("rbac.authorization.k8s.io", "v1", "Role", "roles", true, false),
+            Self::builtin(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "ClusterRole",
+                "clusterroles",
+                false,
+                false,
+            ),
+            Self::builtin(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "RoleBinding",
+                "rolebindings",
+                true,
+                false,
+            ),
+            Self::builtin(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "ClusterRoleBinding",
+                "clusterrolebindings",
+                false,
+                false,
+            ),
+            short(
+                Self::builtin(
+                    "policy",
+                    "v1",
+                    "PodDisruptionBudget",
+                    "poddisruptionbudgets",
+                    true,
+                    true,
+                ),
+                &["pdb"],
+            ),
             Self::builtin("", "v1", "Secret", "secrets", true, false),
             short(Self::builtin("", "v1", "ConfigMap", "configmaps", true, false), &["cm"]),
             events,

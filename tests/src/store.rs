@@ -379,6 +379,9 @@ impl Store {
         if rt.kind == "CustomResourceDefinition" {
             establish(&mut object);
         }
+        if rt.kind == "Namespace" && rt.group.is_empty() {
+            activate_namespace(&mut object, &name);
+        }
         if dry_run {
             return Ok(object);
         }
@@ -661,5 +664,19 @@ fn unregister_crd(inner: &mut Inner, crd: &Value) {
         inner
             .objects
             .retain(|k, _| !(k.group == rt.group && k.plural == rt.plural));
+    }
+}
+
+/// What kube-apiserver gives every new Namespace: the immutable
+/// `kubernetes.io/metadata.name` label and phase Active.
+fn activate_namespace(object: &mut Value, name: &str) {
+    if let Some(metadata) = metadata_mut(object) {
+        let labels = metadata.entry("labels").or_insert_with(|| json!({}));
+        if let Some(labels) = labels.as_object_mut() {
+            labels.insert("kubernetes.io/metadata.name".to_owned(), json!(name));
+        }
+    }
+    if let Some(map) = object.as_object_mut() {
+        map.insert("status".to_owned(), json!({"phase": "Active"}));
     }
 }

@@ -223,3 +223,128 @@ async fn no_op_writes_and_dry_runs_keep_the_resource_version() {
         assert_ne!(version(), before);
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_applies_and_reads_back() {
+    let api = TestApi::start(Options::default()).await.unwrap();
+    let kubectl = Kubectl::new(&api);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("install.yaml");
+    std::fs::write(
+        &manifest,
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {name: prewarm-system}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: prewarm-controller, namespace: prewarm-system}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: prewarm-controller, namespace: prewarm-system}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: prewarm-controller}}
+  template:
+    metadata: {labels: {app: prewarm-controller}}
+    spec:
+      serviceAccountName: prewarm-controller
+      containers: [{name: controller, image: prewarm:dev}]
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: prewarm-nodeagent, namespace: prewarm-system}
+spec:
+  selector: {matchLabels: {app: prewarm-nodeagent}}
+  template:
+    metadata: {labels: {app: prewarm-nodeagent}}
+    spec: {containers: [{name: agent, image: prewarm:dev}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: prewarm-webhook, namespace: prewarm-system}
+spec: {selector: {app: prewarm-webhook}, ports: [{port: 443, targetPort: 9443}]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: prewarm-controller}
+rules: [{apiGroups: [apps.kruise.io], resources: [imagepulljobs], verbs: [get, list, watch]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: prewarm-controller}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: prewarm-controller}
+subjects: [{kind: ServiceAccount, name: prewarm-controller, namespace: prewarm-system}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: leader-election, namespace: prewarm-system}
+rules: [{apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, create, update]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: leader-election, namespace: prewarm-system}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: leader-election}
+subjects: [{kind: ServiceAccount, name: prewarm-controller, namespace: prewarm-system}]
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: prewarm-webhook, namespace: prewarm-system}
+spec: {minAvailable: 1, selector: {matchLabels: {app: prewarm-webhook}}}
+"#,
+    )
+    .unwrap();
+    tokio::task::block_in_place(|| {
+        let applied = kubectl.apply(&manifest, &[]);
+        assert!(applied.ok, "{}", applied.stderr);
+        assert_eq!(applied.stdout.lines().count(), 10, "{}", applied.stdout);
+        let all = kubectl.ok(&["get", "all", "-n", "prewarm-system", "-o", "name"]);
+        for expected in [
+            "service/prewarm-webhook",
+            "deployment.apps/prewarm-controller",
+            "daemonset.apps/prewarm-nodeagent",
+        ] {
+            assert!(all.contains(expected), "{expected} missing from `get all`:\n{all}");
+        }
+        let namespace = kubectl.ok(&[
+            "get",
+            "namespace",
+            "prewarm-system",
+            "-o",
+            r#"jsonpath={.status.phase} {.metadata.labels.kubernetes\.io/metadata\.name}"#,
+        ]);
+        assert_eq!(namespace, "Active prewarm-system");
+        let info = kubectl.run(&["cluster-info"]);
+        assert!(
+            info.ok && info.stdout.contains("is running at"),
+            "{}\n{}",
+            info.stdout,
+            info.stderr
+        );
+        let pdb_version = || {
+            kubectl.ok(&[
+                "get",
+                "pdb",
+                "-n",
+                "prewarm-system",
+                "prewarm-webhook",
+                "-o",
+                "jsonpath={.metadata.resourceVersion}",
+            ])
+        };
+        let before = pdb_version();
+        let again = kubectl.apply(&manifest, &[]);
+        assert!(again.ok, "{}", again.stderr);
+        // kubectl always re-sends a PodDisruptionBudget's selector (its patch
+        // strategy is replace) and says "configured", as on a real cluster; the
+        // server sees that nothing changed.
+        let changed: Vec<&str> = again
+            .stdout
+            .lines()
+            .filter(|l| !l.ends_with("unchanged") && !l.starts_with("poddisruptionbudget.policy/"))
+            .collect();
+        assert!(changed.is_empty(), "{}", again.stdout);
+        assert_eq!(pdb_version(), before);
+    });
+}
