@@ -332,7 +332,12 @@ fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Value {
 }
 
 /// Objects are stored once and served in every version: conversion is None.
-pub(crate) fn in_version(mut object: Value, target: &Target) -> Value {
+pub(crate) fn in_version(object: Value, target: &Target) -> Value {
+    let mut object = if crate::events::is_events_api(&target.rt.group, &target.rt.plural) {
+        crate::events::to_events_api(object)
+    } else {
+        object
+    };
     if let Some(map) = object.as_object_mut() {
         map.insert("apiVersion".to_owned(), json!(target.rt.api_version(&target.version)));
         map.insert("kind".to_owned(), json!(target.rt.kind));
@@ -480,6 +485,16 @@ async fn create(state: &AppState, target: &Target, body: &[u8], dry_run: bool) -
 
 /// Creates an object as kube-apiserver does: schema pruning and defaulting,
 /// the admission chain, then storage.
+/// What is stored for an object written through `target`: events.k8s.io
+/// Events are stored as core Events.
+fn stored_form(target: &Target, object: Value) -> Value {
+    if crate::events::is_events_api(&target.rt.group, &target.rt.plural) {
+        crate::events::to_core(object)
+    } else {
+        object
+    }
+}
+
 pub(crate) async fn store_new(
     state: &AppState,
     target: &Target,
@@ -491,9 +506,12 @@ pub(crate) async fn store_new(
     let object = state
         .admit(target, Operation::Create, &ns, Some(object), None, dry_run)
         .await?;
-    let stored = state
-        .store
-        .create(&target.rt, &ns, object.unwrap_or_default(), dry_run)?;
+    let stored = state.store.create(
+        &target.rt,
+        &ns,
+        stored_form(target, object.unwrap_or_default()),
+        dry_run,
+    )?;
     Ok(created(stored, target, StatusCode::CREATED))
 }
 
@@ -522,9 +540,14 @@ pub(crate) async fn write(
     } else {
         Subresource::Main
     };
-    let stored = state
-        .store
-        .update(&target.rt, &ns, &name, object, subresource, dry_run)?;
+    let stored = state.store.update(
+        &target.rt,
+        &ns,
+        &name,
+        stored_form(target, object),
+        subresource,
+        dry_run,
+    )?;
     Ok(created(stored, target, StatusCode::OK))
 }
 

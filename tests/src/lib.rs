@@ -12,6 +12,7 @@
 
 pub mod admission;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod infra;
 pub mod patch;

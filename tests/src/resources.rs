@@ -90,7 +90,10 @@ impl ResourceType {
             t
         };
         let mut events = short(Self::builtin("", "v1", "Event", "events", true, false), &["ev"]);
-        events.field_selectors = vec![("involvedObject.name", "/involvedObject/name"), ("reason", "/reason")];
+        events.field_selectors = crate::events::CORE_FIELDS.to_vec();
+        let mut events_api = Self::builtin(crate::events::GROUP, "v1", "Event", "events", true, false);
+        events_api.short_names = vec!["ev".to_owned()];
+        events_api.field_selectors = crate::events::EVENTS_API_FIELDS.to_vec();
         vec![
             short(Self::builtin("", "v1", "Namespace", "namespaces", false, true), &["ns"]),
             short(Self::builtin("", "v1", "Node", "nodes", false, true), &["no"]),
@@ -151,7 +154,7 @@ impl ResourceType {
             Self::builtin("", "v1", "Secret", "secrets", true, false),
             short(Self::builtin("", "v1", "ConfigMap", "configmaps", true, false), &["cm"]),
             events,
-            Self::builtin("events.k8s.io", "v1", "Event", "events", true, false),
+            events_api,
             Self::builtin("coordination.k8s.io", "v1", "Lease", "leases", true, false),
             Self::builtin(
                 "admissionregistration.k8s.io",

@@ -276,7 +276,7 @@ impl Store {
             .objects
             .iter()
             .filter(|(k, _)| {
-                k.group == rt.group && k.plural == rt.plural && namespace.is_none_or(|ns| k.namespace == ns)
+                k.group == storage_group(rt) && k.plural == rt.plural && namespace.is_none_or(|ns| k.namespace == ns)
             })
             .map(|(_, v)| v.clone())
             .collect();
@@ -299,7 +299,7 @@ impl Store {
 
     fn key(rt: &ResourceType, namespace: &str, name: &str) -> Key {
         Key {
-            group: rt.group.clone(),
+            group: storage_group(rt).to_owned(),
             plural: rt.plural.clone(),
             namespace: namespace.to_owned(),
             name: name.to_owned(),
@@ -678,5 +678,15 @@ fn activate_namespace(object: &mut Value, name: &str) {
     }
     if let Some(map) = object.as_object_mut() {
         map.insert("status".to_owned(), json!({"phase": "Active"}));
+    }
+}
+
+/// The group a type's objects are stored under: events.k8s.io Events are core
+/// Events seen another way (see `events`).
+pub fn storage_group(rt: &ResourceType) -> &str {
+    if crate::events::is_events_api(&rt.group, &rt.plural) {
+        ""
+    } else {
+        &rt.group
     }
 }

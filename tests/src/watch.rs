@@ -51,7 +51,7 @@ pub(crate) fn watch(
     let ns = target.namespace.clone();
     let name = target.name.clone();
     let matches = move |event: &WatchEvent| {
-        event.key.group == rt.group
+        event.key.group == crate::store::storage_group(&rt)
             && event.key.plural == rt.plural
             && ns.as_ref().is_none_or(|ns| event.key.namespace == *ns)
             && name.as_ref().is_none_or(|n| event.key.name == *n)
@@ -62,7 +62,11 @@ pub(crate) fn watch(
         let target_rt = target.rt.clone();
         let version = target.version.clone();
         move |object: Value| -> Value {
-            let mut object = object;
+            let mut object = if crate::events::is_events_api(&target_rt.group, &target_rt.plural) {
+                crate::events::to_events_api(object)
+            } else {
+                object
+            };
             if let Some(map) = object.as_object_mut() {
                 map.insert("apiVersion".to_owned(), json!(target_rt.api_version(&version)));
                 map.insert("kind".to_owned(), json!(target_rt.kind));
@@ -88,7 +92,7 @@ pub(crate) fn watch(
                 resource_version: rv,
                 type_: "ADDED",
                 key: crate::store::Key {
-                    group: target.rt.group.clone(),
+                    group: crate::store::storage_group(&target.rt).to_owned(),
                     plural: target.rt.plural.clone(),
                     namespace: item
                         .pointer("/metadata/namespace")

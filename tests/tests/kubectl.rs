@@ -348,3 +348,61 @@ spec: {minAvailable: 1, selector: {matchLabels: {app: prewarm-webhook}}}
         assert_eq!(pdb_version(), before);
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_recorded_through_events_k8s_io_show_in_kubectl_describe() {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let api = TestApi::start(Options::default()).await.unwrap();
+    let kubectl = Kubectl::new(&api);
+    tokio::task::block_in_place(|| {
+        assert!(kubectl.apply(&repo("manifests/crds"), &[]).ok);
+        let job = kubectl.apply(&repo("api/tests/fixtures/seed/02-imagepulljob-names.yaml"), &[]);
+        assert!(job.ok, "{}", job.stderr);
+    });
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let jobs: kube::Api<prewarm_api::v1beta1::ImagePullJob> = kube::Api::namespaced(client.clone(), "default");
+    let job = jobs.get("job-with-always").await.unwrap();
+    let recorder = Recorder::new(client, Reporter::from("prewarm-controller"));
+    let regarding = kube::Resource::object_ref(&job, &());
+    recorder
+        .publish(
+            &Event {
+                type_: EventType::Normal,
+                reason: "SuccessfulCreate".into(),
+                note: Some("created NodeImage entries for 2 nodes".into()),
+                action: "Create".into(),
+                secondary: None,
+            },
+            &regarding,
+        )
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| {
+        let described = kubectl.ok(&["describe", "imagepulljob", "job-with-always"]);
+        let events = described.split("Events:").nth(1).unwrap_or_default();
+        assert!(
+            events.contains("SuccessfulCreate") && events.contains("created NodeImage entries for 2 nodes"),
+            "{described}"
+        );
+        let selected = kubectl.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=ImagePullJob,involvedObject.name=job-with-always,type=Normal",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ]);
+        assert_eq!(selected, "SuccessfulCreate");
+        let other = kubectl.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=another",
+            "-o",
+            "name",
+        ]);
+        assert!(other.trim().is_empty(), "{other}");
+        let through_events_api = kubectl.ok(&["get", "events.v1.events.k8s.io", "-o", "jsonpath={.items[*].note}"]);
+        assert_eq!(through_events_api, "created NodeImage entries for 2 nodes");
+    });
+}
