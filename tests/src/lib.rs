@@ -5,10 +5,11 @@
 //! Simplifications, each on purpose: server-side apply merges the applied
 //! configuration into the object (no field ownership, no conflicts);
 //! strategic merge patch knows the merge keys of the built-in types stored
-//! here, not of every Kubernetes type; label
-//! selectors on watches filter events by the object's current labels; there
-//! is no OpenAPI document (kubectl runs with `--validate=false`); all clients
-//! are one admin user.
+//! here, not of every Kubernetes type; label selectors on watches filter
+//! events by the object's current labels; there is no OpenAPI document
+//! (kubectl runs with `--validate=false`); bodies are JSON or YAML, not
+//! protobuf; built-in kinds are stored without schema checks and without
+//! workload controllers; all clients are one admin user.
 
 pub mod admission;
 pub mod error;
