@@ -153,6 +153,57 @@ impl TestApi {
 
     /// Stores every object of the YAML files in `dir` (webhook configurations,
     /// CRDs, namespaces, …) without admission, as a cluster's bootstrap would.
+    /// Sets the CA bundle of every stored webhook (of the Mutating- and
+    /// ValidatingWebhookConfigurations) that has none, as an installer's CA
+    /// injection would; returns how many were filled.
+    pub fn fill_webhook_ca(&self, ca_pem: &str) -> usize {
+        let bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+        let mut filled = 0;
+        for plural in ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"] {
+            let Some(rt) = self.store.resource_type("admissionregistration.k8s.io", "v1", plural) else {
+                continue;
+            };
+            let (configurations, _) = self.store.list(&rt, None);
+            for mut configuration in configurations {
+                let mut changed = 0;
+                for webhook in configuration
+                    .get_mut("webhooks")
+                    .and_then(serde_json::Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    let empty = webhook
+                        .pointer("/clientConfig/caBundle")
+                        .and_then(serde_json::Value::as_str)
+                        .is_none_or(str::is_empty);
+                    if let (true, Some(client)) = (
+                        empty,
+                        webhook
+                            .get_mut("clientConfig")
+                            .and_then(serde_json::Value::as_object_mut),
+                    ) {
+                        client.insert("caBundle".to_owned(), json!(bundle));
+                        changed += 1;
+                    }
+                }
+                let name = configuration
+                    .pointer("/metadata/name")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                if changed > 0
+                    && self
+                        .store
+                        .update(&rt, "", &name, configuration, crate::store::Subresource::Main, false)
+                        .is_ok()
+                {
+                    filled += changed;
+                }
+            }
+        }
+        filled
+    }
+
     pub fn load_manifests(&self, dir: &Path) -> Result<usize, String> {
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?

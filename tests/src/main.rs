@@ -23,6 +23,10 @@ struct Args {
     /// configurations, CRDs, …), without admission.
     #[arg(long)]
     admission_config: Option<PathBuf>,
+    /// A CA certificate (PEM) to put in every loaded webhook configuration's
+    /// empty caBundle, such as the ca.crt `prewarm-webhook serve` generates.
+    #[arg(long, requires = "admission_config")]
+    webhook_ca: Option<PathBuf>,
     /// Resolve webhook service references: NAMESPACE/NAME=ADDRESS (repeatable).
     #[arg(long = "service-endpoint", value_parser = parse_endpoint)]
     service_endpoints: Vec<(String, SocketAddr)>,
@@ -64,6 +68,18 @@ async fn main() -> ExitCode {
             Ok(count) => tracing::info!(count, dir = %dir.display(), "loaded manifests"),
             Err(e) => {
                 eprintln!("prewarm-testapi: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if let Some(ca) = &args.webhook_ca {
+        match std::fs::read_to_string(ca) {
+            Ok(pem) => {
+                let filled = api.fill_webhook_ca(&pem);
+                tracing::info!(filled, ca = %ca.display(), "filled webhook CA bundles");
+            }
+            Err(e) => {
+                eprintln!("prewarm-testapi: --webhook-ca {}: {e}", ca.display());
                 return ExitCode::FAILURE;
             }
         }

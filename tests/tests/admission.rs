@@ -150,3 +150,77 @@ async fn kubectl_sees_defaults_denials_gates_and_dry_run() {
         assert!(deleted.ok, "{}", deleted.stderr);
     });
 }
+
+/// README's "A cluster to test against", with its flags: the webhook's
+/// generated certificate already names the Service the shipped configurations
+/// call, and `--webhook-ca` fills their CA bundles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_recipe_works_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        health_listen: "127.0.0.1:0".parse().unwrap(),
+        cert_dir: certs.clone(),
+        dns_names: Vec::new(),
+        feature_gates: "ImagePullJobGate=true".parse().unwrap(),
+        shutdown_delay: Duration::ZERO,
+        shutdown_grace: Duration::from_secs(1),
+        cert_poll_interval: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(120),
+        limits: Default::default(),
+    };
+    let server = Server::bind(config).await.unwrap();
+    let webhook = server.local_addr().unwrap();
+    tokio::spawn(server.run(std::future::pending()));
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut testapi = std::process::Command::new(env!("CARGO_BIN_EXE_prewarm-testapi"))
+        .args(["--kubeconfig-out", kubeconfig.to_str().unwrap(), "--admission-config"])
+        .arg(repo("manifests/webhook"))
+        .arg("--webhook-ca")
+        .arg(certs.join("ca.crt"))
+        .arg("--service-endpoint")
+        .arg(format!("{SERVICE}={webhook}"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !kubeconfig.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "prewarm-testapi did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kubectl = |args: &[&str]| {
+        std::process::Command::new(kubectl_path())
+            .env("KUBECONFIG", &kubeconfig)
+            .env("HOME", dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    tokio::task::block_in_place(|| {
+        let crds = kubectl(&[
+            "apply",
+            "--validate=false",
+            "-f",
+            repo("manifests/crds").to_str().unwrap(),
+        ]);
+        assert!(crds.status.success(), "{}", String::from_utf8_lossy(&crds.stderr));
+        let seed = repo("api/tests/fixtures/seed/02-imagepulljob-names.yaml");
+        let job = kubectl(&["apply", "--validate=false", "-f", seed.to_str().unwrap()]);
+        assert!(job.status.success(), "{}", String::from_utf8_lossy(&job.stderr));
+        // The mutating webhook ran: the defaults are stored.
+        let stored = kubectl(&[
+            "get",
+            "imagepulljob",
+            "job-with-always",
+            "-o",
+            "jsonpath={.spec.imagePullPolicy}",
+        ]);
+        assert_eq!(String::from_utf8_lossy(&stored.stdout), "IfNotPresent");
+    });
+    let _ = testapi.kill();
+    let _ = testapi.wait();
+}

@@ -9,6 +9,15 @@ use prewarm_certs::{TLS_CERT_FILE, TLS_KEY_FILE, WriteError, write_self_signed};
 
 const LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// The names of a generated certificate: this machine, and the Service the
+/// shipped webhook configurations name, so a local API server (such as
+/// `prewarm-testapi`) can call it under that name.
+pub const DEFAULT_DNS_NAMES: [&str; 3] = [
+    "localhost",
+    "prewarm-webhook.prewarm-system.svc",
+    "prewarm-webhook.prewarm-system.svc.cluster.local",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
     #[error("{dir} has {present} but not {missing}: give both files, or neither to have them generated")]
@@ -38,7 +47,7 @@ pub fn ensure(dir: &Path, extra_dns_names: &[String]) -> Result<Certificates, Bo
         (false, true) => return Err(half(display, TLS_KEY_FILE, TLS_CERT_FILE)),
         (false, false) => {}
     }
-    let mut dns_names = vec!["localhost".to_owned()];
+    let mut dns_names: Vec<String> = DEFAULT_DNS_NAMES.iter().map(|n| (*n).to_owned()).collect();
     dns_names.extend(extra_dns_names.iter().cloned());
     let ips = [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
     write_self_signed(dir, "prewarm-webhook-ca", &dns_names, &ips, LIFETIME)?;

@@ -60,8 +60,8 @@ pub struct ServeConfig {
     /// neither, a self-signed CA (ca.crt) and a serving certificate are generated there.
     #[arg(long, default_value = "/tmp/prewarm-webhook-certs", env = "PREWARM_CERT_DIR")]
     pub cert_dir: PathBuf,
-    /// Extra DNS name for a generated serving certificate (repeatable), such as
-    /// prewarm-webhook.prewarm-system.svc.
+    /// Extra DNS name for a generated serving certificate (repeatable), besides
+    /// localhost and prewarm-webhook.prewarm-system.svc(.cluster.local).
     #[arg(long = "dns-name")]
     pub dns_names: Vec<String>,
     /// Feature gates, as in Kubernetes: ImagePullJobGate=true,KruiseDaemon=true.
@@ -129,10 +129,15 @@ impl Server {
             tracing::info!(
                 cert_dir = %config.cert_dir.display(),
                 ca = %config.cert_dir.join(prewarm_certs::CA_CERT_FILE).display(),
-                "no certificate found: generated a self-signed CA and a serving certificate for localhost, 127.0.0.1 and ::1; trust the CA to call the webhook"
+                "no certificate found: generated a self-signed CA and a serving certificate; trust the CA to call the webhook"
             );
         }
         let loaded = tls::load(&config.cert_dir)?;
+        tracing::info!(
+            cert = %config.cert_dir.join(prewarm_certs::TLS_CERT_FILE).display(),
+            valid_for = %loaded.names.join(", "),
+            "serving certificate"
+        );
         let metrics = Arc::new(Metrics::default());
         metrics.certificate_expiry.set(loaded.not_after);
         let certs = Arc::new(CertStore::new(loaded));

@@ -54,6 +54,8 @@ pub struct Loaded {
     pub key: Arc<CertifiedKey>,
     /// Expiry of the leaf certificate, in seconds since the Unix epoch.
     pub not_after: i64,
+    /// The DNS names and IP addresses the leaf certificate is valid for.
+    pub names: Vec<String>,
 }
 
 /// Reads `tls.crt` (leaf first, then any chain) and `tls.key` from `dir`.
@@ -77,8 +79,8 @@ pub fn load(dir: &Path) -> Result<Loaded, TlsError> {
     let Some(leaf) = chain.first() else {
         return Err(TlsError::NoCertificate { path: cert_path });
     };
-    let not_after = x509_parser::parse_x509_certificate(leaf)
-        .map(|(_, cert)| cert.validity().not_after.timestamp())
+    let (not_after, names) = x509_parser::parse_x509_certificate(leaf)
+        .map(|(_, cert)| (cert.validity().not_after.timestamp(), subject_alt_names(&cert)))
         .map_err(|e| TlsError::Parse {
             path: cert_path.clone(),
             message: e.to_string(),
@@ -100,7 +102,33 @@ pub fn load(dir: &Path) -> Result<Loaded, TlsError> {
     Ok(Loaded {
         key: Arc::new(key),
         not_after,
+        names,
     })
+}
+
+fn subject_alt_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok(Some(extension)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    extension
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 /// The certificate currently served; swapped as a whole, never edited.
