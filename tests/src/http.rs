@@ -129,11 +129,13 @@ async fn route(
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
         ["healthz"] | ["readyz"] | ["livez"] => return Ok("ok".into_response()),
+        // The API surface of Kubernetes 1.37, the kubectl the tests install, so
+        // kubectl prints no version-skew warning.
         ["version"] => {
             return Ok(json_response(
                 StatusCode::OK,
                 &json!({
-                    "major": "1", "minor": "34", "gitVersion": "v1.34.0-prewarm-testapi", "gitCommit": "", "gitTreeState": "clean",
+                    "major": "1", "minor": "37", "gitVersion": "v1.37.0-prewarm-testapi", "gitCommit": "", "gitTreeState": "clean",
                     "buildDate": "2026-11-25T00:00:00Z", "goVersion": "", "compiler": "rustc", "platform": "linux/amd64",
                 }),
             ));

@@ -315,6 +315,13 @@ spec: {minAvailable: 1, selector: {matchLabels: {app: prewarm-webhook}}}
             r#"jsonpath={.status.phase} {.metadata.labels.kubernetes\.io/metadata\.name}"#,
         ]);
         assert_eq!(namespace, "Active prewarm-system");
+        let version = kubectl.run(&["version"]);
+        assert!(
+            version.ok && !version.stderr.contains("WARNING"),
+            "{}\n{}",
+            version.stdout,
+            version.stderr
+        );
         let info = kubectl.run(&["cluster-info"]);
         assert!(
             info.ok && info.stdout.contains("is running at"),
