@@ -497,8 +497,9 @@ impl Store {
                 .is_none_or(Vec::is_empty);
         if finalized {
             inner.objects.remove(&key);
-            self.record(&mut inner, "DELETED", key, object.clone());
+            self.record(&mut inner, "DELETED", key.clone(), object.clone());
             self.release_dependents(&mut inner, &object, false);
+            self.reap_namespace(&mut inner, &key.namespace);
             return Ok(object);
         }
         if rt.kind == "CustomResourceDefinition" {
@@ -535,6 +536,9 @@ impl Store {
         }
         inner.resource_version += 1;
         let resource_version = inner.resource_version.to_string();
+        if rt.kind == "Namespace" && rt.group.is_empty() && self.terminate_namespace(&mut inner, &key, &mut object) {
+            return Ok((object, false));
+        }
         if finalizers {
             if meta(&object, "deletionTimestamp").is_none() {
                 set_meta(&mut object, "deletionTimestamp", json!(now()));
@@ -548,20 +552,85 @@ impl Store {
         inner.objects.remove(&key);
         set_meta(&mut object, "resourceVersion", json!(resource_version));
         self.record(&mut inner, "DELETED", key.clone(), object.clone());
-        if rt.kind == "Namespace" {
-            let contents: Vec<Key> = inner.objects.keys().filter(|k| k.namespace == name).cloned().collect();
-            for content in contents {
-                if let Some(gone) = inner.objects.remove(&content) {
-                    inner.resource_version += 1;
-                    self.record(&mut inner, "DELETED", content, gone);
-                }
-            }
-        }
         if rt.kind == "CustomResourceDefinition" {
             unregister_crd(&mut inner, &object);
         }
         self.release_dependents(&mut inner, &object, orphan);
+        self.reap_namespace(&mut inner, &key.namespace);
         Ok((object, true))
+    }
+
+    /// Deleting a Namespace that still has content makes it Terminating: its
+    /// objects are deleted (those with finalizers marked, and gone once their
+    /// finalizers are), and the Namespace goes when the last one has. Returns
+    /// whether the Namespace stays for now.
+    fn terminate_namespace(&self, inner: &mut Inner, key: &Key, namespace: &mut Value) -> bool {
+        let contents: Vec<Key> = inner
+            .objects
+            .keys()
+            .filter(|k| k.namespace == key.name)
+            .cloned()
+            .collect();
+        if contents.is_empty() {
+            return false;
+        }
+        if meta(namespace, "deletionTimestamp").is_none() {
+            set_meta(namespace, "deletionTimestamp", json!(now()));
+            namespace["status"] = json!({"phase": "Terminating"});
+            set_meta(namespace, "resourceVersion", json!(inner.resource_version.to_string()));
+            inner.objects.insert(key.clone(), namespace.clone());
+            self.record(inner, "MODIFIED", key.clone(), namespace.clone());
+        }
+        for content in contents {
+            let Some(mut object) = inner.objects.get(&content).cloned() else {
+                continue;
+            };
+            let finalizers = meta(&object, "finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty());
+            inner.resource_version += 1;
+            set_meta(
+                &mut object,
+                "resourceVersion",
+                json!(inner.resource_version.to_string()),
+            );
+            if finalizers {
+                if meta(&object, "deletionTimestamp").is_none() {
+                    set_meta(&mut object, "deletionTimestamp", json!(now()));
+                    set_meta(&mut object, "deletionGracePeriodSeconds", json!(0));
+                    inner.objects.insert(content.clone(), object.clone());
+                    self.record(inner, "MODIFIED", content, object);
+                }
+            } else {
+                inner.objects.remove(&content);
+                self.record(inner, "DELETED", content, object.clone());
+                self.release_dependents(inner, &object, false);
+            }
+        }
+        self.reap_namespace(inner, &key.name);
+        true
+    }
+
+    /// Removes a Terminating Namespace once nothing is left in it.
+    fn reap_namespace(&self, inner: &mut Inner, namespace: &str) {
+        if namespace.is_empty() || inner.objects.keys().any(|k| k.namespace == namespace) {
+            return;
+        }
+        let key = Key {
+            group: String::new(),
+            plural: "namespaces".to_owned(),
+            namespace: String::new(),
+            name: namespace.to_owned(),
+        };
+        let terminating = inner
+            .objects
+            .get(&key)
+            .is_some_and(|ns| meta(ns, "deletionTimestamp").is_some());
+        if terminating && let Some(mut gone) = inner.objects.remove(&key) {
+            inner.resource_version += 1;
+            set_meta(&mut gone, "resourceVersion", json!(inner.resource_version.to_string()));
+            self.record(inner, "DELETED", key, gone);
+        }
     }
 
     /// Dependents of a deleted owner lose the reference to it. Unless the

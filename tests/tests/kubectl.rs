@@ -413,3 +413,53 @@ async fn events_recorded_through_events_k8s_io_show_in_kubectl_describe() {
         assert_eq!(through_events_api, "created NodeImage entries for 2 nodes");
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_terminates_until_its_content_is_gone() {
+    let api = TestApi::start(Options::default()).await.unwrap();
+    let kubectl = Kubectl::new(&api);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("team.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain, namespace: team}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: held, namespace: team, finalizers: [example.com/hold]}\n",
+    )
+    .unwrap();
+    let late = dir.path().join("late.yaml");
+    std::fs::write(
+        &late,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: late, namespace: team}\n",
+    )
+    .unwrap();
+    tokio::task::block_in_place(|| {
+        assert!(kubectl.apply(&manifest, &[]).ok);
+        kubectl.ok(&["delete", "namespace", "team", "--wait=false"]);
+        let phase = kubectl.ok(&["get", "namespace", "team", "-o", "jsonpath={.status.phase}"]);
+        assert_eq!(phase, "Terminating");
+        let left = kubectl.ok(&["get", "configmaps", "-n", "team", "-o", "name"]);
+        assert_eq!(left.trim(), "configmap/held");
+        let refused = kubectl.apply(&late, &[]);
+        assert!(
+            !refused.ok && refused.stderr.contains("being terminated"),
+            "{}",
+            refused.stderr
+        );
+        kubectl.ok(&[
+            "patch",
+            "configmap",
+            "held",
+            "-n",
+            "team",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
+        let gone = kubectl.run(&["get", "namespace", "team"]);
+        assert!(
+            !gone.ok && gone.stderr.contains("NotFound"),
+            "{}\n{}",
+            gone.stdout,
+            gone.stderr
+        );
+    });
+}
