@@ -452,6 +452,14 @@ fn list(
 }
 
 pub(crate) fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
+    if body.starts_with(crate::protobuf::MAGIC) {
+        return crate::protobuf::decode(body).map_err(|e| match e {
+            crate::protobuf::ProtobufError::Malformed(why) => {
+                ApiError::bad_request(format!("the protobuf body cannot be decoded: {why}"))
+            }
+            crate::protobuf::ProtobufError::Unsupported(why) => ApiError::unsupported_media_type(why),
+        });
+    }
     let value: Value = serde_json::from_slice(body)
         .or_else(|_| serde_saphyr::from_slice(body))
         .map_err(|e| ApiError::bad_request(format!("the body is not JSON or YAML: {e}")))?;

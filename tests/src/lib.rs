@@ -7,8 +7,8 @@
 //! strategic merge patch knows the merge keys of the built-in types stored
 //! here, not of every Kubernetes type; label selectors on watches filter
 //! events by the object's current labels; there is no OpenAPI document
-//! (kubectl runs with `--validate=false`); bodies are JSON or YAML, not
-//! protobuf; built-in kinds are stored without schema checks and without
+//! (kubectl runs with `--validate=false`); protobuf bodies are decoded for
+//! the kinds kubectl's create subcommands send most (see `protobuf`); built-in kinds are stored without schema checks and without
 //! workload controllers; all clients are one admin user.
 
 pub mod admission;
@@ -17,6 +17,7 @@ pub mod events;
 pub mod http;
 pub mod infra;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod schema;
 pub mod selectors;

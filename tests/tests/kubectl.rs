@@ -463,3 +463,66 @@ async fn a_namespace_terminates_until_its_content_is_gone() {
         );
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_subcommands_send_protobuf_and_are_understood() {
+    let api = TestApi::start(Options::default()).await.unwrap();
+    let kubectl = Kubectl::new(&api);
+    tokio::task::block_in_place(|| {
+        kubectl.ok(&["create", "namespace", "team"]);
+        kubectl.ok(&[
+            "create",
+            "secret",
+            "docker-registry",
+            "registry",
+            "-n",
+            "team",
+            "--docker-server=127.0.0.1:5001",
+            "--docker-username=ci",
+            "--docker-password=s3cret",
+        ]);
+        kubectl.ok(&[
+            "create",
+            "configmap",
+            "settings",
+            "-n",
+            "team",
+            "--from-literal=mode=fast",
+        ]);
+        kubectl.ok(&["create", "serviceaccount", "puller", "-n", "team"]);
+        let secret = kubectl.ok(&["get", "secret", "registry", "-n", "team", "-o", "json"]);
+        let secret: serde_json::Value = serde_json::from_str(&secret).unwrap();
+        assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
+        let config = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            secret["data"][".dockerconfigjson"].as_str().unwrap(),
+        )
+        .unwrap();
+        let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
+        assert_eq!(config["auths"]["127.0.0.1:5001"]["username"], "ci");
+        let mode = kubectl.ok(&[
+            "get",
+            "configmap",
+            "settings",
+            "-n",
+            "team",
+            "-o",
+            "jsonpath={.data.mode}",
+        ]);
+        assert_eq!(mode, "fast");
+        assert!(
+            kubectl
+                .ok(&["get", "serviceaccount", "-n", "team", "-o", "name"])
+                .contains("serviceaccount/puller")
+        );
+        let phase = kubectl.ok(&["get", "namespace", "team", "-o", "jsonpath={.status.phase}"]);
+        assert_eq!(phase, "Active");
+        let refused = kubectl.run(&["create", "deployment", "web", "-n", "team", "--image=nginx"]);
+        assert!(!refused.ok, "{}", refused.stdout);
+        assert!(
+            refused.stderr.contains("protobuf request bodies are decoded for"),
+            "{}",
+            refused.stderr
+        );
+    });
+}
