@@ -1,5 +1,6 @@
 //! `meta.k8s.io/v1` Tables, as kube-apiserver returns them to kubectl: a NAME
-//! column, then the CRD's additionalPrinterColumns (or AGE for built-ins).
+//! column, then the CRD's additionalPrinterColumns, or for built-in kinds the
+//! columns kube-apiserver prints for them (AGE for the others).
 
 use serde_json::{Value, json};
 
@@ -68,7 +69,230 @@ fn cell(column: &Column, object: &Value) -> Value {
     }
 }
 
+/// A built-in kind's column: its name, type, and how a cell is computed.
+type Computed = (&'static str, &'static str, fn(&Value) -> Value);
+
+fn text(object: &Value, pointer: &str) -> Value {
+    object.pointer(pointer).cloned().unwrap_or(json!("<none>"))
+}
+
+fn count(object: &Value, pointers: &[&str]) -> Value {
+    let total: usize = pointers
+        .iter()
+        .filter_map(|p| object.pointer(p))
+        .map(|v| {
+            v.as_object()
+                .map_or_else(|| v.as_array().map_or(0, Vec::len), serde_json::Map::len)
+        })
+        .sum();
+    json!(total)
+}
+
+fn age_of(object: &Value, pointer: &str) -> Value {
+    object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .map_or(json!("<unknown>"), |t| json!(age(t)))
+}
+
+fn created(object: &Value) -> Value {
+    age_of(object, "/metadata/creationTimestamp")
+}
+
+fn node_status(node: &Value) -> Value {
+    let ready = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .is_some_and(|c| c["status"] == "True");
+    json!(if ready { "Ready" } else { "NotReady" })
+}
+
+fn node_roles(node: &Value) -> Value {
+    let roles: Vec<&str> = node
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/"))
+        .collect();
+    json!(if roles.is_empty() {
+        "<none>".to_owned()
+    } else {
+        roles.join(",")
+    })
+}
+
+fn pod_ready(pod: &Value) -> Value {
+    let statuses = pod.pointer("/status/containerStatuses").and_then(Value::as_array);
+    let ready = statuses.map_or(0, |s| s.iter().filter(|c| c["ready"] == true).count());
+    let total = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    json!(format!("{ready}/{total}"))
+}
+
+fn pod_status(pod: &Value) -> Value {
+    if pod.pointer("/metadata/deletionTimestamp").is_some() {
+        return json!("Terminating");
+    }
+    text(pod, "/status/phase")
+}
+
+fn pod_restarts(pod: &Value) -> Value {
+    let restarts: i64 = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["restartCount"].as_i64())
+        .sum();
+    json!(restarts)
+}
+
+fn event_object(event: &Value) -> Value {
+    let kind = event
+        .pointer("/involvedObject/kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let name = event
+        .pointer("/involvedObject/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    json!(format!("{}/{name}", kind.to_ascii_lowercase()))
+}
+
+fn event_last_seen(event: &Value) -> Value {
+    ["/lastTimestamp", "/eventTime", "/metadata/creationTimestamp"]
+        .iter()
+        .find_map(|p| event.pointer(p).and_then(Value::as_str))
+        .map_or(json!("<unknown>"), |t| json!(age(t)))
+}
+
+fn service_ports(service: &Value) -> Value {
+    let ports: Vec<String> = service
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP")))
+        .collect();
+    json!(if ports.is_empty() {
+        "<none>".to_owned()
+    } else {
+        ports.join(",")
+    })
+}
+
+fn replicas(object: &Value, ready: &str, wanted: &str) -> Value {
+    let number = |p: &str| object.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+    json!(format!("{}/{}", number(ready), number(wanted)))
+}
+
+/// The columns kube-apiserver prints for the built-in kinds stored here.
+fn builtin_columns(rt: &ResourceType) -> Option<Vec<Computed>> {
+    let columns: Vec<Computed> = match (rt.group.as_str(), rt.kind.as_str()) {
+        ("", "Namespace") => vec![
+            ("Status", "string", |o| text(o, "/status/phase")),
+            ("Age", "string", created),
+        ],
+        ("", "Node") => vec![
+            ("Status", "string", node_status),
+            ("Roles", "string", node_roles),
+            ("Age", "string", created),
+            ("Version", "string", |o| text(o, "/status/nodeInfo/kubeletVersion")),
+        ],
+        ("", "Pod") => vec![
+            ("Ready", "string", pod_ready),
+            ("Status", "string", pod_status),
+            ("Restarts", "string", pod_restarts),
+            ("Age", "string", created),
+        ],
+        ("", "Secret") => vec![
+            ("Type", "string", |o| text(o, "/type")),
+            ("Data", "string", |o| count(o, &["/data"])),
+            ("Age", "string", created),
+        ],
+        ("", "ConfigMap") => vec![
+            ("Data", "string", |o| count(o, &["/data", "/binaryData"])),
+            ("Age", "string", created),
+        ],
+        ("", "ServiceAccount") => vec![
+            ("Secrets", "string", |o| count(o, &["/secrets"])),
+            ("Age", "string", created),
+        ],
+        ("", "Event") => vec![
+            ("Last Seen", "string", event_last_seen),
+            ("Type", "string", |o| text(o, "/type")),
+            ("Reason", "string", |o| text(o, "/reason")),
+            ("Object", "string", event_object),
+            ("Message", "string", |o| text(o, "/message")),
+        ],
+        ("", "Service") => vec![
+            ("Type", "string", |o| {
+                o.pointer("/spec/type").cloned().unwrap_or(json!("ClusterIP"))
+            }),
+            ("Cluster-IP", "string", |o| text(o, "/spec/clusterIP")),
+            ("External-IP", "string", |_| json!("<none>")),
+            ("Port(s)", "string", service_ports),
+            ("Age", "string", created),
+        ],
+        ("apps", "Deployment") => vec![
+            ("Ready", "string", |o| {
+                replicas(o, "/status/readyReplicas", "/spec/replicas")
+            }),
+            ("Up-to-date", "string", |o| {
+                json!(
+                    o.pointer("/status/updatedReplicas")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0)
+                )
+            }),
+            ("Available", "string", |o| {
+                json!(
+                    o.pointer("/status/availableReplicas")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0)
+                )
+            }),
+            ("Age", "string", created),
+        ],
+        ("coordination.k8s.io", "Lease") => vec![
+            ("Holder", "string", |o| text(o, "/spec/holderIdentity")),
+            ("Age", "string", created),
+        ],
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            vec![("Created At", "date", |o| text(o, "/metadata/creationTimestamp"))]
+        }
+        _ => return None,
+    };
+    Some(columns)
+}
+
+/// Events show their name only with `-o wide` (priority 1), after the rest.
+fn builtin_table(columns: &[Computed], name_last: bool, objects: &[Value], resource_version: u64) -> Value {
+    let name = json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": u8::from(name_last)});
+    let mut definitions: Vec<Value> = columns
+        .iter()
+        .map(|(name, type_, _)| json!({"name": name, "type": type_, "format": "", "description": "", "priority": 0}))
+        .collect();
+    let at = if name_last { definitions.len() } else { 0 };
+    definitions.insert(at, name);
+    let cells = |object: &Value| {
+        let mut cells: Vec<Value> = columns.iter().map(|(_, _, compute)| compute(object)).collect();
+        cells.insert(at, object.pointer("/metadata/name").cloned().unwrap_or(Value::Null));
+        cells
+    };
+    assemble(definitions, objects, cells, resource_version)
+}
+
 pub fn table(rt: &ResourceType, version: &str, objects: &[Value], resource_version: u64) -> Value {
+    if !rt.from_crd
+        && let Some(columns) = builtin_columns(rt)
+    {
+        return builtin_table(&columns, rt.kind == "Event", objects, resource_version);
+    }
     let columns = columns(rt, version);
     let definitions: Vec<Value> = columns
         .iter()
@@ -77,12 +301,21 @@ pub fn table(rt: &ResourceType, version: &str, objects: &[Value], resource_versi
             json!({"name": c.name, "type": c.type_, "format": format, "description": c.description, "priority": c.priority})
         })
         .collect();
+    let cells = |object: &Value| columns.iter().map(|c| cell(c, object)).collect();
+    assemble(definitions, objects, cells, resource_version)
+}
+
+fn assemble(
+    definitions: Vec<Value>,
+    objects: &[Value],
+    cells: impl Fn(&Value) -> Vec<Value>,
+    resource_version: u64,
+) -> Value {
     let rows: Vec<Value> = objects
         .iter()
         .map(|object| {
-            let cells: Vec<Value> = columns.iter().map(|c| cell(c, object)).collect();
             json!({
-                "cells": cells,
+                "cells": cells(object),
                 "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": object.get("metadata").cloned().unwrap_or(json!({}))},
             })
         })

@@ -526,3 +526,80 @@ async fn kubectl_create_subcommands_send_protobuf_and_are_understood() {
         );
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_in_kinds_print_their_usual_columns() {
+    let api = TestApi::start(Options::default()).await.unwrap();
+    let kubectl = Kubectl::new(&api);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("objects.yaml");
+    std::fs::write(
+        &manifest,
+        r#"apiVersion: v1
+kind: Node
+metadata: {name: node-1, labels: {node-role.kubernetes.io/worker: ""}}
+status:
+  conditions: [{type: Ready, status: "True"}]
+  nodeInfo: {kubeletVersion: v1.37.0}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: default}
+spec: {containers: [{name: c, image: nginx}]}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: token, namespace: default}
+type: Opaque
+data: {a: YQ==, b: Yg==}
+---
+apiVersion: v1
+kind: Event
+metadata: {name: e1, namespace: default}
+involvedObject: {kind: ImagePullJob, name: job-1, namespace: default}
+reason: PullImageFailed
+message: image not found
+type: Warning
+"#,
+    )
+    .unwrap();
+    tokio::task::block_in_place(|| {
+        let applied = kubectl.apply(&manifest, &[]);
+        assert!(applied.ok, "{}", applied.stderr);
+        assert!(kubectl.apply(&repo("manifests/crds"), &[]).ok);
+        let header = |args: &[&str]| -> (Vec<String>, String) {
+            let out = kubectl.ok(args);
+            let mut lines = out.lines();
+            let head = lines.next().unwrap_or_default();
+            let columns = head
+                .split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect();
+            (columns, lines.next().unwrap_or_default().to_owned())
+        };
+        let (nodes, row) = header(&["get", "nodes"]);
+        assert_eq!(nodes, ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]);
+        assert!(
+            row.contains("Ready") && row.contains("worker") && row.contains("v1.37.0"),
+            "{row}"
+        );
+        let (pods, row) = header(&["get", "pods"]);
+        assert_eq!(pods, ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+        assert!(row.contains("0/1"), "{row}");
+        let (secrets, row) = header(&["get", "secrets"]);
+        assert_eq!(secrets, ["NAME", "TYPE", "DATA", "AGE"]);
+        assert!(row.contains("Opaque") && row.contains(" 2 "), "{row}");
+        let (events, row) = header(&["get", "events"]);
+        assert_eq!(events, ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]);
+        assert!(
+            row.contains("imagepulljob/job-1") && row.contains("image not found"),
+            "{row}"
+        );
+        let (crds, _) = header(&["get", "crds"]);
+        assert_eq!(crds, ["NAME", "CREATED AT"]);
+        let (namespaces, _) = header(&["get", "namespaces"]);
+        assert_eq!(namespaces, ["NAME", "STATUS", "AGE"]);
+    });
+}
