@@ -20,7 +20,7 @@ async fn seed_examples_through_kubectl_and_the_webhook() {
 
     // The seed's first example, a v1alpha1 job, applied as written.
     let seed = common::repo("api/tests/fixtures/seed/02-imagepulljob-names.yaml");
-    let (ok, out) = cluster.kubectl(&["apply", "--validate=false", "-f", seed.to_str().unwrap()]);
+    let (ok, out) = cluster.kubectl(&["apply", "-f", seed.to_str().unwrap()]);
     assert!(ok, "{out}");
     let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
     let waiting = wait_status(

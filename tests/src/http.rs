@@ -116,6 +116,63 @@ pub(crate) struct Target {
     pub(crate) namespace: Option<String>,
     pub(crate) name: Option<String>,
     pub(crate) subresource: Option<String>,
+    /// `?fieldValidation=`, and the warnings it gives.
+    pub(crate) fields: FieldValidation,
+}
+
+/// `fieldValidation`: what to do with fields the schema does not know, which
+/// are dropped either way (kube-apiserver's default is Warn).
+#[derive(Debug, Default)]
+pub(crate) struct FieldValidation {
+    strict: bool,
+    ignore: bool,
+    warnings: std::sync::Mutex<Vec<String>>,
+}
+
+impl FieldValidation {
+    fn parse(value: Option<&String>) -> Result<Self, ApiError> {
+        let (strict, ignore) = match value.map(String::as_str) {
+            None | Some("" | "Warn") => (false, false),
+            Some("Strict") => (true, false),
+            Some("Ignore") => (false, true),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "fieldValidation must be one of \"Ignore\", \"Warn\" or \"Strict\", not {other:?}"
+                )));
+            }
+        };
+        Ok(Self {
+            strict,
+            ignore,
+            warnings: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Prunes and defaults `object` by its schema, then judges the unknown fields.
+    pub(crate) fn prune(&self, target: &Target, object: &mut Value) -> Result<(), ApiError> {
+        let unknown = crate::schema::prune_and_default(&target.rt, &target.version, object);
+        if unknown.is_empty() || self.ignore {
+            return Ok(());
+        }
+        let listed: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.')))
+            .collect();
+        if self.strict {
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                listed.join(", ")
+            )));
+        }
+        if let Ok(mut warnings) = self.warnings.lock() {
+            warnings.extend(listed);
+        }
+        Ok(())
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
+    }
 }
 
 async fn route(
@@ -139,6 +196,15 @@ async fn route(
                     "buildDate": "2026-11-25T00:00:00Z", "goVersion": "", "compiler": "rustc", "platform": "linux/amd64",
                 }),
             ));
+        }
+        ["openapi", "v3"] => {
+            let root = crate::openapi::root(&state.store.types(), state.store.resource_version());
+            return Ok(json_response(StatusCode::OK, &root));
+        }
+        ["openapi", "v3", rest @ ..] => {
+            return crate::openapi::document(&state.store.types(), &rest.join("/"))
+                .map(|document| json_response(StatusCode::OK, &document))
+                .ok_or_else(|| ApiError::not_found("openapi", "", &rest.join("/")));
         }
         ["api"] => {
             return Ok(json_response(
@@ -231,6 +297,7 @@ async fn route(
         namespace,
         name,
         subresource,
+        fields: FieldValidation::parse(query.get("fieldValidation"))?,
     };
     let verb = match (
         method.as_str(),
@@ -264,7 +331,7 @@ async fn route(
         Shape::Object
     };
     let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
-    match verb {
+    let mut response = match verb {
         "watch" => crate::watch::watch(state, &target, query, shape),
         "get" => get(state, &target, shape),
         "list" => list(state, &target, query, shape),
@@ -273,7 +340,14 @@ async fn route(
         "patch" => crate::patch::patch(state, &target, headers, &body, dry_run).await,
         "delete" => delete(state, &target, &body, query, dry_run).await,
         _ => delete_collection(state, &target, query, dry_run).await,
+    }?;
+    for warning in target.fields.warnings() {
+        let text = format!("299 - {:?}", warning);
+        if let Ok(value) = header::HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
     }
+    Ok(response)
 }
 
 fn group_list(types: &[ResourceType]) -> Value {
@@ -512,7 +586,7 @@ pub(crate) async fn store_new(
     dry_run: bool,
 ) -> Result<Response, ApiError> {
     let ns = namespace(target).to_owned();
-    crate::schema::prune_and_default(&target.rt, &target.version, &mut object);
+    target.fields.prune(target, &mut object)?;
     let object = state
         .admit(target, Operation::Create, &ns, Some(object), None, dry_run)
         .await?;
@@ -527,7 +601,7 @@ pub(crate) async fn store_new(
 
 async fn update(state: &AppState, target: &Target, body: &[u8], dry_run: bool) -> Result<Response, ApiError> {
     let mut object = parse_body(body)?;
-    crate::schema::prune_and_default(&target.rt, &target.version, &mut object);
+    target.fields.prune(target, &mut object)?;
     write(state, target, object, dry_run).await
 }
 

@@ -6,8 +6,9 @@
 //! configuration into the object (no field ownership, no conflicts);
 //! strategic merge patch knows the merge keys of the built-in types stored
 //! here, not of every Kubernetes type; label selectors on watches filter
-//! events by the object's current labels; there is no OpenAPI document
-//! (kubectl runs with `--validate=false`); protobuf bodies are decoded for
+//! events by the object's current labels; the OpenAPI documents describe
+//! custom resources' schemas but not built-in kinds' (see `openapi`);
+//! protobuf bodies are decoded for
 //! the kinds kubectl's create subcommands send most (see `protobuf`); built-in kinds are stored without schema checks and without
 //! workload controllers; all clients are one admin user.
 
@@ -16,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod infra;
+pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;

@@ -125,7 +125,7 @@ async fn patch_once(
         ))
         .into());
     }
-    crate::schema::prune_and_default(&target.rt, &target.version, &mut patched);
+    target.fields.prune(target, &mut patched)?;
     let unchanged_version =
         read_version.is_some() && patched.pointer("/metadata/resourceVersion") == read_version.as_ref();
     match write(state, target, patched, dry_run).await {

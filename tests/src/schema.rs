@@ -1,5 +1,6 @@
 //! Structural-schema pruning and defaulting of custom resources, which
-//! kube-apiserver does while decoding, before admission.
+//! kube-apiserver does while decoding, before admission. The pruned fields are
+//! the "unknown fields" that `fieldValidation` reports.
 
 use serde_json::{Map, Value};
 
@@ -7,26 +8,38 @@ use crate::resources::ResourceType;
 
 const ROOT_FIELDS: [&str; 3] = ["apiVersion", "kind", "metadata"];
 
-pub fn prune_and_default(rt: &ResourceType, version: &str, object: &mut Value) {
+/// Prunes and defaults `object`; returns the paths of the fields pruned
+/// (`.spec.imagePullPolicyy`).
+pub fn prune_and_default(rt: &ResourceType, version: &str, object: &mut Value) -> Vec<String> {
+    let mut unknown = Vec::new();
     if !rt.from_crd {
-        return;
+        return unknown;
     }
     let Some(schema) = rt.version(version).and_then(|v| v.schema.as_ref()) else {
-        return;
+        return unknown;
     };
-    let Some(map) = object.as_object_mut() else { return };
+    let Some(map) = object.as_object_mut() else {
+        return unknown;
+    };
     let properties = schema.get("properties").and_then(Value::as_object);
     if schema.get("x-kubernetes-preserve-unknown-fields") != Some(&Value::Bool(true)) {
-        map.retain(|key, _| ROOT_FIELDS.contains(&key.as_str()) || properties.is_some_and(|p| p.contains_key(key)));
+        map.retain(|key, _| {
+            let known = ROOT_FIELDS.contains(&key.as_str()) || properties.is_some_and(|p| p.contains_key(key));
+            if !known {
+                unknown.push(format!(".{key}"));
+            }
+            known
+        });
     }
     for (key, value) in map.iter_mut() {
         if let Some(property) = properties.and_then(|p| p.get(key))
             && !ROOT_FIELDS.contains(&key.as_str())
         {
-            prune(value, property);
+            prune(value, property, &format!(".{key}"), &mut unknown);
         }
     }
     add_defaults(map, properties);
+    unknown
 }
 
 fn add_defaults(map: &mut Map<String, Value>, properties: Option<&Map<String, Value>>) {
@@ -35,13 +48,13 @@ fn add_defaults(map: &mut Map<String, Value>, properties: Option<&Map<String, Va
             && let Some(default) = property.get("default")
         {
             let mut default = default.clone();
-            prune(&mut default, property);
+            prune(&mut default, property, "", &mut Vec::new());
             map.insert(key.clone(), default);
         }
     }
 }
 
-fn prune(value: &mut Value, schema: &Value) {
+fn prune(value: &mut Value, schema: &Value, path: &str, unknown: &mut Vec<String>) {
     if schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
         return;
     }
@@ -51,25 +64,31 @@ fn prune(value: &mut Value, schema: &Value) {
             let properties = schema.get("properties").and_then(Value::as_object);
             let additional = schema.get("additionalProperties").filter(|a| a.is_object());
             if let Some(additional) = additional {
-                for item in map.values_mut() {
-                    prune(item, additional);
+                for (key, item) in map.iter_mut() {
+                    prune(item, additional, &format!("{path}.{key}"), unknown);
                 }
                 return;
             }
             if !preserve {
-                map.retain(|key, _| properties.is_some_and(|p| p.contains_key(key)));
+                map.retain(|key, _| {
+                    let known = properties.is_some_and(|p| p.contains_key(key));
+                    if !known {
+                        unknown.push(format!("{path}.{key}"));
+                    }
+                    known
+                });
             }
             for (key, item) in map.iter_mut() {
                 if let Some(property) = properties.and_then(|p| p.get(key)) {
-                    prune(item, property);
+                    prune(item, property, &format!("{path}.{key}"), unknown);
                 }
             }
             add_defaults(map, properties);
         }
         Value::Array(items) => {
             if let Some(item_schema) = schema.get("items") {
-                for item in items {
-                    prune(item, item_schema);
+                for (i, item) in items.iter_mut().enumerate() {
+                    prune(item, item_schema, &format!("{path}[{i}]"), unknown);
                 }
             }
         }

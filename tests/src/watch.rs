@@ -146,6 +146,7 @@ pub(crate) fn watch(
         namespace: None,
         name: None,
         subresource: None,
+        fields: Default::default(),
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
     let mut epoch = state.store.watch_epoch();

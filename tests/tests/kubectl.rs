@@ -603,3 +603,56 @@ type: Warning
         assert_eq!(namespaces, ["NAME", "STATUS", "AGE"]);
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_validates_through_the_server_explains_and_edits() {
+    let api = TestApi::start(Options::default()).await.unwrap();
+    let kubectl = Kubectl::new(&api);
+    let dir = tempfile::tempdir().unwrap();
+    let seed = std::fs::read_to_string(repo("api/tests/fixtures/seed/02-imagepulljob-names.yaml")).unwrap();
+    let typo = dir.path().join("typo.yaml");
+    std::fs::write(
+        &typo,
+        seed.replace("job-with-always", "typo")
+            .replace("parallelism: 10", "parallelism: 10\n  imagePullPolicyy: Always"),
+    )
+    .unwrap();
+    tokio::task::block_in_place(|| {
+        assert!(kubectl.apply(&repo("manifests/crds"), &[]).ok);
+        // The default (strict) validation: refused, naming the field.
+        let strict = kubectl.apply(&typo, &[]);
+        assert!(!strict.ok);
+        assert!(
+            strict
+                .stderr
+                .contains(r#"strict decoding error: unknown field "spec.imagePullPolicyy""#),
+            "{}",
+            strict.stderr
+        );
+        // --validate=warn: created, the field dropped, with a warning.
+        let warned = kubectl.apply(&typo, &["--validate=warn"]);
+        assert!(warned.ok, "{}", warned.stderr);
+        assert!(
+            warned.stderr.contains(r#"unknown field "spec.imagePullPolicyy""#),
+            "{}",
+            warned.stderr
+        );
+        let stored = kubectl.ok(&["get", "imagepulljob", "typo", "-o", "jsonpath={.spec}"]);
+        assert!(!stored.contains("imagePullPolicyy"), "{stored}");
+
+        let explained = kubectl.ok(&["explain", "imagepulljob.spec.pullPolicy"]);
+        assert!(
+            explained.contains("backoffLimit") && explained.contains("timeoutSeconds"),
+            "{explained}"
+        );
+
+        let edited = kubectl
+            .command(&["edit", "imagepulljob", "typo"])
+            .env("EDITOR", "sed -i s/parallelism:.10/parallelism:\\ 4/")
+            .output()
+            .unwrap();
+        assert!(edited.status.success(), "{}", String::from_utf8_lossy(&edited.stderr));
+        let parallelism = kubectl.ok(&["get", "imagepulljob", "typo", "-o", "jsonpath={.spec.parallelism}"]);
+        assert_eq!(parallelism, "4");
+    });
+}

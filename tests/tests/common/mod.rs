@@ -70,9 +70,9 @@ impl Kubectl {
         ran.stdout
     }
 
-    /// `kubectl apply --validate=false -f PATH` (the server has no OpenAPI document).
+    /// `kubectl apply -f PATH`, validated by the server (`fieldValidation=Strict`).
     pub fn apply(&self, path: &Path, extra: &[&str]) -> Ran {
-        let mut args = vec!["apply", "--validate=false", "-f", path.to_str().unwrap()];
+        let mut args = vec!["apply", "-f", path.to_str().unwrap()];
         args.extend_from_slice(extra);
         self.run(&args)
     }

@@ -1,0 +1,97 @@
+//! `/openapi/v3`: one document per group version, as kube-apiserver publishes
+//! them. Each resource's write operations carry its group-version-kind and the
+//! `fieldValidation` query parameter, which is how kubectl learns that the
+//! server validates fields itself, so `kubectl apply` needs no client-side
+//! schema; custom resources' schemas are their CRD's. Built-in
+//! kinds have no schema here (see `lib.rs`), so `kubectl explain` knows only
+//! custom resources.
+
+use serde_json::{Map, Value, json};
+
+use crate::resources::ResourceType;
+
+/// `api/v1`, `apis/apps.kruise.io/v1beta1`: the documents' paths under /openapi/v3.
+fn group_versions(types: &[ResourceType]) -> Vec<String> {
+    let mut paths: Vec<String> = types
+        .iter()
+        .flat_map(|rt| {
+            rt.versions.iter().map(|v| {
+                if rt.group.is_empty() {
+                    format!("api/{}", v.name)
+                } else {
+                    format!("apis/{}/{}", rt.group, v.name)
+                }
+            })
+        })
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// The discovery document at `/openapi/v3`.
+pub fn root(types: &[ResourceType], resource_version: u64) -> Value {
+    let paths: Map<String, Value> = group_versions(types)
+        .into_iter()
+        .map(|gv| {
+            let url = format!("/openapi/v3/{gv}?hash={resource_version}");
+            (gv, json!({"serverRelativeURL": url}))
+        })
+        .collect();
+    json!({"paths": paths})
+}
+
+/// The document of one group version (`api/v1`, `apis/g/v`), or `None`.
+pub fn document(types: &[ResourceType], group_version: &str) -> Option<Value> {
+    let (group, version) = match group_version.split('/').collect::<Vec<_>>().as_slice() {
+        ["api", version] => (String::new(), (*version).to_owned()),
+        ["apis", group, version] => ((*group).to_owned(), (*version).to_owned()),
+        _ => return None,
+    };
+    let mut paths = Map::new();
+    let mut schemas = Map::new();
+    for rt in types.iter().filter(|t| t.group == group && t.serves(&version)) {
+        let gvk = json!({"group": rt.group, "version": version, "kind": rt.kind});
+        let field_validation =
+            json!([{"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}}]);
+        let operation = |action: &str| {
+            json!({"x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": action, "parameters": field_validation,
+                   "responses": {"200": {"description": "OK"}}})
+        };
+        let prefix = if rt.group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{}/{version}", rt.group)
+        };
+        let collection = if rt.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}", rt.plural)
+        } else {
+            format!("{prefix}/{}", rt.plural)
+        };
+        paths.insert(collection.clone(), json!({"post": operation("post")}));
+        paths.insert(
+            format!("{collection}/{{name}}"),
+            json!({"put": operation("put"), "patch": operation("patch")}),
+        );
+        let mut schema = rt
+            .version(&version)
+            .and_then(|v| v.schema.clone())
+            .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+        schema["x-kubernetes-group-version-kind"] = json!([gvk]);
+        let id = format!(
+            "{}.{version}.{}",
+            if rt.group.is_empty() { "core" } else { &rt.group },
+            rt.kind
+        );
+        schemas.insert(id, schema);
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.37.0"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }))
+}
