@@ -148,9 +148,30 @@ impl FieldValidation {
         })
     }
 
-    /// Prunes and defaults `object` by its schema, then judges the unknown fields.
+    /// Prunes and defaults `object` by its schema (a custom resource's, or a
+    /// built-in kind's type), then judges the unknown fields.
     pub(crate) fn prune(&self, target: &Target, object: &mut Value) -> Result<(), ApiError> {
-        let unknown = crate::schema::prune_and_default(&target.rt, &target.version, object);
+        let unknown = if target.rt.from_crd {
+            crate::schema::prune_and_default(&target.rt, &target.version, object)
+        } else {
+            // The type is that of the URL; a body may leave it out.
+            if let Some(map) = object.as_object_mut() {
+                map.entry("apiVersion")
+                    .or_insert_with(|| json!(target.rt.api_version(&target.version)));
+                map.entry("kind").or_insert_with(|| json!(target.rt.kind));
+            }
+            let checked = crate::builtin::unknown_fields(&target.rt.group, &target.rt.kind, object);
+            let unknown = checked.transpose().map_err(|e| {
+                ApiError::bad_request(format!(
+                    "{} in version \"{}\" {e}",
+                    target.rt.kind,
+                    target.rt.api_version(&target.version)
+                ))
+            })?;
+            let unknown = unknown.unwrap_or_default();
+            crate::builtin::drop_fields(object, &unknown);
+            unknown
+        };
         if unknown.is_empty() || self.ignore {
             return Ok(());
         }

@@ -9,10 +9,12 @@
 //! events by the object's current labels; the OpenAPI documents describe
 //! custom resources' schemas but not built-in kinds' (see `openapi`);
 //! protobuf bodies are decoded for
-//! the kinds kubectl's create subcommands send most (see `protobuf`); built-in kinds are stored without schema checks and without
+//! the kinds kubectl's create subcommands send most (see `protobuf`); built-in kinds are
+//! checked against their Kubernetes types (see `builtin`) but have no
 //! workload controllers; all clients are one admin user.
 
 pub mod admission;
+pub mod builtin;
 pub mod error;
 pub mod events;
 pub mod http;

@@ -656,3 +656,38 @@ async fn kubectl_validates_through_the_server_explains_and_edits() {
         assert_eq!(parallelism, "4");
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_built_in_manifests_fail_as_on_a_cluster() {
+    let api = TestApi::start(Options::default()).await.unwrap();
+    let kubectl = Kubectl::new(&api);
+    let dir = tempfile::tempdir().unwrap();
+    let wrong_type = dir.path().join("wrong.yaml");
+    std::fs::write(
+        &wrong_type,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: default}\nspec:\n  replicas: two\n  selector: {matchLabels: {app: web}}\n  template: {metadata: {labels: {app: web}}, spec: {containers: [{name: c, image: nginx}]}}\n",
+    )
+    .unwrap();
+    let typo = dir.path().join("typo.yaml");
+    std::fs::write(
+        &typo,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {selector: {app: web}, portz: [{port: 80}]}\n",
+    )
+    .unwrap();
+    tokio::task::block_in_place(|| {
+        let refused = kubectl.apply(&wrong_type, &[]);
+        assert!(!refused.ok);
+        assert!(refused.stderr.contains("spec.replicas"), "{}", refused.stderr);
+        let strict = kubectl.apply(&typo, &[]);
+        assert!(!strict.ok);
+        assert!(
+            strict.stderr.contains(r#"unknown field "spec.portz""#),
+            "{}",
+            strict.stderr
+        );
+        let warned = kubectl.apply(&typo, &["--validate=warn"]);
+        assert!(warned.ok, "{}", warned.stderr);
+        let spec = kubectl.ok(&["get", "service", "web", "-o", "jsonpath={.spec}"]);
+        assert!(!spec.contains("portz"), "{spec}");
+    });
+}
