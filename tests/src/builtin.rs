@@ -89,7 +89,7 @@ pub fn drop_fields(object: &mut Value, paths: &[String]) {
         let Some((parent, field)) = path.rsplit_once('.') else {
             continue;
         };
-        let pointer = parent.replace('.', "/").replace('[', "/").replace(']', "");
+        let pointer = parent.replace(['.', '['], "/").replace(']', "");
         if let Some(Value::Object(map)) = object.pointer_mut(&pointer) {
             map.remove(field);
         }
