@@ -24,6 +24,7 @@ use crate::table;
 pub struct AppState {
     pub store: Arc<Store>,
     pub admission: Admission,
+    pub tokens: crate::rbac::Tokens,
 }
 
 impl AppState {
@@ -82,7 +83,12 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    match route(&state, &parts.method, &path, &query, &parts.headers, bytes).await {
+    let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|a| a.to_str().ok());
+    let identity = match state.tokens.identify(authorization) {
+        Ok(identity) => identity,
+        Err(error) => return error.into_response(),
+    };
+    match route(&state, &identity, &parts.method, &path, &query, &parts.headers, bytes).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -198,6 +204,7 @@ impl FieldValidation {
 
 async fn route(
     state: &AppState,
+    identity: &crate::rbac::Identity,
     method: &Method,
     path: &str,
     query: &HashMap<String, String>,
@@ -303,6 +310,12 @@ async fn route(
     if namespace.is_some() && !rt.namespaced {
         return Err(ApiError::not_found(plural, group, name.as_deref().unwrap_or_default()));
     }
+    if rt.plural == "serviceaccounts"
+        && subresource.as_deref() == Some("token")
+        && let (Some(namespace), Some(name)) = (&namespace, &name)
+    {
+        return request_token(state, identity, namespace, name, method);
+    }
     if let Some(sub) = &subresource
         && !(sub == "status" && rt.status_subresource)
     {
@@ -339,6 +352,24 @@ async fn route(
             )));
         }
     };
+    let attributes = crate::rbac::Attributes {
+        verb: verb.to_owned(),
+        group: target.rt.group.clone(),
+        resource: target.rt.plural.clone(),
+        subresource: target.subresource.clone(),
+        namespace: target.namespace.clone(),
+        name: target.name.clone(),
+        path: None,
+    };
+    if matches!(
+        target.rt.group.as_str(),
+        "authorization.k8s.io" | "authentication.k8s.io"
+    ) {
+        return self_review(state, identity, &target, verb, &body);
+    }
+    if !crate::rbac::allowed(&state.store, identity, &attributes) {
+        return Err(crate::rbac::denial(identity, &attributes));
+    }
     state.store.count(verb, &target.rt.group, &target.rt.plural);
     let accept = headers
         .get(header::ACCEPT)
@@ -369,6 +400,79 @@ async fn route(
         }
     }
     Ok(response)
+}
+
+/// TokenRequest: a token that authenticates as the ServiceAccount.
+fn request_token(
+    state: &AppState,
+    identity: &crate::rbac::Identity,
+    namespace: &str,
+    name: &str,
+    method: &Method,
+) -> Result<Response, ApiError> {
+    if method != Method::POST {
+        return Err(ApiError::method_not_allowed(
+            "serviceaccounts/token takes POST (a TokenRequest)",
+        ));
+    }
+    let attributes = crate::rbac::Attributes {
+        verb: "create".to_owned(),
+        resource: "serviceaccounts".to_owned(),
+        subresource: Some("token".to_owned()),
+        namespace: Some(namespace.to_owned()),
+        name: Some(name.to_owned()),
+        ..crate::rbac::Attributes::default()
+    };
+    if !crate::rbac::allowed(&state.store, identity, &attributes) {
+        return Err(crate::rbac::denial(identity, &attributes));
+    }
+    let accounts = state
+        .store
+        .resource_type("", "v1", "serviceaccounts")
+        .ok_or_else(|| ApiError::not_found("serviceaccounts", "", name))?;
+    state.store.get(&accounts, namespace, name)?;
+    let token = state.tokens.issue(namespace, name);
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"audiences": ["https://kubernetes.default.svc"]},
+                "status": {"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"}}),
+    ))
+}
+
+/// SelfSubjectAccessReview, SelfSubjectRulesReview and SelfSubjectReview:
+/// answered for the caller, never stored.
+fn self_review(
+    state: &AppState,
+    identity: &crate::rbac::Identity,
+    target: &Target,
+    verb: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    if verb != "create" {
+        return Err(ApiError::method_not_allowed(format!(
+            "{} can only be created",
+            target.rt.plural
+        )));
+    }
+    let review = parse_body(body)?;
+    let status = match target.rt.kind.as_str() {
+        "SelfSubjectAccessReview" => crate::rbac::access_review(&state.store, identity, &review),
+        "SelfSubjectRulesReview" => {
+            let namespace = review.pointer("/spec/namespace").and_then(Value::as_str);
+            let rules = crate::rbac::rules(&state.store, identity, namespace);
+            let (resource, non_resource): (Vec<Value>, Vec<Value>) =
+                rules.into_iter().partition(|r| r.get("nonResourceURLs").is_none());
+            json!({"resourceRules": resource, "nonResourceRules": non_resource, "incomplete": false})
+        }
+        _ => json!({"userInfo": {"username": identity.username(), "groups": identity.groups()}}),
+    };
+    let mut answer = review;
+    answer["status"] = status;
+    answer["apiVersion"] = json!(target.rt.api_version(&target.version));
+    answer["kind"] = json!(target.rt.kind);
+    Ok(json_response(StatusCode::CREATED, &answer))
 }
 
 fn group_list(types: &[ResourceType]) -> Value {

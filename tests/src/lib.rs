@@ -11,7 +11,9 @@
 //! protobuf bodies are decoded for
 //! the kinds kubectl's create subcommands send most (see `protobuf`); built-in kinds are
 //! checked against their Kubernetes types (see `builtin`) but have no
-//! workload controllers; all clients are one admin user.
+//! workload controllers; identities are the admin (all-powerful) and
+//! ServiceAccounts with issued tokens, authorised by RBAC without aggregation
+//! (see `rbac`).
 
 pub mod admission;
 pub mod builtin;
@@ -22,6 +24,7 @@ pub mod infra;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod rbac;
 pub mod resources;
 pub mod schema;
 pub mod selectors;
@@ -103,6 +106,7 @@ impl TestApi {
         let state = Arc::new(AppState {
             store: store.clone(),
             admission: Admission::new(options.service_endpoints),
+            tokens: rbac::Tokens::default(),
         });
         let router = http::router(state.clone());
         let (task, ca_pem) = if options.tls {
@@ -144,12 +148,25 @@ impl TestApi {
         let config = json!({
             "apiVersion": "v1", "kind": "Config",
             "clusters": [{"name": "testapi", "cluster": cluster}],
-            "users": [{"name": "admin", "user": {"token": "testapi"}}],
+            "users": [{"name": "admin", "user": {"token": rbac::ADMIN_TOKEN}}],
             "contexts": [{"name": "testapi", "context": {"cluster": "testapi", "user": "admin", "namespace": "default"}}],
             "current-context": "testapi",
         });
         // JSON is YAML: kubectl and kube-rs read it as a kubeconfig.
         format!("{config:#}\n")
+    }
+
+    /// A kubeconfig that authenticates as ServiceAccount `namespace/name`
+    /// (a token issued for it now), authorised by RBAC.
+    pub fn kubeconfig_for(&self, namespace: &str, name: &str) -> String {
+        let token = self.state.tokens.issue(namespace, name);
+        self.kubeconfig()
+            .replace(
+                &format!("\"token\": \"{}\"", rbac::ADMIN_TOKEN),
+                &format!("\"token\": \"{token}\""),
+            )
+            .replace("\"name\": \"admin\"", &format!("\"name\": \"{namespace}-{name}\""))
+            .replace("\"user\": \"admin\"", &format!("\"user\": \"{namespace}-{name}\""))
     }
 
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {

@@ -27,9 +27,21 @@ struct Args {
     /// empty caBundle, such as the ca.crt `prewarm-webhook serve` generates.
     #[arg(long, requires = "admission_config")]
     webhook_ca: Option<PathBuf>,
+    /// Write a kubeconfig that authenticates as a ServiceAccount, authorised by
+    /// RBAC: NAMESPACE/NAME=FILE (repeatable).
+    #[arg(long = "kubeconfig-for", value_parser = parse_account)]
+    kubeconfigs_for: Vec<(String, String, PathBuf)>,
     /// Resolve webhook service references: NAMESPACE/NAME=ADDRESS (repeatable).
     #[arg(long = "service-endpoint", value_parser = parse_endpoint)]
     service_endpoints: Vec<(String, SocketAddr)>,
+}
+
+fn parse_account(value: &str) -> Result<(String, String, PathBuf), String> {
+    let (account, file) = value.split_once('=').ok_or("expected NAMESPACE/NAME=FILE")?;
+    let (namespace, name) = account
+        .split_once('/')
+        .ok_or_else(|| format!("expected NAMESPACE/NAME before '=', got {account:?}"))?;
+    Ok((namespace.to_owned(), name.to_owned(), PathBuf::from(file)))
 }
 
 fn parse_endpoint(value: &str) -> Result<(String, SocketAddr), String> {
@@ -87,6 +99,13 @@ async fn main() -> ExitCode {
     if let Err(e) = api.write_kubeconfig(&args.kubeconfig_out) {
         eprintln!("prewarm-testapi: writing {}: {e}", args.kubeconfig_out.display());
         return ExitCode::FAILURE;
+    }
+    for (namespace, name, file) in &args.kubeconfigs_for {
+        if let Err(e) = std::fs::write(file, api.kubeconfig_for(namespace, name)) {
+            eprintln!("prewarm-testapi: writing {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+        tracing::info!(account = %format!("{namespace}/{name}"), kubeconfig = %file.display(), "kubeconfig for a ServiceAccount");
     }
     tracing::info!(url = %api.url(), kubeconfig = %args.kubeconfig_out.display(), "serving");
     let _ = tokio::signal::ctrl_c().await;

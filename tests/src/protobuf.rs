@@ -1,7 +1,7 @@
 //! Request bodies in Kubernetes' protobuf encoding, which kubectl uses for the
 //! built-in kinds of its `create` subcommands (`kubectl create namespace`,
 //! `create secret docker-registry`, `create configmap`, `create
-//! serviceaccount`). The envelope is `k8s\0` and a `runtime.Unknown` holding
+//! serviceaccount`) and for the reviews of `kubectl auth can-i`. The envelope is `k8s\0` and a `runtime.Unknown` holding
 //! the object; the messages are declared here with the field numbers of
 //! Kubernetes' `generated.proto` (as in the k8s-pb crate), for those kinds
 //! only: a protobuf body of any other kind is refused with 415.
@@ -96,6 +96,58 @@ struct ServiceAccount {
     automount_service_account_token: Option<bool>,
 }
 
+#[derive(Clone, PartialEq, Message)]
+struct ResourceAttributes {
+    #[prost(string, optional, tag = "1")]
+    namespace: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    verb: Option<String>,
+    #[prost(string, optional, tag = "3")]
+    group: Option<String>,
+    #[prost(string, optional, tag = "4")]
+    version: Option<String>,
+    #[prost(string, optional, tag = "5")]
+    resource: Option<String>,
+    #[prost(string, optional, tag = "6")]
+    subresource: Option<String>,
+    #[prost(string, optional, tag = "7")]
+    name: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct NonResourceAttributes {
+    #[prost(string, optional, tag = "1")]
+    path: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    verb: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct AccessReviewSpec {
+    #[prost(message, optional, tag = "1")]
+    resource_attributes: Option<ResourceAttributes>,
+    #[prost(message, optional, tag = "2")]
+    non_resource_attributes: Option<NonResourceAttributes>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct AccessReview {
+    #[prost(message, optional, tag = "2")]
+    spec: Option<AccessReviewSpec>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct RulesReviewSpec {
+    #[prost(string, optional, tag = "1")]
+    namespace: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct RulesReview {
+    #[prost(message, optional, tag = "2")]
+    spec: Option<RulesReviewSpec>,
+}
+
 /// Why a protobuf body cannot be used.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ProtobufError {
@@ -171,9 +223,34 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
                 .map_err(|e| malformed("Namespace", e))?
                 .metadata
         }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            let review = AccessReview::decode(raw.as_slice()).map_err(|e| malformed("SelfSubjectAccessReview", e))?;
+            let spec = review.spec.unwrap_or_default();
+            let resource = spec.resource_attributes.map(|a| {
+                json!({"namespace": a.namespace, "verb": a.verb, "group": a.group, "version": a.version,
+                       "resource": a.resource, "subresource": a.subresource, "name": a.name})
+            });
+            let non_resource = spec
+                .non_resource_attributes
+                .map(|a| json!({"path": a.path, "verb": a.verb}));
+            let mut fields = Map::new();
+            insert(&mut fields, "resourceAttributes", resource);
+            insert(&mut fields, "nonResourceAttributes", non_resource);
+            object.insert("spec".to_owned(), Value::Object(fields));
+            None
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => {
+            let review = RulesReview::decode(raw.as_slice()).map_err(|e| malformed("SelfSubjectRulesReview", e))?;
+            object.insert(
+                "spec".to_owned(),
+                json!({"namespace": review.spec.unwrap_or_default().namespace}),
+            );
+            None
+        }
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => None,
         _ => {
             return Err(ProtobufError::Unsupported(format!(
-                "protobuf request bodies are decoded for v1 Secret, ConfigMap, ServiceAccount and Namespace only, not {api_version} {kind}; send JSON (for example kubectl apply -f)"
+                "protobuf request bodies are decoded for v1 Secret, ConfigMap, ServiceAccount and Namespace and the self reviews only, not {api_version} {kind}; send JSON (for example kubectl apply -f)"
             )));
         }
     };
