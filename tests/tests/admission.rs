@@ -17,12 +17,14 @@ use prewarm_webhook::server::{ServeConfig, Server};
 
 const SERVICE: &str = "prewarm-system/prewarm-webhook";
 
+/// A webhook with default certificate names, which include the Service name
+/// the shipped configurations call.
 async fn webhook(cert_dir: &Path, gates: &str) -> SocketAddr {
     let config = ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         health_listen: "127.0.0.1:0".parse().unwrap(),
         cert_dir: cert_dir.to_owned(),
-        dns_names: vec!["prewarm-webhook.prewarm-system.svc".to_owned()],
+        dns_names: Vec::new(),
         feature_gates: gates.parse().unwrap(),
         shutdown_delay: Duration::ZERO,
         shutdown_grace: Duration::from_secs(1),
@@ -158,21 +160,7 @@ async fn kubectl_sees_defaults_denials_gates_and_dry_run() {
 async fn the_readme_recipe_works_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        health_listen: "127.0.0.1:0".parse().unwrap(),
-        cert_dir: certs.clone(),
-        dns_names: Vec::new(),
-        feature_gates: "ImagePullJobGate=true".parse().unwrap(),
-        shutdown_delay: Duration::ZERO,
-        shutdown_grace: Duration::from_secs(1),
-        cert_poll_interval: Duration::from_secs(60),
-        idle_timeout: Duration::from_secs(120),
-        limits: Default::default(),
-    };
-    let server = Server::bind(config).await.unwrap();
-    let webhook = server.local_addr().unwrap();
-    tokio::spawn(server.run(std::future::pending()));
+    let webhook = webhook(&certs, "ImagePullJobGate=true").await;
     let kubeconfig = dir.path().join("kubeconfig");
     let mut testapi = std::process::Command::new(env!("CARGO_BIN_EXE_prewarm-testapi"))
         .args(["--kubeconfig-out", kubeconfig.to_str().unwrap(), "--admission-config"])

@@ -15,6 +15,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "shared/review_body.rs"]
+mod review_body;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -26,7 +29,6 @@ use hyper::client::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prewarm_certs::write_self_signed;
 use rustls::pki_types::pem::PemObject;
-use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -147,24 +149,7 @@ fn start(role: &str, cert_dir: &std::path::Path) -> ChildServer {
 }
 
 fn review(operation_uid: usize) -> Bytes {
-    let body = json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": format!("bench-{operation_uid}"), "operation": "CREATE", "name": "job-with-always", "namespace": "default",
-            "kind": {"group": "apps.kruise.io", "version": "v1alpha1", "kind": "ImagePullJob"},
-            "resource": {"group": "apps.kruise.io", "version": "v1alpha1", "resource": "imagepulljobs"},
-            "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
-            "object": {
-                "apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImagePullJob",
-                "metadata": {"name": "job-with-always", "namespace": "default"},
-                "spec": {"image": "nginx:1.9.1", "parallelism": 10, "selector": {"names": ["node-1", "node-2"]},
-                         "completionPolicy": {"type": "Always", "activeDeadlineSeconds": 1200, "ttlSecondsAfterFinished": 300},
-                         "pullPolicy": {"backoffLimit": 3, "timeoutSeconds": 300}}
-            },
-            "oldObject": null, "dryRun": false
-        }
-    });
-    Bytes::from(serde_json::to_vec(&body).unwrap())
+    Bytes::from(serde_json::to_vec(&review_body::review(&format!("bench-{operation_uid}"))).unwrap())
 }
 
 const PATHS: [&str; 2] = [

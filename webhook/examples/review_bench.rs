@@ -7,36 +7,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "shared/review_body.rs"]
+mod review_body;
+
 use std::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prewarm_api::gates::FeatureGates;
 use prewarm_webhook::review::{Route, review};
-use serde_json::json;
 
 // The allocator of the real binary, so the figures match what it spends.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn body() -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "bench-1", "operation": "CREATE", "name": "job-with-always", "namespace": "default",
-            "kind": {"group": "apps.kruise.io", "version": "v1alpha1", "kind": "ImagePullJob"},
-            "resource": {"group": "apps.kruise.io", "version": "v1alpha1", "resource": "imagepulljobs"},
-            "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
-            "object": {
-                "apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImagePullJob",
-                "metadata": {"name": "job-with-always", "namespace": "default"},
-                "spec": {"image": "nginx:1.9.1", "parallelism": 10, "selector": {"names": ["node-1", "node-2"]},
-                         "completionPolicy": {"type": "Always", "activeDeadlineSeconds": 1200, "ttlSecondsAfterFinished": 300},
-                         "pullPolicy": {"backoffLimit": 3, "timeoutSeconds": 300}}
-            },
-            "oldObject": null, "dryRun": false
-        }
-    }))
-    .unwrap()
+    serde_json::to_vec(&review_body::review("bench-1")).unwrap()
 }
 
 fn main() {
