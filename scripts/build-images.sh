@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Builds prewarm's container image without a Docker engine: static (musl)
+# release binaries, then images/Containerfile with buildah, written as an OCI
+# archive (target/images/prewarm-<commit>.tar; OUT_DIR overrides the directory).
+# Reproducible from a commit: timestamps are zeroed and the commit is the tag and
+# the org.opencontainers.image.revision label. Installs what it needs
+# (musl-tools, buildah, the musl Rust target) idempotently; needs root for apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TARGET=x86_64-unknown-linux-musl
+BINARIES=(prewarm-webhook prewarm-controller prewarm-nodeagent)
+OUT_DIR=${OUT_DIR:-target/images}
+
+missing=()
+for package in musl-tools buildah; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET"
+
+packages=()
+for binary in "${BINARIES[@]}"; do packages+=(-p "$binary"); done
+# Symbols stripped in the image only: benchmarks profile the unstripped host build.
+CARGO_PROFILE_RELEASE_STRIP=symbols cargo build --release --locked --target "$TARGET" "${packages[@]}" --bins
+
+revision=$(git rev-parse HEAD)
+context=$(mktemp -d)
+trap 'rm -rf "$context"' EXIT
+for binary in "${BINARIES[@]}"; do
+    install -m 0755 "target/$TARGET/release/$binary" "$context/$binary"
+done
+cp images/Containerfile "$context/"
+image="localhost/prewarm:$revision"
+buildah build --quiet --timestamp 0 --layers=false \
+    --label "org.opencontainers.image.revision=$revision" \
+    --label "org.opencontainers.image.source=prewarm" \
+    -f "$context/Containerfile" -t "$image" "$context" >/dev/null
+mkdir -p "$OUT_DIR"
+archive="$OUT_DIR/prewarm-$revision.tar"
+rm -f "$archive"
+buildah push --quiet "$image" "oci-archive:$archive:$image" >/dev/null
+echo "image $image"
+echo "archive $archive ($(du -h "$archive" | cut -f1))"
+for binary in "${BINARIES[@]}"; do
+    echo "  $binary $(du -h "$context/$binary" | cut -f1)"
+done
