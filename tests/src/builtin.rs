@@ -96,6 +96,37 @@ pub fn drop_fields(object: &mut Value, paths: &[String]) {
     }
 }
 
+/// The OpenAPI v3 schema of a built-in kind, with the schemas it refers to
+/// (`#/components/schemas/…`), from its k8s-openapi type: `(root, components)`.
+pub fn schema(group: &str, kind: &str) -> Option<(Value, serde_json::Map<String, Value>)> {
+    fn of<T: schemars::JsonSchema>() -> (Value, serde_json::Map<String, Value>) {
+        let generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+        let mut root = generator.into_root_schema_for::<T>().to_value();
+        let components = root
+            .as_object_mut()
+            .and_then(|r| r.remove("components"))
+            .and_then(|c| c.get("schemas").and_then(Value::as_object).cloned())
+            .unwrap_or_default();
+        if let Some(map) = root.as_object_mut() {
+            map.remove("$schema");
+            map.remove("definitions");
+        }
+        (root, components)
+    }
+    Some(match (group, kind) {
+        ("", "Namespace") => of::<core::Namespace>(),
+        ("", "Node") => of::<core::Node>(),
+        ("", "Pod") => of::<core::Pod>(),
+        ("", "Service") => of::<core::Service>(),
+        ("", "ServiceAccount") => of::<core::ServiceAccount>(),
+        ("", "Secret") => of::<core::Secret>(),
+        ("", "ConfigMap") => of::<core::ConfigMap>(),
+        ("apps", "Deployment") => of::<apps::Deployment>(),
+        ("apps", "DaemonSet") => of::<apps::DaemonSet>(),
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,9 +2,9 @@
 //! them. Each resource's write operations carry its group-version-kind and the
 //! `fieldValidation` query parameter, which is how kubectl learns that the
 //! server validates fields itself, so `kubectl apply` needs no client-side
-//! schema; custom resources' schemas are their CRD's. Built-in
-//! kinds have no schema here (see `lib.rs`), so `kubectl explain` knows only
-//! custom resources.
+//! schema. Custom resources' schemas are their CRD's; the main built-in
+//! kinds' come from their k8s-openapi types (`builtin::schema`), so `kubectl
+//! explain` knows both.
 
 use serde_json::{Map, Value, json};
 
@@ -73,10 +73,19 @@ pub fn document(types: &[ResourceType], group_version: &str) -> Option<Value> {
             format!("{collection}/{{name}}"),
             json!({"put": operation("put"), "patch": operation("patch")}),
         );
-        let mut schema = rt
-            .version(&version)
-            .and_then(|v| v.schema.clone())
-            .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+        let builtin = (!rt.from_crd)
+            .then(|| crate::builtin::schema(&rt.group, &rt.kind))
+            .flatten();
+        let mut schema = match builtin {
+            Some((root, components)) => {
+                schemas.extend(components);
+                root
+            }
+            None => rt
+                .version(&version)
+                .and_then(|v| v.schema.clone())
+                .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})),
+        };
         schema["x-kubernetes-group-version-kind"] = json!([gvk]);
         let id = format!(
             "{}.{version}.{}",

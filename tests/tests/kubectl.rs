@@ -640,6 +640,8 @@ async fn kubectl_validates_through_the_server_explains_and_edits() {
         let stored = kubectl.ok(&["get", "imagepulljob", "typo", "-o", "jsonpath={.spec}"]);
         assert!(!stored.contains("imagePullPolicyy"), "{stored}");
 
+        let built_in = kubectl.ok(&["explain", "deployment.spec.replicas"]);
+        assert!(built_in.contains("Number of desired pods"), "{built_in}");
         let explained = kubectl.ok(&["explain", "imagepulljob.spec.pullPolicy"]);
         assert!(
             explained.contains("backoffLimit") && explained.contains("timeoutSeconds"),
