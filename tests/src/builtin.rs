@@ -96,7 +96,7 @@ pub fn drop_fields(object: &mut Value, paths: &[String]) {
     }
 }
 
-/// The OpenAPI v3 schema of a built-in kind, with the schemas it refers to
+/// The OpenAPI v3 schema of a built-in kind stored here, with the schemas it refers to
 /// (`#/components/schemas/…`), from its k8s-openapi type: `(root, components)`.
 pub fn schema(group: &str, kind: &str) -> Option<(Value, serde_json::Map<String, Value>)> {
     fn of<T: schemars::JsonSchema>() -> (Value, serde_json::Map<String, Value>) {
@@ -121,8 +121,23 @@ pub fn schema(group: &str, kind: &str) -> Option<(Value, serde_json::Map<String,
         ("", "ServiceAccount") => of::<core::ServiceAccount>(),
         ("", "Secret") => of::<core::Secret>(),
         ("", "ConfigMap") => of::<core::ConfigMap>(),
+        ("", "Endpoints") => of::<core::Endpoints>(),
+        ("", "Event") => of::<core::Event>(),
         ("apps", "Deployment") => of::<apps::Deployment>(),
         ("apps", "DaemonSet") => of::<apps::DaemonSet>(),
+        ("rbac.authorization.k8s.io", "Role") => of::<rbac::Role>(),
+        ("rbac.authorization.k8s.io", "ClusterRole") => of::<rbac::ClusterRole>(),
+        ("rbac.authorization.k8s.io", "RoleBinding") => of::<rbac::RoleBinding>(),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => of::<rbac::ClusterRoleBinding>(),
+        ("policy", "PodDisruptionBudget") => of::<policy::PodDisruptionBudget>(),
+        ("coordination.k8s.io", "Lease") => of::<coordination::Lease>(),
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => {
+            of::<admission::MutatingWebhookConfiguration>()
+        }
+        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration") => {
+            of::<admission::ValidatingWebhookConfiguration>()
+        }
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => of::<apiextensions::CustomResourceDefinition>(),
         _ => return None,
     })
 }

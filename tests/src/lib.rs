@@ -7,7 +7,7 @@
 //! strategic merge patch knows the merge keys of the built-in types stored
 //! here, not of every Kubernetes type; label selectors on watches filter
 //! events by the object's current labels; the OpenAPI documents carry the
-//! schemas of custom resources and of the main built-in kinds (see `openapi`);
+//! schemas of custom resources and of the built-in kinds (see `openapi`);
 //! protobuf bodies are decoded for
 //! the kinds kubectl's create subcommands send most (see `protobuf`); built-in kinds are
 //! checked against their Kubernetes types (see `builtin`) but have no

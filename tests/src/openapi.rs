@@ -2,7 +2,7 @@
 //! them. Each resource's write operations carry its group-version-kind and the
 //! `fieldValidation` query parameter, which is how kubectl learns that the
 //! server validates fields itself, so `kubectl apply` needs no client-side
-//! schema. Custom resources' schemas are their CRD's; the main built-in
+//! schema. Custom resources' schemas are their CRD's; the built-in
 //! kinds' come from their k8s-openapi types (`builtin::schema`), so `kubectl
 //! explain` knows both.
 
