@@ -12,4 +12,5 @@ pub mod patch;
 pub mod plan;
 pub mod queue;
 pub mod reconcile;
+pub mod trim;
 pub mod world;

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -59,7 +58,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new().fallback(handle).with_state(state)
 }
 
-fn json_response(code: StatusCode, value: &Value) -> Response {
+pub(crate) fn json_response(code: StatusCode, value: &Value) -> Response {
     (code, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
 }
 
@@ -123,83 +122,7 @@ pub(crate) struct Target {
     pub(crate) name: Option<String>,
     pub(crate) subresource: Option<String>,
     /// `?fieldValidation=`, and the warnings it gives.
-    pub(crate) fields: FieldValidation,
-}
-
-/// `fieldValidation`: what to do with fields the schema does not know, which
-/// are dropped either way (kube-apiserver's default is Warn).
-#[derive(Debug, Default)]
-pub(crate) struct FieldValidation {
-    strict: bool,
-    ignore: bool,
-    warnings: std::sync::Mutex<Vec<String>>,
-}
-
-impl FieldValidation {
-    fn parse(value: Option<&String>) -> Result<Self, ApiError> {
-        let (strict, ignore) = match value.map(String::as_str) {
-            None | Some("" | "Warn") => (false, false),
-            Some("Strict") => (true, false),
-            Some("Ignore") => (false, true),
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "fieldValidation must be one of \"Ignore\", \"Warn\" or \"Strict\", not {other:?}"
-                )));
-            }
-        };
-        Ok(Self {
-            strict,
-            ignore,
-            warnings: std::sync::Mutex::new(Vec::new()),
-        })
-    }
-
-    /// Prunes and defaults `object` by its schema (a custom resource's, or a
-    /// built-in kind's type), then judges the unknown fields.
-    pub(crate) fn prune(&self, target: &Target, object: &mut Value) -> Result<(), ApiError> {
-        let unknown = if target.rt.from_crd {
-            crate::schema::prune_and_default(&target.rt, &target.version, object)
-        } else {
-            // The type is that of the URL; a body may leave it out.
-            if let Some(map) = object.as_object_mut() {
-                map.entry("apiVersion")
-                    .or_insert_with(|| json!(target.rt.api_version(&target.version)));
-                map.entry("kind").or_insert_with(|| json!(target.rt.kind));
-            }
-            let checked = crate::builtin::unknown_fields(&target.rt.group, &target.rt.kind, object);
-            let unknown = checked.transpose().map_err(|e| {
-                ApiError::bad_request(format!(
-                    "{} in version \"{}\" {e}",
-                    target.rt.kind,
-                    target.rt.api_version(&target.version)
-                ))
-            })?;
-            let unknown = unknown.unwrap_or_default();
-            crate::builtin::drop_fields(object, &unknown);
-            unknown
-        };
-        if unknown.is_empty() || self.ignore {
-            return Ok(());
-        }
-        let listed: Vec<String> = unknown
-            .iter()
-            .map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.')))
-            .collect();
-        if self.strict {
-            return Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
-                listed.join(", ")
-            )));
-        }
-        if let Ok(mut warnings) = self.warnings.lock() {
-            warnings.extend(listed);
-        }
-        Ok(())
-    }
-
-    fn warnings(&self) -> Vec<String> {
-        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
-    }
+    pub(crate) fields: crate::field_validation::FieldValidation,
 }
 
 async fn route(
@@ -212,75 +135,8 @@ async fn route(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    match segments.as_slice() {
-        ["healthz"] | ["readyz"] | ["livez"] => return Ok("ok".into_response()),
-        // The API surface of Kubernetes 1.37, the kubectl the tests install, so
-        // kubectl prints no version-skew warning.
-        ["version"] => {
-            return Ok(json_response(
-                StatusCode::OK,
-                &json!({
-                    "major": "1", "minor": "37", "gitVersion": "v1.37.0-prewarm-testapi", "gitCommit": "", "gitTreeState": "clean",
-                    "buildDate": "2026-11-25T00:00:00Z", "goVersion": "", "compiler": "rustc", "platform": "linux/amd64",
-                }),
-            ));
-        }
-        ["openapi", "v3"] => {
-            let root = crate::openapi::root(&state.store.types(), state.store.resource_version());
-            return Ok(json_response(StatusCode::OK, &root));
-        }
-        ["openapi", "v3", rest @ ..] => {
-            return crate::openapi::document(&state.store.types(), &rest.join("/"))
-                .map(|document| json_response(StatusCode::OK, &document))
-                .ok_or_else(|| ApiError::not_found("openapi", "", &rest.join("/")));
-        }
-        ["api"] => {
-            return Ok(json_response(
-                StatusCode::OK,
-                &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
-            ));
-        }
-        ["apis"] => return Ok(json_response(StatusCode::OK, &group_list(&state.store.types()))),
-        ["api", "v1"] => {
-            return Ok(json_response(
-                StatusCode::OK,
-                &resource_list(&state.store.types(), "", "v1"),
-            ));
-        }
-        ["apis", group] => {
-            return group_list(&state.store.types())["groups"]
-                .as_array()
-                .and_then(|groups| groups.iter().find(|g| g["name"] == *group).cloned())
-                .map(|g| json_response(StatusCode::OK, &json!({"kind": "APIGroup", "apiVersion": "v1", "name": g["name"], "versions": g["versions"], "preferredVersion": g["preferredVersion"]})))
-                .ok_or_else(|| ApiError::not_found("groups", "", group));
-        }
-        ["apis", group, version] => {
-            let list = resource_list(&state.store.types(), group, version);
-            return if list["resources"].as_array().is_some_and(|r| !r.is_empty()) {
-                Ok(json_response(StatusCode::OK, &list))
-            } else {
-                Err(ApiError::not_found("groupversions", group, version))
-            };
-        }
-        ["testapi", "counts"] => {
-            if method == Method::DELETE {
-                state.store.reset_counts();
-            }
-            return Ok(json_response(StatusCode::OK, &json!(state.store.counts())));
-        }
-        ["testapi", "faults"] => {
-            let count = query.get("writes").and_then(|v| v.parse().ok()).unwrap_or(0);
-            let code = query.get("code").and_then(|v| v.parse().ok()).unwrap_or(500);
-            state.store.inject_write_faults(count, code);
-            if let Some(ms) = query.get("latencyMs").and_then(|v| v.parse().ok()) {
-                state.store.inject_latency(Duration::from_millis(ms));
-            }
-            if query.contains_key("dropWatches") {
-                state.store.drop_watches();
-            }
-            return Ok(StatusCode::NO_CONTENT.into_response());
-        }
-        _ => {}
+    if let Some(answer) = crate::discovery::non_resource(state, method, &segments, query) {
+        return answer;
     }
     let (group, version, rest) = match segments.as_slice() {
         ["api", "v1", rest @ ..] => ("", "v1", rest),
@@ -314,7 +170,7 @@ async fn route(
         && subresource.as_deref() == Some("token")
         && let (Some(namespace), Some(name)) = (&namespace, &name)
     {
-        return request_token(state, identity, namespace, name, method);
+        return crate::auth::request_token(state, identity, namespace, name, method);
     }
     if let Some(sub) = &subresource
         && !(sub == "status" && rt.status_subresource)
@@ -331,7 +187,7 @@ async fn route(
         namespace,
         name,
         subresource,
-        fields: FieldValidation::parse(query.get("fieldValidation"))?,
+        fields: crate::field_validation::FieldValidation::parse(query.get("fieldValidation"))?,
     };
     let verb = match (
         method.as_str(),
@@ -365,7 +221,7 @@ async fn route(
         target.rt.group.as_str(),
         "authorization.k8s.io" | "authentication.k8s.io"
     ) {
-        return self_review(state, identity, &target, verb, &body);
+        return crate::auth::self_review(state, identity, &target, verb, &body);
     }
     if !crate::rbac::allowed(&state.store, identity, &attributes) {
         return Err(crate::rbac::denial(identity, &attributes));
@@ -400,136 +256,6 @@ async fn route(
         }
     }
     Ok(response)
-}
-
-/// TokenRequest: a token that authenticates as the ServiceAccount.
-fn request_token(
-    state: &AppState,
-    identity: &crate::rbac::Identity,
-    namespace: &str,
-    name: &str,
-    method: &Method,
-) -> Result<Response, ApiError> {
-    if method != Method::POST {
-        return Err(ApiError::method_not_allowed(
-            "serviceaccounts/token takes POST (a TokenRequest)",
-        ));
-    }
-    let attributes = crate::rbac::Attributes {
-        verb: "create".to_owned(),
-        resource: "serviceaccounts".to_owned(),
-        subresource: Some("token".to_owned()),
-        namespace: Some(namespace.to_owned()),
-        name: Some(name.to_owned()),
-        ..crate::rbac::Attributes::default()
-    };
-    if !crate::rbac::allowed(&state.store, identity, &attributes) {
-        return Err(crate::rbac::denial(identity, &attributes));
-    }
-    let accounts = state
-        .store
-        .resource_type("", "v1", "serviceaccounts")
-        .ok_or_else(|| ApiError::not_found("serviceaccounts", "", name))?;
-    state.store.get(&accounts, namespace, name)?;
-    let token = state.tokens.issue(namespace, name);
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                "metadata": {"name": name, "namespace": namespace},
-                "spec": {"audiences": ["https://kubernetes.default.svc"]},
-                "status": {"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"}}),
-    ))
-}
-
-/// SelfSubjectAccessReview, SelfSubjectRulesReview and SelfSubjectReview:
-/// answered for the caller, never stored.
-fn self_review(
-    state: &AppState,
-    identity: &crate::rbac::Identity,
-    target: &Target,
-    verb: &str,
-    body: &[u8],
-) -> Result<Response, ApiError> {
-    if verb != "create" {
-        return Err(ApiError::method_not_allowed(format!(
-            "{} can only be created",
-            target.rt.plural
-        )));
-    }
-    let review = parse_body(body)?;
-    let status = match target.rt.kind.as_str() {
-        "SelfSubjectAccessReview" => crate::rbac::access_review(&state.store, identity, &review),
-        "SelfSubjectRulesReview" => {
-            let namespace = review.pointer("/spec/namespace").and_then(Value::as_str);
-            let rules = crate::rbac::rules(&state.store, identity, namespace);
-            let (resource, non_resource): (Vec<Value>, Vec<Value>) =
-                rules.into_iter().partition(|r| r.get("nonResourceURLs").is_none());
-            json!({"resourceRules": resource, "nonResourceRules": non_resource, "incomplete": false})
-        }
-        _ => json!({"userInfo": {"username": identity.username(), "groups": identity.groups()}}),
-    };
-    let mut answer = review;
-    answer["status"] = status;
-    answer["apiVersion"] = json!(target.rt.api_version(&target.version));
-    answer["kind"] = json!(target.rt.kind);
-    Ok(json_response(StatusCode::CREATED, &answer))
-}
-
-fn group_list(types: &[ResourceType]) -> Value {
-    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
-    for rt in types.iter().filter(|t| !t.group.is_empty()) {
-        let versions: Vec<String> = rt.versions.iter().map(|v| v.name.clone()).collect();
-        match groups.iter_mut().find(|(g, _)| *g == rt.group) {
-            Some((_, existing)) => {
-                for v in versions {
-                    if !existing.contains(&v) {
-                        existing.push(v);
-                    }
-                }
-            }
-            None => groups.push((rt.group.clone(), versions)),
-        }
-    }
-    let groups: Vec<Value> = groups
-        .into_iter()
-        .map(|(group, versions)| {
-            let entries: Vec<Value> = versions
-                .iter()
-                .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
-                .collect();
-            json!({"name": group, "versions": entries, "preferredVersion": entries.first()})
-        })
-        .collect();
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
-}
-
-fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Value {
-    let verbs = [
-        "create",
-        "delete",
-        "deletecollection",
-        "get",
-        "list",
-        "patch",
-        "update",
-        "watch",
-    ];
-    let mut resources = Vec::new();
-    for rt in types.iter().filter(|t| t.group == group && t.serves(version)) {
-        resources.push(json!({
-            "name": rt.plural, "singularName": rt.singular, "namespaced": rt.namespaced, "kind": rt.kind,
-            "verbs": verbs, "shortNames": rt.short_names, "categories": rt.categories,
-        }));
-        if rt.status_subresource {
-            resources.push(json!({"name": format!("{}/status", rt.plural), "singularName": "", "namespaced": rt.namespaced, "kind": rt.kind, "verbs": ["get", "patch", "update"]}));
-        }
-    }
-    let group_version = if group.is_empty() {
-        version.to_owned()
-    } else {
-        format!("{group}/{version}")
-    };
-    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
 }
 
 /// Objects are stored once and served in every version: conversion is None.

@@ -16,9 +16,12 @@
 //! (see `rbac`).
 
 pub mod admission;
+pub mod auth;
 pub mod builtin;
+pub mod discovery;
 pub mod error;
 pub mod events;
+pub mod field_validation;
 pub mod http;
 pub mod infra;
 pub mod openapi;
