@@ -260,14 +260,20 @@ async fn route(
 
 /// Objects are stored once and served in every version: conversion is None.
 pub(crate) fn in_version(object: Value, target: &Target) -> Value {
-    let mut object = if crate::events::is_events_api(&target.rt.group, &target.rt.plural) {
+    served_form(&target.rt, &target.version, object)
+}
+
+/// A stored object as `rt` serves it in `version`: its apiVersion and kind,
+/// and for events.k8s.io Events, that API's field names.
+pub(crate) fn served_form(rt: &ResourceType, version: &str, object: Value) -> Value {
+    let mut object = if crate::events::is_events_api(&rt.group, &rt.plural) {
         crate::events::to_events_api(object)
     } else {
         object
     };
     if let Some(map) = object.as_object_mut() {
-        map.insert("apiVersion".to_owned(), json!(target.rt.api_version(&target.version)));
-        map.insert("kind".to_owned(), json!(target.rt.kind));
+        map.insert("apiVersion".to_owned(), json!(rt.api_version(version)));
+        map.insert("kind".to_owned(), json!(rt.kind));
     }
     object
 }

@@ -62,15 +62,7 @@ pub(crate) fn watch(
         let target_rt = target.rt.clone();
         let version = target.version.clone();
         move |object: Value| -> Value {
-            let mut object = if crate::events::is_events_api(&target_rt.group, &target_rt.plural) {
-                crate::events::to_events_api(object)
-            } else {
-                object
-            };
-            if let Some(map) = object.as_object_mut() {
-                map.insert("apiVersion".to_owned(), json!(target_rt.api_version(&version)));
-                map.insert("kind".to_owned(), json!(target_rt.kind));
-            }
+            let object = crate::http::served_form(&target_rt, &version, object);
             match shape {
                 Shape::Table => {
                     let rv = object
