@@ -21,6 +21,8 @@ pub enum CertError {
     },
     #[error("signing a certificate: {0}")]
     Sign(#[source] rcgen::Error),
+    #[error("{what}: {message}")]
+    Unreadable { what: &'static str, message: String },
 }
 
 /// A CA: its certificate (PEM) and the key that signs with it.
@@ -56,8 +58,7 @@ impl std::fmt::Debug for Authority {
 /// Certificates start a little in the past so that clocks a bit behind accept them.
 const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
 
-fn validity(params: &mut CertificateParams, lifetime: Duration) {
-    let now = OffsetDateTime::now_utc();
+fn validity(params: &mut CertificateParams, now: OffsetDateTime, lifetime: Duration) {
     params.not_before = now - CLOCK_SKEW;
     params.not_after = now + lifetime;
 }
@@ -65,6 +66,11 @@ fn validity(params: &mut CertificateParams, lifetime: Duration) {
 impl Authority {
     /// A new self-signed CA valid for `lifetime`.
     pub fn generate(common_name: &str, lifetime: Duration) -> Result<Self, CertError> {
+        Self::generate_at(common_name, OffsetDateTime::now_utc(), lifetime)
+    }
+
+    /// A new self-signed CA valid for `lifetime` from `now`.
+    pub fn generate_at(common_name: &str, now: OffsetDateTime, lifetime: Duration) -> Result<Self, CertError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CertError::Key)?;
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
@@ -76,11 +82,37 @@ impl Authority {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        validity(&mut params, lifetime);
+        validity(&mut params, now, lifetime);
         let cert = params.self_signed(&key).map_err(CertError::Sign)?;
         Ok(Self {
             cert_pem: cert.pem(),
             issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// A CA kept earlier: its certificate and private key, both PEM.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, CertError> {
+        let unreadable = |what: &'static str| {
+            move |e: rcgen::Error| CertError::Unreadable {
+                what,
+                message: e.to_string(),
+            }
+        };
+        let key = KeyPair::from_pem(key_pem).map_err(unreadable("the CA private key"))?;
+        let cert = crate::pem::Certificate::parse(cert_pem).map_err(|message| CertError::Unreadable {
+            what: "the CA certificate",
+            message,
+        })?;
+        if cert.public_key != key.public_key_raw() {
+            return Err(CertError::Unreadable {
+                what: "the CA private key",
+                message: "it does not belong to the CA certificate".to_owned(),
+            });
+        }
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(unreadable("the CA certificate"))?;
+        Ok(Self {
+            cert_pem: cert_pem.to_owned(),
+            issuer,
         })
     }
 
@@ -121,7 +153,7 @@ impl Authority {
             .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        validity(&mut params, lifetime);
+        validity(&mut params, OffsetDateTime::now_utc(), lifetime);
         let cert = params.signed_by(&key, &self.issuer).map_err(CertError::Sign)?;
         Ok(ServingCertificate {
             cert_pem: cert.pem(),

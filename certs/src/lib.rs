@@ -1,9 +1,12 @@
 //! Serving certificates for prewarm's webhook: a self-signed CA and the
-//! certificates it issues (ECDSA P-256), and a writer that updates a
+//! certificates it issues (ECDSA P-256), the rotation of a CA shared by
+//! replicas, and a writer that updates a
 //! certificate directory the way kubelet updates a mounted Secret.
 
 pub mod atomic_dir;
 pub mod authority;
+pub mod pem;
+pub mod rotation;
 
 pub use atomic_dir::write_atomically;
 pub use authority::{Authority, CertError, ServingCertificate};
