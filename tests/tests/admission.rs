@@ -21,16 +21,10 @@ const SERVICE: &str = "prewarm-system/prewarm-webhook";
 /// the shipped configurations call.
 async fn webhook(cert_dir: &Path, gates: &str) -> SocketAddr {
     let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        health_listen: "127.0.0.1:0".parse().unwrap(),
-        cert_dir: cert_dir.to_owned(),
-        dns_names: Vec::new(),
         feature_gates: gates.parse().unwrap(),
         shutdown_delay: Duration::ZERO,
         shutdown_grace: Duration::from_secs(1),
-        cert_poll_interval: Duration::from_secs(60),
-        idle_timeout: Duration::from_secs(120),
-        limits: Default::default(),
+        ..ServeConfig::loopback(cert_dir).unwrap()
     };
     let server = Server::bind(config).await.unwrap();
     let addr = server.local_addr().unwrap();

@@ -5,6 +5,7 @@ pub mod accept;
 pub mod admit;
 pub mod bootstrap;
 pub mod cli;
+pub mod cluster_certs;
 pub mod envelope;
 pub mod health;
 pub mod idle;

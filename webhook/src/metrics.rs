@@ -37,6 +37,11 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CaChangeLabels {
+    pub change: &'static str,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -45,6 +50,8 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub certificate_expiry: Gauge,
     pub certificate_reloads: Family<ReloadLabels, Counter>,
+    pub ca_changes: Family<CaChangeLabels, Counter>,
+    pub ca_sync_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -77,6 +84,18 @@ impl Default for Metrics {
             "Certificate reload attempts that replaced the certificate or failed",
             certificate_reloads.clone(),
         );
+        let ca_changes = Family::<CaChangeLabels, Counter>::default();
+        registry.register(
+            "ca_secret_changes",
+            "Changes this replica made to the shared CA Secret (--cert-source secret)",
+            ca_changes.clone(),
+        );
+        let ca_sync_failures = Counter::default();
+        registry.register(
+            "ca_sync_failures",
+            "Passes over the CA Secret and caBundles that failed (--cert-source secret)",
+            ca_sync_failures.clone(),
+        );
         Self {
             registry,
             request_duration,
@@ -84,6 +103,8 @@ impl Default for Metrics {
             in_flight,
             certificate_expiry,
             certificate_reloads,
+            ca_changes,
+            ca_sync_failures,
         }
     }
 }

@@ -26,10 +26,11 @@ use tokio_rustls::TlsAcceptor;
 use crate::accept::accept_until;
 use crate::admit::{self, AdmitState};
 use crate::bootstrap::{self, BootstrapError, Certificates};
+use crate::cluster_certs::{self, ClusterCertError, Pass, SecretSource, SecretSourceConfig};
 use crate::health::{self, HealthState};
 use crate::idle::IdleTimeout;
 use crate::limits::{self, FIRST_REQUEST_DEADLINE, LimitsConfig};
-use crate::metrics::{Metrics, ReloadLabels};
+use crate::metrics::{CaChangeLabels, Metrics, ReloadLabels};
 use crate::tls::{self, CertStore, Reload, TlsError};
 
 /// How long a client has to send a request's headers once it starts (HTTP/1.1).
@@ -56,8 +57,16 @@ pub struct ServeConfig {
     /// Address of the plain-HTTP listener for /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8081", env = "PREWARM_HEALTH_LISTEN")]
     pub health_listen: SocketAddr,
-    /// Directory with tls.crt and tls.key, reloaded when they change. When it holds
-    /// neither, a self-signed CA (ca.crt) and a serving certificate are generated there.
+    /// Where the serving certificate comes from: `dir`, the files in --cert-dir
+    /// (cert-manager, a mounted Secret, or generated when absent); or `secret`, a CA
+    /// shared by all replicas in a Secret, with caBundles kept current.
+    #[arg(long, value_enum, default_value_t = CertSource::Dir, env = "PREWARM_CERT_SOURCE")]
+    pub cert_source: CertSource,
+    #[command(flatten)]
+    pub secret_source: SecretSourceConfig,
+    /// Directory with tls.crt and tls.key, reloaded when they change. With
+    /// --cert-source dir and neither file there, a self-signed CA (ca.crt) and a
+    /// serving certificate are generated; with secret, the issued certificate is written there.
     #[arg(long, default_value = "/tmp/prewarm-webhook-certs", env = "PREWARM_CERT_DIR")]
     pub cert_dir: PathBuf,
     /// Extra DNS name for a generated serving certificate (repeatable), besides
@@ -84,8 +93,37 @@ pub struct ServeConfig {
     pub limits: LimitsConfig,
 }
 
+impl ServeConfig {
+    /// `serve`'s defaults with both listeners on loopback ports the system picks
+    /// and certificates in `cert_dir`: for embedding the server, as tests do.
+    pub fn loopback(cert_dir: &std::path::Path) -> Result<Self, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            serve: ServeConfig,
+        }
+        let cert_dir = cert_dir.display().to_string();
+        let args = [
+            "serve",
+            "--listen=127.0.0.1:0",
+            "--health-listen=127.0.0.1:0",
+            "--cert-dir",
+            &cert_dir,
+        ];
+        <Flags as clap::Parser>::try_parse_from(args).map(|flags| flags.serve)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CertSource {
+    Dir,
+    Secret,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error("certificates from the cluster: {0}")]
+    Cluster(#[from] ClusterCertError),
     #[error("preparing certificates: {0}")]
     Bootstrap(#[from] BootstrapError),
     #[error("loading the serving certificate: {0}")]
@@ -106,6 +144,7 @@ pub struct Server {
     acceptor: TlsAcceptor,
     certs: Arc<CertStore>,
     metrics: Arc<Metrics>,
+    cluster: Option<SecretSource>,
 }
 
 impl std::fmt::Debug for Server {
@@ -125,20 +164,26 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 impl Server {
     /// Prepares certificates (generating them if the directory has none) and binds both listeners.
     pub async fn bind(config: ServeConfig) -> Result<Self, ServeError> {
-        if bootstrap::ensure(&config.cert_dir, &config.dns_names)? == Certificates::Generated {
-            tracing::info!(
-                cert_dir = %config.cert_dir.display(),
-                ca = %config.cert_dir.join(prewarm_certs::CA_CERT_FILE).display(),
-                "no certificate found: generated a self-signed CA and a serving certificate; trust the CA to call the webhook"
-            );
-        }
+        let metrics = Arc::new(Metrics::default());
+        let cluster = match config.cert_source {
+            CertSource::Dir => {
+                if bootstrap::ensure(&config.cert_dir, &config.dns_names)? == Certificates::Generated {
+                    tracing::info!(
+                        cert_dir = %config.cert_dir.display(),
+                        ca = %config.cert_dir.join(prewarm_certs::CA_CERT_FILE).display(),
+                        "no certificate found: generated a self-signed CA and a serving certificate; trust the CA to call the webhook"
+                    );
+                }
+                None
+            }
+            CertSource::Secret => Some(first_sync(&config, &metrics).await?),
+        };
         let loaded = tls::load(&config.cert_dir)?;
         tracing::info!(
             cert = %config.cert_dir.join(prewarm_certs::TLS_CERT_FILE).display(),
             valid_for = %loaded.names.join(", "),
             "serving certificate"
         );
-        let metrics = Arc::new(Metrics::default());
         metrics.certificate_expiry.set(loaded.not_after);
         let certs = Arc::new(CertStore::new(loaded));
         let acceptor = TlsAcceptor::from(tls::server_config(certs.clone())?);
@@ -151,6 +196,7 @@ impl Server {
             acceptor,
             certs,
             metrics,
+            cluster,
         })
     }
 
@@ -171,6 +217,7 @@ impl Server {
             acceptor,
             certs,
             metrics,
+            cluster,
         } = self;
         let admit_state = Arc::new(AdmitState::new(config.feature_gates, metrics.clone(), &config.limits));
         let health_state = Arc::new(HealthState {
@@ -188,6 +235,10 @@ impl Server {
                 let _ = health_stop_rx.await;
             },
         ));
+        let cluster = cluster.map(|source| {
+            let metrics = metrics.clone();
+            tokio::spawn(cluster_certs::keep_current(source, move |pass| record_pass(&metrics, pass)))
+        });
         let watcher = tokio::spawn(tls::watch(
             config.cert_dir.clone(),
             certs,
@@ -281,6 +332,9 @@ impl Server {
             tracing::warn!(grace = ?config.shutdown_grace, "connections still open after the grace period; closing");
         }
         watcher.abort();
+        if let Some(cluster) = cluster {
+            cluster.abort();
+        }
         let _ = health_stop_tx.send(());
         let _ = health.await;
         tracing::info!("stopped");
@@ -349,6 +403,67 @@ async fn serve_health(
         });
     };
     accept_until(&listener, stop, &slots, &serve).await;
+}
+
+/// Attempts at the first pass over the CA Secret before startup fails, with
+/// doubling pauses from this one (about half a minute in all).
+const FIRST_SYNC_ATTEMPTS: u32 = 5;
+const FIRST_SYNC_PAUSE: Duration = Duration::from_secs(1);
+
+/// Connects to the cluster and gets a serving certificate from the shared CA,
+/// retrying while the API server is unreachable or busy.
+async fn first_sync(config: &ServeConfig, metrics: &Metrics) -> Result<SecretSource, ServeError> {
+    let mut source = SecretSource::connect(
+        config.secret_source.clone(),
+        config.cert_dir.clone(),
+        config.dns_names.clone(),
+    )
+    .await?;
+    let mut pause = FIRST_SYNC_PAUSE;
+    let mut attempt = 1;
+    loop {
+        let result = source.sync().await;
+        record_pass(metrics, result.as_ref());
+        match result {
+            Ok(_) => {
+                tracing::info!(names = %source.dns_names().join(", "), "serving certificate issued from the shared CA");
+                return Ok(source);
+            }
+            Err(e) if attempt < FIRST_SYNC_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, retry_in = ?pause, "cannot get a certificate from the cluster yet");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn record_pass(metrics: &Metrics, pass: Result<&Pass, &ClusterCertError>) {
+    match pass {
+        Ok(pass) => {
+            if let Some(change) = pass.secret_change {
+                metrics
+                    .ca_changes
+                    .get_or_create(&CaChangeLabels {
+                        change: change.as_str(),
+                    })
+                    .inc();
+            }
+            if pass.issued || pass.bundles_patched > 0 {
+                tracing::info!(
+                    issued = pass.issued,
+                    bundles_patched = pass.bundles_patched,
+                    "certificates from the shared CA updated"
+                );
+            }
+        }
+        Err(e) => {
+            metrics.ca_sync_failures.inc();
+            tracing::warn!(error = %e, "checking the shared CA failed; the current certificate keeps serving");
+        }
+    }
 }
 
 fn record_reload(metrics: &Metrics, reload: Reload) {

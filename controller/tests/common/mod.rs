@@ -38,16 +38,11 @@ impl Cluster {
         let cluster = Self::start_without_webhook().await;
         let certs = cluster._dir.path().join("webhook-certs");
         let config = prewarm_webhook::server::ServeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            health_listen: "127.0.0.1:0".parse().unwrap(),
-            cert_dir: certs.clone(),
             dns_names: vec!["prewarm-webhook.prewarm-system.svc".to_owned()],
             feature_gates: "ImagePullJobGate=true".parse().unwrap(),
             shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(1),
-            cert_poll_interval: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(120),
-            limits: Default::default(),
+            ..prewarm_webhook::server::ServeConfig::loopback(&certs).unwrap()
         };
         let server = prewarm_webhook::server::Server::bind(config).await.unwrap();
         cluster

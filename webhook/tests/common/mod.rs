@@ -12,7 +12,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use prewarm_api::gates::FeatureGates;
-use prewarm_webhook::limits::LimitsConfig;
 use prewarm_webhook::server::{ServeConfig, Server};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -33,16 +32,11 @@ pub struct TestServer {
 
 pub fn config(cert_dir: &Path) -> ServeConfig {
     ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        health_listen: "127.0.0.1:0".parse().unwrap(),
-        cert_dir: cert_dir.to_owned(),
-        dns_names: Vec::new(),
         feature_gates: FeatureGates::parse("ImagePullJobGate=true").unwrap(),
         shutdown_delay: Duration::from_millis(500),
         shutdown_grace: Duration::from_secs(5),
         cert_poll_interval: Duration::from_secs(60),
-        idle_timeout: Duration::from_secs(120),
-        limits: LimitsConfig::default(),
+        ..ServeConfig::loopback(cert_dir).unwrap()
     }
 }
 
