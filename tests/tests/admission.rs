@@ -56,8 +56,11 @@ async fn kubectl_sees_defaults_denials_gates_and_dry_run() {
     let configurations = std::fs::read_to_string(repo("manifests/webhook/webhook-configurations.yaml"))
         .unwrap()
         .replace(
-            "caBundle: \"\"",
-            &format!("caBundle: {}", base64::engine::general_purpose::STANDARD.encode(ca)),
+            "  clientConfig:\n",
+            &format!(
+                "  clientConfig:\n    caBundle: {}\n",
+                base64::engine::general_purpose::STANDARD.encode(ca)
+            ),
         );
     let configurations = write(dir.path(), "webhooks.yaml", &configurations);
     let both_selectors = write(

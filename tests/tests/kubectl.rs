@@ -114,7 +114,7 @@ async fn kubectl_apply_again_merges_webhook_configurations_strategically() {
         // A new CA bundle, applied over the first: kubectl sends a strategic merge
         // patch with only the changed caBundles and $setElementOrder/webhooks.
         let rotated = dir.path().join("rotated.yaml");
-        let with_bundle = shipped.replace("caBundle: \"\"", "caBundle: Zm9v");
+        let with_bundle = shipped.replace("  clientConfig:\n", "  clientConfig:\n    caBundle: Zm9v\n");
         assert_ne!(
             with_bundle, shipped,
             "the shipped configurations have clientConfig blocks"

@@ -195,10 +195,12 @@ impl SecretSource {
     async fn settle_secret(&self) -> Result<(CaSet, Option<Change>), ClusterCertError> {
         let (namespace, name) = (&self.config.namespace, &self.config.ca_secret_name);
         let what = || format!("Secret {namespace}/{name}");
-        let api = |action: &'static str| move |source| ClusterCertError::Api {
-            action,
-            what: what(),
-            source,
+        let api = |action: &'static str| {
+            move |source| ClusterCertError::Api {
+                action,
+                what: what(),
+                source,
+            }
         };
         for _ in 0..ATTEMPTS {
             let stored = self.secrets.get_opt(name).await.map_err(api("reading"))?;
@@ -281,7 +283,14 @@ impl SecretSource {
             .mutating
             .get_opt(&self.config.mutating_webhook_configuration)
             .await
-            .map_err(|source| api_error("reading", "MutatingWebhookConfiguration", &self.config.mutating_webhook_configuration, source))?
+            .map_err(|source| {
+                api_error(
+                    "reading",
+                    "MutatingWebhookConfiguration",
+                    &self.config.mutating_webhook_configuration,
+                    source,
+                )
+            })?
             .map(|c| {
                 c.webhooks
                     .unwrap_or_default()
@@ -293,7 +302,14 @@ impl SecretSource {
             .validating
             .get_opt(&self.config.validating_webhook_configuration)
             .await
-            .map_err(|source| api_error("reading", "ValidatingWebhookConfiguration", &self.config.validating_webhook_configuration, source))?
+            .map_err(|source| {
+                api_error(
+                    "reading",
+                    "ValidatingWebhookConfiguration",
+                    &self.config.validating_webhook_configuration,
+                    source,
+                )
+            })?
             .map(|c| {
                 c.webhooks
                     .unwrap_or_default()

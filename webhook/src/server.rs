@@ -237,7 +237,9 @@ impl Server {
         ));
         let cluster = cluster.map(|source| {
             let metrics = metrics.clone();
-            tokio::spawn(cluster_certs::keep_current(source, move |pass| record_pass(&metrics, pass)))
+            tokio::spawn(cluster_certs::keep_current(source, move |pass| {
+                record_pass(&metrics, pass)
+            }))
         });
         let watcher = tokio::spawn(tls::watch(
             config.cert_dir.clone(),

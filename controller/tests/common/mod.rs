@@ -52,8 +52,11 @@ impl Cluster {
         let ca = std::fs::read(certs.join("ca.crt")).unwrap();
         let shipped = std::fs::read_to_string(repo("manifests/webhook/webhook-configurations.yaml")).unwrap();
         let configurations = shipped.replace(
-            "caBundle: \"\"",
-            &format!("caBundle: {}", base64::engine::general_purpose::STANDARD.encode(ca)),
+            "  clientConfig:\n",
+            &format!(
+                "  clientConfig:\n    caBundle: {}\n",
+                base64::engine::general_purpose::STANDARD.encode(ca)
+            ),
         );
         let dir = cluster._dir.path().join("webhook-configurations");
         std::fs::create_dir_all(&dir).unwrap();
