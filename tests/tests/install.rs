@@ -225,3 +225,206 @@ fn every_overlay_renders_strictly_typed_hardened_and_consistent_with_the_binarie
         assert_eq!(gates("prewarm-controller"), expected, "{overlay}");
     }
 }
+
+/// A webhook replica as the shipped Deployment runs it (`--cert-source secret`,
+/// the gate on), authenticated as the shipped ServiceAccount.
+async fn replica(dir: &Path, kubeconfig: &Path, adjust: impl FnOnce(&mut ServeConfig)) -> (Server, PathBuf) {
+    let cert_dir = dir.join("certs");
+    let mut config = ServeConfig {
+        cert_source: CertSource::Secret,
+        feature_gates: "ImagePullJobGate=true".parse().unwrap(),
+        shutdown_delay: Duration::ZERO,
+        shutdown_grace: Duration::from_secs(1),
+        ..ServeConfig::loopback(&cert_dir).unwrap()
+    };
+    config.secret_source.kubeconfig = Some(kubeconfig.to_owned());
+    adjust(&mut config);
+    (Server::bind(config).await.unwrap(), cert_dir)
+}
+
+fn decode(text: &str) -> String {
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(text).unwrap()).unwrap()
+}
+
+/// The trust bundle the CA Secret holds.
+fn secret_bundle(kubectl: &Kubectl) -> String {
+    let secret: Value = serde_json::from_str(&kubectl.ok(&[
+        "get",
+        "secret",
+        "-n",
+        "prewarm-system",
+        "prewarm-webhook-ca",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    decode(secret["data"]["ca-bundle.crt"].as_str().unwrap())
+}
+
+/// The caBundle of every webhook of both configurations.
+fn injected_bundles(kubectl: &Kubectl) -> Vec<String> {
+    let mut bundles = Vec::new();
+    for kind in ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"] {
+        let list: Value = serde_json::from_str(&kubectl.ok(&["get", kind, "-o", "json"])).unwrap();
+        for hook in list["items"][0]["webhooks"].as_array().unwrap() {
+            bundles.push(
+                hook["clientConfig"]["caBundle"]
+                    .as_str()
+                    .map(decode)
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    bundles
+}
+
+fn apply_k(kubectl: &Kubectl, overlay: &str) -> String {
+    kubectl.ok(&["apply", "-k", repo(overlay).to_str().unwrap()])
+}
+
+const SEED_JOB: &str = "apiVersion: apps.kruise.io/v1alpha1
+kind: ImagePullJob
+metadata:
+  name: job-with-always
+spec:
+  image: nginx:1.9.1
+  parallelism: 10
+  selector:
+    names: [node-1, node-2]
+  completionPolicy:
+    type: Always
+    activeDeadlineSeconds: 1200
+    ttlSecondsAfterFinished: 300
+  pullPolicy:
+    backoffLimit: 3
+    timeoutSeconds: 300
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn apply_k_installs_idempotently_and_two_replicas_share_one_injected_ca() {
+    let api = TestApi::start(Options {
+        tls: true,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let kubectl = Kubectl::new(&api);
+    let dir = tempfile::tempdir().unwrap();
+    let overlay = "manifests/overlays/image-pull-job-gate";
+    let first = tokio::task::block_in_place(|| apply_k(&kubectl, overlay));
+    assert!(first.contains("deployment.apps/prewarm-webhook created"), "{first}");
+
+    let kubeconfig = dir.path().join("webhook-kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig_for("prewarm-system", "prewarm-webhook")).unwrap();
+    // Both replicas start at once: one creates the CA, the other adopts it.
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let ((a, a_certs), (b, b_certs)) = tokio::join!(
+        replica(&a_dir, &kubeconfig, |_| {}),
+        replica(&b_dir, &kubeconfig, |_| {})
+    );
+    api.set_service_endpoint(SERVICE, a.local_addr().unwrap());
+    let health = a.health_addr().unwrap();
+    tokio::spawn(a.run(std::future::pending()));
+    tokio::spawn(b.run(std::future::pending()));
+
+    tokio::task::block_in_place(|| {
+        let bundle = secret_bundle(&kubectl);
+        assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 1, "one CA");
+        for certs in [&a_certs, &b_certs] {
+            assert_eq!(std::fs::read_to_string(certs.join("ca.crt")).unwrap(), bundle);
+        }
+        let injected = injected_bundles(&kubectl);
+        assert_eq!(injected.len(), 6);
+        assert!(injected.iter().all(|b| *b == bundle), "every webhook carries the CA");
+
+        // The probes' paths answer.
+        for path in ["/healthz", "/readyz"] {
+            let status = http_get(health, path);
+            assert_eq!(status, 200, "{path}");
+        }
+
+        // All six paths admit through the injected CA: mutating defaults, validating refuses.
+        let job = dir.path().join("job.yaml");
+        std::fs::write(&job, SEED_JOB).unwrap();
+        kubectl.ok(&["apply", "-f", job.to_str().unwrap()]);
+        let stored: Value =
+            serde_json::from_str(&kubectl.ok(&["get", "imagepulljob", "job-with-always", "-o", "json"])).unwrap();
+        assert_eq!(stored["spec"]["imagePullPolicy"], "IfNotPresent", "defaulted: {stored}");
+        for (manifest, defaulted, invalid) in [
+            (
+                "apiVersion: apps.kruise.io/v1alpha1\nkind: ImageListPullJob\nmetadata:\n  name: list\nspec:\n  images: [nginx:1.9.1, busybox:1.36]\n  completionPolicy:\n    type: Never\n",
+                ("imagelistpulljob", "list", "/spec/pullPolicy/backoffLimit", json!(3)),
+                "apiVersion: apps.kruise.io/v1alpha1\nkind: ImageListPullJob\nmetadata:\n  name: bad-list\nspec:\n  images: []\n",
+            ),
+            (
+                "apiVersion: apps.kruise.io/v1alpha1\nkind: NodeImage\nmetadata:\n  name: node-1\nspec:\n  images:\n    nginx:\n      tags:\n      - tag: 1.9.1\n        pullPolicy:\n          ttlSecondsAfterFinished: 300\n",
+                (
+                    "nodeimage",
+                    "node-1",
+                    "/spec/images/nginx/tags/0/pullPolicy/timeoutSeconds",
+                    json!(600),
+                ),
+                "apiVersion: apps.kruise.io/v1alpha1\nkind: NodeImage\nmetadata:\n  name: bad-node\nspec:\n  images:\n    nginx:\n      tags:\n      - tag: \"\"\n",
+            ),
+            (
+                SEED_JOB,
+                (
+                    "imagepulljob",
+                    "job-with-always",
+                    "/spec/completionPolicy/type",
+                    json!("Always"),
+                ),
+                "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata:\n  name: bad-job\nspec:\n  image: nginx\n  parallelism: -1\n",
+            ),
+        ] {
+            let file = dir.path().join("object.yaml");
+            std::fs::write(&file, manifest).unwrap();
+            kubectl.ok(&["apply", "-f", file.to_str().unwrap()]);
+            let (resource, name, pointer, value) = defaulted;
+            let stored: Value = serde_json::from_str(&kubectl.ok(&["get", resource, name, "-o", "json"])).unwrap();
+            assert_eq!(stored.pointer(pointer), Some(&value), "{resource} defaulted: {stored}");
+            std::fs::write(&file, invalid).unwrap();
+            let refused = kubectl.run(&["apply", "-f", file.to_str().unwrap()]);
+            assert!(
+                !refused.ok && (refused.stderr.contains("is invalid") || refused.stderr.contains("denied the request")),
+                "{resource}: {}",
+                refused.stderr
+            );
+        }
+
+        // Applying again changes nothing, and leaves the injected caBundles alone.
+        // kubectl always sends a PodDisruptionBudget's selector (its patch strategy
+        // is `replace`), so it says "configured"; the server stores nothing new.
+        let pdb_version = || {
+            kubectl.ok(&[
+                "get",
+                "pdb",
+                "-n",
+                "prewarm-system",
+                "prewarm-webhook",
+                "-o",
+                "jsonpath={.metadata.resourceVersion}",
+            ])
+        };
+        let before = pdb_version();
+        let again = apply_k(&kubectl, overlay);
+        for line in again.lines() {
+            assert!(
+                line.ends_with(" unchanged") || line == "poddisruptionbudget.policy/prewarm-webhook configured",
+                "not idempotent: {line}"
+            );
+        }
+        assert_eq!(pdb_version(), before, "the PodDisruptionBudget was rewritten");
+        assert!(injected_bundles(&kubectl).iter().all(|b| *b == bundle));
+    });
+}
+
+/// GET `path` over plain HTTP; returns the status code.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.split(' ').nth(1).unwrap().parse().unwrap()
+}

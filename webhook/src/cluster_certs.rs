@@ -143,6 +143,14 @@ impl SecretSource {
             overlap: config.ca_overlap,
         };
         policy.check().map_err(ClusterCertError::Policy)?;
+        // A replica with a stale view may write an older bundle until its next
+        // pass: the overlap must outlast that, or a promoted CA could be untrusted.
+        if config.ca_overlap <= config.ca_check_interval {
+            return Err(ClusterCertError::Policy(format!(
+                "--ca-overlap ({:?}) must be longer than --ca-check-interval ({:?})",
+                config.ca_overlap, config.ca_check_interval
+            )));
+        }
         let client = client(config.kubeconfig.as_deref()).await?;
         Ok(Self {
             secrets: Api::namespaced(client.clone(), &config.namespace),
