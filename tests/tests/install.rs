@@ -428,3 +428,141 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> u16 {
     stream.read_to_string(&mut answer).unwrap();
     answer.split(' ').nth(1).unwrap().parse().unwrap()
 }
+
+/// The signing CA the Secret names now.
+fn signing_ca(kubectl: &Kubectl) -> String {
+    let secret: Value = serde_json::from_str(&kubectl.ok(&[
+        "get",
+        "secret",
+        "-n",
+        "prewarm-system",
+        "prewarm-webhook-ca",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    decode(secret["data"]["ca.crt"].as_str().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forced_ca_rotation_under_load_loses_no_request() {
+    let api = std::sync::Arc::new(
+        TestApi::start(Options {
+            tls: true,
+            ..Options::default()
+        })
+        .await
+        .unwrap(),
+    );
+    let kubectl = Kubectl::new(&api);
+    let dir = tempfile::tempdir().unwrap();
+    tokio::task::block_in_place(|| apply_k(&kubectl, "manifests/overlays/image-pull-job-gate"));
+    let kubeconfig = dir.path().join("webhook-kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig_for("prewarm-system", "prewarm-webhook")).unwrap();
+    // A CA lives 24 s: the next is staged 8 s in, and signs 2 s later.
+    let fast = |config: &mut ServeConfig| {
+        let secret = &mut config.secret_source;
+        secret.ca_lifetime = Duration::from_secs(24);
+        secret.ca_renew_before = Duration::from_secs(16);
+        secret.ca_overlap = Duration::from_secs(2);
+        secret.ca_check_interval = Duration::from_millis(250);
+        config.cert_poll_interval = Duration::from_millis(250);
+    };
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let ((a, _), (b, _)) = tokio::join!(replica(&a_dir, &kubeconfig, fast), replica(&b_dir, &kubeconfig, fast));
+    let addresses = [a.local_addr().unwrap(), b.local_addr().unwrap()];
+    tokio::spawn(a.run(std::future::pending()));
+    tokio::spawn(b.run(std::future::pending()));
+    let first_ca = tokio::task::block_in_place(|| signing_ca(&kubectl));
+
+    // The Service's endpoints alternate between the replicas, as kube-proxy spreads calls.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (api_state, stop) = (api.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut next = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                api_state.set_service_endpoint(SERVICE, addresses[next % 2]);
+                next += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::from_yaml(&api.kubeconfig()).unwrap(),
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    let job: kube::api::DynamicObject = serde_saphyr::from_str(SEED_JOB).unwrap();
+    let resource = kube::discovery::ApiResource {
+        group: "apps.kruise.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "apps.kruise.io/v1alpha1".into(),
+        kind: "ImagePullJob".into(),
+        plural: "imagepulljobs".into(),
+    };
+    let jobs: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(client, "default", &resource);
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (jobs, job, stop) = (jobs.clone(), job.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut admitted, mut failed) = (0u32, Vec::new());
+                let dry_run = kube::api::PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                };
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match jobs.create(&dry_run, &job).await {
+                        Ok(_) => admitted += 1,
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (admitted, failed)
+            })
+        })
+        .collect();
+
+    // Until the second CA has signed for a while.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut promoted_at = None;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now_signing = tokio::task::block_in_place(|| signing_ca(&kubectl));
+        if now_signing != first_ca && promoted_at.is_none() {
+            promoted_at = Some(tokio::time::Instant::now());
+        }
+        if promoted_at.is_some_and(|at| at.elapsed() > Duration::from_secs(2)) {
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flipper.await.unwrap();
+    let (mut admitted, mut failed) = (0, Vec::new());
+    for caller in callers {
+        let (ok, errors) = caller.await.unwrap();
+        admitted += ok;
+        failed.extend(errors);
+    }
+    assert!(promoted_at.is_some(), "the CA was not rotated within 30 s");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        admitted as usize + failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(admitted > 50, "too little load to mean anything: {admitted}");
+    // Both CAs were trusted through the rotation, and the new one serves now.
+    let bundle = tokio::task::block_in_place(|| secret_bundle(&kubectl));
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2, "{bundle}");
+    // Each replica reissued its certificate from the new CA, with that bundle beside it.
+    for replica in [&a_dir, &b_dir] {
+        let beside = std::fs::read_to_string(replica.join("certs/ca.crt")).unwrap();
+        assert_eq!(beside, bundle, "{}", replica.display());
+    }
+    eprintln!("{admitted} admission requests through one CA rotation, none failed");
+}
