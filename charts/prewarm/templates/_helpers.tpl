@@ -1,0 +1,59 @@
+{{/* Labels of every object; the selector labels of a component's pods. */}}
+{{- define "prewarm.labels" -}}
+app.kubernetes.io/name: prewarm
+app.kubernetes.io/part-of: prewarm
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{- define "prewarm.componentLabels" -}}
+{{ include "prewarm.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "prewarm.selectorLabels" -}}
+app.kubernetes.io/name: prewarm
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+
+{{- define "prewarm.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{- define "prewarm.namespace" -}}
+{{ .Values.installation.namespace }}
+{{- end }}
+
+{{/* Scheduling values of a component: nodeSelector, tolerations, affinity. */}}
+{{- define "prewarm.scheduling" -}}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "prewarm.containerSecurity" -}}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities:
+    drop: [ALL]
+{{- end }}
+
+{{- define "prewarm.checkValues" -}}
+{{- if not (has .Values.certificates.source (list "secret" "certManager")) }}
+{{- fail (printf "certificates.source is %q: expected secret or certManager" .Values.certificates.source) }}
+{{- end }}
+{{- if not (has .Values.logFormat (list "json" "text")) }}
+{{- fail (printf "logFormat is %q: expected json or text" .Values.logFormat) }}
+{{- end }}
+{{- end }}

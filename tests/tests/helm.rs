@@ -1,0 +1,312 @@
+//! The Helm chart through the real Helm library (PyPI helm-sdkpy): it lints
+//! clean; installed into the test API server it renders exactly the objects
+//! kustomize renders for the same choices (so the same RBAC); the seed's own
+//! Helm commands work as written; an upgrade turns the gate off.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::manifests::{check_workload, helm, kustomize, release_objects};
+use common::{Kubectl, repo};
+use prewarm_testapi::{Options, TestApi};
+use serde_json::{Value, json};
+
+const IMAGE: &str = concat!("localhost/prewarm:", env!("CARGO_PKG_VERSION"));
+
+/// Objects by (kind, namespace, name), without the labels only Helm adds.
+fn by_identity(objects: Vec<Value>) -> BTreeMap<(String, String, String), Value> {
+    objects
+        .into_iter()
+        .map(|mut object| {
+            if let Some(labels) = object["metadata"]["labels"].as_object_mut() {
+                for helm_only in [
+                    "app.kubernetes.io/instance",
+                    "app.kubernetes.io/managed-by",
+                    "helm.sh/chart",
+                ] {
+                    labels.remove(helm_only);
+                }
+            }
+            let text = |pointer: &str| {
+                object
+                    .pointer(pointer)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let key = (text("/kind"), text("/metadata/namespace"), text("/metadata/name"));
+            (key, object)
+        })
+        .collect()
+}
+
+struct Cluster {
+    _api: TestApi,
+    kubectl: Kubectl,
+    kubeconfig: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// A test API server that also serves cert-manager's Issuer and Certificate, as a
+/// cluster with cert-manager installed does.
+fn start_cluster(runtime: &tokio::runtime::Runtime) -> Cluster {
+    let api = runtime
+        .block_on(TestApi::start(Options {
+            tls: true,
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let crds = dir.path().join("cert-manager");
+    std::fs::create_dir(&crds).unwrap();
+    for (kind, plural) in [("Issuer", "issuers"), ("Certificate", "certificates")] {
+        let crd = json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("{plural}.cert-manager.io")},
+            "spec": {"group": "cert-manager.io", "scope": "Namespaced",
+                "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "listKind": format!("{kind}List")},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+        });
+        std::fs::write(crds.join(format!("{plural}.yaml")), crd.to_string()).unwrap();
+    }
+    api.load_manifests(&crds).unwrap();
+    let kubectl = Kubectl::new(&api);
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    Cluster {
+        _api: api,
+        kubectl,
+        kubeconfig,
+        dir,
+    }
+}
+
+impl Cluster {
+    /// `helm install|upgrade prewarm charts/prewarm --set …` in the default namespace, as the seed does.
+    fn helm(&self, action: &str, sets: &[&str]) -> Value {
+        let chart = repo("charts/prewarm");
+        let mut args = vec![
+            action,
+            "prewarm",
+            chart.to_str().unwrap(),
+            "--kubeconfig",
+            self.kubeconfig.to_str().unwrap(),
+        ];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        let ran = helm(&args);
+        assert!(ran.ok, "helm {args:?}: {}", ran.stderr);
+        serde_json::from_str(&ran.stdout).unwrap()
+    }
+
+    fn get(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl.ok(&all)).unwrap()
+    }
+}
+
+/// Where two JSON values first differ (a JSON pointer and both sides), if they do.
+fn first_difference(helm: &Value, kustomize: &Value, at: String) -> Option<String> {
+    match (helm, kustomize) {
+        (Value::Object(a), Value::Object(b)) => a.keys().chain(b.keys()).find_map(|k| {
+            first_difference(
+                a.get(k).unwrap_or(&Value::Null),
+                b.get(k).unwrap_or(&Value::Null),
+                format!("{at}/{k}"),
+            )
+        }),
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (x, y))| first_difference(x, y, format!("{at}/{i}"))),
+        _ if helm == kustomize => None,
+        _ => Some(format!("{at}: helm {helm}, kustomize {kustomize}")),
+    }
+}
+
+fn feature_gates(deployment: &Value) -> &Value {
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    &env.iter().find(|e| e["name"] == "PREWARM_FEATURE_GATES").unwrap()["value"]
+}
+
+#[test]
+fn the_chart_lints_clean_and_installs_what_kustomize_renders() {
+    let lint = helm(&["lint", repo("charts/prewarm").to_str().unwrap()]);
+    assert!(lint.ok, "{}", lint.stderr);
+    let lint: Value = serde_json::from_str(&lint.stdout).unwrap();
+    assert_eq!(lint["Errors"], Value::Null, "{lint}");
+    // Severity 1 is Helm's INFO (such as "icon is recommended"); 2 and up are warnings and errors.
+    for message in lint["Messages"].as_array().unwrap() {
+        assert!(message["Severity"].as_u64() <= Some(1), "helm lint: {message}");
+    }
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for (sets, overlay) in [
+        (vec![], "manifests/base"),
+        (
+            vec!["featureGates=ImagePullJobGate=true"],
+            "manifests/overlays/image-pull-job-gate",
+        ),
+        (
+            vec!["featureGates=ImagePullJobGate=true", "certificates.source=certManager"],
+            "manifests/overlays/cert-manager",
+        ),
+    ] {
+        let cluster = start_cluster(&runtime);
+        let release = cluster.helm("install", &sets);
+        let from_helm = by_identity(release_objects(&release));
+        let from_kustomize = by_identity(kustomize(&cluster.kubectl, overlay));
+        assert_eq!(
+            from_helm.keys().collect::<Vec<_>>(),
+            from_kustomize.keys().collect::<Vec<_>>(),
+            "{overlay}: different objects"
+        );
+        for (key, object) in &from_helm {
+            if let Some(difference) = first_difference(object, &from_kustomize[key], String::new()) {
+                panic!("{overlay}: {key:?} differs at {difference}");
+            }
+        }
+        drop(cluster);
+    }
+}
+
+#[test]
+fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster = start_cluster(&runtime);
+    // helm install … --set featureGates="ImagePullJobGate=true"
+    cluster.helm("install", &["featureGates=ImagePullJobGate=true"]);
+    for name in ["prewarm-webhook", "prewarm-controller"] {
+        let deployment = cluster.get(&["get", "deployment", "-n", "prewarm-system", name]);
+        assert_eq!(feature_gates(&deployment), "ImagePullJobGate=true", "{name}");
+    }
+    let status = release_status(&cluster);
+    assert_eq!(status, "deployed");
+
+    // An upgrade turns the gate off in both components (an upgrade without --set
+    // would keep the release's values, as Helm does).
+    cluster.helm("upgrade", &["featureGates=ImagePullJobGate=false"]);
+    for name in ["prewarm-webhook", "prewarm-controller"] {
+        let deployment = cluster.get(&["get", "deployment", "-n", "prewarm-system", name]);
+        assert_eq!(feature_gates(&deployment), "ImagePullJobGate=false", "{name}");
+    }
+    assert_eq!(release_status(&cluster), "deployed");
+    drop(cluster);
+
+    // The credential-provider install of the seed, into a namespace made beforehand.
+    let cluster = start_cluster(&runtime);
+    let config_map = cluster.dir.path().join("credential-provider-config.yaml");
+    std::fs::write(&config_map, CREDENTIAL_PROVIDER_CONFIG).unwrap();
+    cluster.kubectl.ok(&["create", "namespace", "prewarm-system"]);
+    cluster.kubectl.ok(&["apply", "-f", config_map.to_str().unwrap()]);
+    let release = cluster.helm(
+        "install",
+        &[
+            "installation.createNamespace=false",
+            "daemon.credentialProvider.enable=true",
+            "daemon.credentialProvider.hostPath=/etc/eks/image-credential-provider",
+            "daemon.credentialProvider.configmap=credential-provider-config",
+            "daemon.credentialProvider.awsCredentialsDir=/root/.aws",
+        ],
+    );
+    assert!(
+        !release_objects(&release)
+            .iter()
+            .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == "prewarm-system")
+    );
+    let agent = cluster.get(&["get", "daemonset", "-n", "prewarm-system", "prewarm-nodeagent"]);
+    check_workload("helm, credential provider", &agent, IMAGE);
+    let pod = &agent["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let config_file = "--credential-provider-config=/etc/prewarm/credential-provider/CredentialProviderPlugin.yaml";
+    assert!(args.contains(&config_file), "{args:?}");
+    assert!(
+        args.contains(&"--credential-provider-bin-dir=/etc/prewarm/credential-provider-plugins"),
+        "{args:?}"
+    );
+    let volume = |name: &str| {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        volume("credential-provider-plugins")["hostPath"]["path"],
+        "/etc/eks/image-credential-provider"
+    );
+    assert_eq!(
+        volume("credential-provider-config")["configMap"]["name"],
+        "credential-provider-config"
+    );
+    assert_eq!(volume("aws-credentials")["hostPath"]["path"], "/root/.aws");
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["name"] == "aws-credentials" && m["mountPath"] == "/root/.aws" && m["readOnly"] == true)
+    );
+    // The mounted ConfigMap key is the file the agent is pointed at.
+    let stored = cluster.get(&["get", "configmap", "-n", "prewarm-system", "credential-provider-config"]);
+    assert!(stored["data"]["CredentialProviderPlugin.yaml"].is_string());
+    drop(cluster);
+}
+
+fn release_status(cluster: &Cluster) -> String {
+    // Helm keeps the release in a Secret of the release namespace, labelled with its status.
+    let secrets = cluster.get(&["get", "secrets", "-n", "default", "-l", "owner=helm,name=prewarm"]);
+    let items = secrets["items"].as_array().unwrap();
+    let latest = items
+        .iter()
+        .max_by_key(|s| {
+            s["metadata"]["labels"]["version"]
+                .as_str()
+                .unwrap()
+                .parse::<u32>()
+                .unwrap()
+        })
+        .unwrap();
+    latest["metadata"]["labels"]["status"].as_str().unwrap().to_owned()
+}
+
+/// The seed's ConfigMap for AWS's credential provider, in prewarm's namespace.
+const CREDENTIAL_PROVIDER_CONFIG: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: credential-provider-config
+  namespace: prewarm-system
+data:
+  CredentialProviderPlugin.yaml: |
+    apiVersion: kubelet.config.k8s.io/v1
+    kind: CredentialProviderConfig
+    providers:
+    - name: ecr-credential-provider
+      matchImages:
+      - "*.dkr.ecr.*.amazonaws.com"
+      - "*.dkr.ecr.*.amazonaws.com.cn"
+      - "*.dkr.ecr-fips.*.amazonaws.com"
+      - "*.dkr.ecr.us-iso-east-1.c2s.ic.gov"
+      - "*.dkr.ecr.us-isob-east-1.sc2s.sgov.gov"
+      defaultCacheDuration: "12h"
+      apiVersion: credentialprovider.kubelet.k8s.io/v1
+      env:
+      - name: AWS_PROFILE
+        value: temp
+"#;
