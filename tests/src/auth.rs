@@ -30,7 +30,7 @@ pub(crate) fn request_token(
         name: Some(name.to_owned()),
         ..crate::rbac::Attributes::default()
     };
-    if !crate::rbac::allowed(&state.store, identity, &attributes) {
+    if !state.authorize(identity, &attributes) {
         return Err(crate::rbac::denial(identity, &attributes));
     }
     let accounts = state

@@ -24,9 +24,17 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub admission: Admission,
     pub tokens: crate::rbac::Tokens,
+    pub audit: crate::rbac::Audit,
 }
 
 impl AppState {
+    /// RBAC's decision on `request`, recorded in the audit log.
+    pub fn authorize(&self, identity: &crate::rbac::Identity, request: &crate::rbac::Attributes) -> bool {
+        let allowed = crate::rbac::allowed(&self.store, identity, request);
+        self.audit.record(identity, request, allowed);
+        allowed
+    }
+
     /// Runs the admission chain for a write to `target`.
     async fn admit(
         &self,
@@ -223,7 +231,7 @@ async fn route(
     ) {
         return crate::auth::self_review(state, identity, &target, verb, &body);
     }
-    if !crate::rbac::allowed(&state.store, identity, &attributes) {
+    if !state.authorize(identity, &attributes) {
         return Err(crate::rbac::denial(identity, &attributes));
     }
     state.store.count(verb, &target.rt.group, &target.rt.plural);

@@ -88,6 +88,31 @@ pub enum StartError {
     Certificate(String),
 }
 
+/// The objects of the YAML (or JSON) files of `dir` but `kustomization.yaml`, or
+/// of the file `dir`, in file name order.
+pub fn read_manifests(dir: &Path) -> Result<Vec<serde_json::Value>, String> {
+    let mut files: Vec<_> = if dir.is_file() {
+        vec![dir.to_owned()]
+    } else {
+        std::fs::read_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json"))
+            // kustomize's own file describes a directory; it is no object.
+            .filter(|p| !p.file_stem().is_some_and(|stem| stem == "kustomization"))
+            .collect()
+    };
+    files.sort();
+    let mut objects = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let documents: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+        objects.extend(documents.into_iter().filter(serde_json::Value::is_object));
+    }
+    Ok(objects)
+}
+
 impl TestApi {
     pub async fn start(options: Options) -> Result<Self, StartError> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
@@ -110,6 +135,7 @@ impl TestApi {
             store: store.clone(),
             admission: Admission::new(options.service_endpoints),
             tokens: rbac::Tokens::default(),
+            audit: rbac::Audit::default(),
         });
         let router = http::router(state.clone());
         let (task, ca_pem) = if options.tls {
@@ -130,6 +156,11 @@ impl TestApi {
             ca_pem,
             task,
         })
+    }
+
+    /// Every request a ServiceAccount made so far, with RBAC's decision.
+    pub fn audit(&self) -> Vec<rbac::Decision> {
+        self.state.audit.decisions()
     }
 
     /// Points a webhook `service` reference (`namespace/name`) at `address`.
@@ -230,45 +261,33 @@ impl TestApi {
     }
 
     pub fn load_manifests(&self, dir: &Path) -> Result<usize, String> {
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json"))
-            .collect();
-        files.sort();
-        let mut loaded = 0;
-        for file in files {
-            let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let documents: Vec<serde_json::Value> =
-                serde_saphyr::from_multiple(&text).map_err(|e| format!("{}: {e}", file.display()))?;
-            for object in documents.into_iter().filter(|d| d.is_object()) {
-                let api_version = object
-                    .get("apiVersion")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or_default();
-                let kind = object
-                    .get("kind")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or_default();
-                let rt = self
-                    .store
-                    .types()
-                    .into_iter()
-                    .find(|t| t.kind == kind && t.versions.iter().any(|v| t.api_version(&v.name) == api_version))
-                    .ok_or_else(|| format!("{}: {api_version} {kind} is not served", file.display()))?;
-                let namespace = object
-                    .pointer("/metadata/namespace")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or("default")
-                    .to_owned();
-                let namespace = if rt.namespaced { namespace } else { String::new() };
-                self.store
-                    .create(&rt, &namespace, object, false)
-                    .map_err(|e| format!("{}: {}", file.display(), e.message))?;
-                loaded += 1;
-            }
+        let objects = read_manifests(dir)?;
+        for object in &objects {
+            let api_version = object
+                .get("apiVersion")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default();
+            let kind = object
+                .get("kind")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default();
+            let rt = self
+                .store
+                .types()
+                .into_iter()
+                .find(|t| t.kind == kind && t.versions.iter().any(|v| t.api_version(&v.name) == api_version))
+                .ok_or_else(|| format!("{}: {api_version} {kind} is not served", dir.display()))?;
+            let namespace = object
+                .pointer("/metadata/namespace")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("default")
+                .to_owned();
+            let namespace = if rt.namespaced { namespace } else { String::new() };
+            self.store
+                .create(&rt, &namespace, object.clone(), false)
+                .map_err(|e| format!("{}: {}", dir.display(), e.message))?;
         }
-        Ok(loaded)
+        Ok(objects.len())
     }
 }
 

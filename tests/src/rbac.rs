@@ -71,6 +71,142 @@ impl Tokens {
     }
 }
 
+/// RBAC decisions on ServiceAccounts' requests, for least-privilege tests:
+/// the newest [`AUDIT_CAPACITY`] are kept.
+#[derive(Debug, Default)]
+pub struct Audit(Mutex<std::collections::VecDeque<Decision>>);
+
+pub const AUDIT_CAPACITY: usize = 100_000;
+
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub user: String,
+    pub request: Attributes,
+    pub allowed: bool,
+}
+
+impl Audit {
+    pub fn record(&self, identity: &Identity, request: &Attributes, allowed: bool) {
+        if !matches!(identity, Identity::ServiceAccount { .. }) {
+            return;
+        }
+        if let Ok(mut log) = self.0.lock() {
+            if log.len() == AUDIT_CAPACITY {
+                log.pop_front();
+            }
+            log.push_back(Decision {
+                user: identity.username(),
+                request: request.clone(),
+                allowed,
+            });
+        }
+    }
+
+    pub fn decisions(&self) -> Vec<Decision> {
+        self.0
+            .lock()
+            .map(|log| log.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A rule as a binding grants it: cluster-wide (a ClusterRoleBinding) or in one namespace.
+#[derive(Clone, Debug)]
+pub struct ScopedRule {
+    pub namespace: Option<String>,
+    pub rule: Value,
+}
+
+impl ScopedRule {
+    fn grants(&self, request: &Attributes) -> bool {
+        self.namespace
+            .as_ref()
+            .is_none_or(|ns| request.namespace.as_deref() == Some(ns.as_str()))
+            && grants(&self.rule, request)
+    }
+
+    fn describe(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{} in {ns}", self.rule),
+            None => self.rule.to_string(),
+        }
+    }
+}
+
+/// The rules that no request of `requests` needs: removing any other one
+/// would deny at least one of them.
+pub fn surplus(rules: &[ScopedRule], requests: &[Attributes]) -> Vec<String> {
+    (0..rules.len())
+        .filter(|&i| {
+            !requests.iter().any(|request| {
+                rules[i].grants(request)
+                    && !rules
+                        .iter()
+                        .enumerate()
+                        .any(|(j, other)| j != i && other.grants(request))
+            })
+        })
+        .map(|i| rules[i].describe())
+        .collect()
+}
+
+/// Verbs of `rules` that no request of `requests` used.
+pub fn unused_verbs(rules: &[ScopedRule], requests: &[Attributes]) -> Vec<String> {
+    let mut unused = Vec::new();
+    for scoped in rules {
+        for verb in scoped.rule["verbs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            let mut only_verb = scoped.clone();
+            only_verb.rule["verbs"] = serde_json::json!([verb]);
+            if !requests.iter().any(|request| only_verb.grants(request)) {
+                unused.push(format!("{verb} of {}", scoped.describe()));
+            }
+        }
+    }
+    unused
+}
+
+/// The rules the RBAC objects of `objects` (Roles, ClusterRoles and their
+/// bindings, as rendered manifests) grant to ServiceAccount `namespace/name`.
+pub fn granted_to(objects: &[Value], namespace: &str, name: &str) -> Vec<ScopedRule> {
+    let identity = Identity::ServiceAccount {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    };
+    let role = |kind: &str, role_name: &str, role_namespace: Option<&str>| {
+        objects.iter().find(|o| {
+            o["kind"] == kind
+                && o["metadata"]["name"] == role_name
+                && (kind == "ClusterRole" || o["metadata"]["namespace"].as_str() == role_namespace)
+        })
+    };
+    let mut rules = Vec::new();
+    for binding in objects.iter().filter(|o| binds(o, &identity)) {
+        let scope = match binding["kind"].as_str() {
+            Some("ClusterRoleBinding") => None,
+            Some("RoleBinding") => binding["metadata"]["namespace"].as_str(),
+            _ => continue,
+        };
+        let role_kind = binding["roleRef"]["kind"].as_str().unwrap_or_default();
+        let role_name = binding["roleRef"]["name"].as_str().unwrap_or_default();
+        for rule in role(role_kind, role_name, scope)
+            .and_then(|r| r["rules"].as_array())
+            .into_iter()
+            .flatten()
+        {
+            rules.push(ScopedRule {
+                namespace: scope.map(str::to_owned),
+                rule: rule.clone(),
+            });
+        }
+    }
+    rules
+}
+
 /// One request, as RBAC sees it.
 #[derive(Clone, Debug, Default)]
 pub struct Attributes {

@@ -102,8 +102,15 @@ pub fn status_patch<S: serde::Serialize>(old: &Option<S>, new: &S) -> Option<ser
 }
 
 impl Context {
-    /// Publishes an event; a failure is logged, never fatal.
+    /// Publishes an event; a failure is logged, never fatal. Repeats of a
+    /// reason about one object become one event with a growing series, as
+    /// client-go aggregates them: the reference leaves out the resourceVersion,
+    /// which changes with every write and would make each repeat a new event.
     pub async fn event(&self, regarding: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        let regarding = &ObjectReference {
+            resource_version: None,
+            ..regarding.clone()
+        };
         let event = Event {
             type_,
             reason: reason.to_owned(),

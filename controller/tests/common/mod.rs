@@ -89,6 +89,13 @@ impl Cluster {
         cluster
     }
 
+    /// A kubeconfig file that authenticates as ServiceAccount `namespace/name`.
+    pub fn api_kubeconfig_for(&self, namespace: &str, name: &str) -> PathBuf {
+        let path = self._dir.path().join(format!("kubeconfig-{namespace}-{name}"));
+        std::fs::write(&path, self.api.kubeconfig_for(namespace, name)).unwrap();
+        path
+    }
+
     /// Real kubectl (PyPI, installed by scripts/install-test-deps.sh) on this cluster.
     pub fn kubectl(&self, args: &[&str]) -> (bool, String) {
         let cache = std::env::var_os("XDG_CACHE_HOME")
@@ -134,10 +141,15 @@ impl Cluster {
     }
 
     pub fn controller(&self, extra: &[&str]) -> Controller {
+        self.controller_as(&self.kubeconfig, extra)
+    }
+
+    /// The controller authenticated by `kubeconfig` (such as a ServiceAccount's).
+    pub fn controller_as(&self, kubeconfig: &Path, extra: &[&str]) -> Controller {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_prewarm-controller"));
         command
-            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .args([
                 "--feature-gates=ImagePullJobGate=true",

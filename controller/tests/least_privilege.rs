@@ -1,0 +1,223 @@
+//! The controller under the shipped RBAC: authenticated as its ServiceAccount,
+//! it does a full round of its work (NodeImages for new and removed Nodes, a
+//! job with a pull secret whose copy follows its source and is released, a
+//! list job growing and shrinking, TTL deletions, a silent tag failed, events,
+//! its Lease) without a
+//! single 403, and every rule of its roles is needed by some request it made.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob, NodeImage};
+use prewarm_testapi::rbac::{self, Decision};
+use serde_json::{Value, json};
+
+const ACCOUNT: (&str, &str) = ("prewarm-system", "prewarm-controller");
+
+/// The shipped objects of `manifests/base/<file>`.
+fn shipped(file: &str) -> Vec<Value> {
+    prewarm_testapi::read_manifests(&repo(&format!("manifests/base/{file}"))).unwrap()
+}
+
+async fn install_rbac(cluster: &Cluster) -> Vec<Value> {
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ACCOUNT.0}})).unwrap();
+    Api::<Namespace>::all(cluster.client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["serviceaccounts.yaml", "rbac-controller.yaml"] {
+        std::fs::copy(repo(&format!("manifests/base/{file}")), dir.path().join(file)).unwrap();
+    }
+    cluster.api.load_manifests(dir.path()).unwrap();
+    shipped("rbac-controller.yaml")
+}
+
+fn requests_of(decisions: &[Decision], user: &str) -> Vec<rbac::Attributes> {
+    let denied: Vec<_> = decisions.iter().filter(|d| d.user == user && !d.allowed).collect();
+    assert!(denied.is_empty(), "403 for {user}: {denied:#?}");
+    decisions
+        .iter()
+        .filter(|d| d.user == user)
+        .map(|d| d.request.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_controller_works_under_its_shipped_rbac_and_needs_every_rule() {
+    let cluster = Cluster::start_without_webhook().await;
+    let objects = install_rbac(&cluster).await;
+    let kubeconfig = cluster.api_kubeconfig_for(ACCOUNT.0, ACCOUNT.1);
+    three_nodes(&cluster).await;
+    let _agent = spawn_agent(cluster.client.clone());
+    let client = cluster.client.clone();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web-1", "namespace": "default", "labels": {"app": "web"}},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "web", "image": "nginx"}]},
+        "status": {"phase": "Running"}}))
+    .unwrap();
+    Api::<Pod>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let dockerconfig = |password: &str| {
+        json!({".dockerconfigjson": base64::Engine::encode(&base64::engine::general_purpose::STANDARD,
+            json!({"auths": {"registry.example": {"username": "u", "password": password}}}).to_string())})
+    };
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "regcred", "namespace": "default"},
+        "type": "kubernetes.io/dockerconfigjson", "data": dockerconfig("one")}))
+    .unwrap();
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+
+    let controller = cluster.controller_as(&kubeconfig, &[&format!("--leader-elect-namespace={}", ACCOUNT.0)]);
+    let node_images: Api<NodeImage> = Api::all(client.clone());
+    eventually("a NodeImage per node", 10 * SECONDS, || async {
+        (node_images.list(&ListParams::default()).await.unwrap().items.len() == 3).then_some(())
+    })
+    .await;
+
+    // A job with a pull secret, paused at first: the copy is made, follows its
+    // source, and goes with the job once it has run and expired.
+    let jobs: Api<ImagePullJob> = Api::namespaced(client.clone(), "default");
+    let copies: Api<Secret> = Api::namespaced(client.clone(), "kruise-daemon-config");
+    let warm = job(
+        "warm",
+        json!({"image": "nginx:1.9.1", "pullSecrets": ["regcred"],
+        "selector": {"names": ["node-1", "node-2"]}, "parallelism": 0,
+        "completionPolicy": {"type": "Always", "activeDeadlineSeconds": 60, "ttlSecondsAfterFinished": 2},
+        "pullPolicy": {"backoffLimit": 3, "timeoutSeconds": 60}, "imagePullPolicy": "IfNotPresent"}),
+    );
+    jobs.create(&PostParams::default(), &warm).await.unwrap();
+    let copy_of = |copies: Vec<Secret>| {
+        copies
+            .into_iter()
+            .find(|s| s.data.as_ref().and_then(|d| d.get(".dockerconfigjson")).is_some())
+    };
+    eventually("the pull secret copied", 10 * SECONDS, || async {
+        copy_of(copies.list(&ListParams::default()).await.unwrap().items)
+    })
+    .await;
+    secrets
+        .patch(
+            "regcred",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": dockerconfig("two")})),
+        )
+        .await
+        .unwrap();
+    let updated = serde_json::to_value(dockerconfig("two")[".dockerconfigjson"].clone()).unwrap();
+    eventually("the copy following its source", 10 * SECONDS, || async {
+        let copy = copy_of(copies.list(&ListParams::default()).await.unwrap().items)?;
+        (serde_json::to_value(&copy.data.unwrap()[".dockerconfigjson"]).unwrap() == updated).then_some(())
+    })
+    .await;
+
+    jobs.patch(
+        "warm",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"parallelism": 2}})),
+    )
+    .await
+    .unwrap();
+
+    // A job by pod selector, and a list job that grows children and loses one.
+    let by_pods = job(
+        "by-pods",
+        json!({"image": "busybox:1.36", "podSelector": {"matchLabels": {"app": "web"}},
+        "completionPolicy": {"type": "Never"}, "pullPolicy": {"backoffLimit": 3, "timeoutSeconds": 60}}),
+    );
+    jobs.create(&PostParams::default(), &by_pods).await.unwrap();
+    let lists: Api<ImageListPullJob> = Api::namespaced(client.clone(), "default");
+    let list = list_job(
+        "list",
+        json!({"images": ["redis:7", "memcached:1.6"],
+        "selector": {"names": ["node-1"]},
+        "completionPolicy": {"type": "Always", "activeDeadlineSeconds": 60, "ttlSecondsAfterFinished": 2},
+        "pullPolicy": {"backoffLimit": 3, "timeoutSeconds": 60}}),
+    );
+    lists.create(&PostParams::default(), &list).await.unwrap();
+    eventually("two children of the list job", 10 * SECONDS, || async {
+        (children(&jobs)
+            .await
+            .iter()
+            .filter(|j| j.metadata.owner_references.is_some())
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
+    lists
+        .patch(
+            "list",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"images": ["redis:7"]}})),
+        )
+        .await
+        .unwrap();
+
+    // TTLs delete the finished jobs (and the secret copy); a removed Node loses its NodeImage.
+    eventually("finished jobs deleted after their TTL", 20 * SECONDS, || async {
+        let names: Vec<String> = children(&jobs)
+            .await
+            .into_iter()
+            .filter_map(|j| j.metadata.name)
+            .collect();
+        let list_gone = lists.get_opt("list").await.unwrap().is_none();
+        (list_gone && names == ["by-pods"]).then_some(())
+    })
+    .await;
+    eventually("the secret copy released", 10 * SECONDS, || async {
+        copy_of(copies.list(&ListParams::default()).await.unwrap().items)
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    Api::<Node>::all(client.clone())
+        .delete("node-3", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("node-3's NodeImage deleted", 10 * SECONDS, || async {
+        node_images.get_opt("node-3").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    // Tags their node never answered: the controller fails them in the NodeImage
+    // status, with one event whose series counts the second failure.
+    let silent = json!({"spec": {"images": {"silent/app": {"tags": [
+        {"tag": "v1", "createdAt": "2020-01-01T00:00:00Z", "version": 0},
+        {"tag": "v2", "createdAt": "2020-01-01T00:00:00Z", "version": 0}]}}}});
+    node_images
+        .patch("node-2", &PatchParams::default(), &Patch::Merge(silent))
+        .await
+        .unwrap();
+    eventually("the silent tag failed by the controller", 10 * SECONDS, || async {
+        let node_image = serde_json::to_value(node_images.get("node-2").await.unwrap()).unwrap();
+        let tags = node_image["status"]["imageStatuses"]["silent/app"]["tags"]
+            .as_array()
+            .cloned()?;
+        (tags.len() == 2 && tags.iter().all(|t| t["phase"] == "Failed")).then_some(())
+    })
+    .await;
+    assert!(controller.terminate().await.success());
+
+    let user = format!("system:serviceaccount:{}:{}", ACCOUNT.0, ACCOUNT.1);
+    let requests = requests_of(&cluster.api.audit(), &user);
+    let rules = rbac::granted_to(&objects, ACCOUNT.0, ACCOUNT.1);
+    assert!(rules.len() >= 10, "{rules:#?}");
+    assert_eq!(
+        rbac::surplus(&rules, &requests),
+        Vec::<String>::new(),
+        "rules no request needed"
+    );
+    assert_eq!(
+        rbac::unused_verbs(&rules, &requests),
+        Vec::<String>::new(),
+        "verbs no request used"
+    );
+}
