@@ -216,13 +216,27 @@ async fn route(
             )));
         }
     };
+    // As kube-apiserver does, a list or watch narrowed to one name by
+    // `fieldSelector=metadata.name=X` is authorised as a request for X.
+    let selected_name = || {
+        let selector = query.get("fieldSelector")?;
+        selector.split(',').find_map(|term| {
+            let value = term
+                .strip_prefix("metadata.name==")
+                .or_else(|| term.strip_prefix("metadata.name="))?;
+            (!value.is_empty()).then(|| value.to_owned())
+        })
+    };
     let attributes = crate::rbac::Attributes {
         verb: verb.to_owned(),
         group: target.rt.group.clone(),
         resource: target.rt.plural.clone(),
         subresource: target.subresource.clone(),
         namespace: target.namespace.clone(),
-        name: target.name.clone(),
+        name: target
+            .name
+            .clone()
+            .or_else(|| matches!(verb, "list" | "watch").then(selected_name).flatten()),
         path: None,
     };
     if matches!(

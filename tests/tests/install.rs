@@ -452,4 +452,20 @@ async fn a_forced_ca_rotation_under_load_loses_no_request() {
         assert_eq!(beside, bundle, "{}", replica.display());
     }
     eprintln!("{admitted} admission requests through one CA rotation, none failed");
+
+    // Creating, rotating and injecting the CA needed every rule of the webhook's
+    // shipped RBAC, and nothing else.
+    let user = "system:serviceaccount:prewarm-system:prewarm-webhook";
+    let decisions: Vec<_> = api.audit().into_iter().filter(|d| d.user == user).collect();
+    let denied: Vec<_> = decisions.iter().filter(|d| !d.allowed).collect();
+    assert!(denied.is_empty(), "403 for the webhook: {denied:#?}");
+    let requests: Vec<_> = decisions.into_iter().map(|d| d.request).collect();
+    let shipped = tokio::task::block_in_place(|| kustomize(&kubectl, "manifests/base"));
+    let rules = prewarm_testapi::rbac::granted_to(&shipped, "prewarm-system", "prewarm-webhook");
+    assert_eq!(rules.len(), 4, "{rules:#?}");
+    assert_eq!(prewarm_testapi::rbac::surplus(&rules, &requests), Vec::<String>::new());
+    assert_eq!(
+        prewarm_testapi::rbac::unused_verbs(&rules, &requests),
+        Vec::<String>::new()
+    );
 }

@@ -1,0 +1,169 @@
+//! `prewarm-nodeagent run` under the shipped RBAC: authenticated as its
+//! ServiceAccount, it watches its own NodeImage, reads a pull secret from the
+//! agent namespace, writes status and records a failure event without a single
+//! 403, and every rule (and verb) of its roles is needed by some request it made.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Behaviour, serve};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::PostParams;
+use kube::{Api, Client};
+use prewarm_api::v1beta1::NodeImage;
+use prewarm_testapi::{Options, TestApi, rbac};
+use serde_json::{Value, json};
+
+const ACCOUNT: (&str, &str) = ("prewarm-system", "prewarm-nodeagent");
+
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn tag(tag: &str) -> Value {
+    json!({"tag": tag, "version": 0, "createdAt": "2026-11-25T10:00:00Z",
+           "pullPolicy": {"ttlSecondsAfterFinished": 300, "timeoutSeconds": 5, "backoffLimit": 0}})
+}
+
+async fn create<K>(api: &Api<K>, object: Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    api.create(&PostParams::default(), &serde_json::from_value(object).unwrap())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_works_under_its_shipped_rbac_and_needs_every_rule() {
+    let api_server = TestApi::start(Options::default()).await.unwrap();
+    api_server.load_manifests(&repo("manifests/crds")).unwrap();
+    let admin = Client::try_from(kube::Config::new(api_server.url().parse().unwrap())).unwrap();
+    for namespace in ["prewarm-system", "kruise-daemon-config"] {
+        create(
+            &Api::<Namespace>::all(admin.clone()),
+            json!({"metadata": {"name": namespace}}),
+        )
+        .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["serviceaccounts.yaml", "rbac-nodeagent.yaml"] {
+        std::fs::copy(repo(&format!("manifests/base/{file}")), dir.path().join(file)).unwrap();
+    }
+    api_server.load_manifests(dir.path()).unwrap();
+
+    let config = |user: &str| {
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            json!({"auths": {"127.0.0.1:5001": {"username": user, "password": "pw"}}}).to_string(),
+        )
+    };
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "kruise-daemon-config");
+    for (name, user) in [("registry", "ci"), ("stale", "someone-else")] {
+        create(
+            &secrets,
+            json!({"metadata": {"name": name, "namespace": "kruise-daemon-config"},
+            "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": config(user)}}),
+        )
+        .await;
+    }
+    let node_images: Api<NodeImage> = Api::all(admin.clone());
+    let secret = |name: &str| json!([{"namespace": "kruise-daemon-config", "name": name}]);
+    create(
+        &node_images,
+        json!({
+        "apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage", "metadata": {"name": "node-1"},
+        "spec": {"images": {
+            "127.0.0.1:5001/team/app": {"pullSecrets": secret("registry"), "tags": [tag("1.0")]},
+            "127.0.0.1:5001/team/denied": {"pullSecrets": secret("stale"), "tags": [tag("1.0")]}
+        }}}),
+    )
+    .await;
+    // Another node's NodeImage, which this agent never reads.
+    create(
+        &node_images,
+        json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage",
+        "metadata": {"name": "node-2"}, "spec": {"images": {"nginx": {"tags": [tag("1.25")]}}}}),
+    )
+    .await;
+
+    let fake = serve(Behaviour {
+        accepted_users: vec!["ci".into()],
+        ..Behaviour::default()
+    })
+    .await;
+    let kubeconfig = dir.path().join("agent-kubeconfig");
+    std::fs::write(&kubeconfig, api_server.kubeconfig_for(ACCOUNT.0, ACCOUNT.1)).unwrap();
+    let mut agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_prewarm-nodeagent"))
+        .env("KUBECONFIG", &kubeconfig)
+        .args([
+            "run",
+            "--node-name=node-1",
+            "--health-listen=127.0.0.1:0",
+            "--status-interval-ms=50",
+        ])
+        .arg(format!("--cri-socket={}", fake.socket.display()))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let status = loop {
+        let status = serde_json::to_value(node_images.get("node-1").await.unwrap().status).unwrap();
+        let settled = status["succeeded"] == 1 && status["failed"] == 1;
+        let events = api_server.audit().iter().any(|d| d.request.resource == "events");
+        if settled && events {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the agent did not finish: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        status["imageStatuses"]["127.0.0.1:5001/team/app"]["tags"][0]["phase"],
+        "Succeeded"
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &agent.id().unwrap().to_string()])
+        .status();
+    tokio::time::timeout(Duration::from_secs(10), agent.wait())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let user = format!("system:serviceaccount:{}:{}", ACCOUNT.0, ACCOUNT.1);
+    let decisions: Vec<_> = api_server.audit().into_iter().filter(|d| d.user == user).collect();
+    let denied: Vec<_> = decisions.iter().filter(|d| !d.allowed).collect();
+    assert!(denied.is_empty(), "403 for the agent: {denied:#?}");
+    // Its NodeImage reads are all narrowed to its own name (a field selector,
+    // which the API server authorises as a request for that name).
+    let reads: Vec<_> = decisions
+        .iter()
+        .filter(|d| d.request.resource == "nodeimages" && d.request.subresource.is_none())
+        .collect();
+    assert!(!reads.is_empty());
+    assert!(
+        reads.iter().all(|d| d.request.name.as_deref() == Some("node-1")),
+        "{reads:#?}"
+    );
+    let requests: Vec<_> = decisions.into_iter().map(|d| d.request).collect();
+    let shipped = prewarm_testapi::read_manifests(&repo("manifests/base/rbac-nodeagent.yaml")).unwrap();
+    let rules = rbac::granted_to(&shipped, ACCOUNT.0, ACCOUNT.1);
+    assert_eq!(rules.len(), 4, "{rules:#?}");
+    assert_eq!(
+        rbac::surplus(&rules, &requests),
+        Vec::<String>::new(),
+        "rules no request needed"
+    );
+    assert_eq!(
+        rbac::unused_verbs(&rules, &requests),
+        Vec::<String>::new(),
+        "verbs no request used"
+    );
+}
