@@ -99,7 +99,7 @@ pub fn read_manifests(dir: &Path) -> Result<Vec<serde_json::Value>, String> {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json"))
             // kustomize's own file describes a directory; it is no object.
-            .filter(|p| !p.file_stem().is_some_and(|stem| stem == "kustomization"))
+            .filter(|p| p.file_stem().is_none_or(|stem| stem != "kustomization"))
             .collect()
     };
     files.sort();
