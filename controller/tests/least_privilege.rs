@@ -204,6 +204,21 @@ async fn the_controller_works_under_its_shipped_rbac_and_needs_every_rule() {
         (tags.len() == 2 && tags.iter().all(|t| t["phase"] == "Failed")).then_some(())
     })
     .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "default");
+    eventually(
+        "one PullImageFailed event for node-2, seen twice",
+        10 * SECONDS,
+        || async {
+            let list = events.list(&ListParams::default()).await.unwrap().items;
+            let failed: Vec<_> = list
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("PullImageFailed"))
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("node-2"))
+                .collect();
+            (failed.len() == 1 && failed[0].series.as_ref().map(|s| s.count) == Some(2)).then_some(())
+        },
+    )
+    .await;
     assert!(controller.terminate().await.success());
 
     let user = format!("system:serviceaccount:{}:{}", ACCOUNT.0, ACCOUNT.1);

@@ -256,12 +256,7 @@ impl Store {
     }
 
     pub fn get(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<Value, ApiError> {
-        let key = Key {
-            group: rt.group.clone(),
-            plural: rt.plural.clone(),
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        };
+        let key = Self::key(rt, namespace, name);
         self.lock()
             .objects
             .get(&key)

@@ -186,7 +186,7 @@ async fn the_readme_recipe_works_as_written() {
             .unwrap()
     };
     tokio::task::block_in_place(|| {
-        let crds = kubectl(&["apply", "-f", repo("manifests/crds").to_str().unwrap()]);
+        let crds = kubectl(&["apply", "-k", repo("manifests/crds").to_str().unwrap()]);
         assert!(crds.status.success(), "{}", String::from_utf8_lossy(&crds.stderr));
         let seed = repo("api/tests/fixtures/seed/02-imagepulljob-names.yaml");
         let job = kubectl(&["apply", "-f", seed.to_str().unwrap()]);

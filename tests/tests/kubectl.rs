@@ -241,19 +241,17 @@ async fn events_recorded_through_events_k8s_io_show_in_kubectl_describe() {
     let job = jobs.get("job-with-always").await.unwrap();
     let recorder = Recorder::new(client, Reporter::from("prewarm-controller"));
     let regarding = kube::Resource::object_ref(&job, &());
-    recorder
-        .publish(
-            &Event {
-                type_: EventType::Normal,
-                reason: "SuccessfulCreate".into(),
-                note: Some("created NodeImage entries for 2 nodes".into()),
-                action: "Create".into(),
-                secondary: None,
-            },
-            &regarding,
-        )
-        .await
-        .unwrap();
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "SuccessfulCreate".into(),
+        note: Some("created NodeImage entries for 2 nodes".into()),
+        action: "Create".into(),
+        secondary: None,
+    };
+    // The recorder creates the event, then patches it (by name, through
+    // events.k8s.io) into a series when it repeats.
+    recorder.publish(&event, &regarding).await.unwrap();
+    recorder.publish(&event, &regarding).await.unwrap();
     tokio::task::block_in_place(|| {
         let described = kubectl.ok(&["describe", "imagepulljob", "job-with-always"]);
         let events = described.split("Events:").nth(1).unwrap_or_default();
@@ -281,6 +279,13 @@ async fn events_recorded_through_events_k8s_io_show_in_kubectl_describe() {
         assert!(other.trim().is_empty(), "{other}");
         let through_events_api = kubectl.ok(&["get", "events.v1.events.k8s.io", "-o", "jsonpath={.items[*].note}"]);
         assert_eq!(through_events_api, "created NodeImage entries for 2 nodes");
+        let series = kubectl.ok(&[
+            "get",
+            "events.v1.events.k8s.io",
+            "-o",
+            "jsonpath={.items[*].series.count}",
+        ]);
+        assert_eq!(series, "2");
     });
 }
 

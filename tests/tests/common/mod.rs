@@ -77,9 +77,15 @@ impl Kubectl {
         ran.stdout
     }
 
-    /// `kubectl apply -f PATH`, validated by the server (`fieldValidation=Strict`).
+    /// `kubectl apply -f PATH` (`-k` for a kustomize directory), validated by
+    /// the server (`fieldValidation=Strict`).
     pub fn apply(&self, path: &Path, extra: &[&str]) -> Ran {
-        let mut args = vec!["apply", "-f", path.to_str().unwrap()];
+        let flag = if path.join("kustomization.yaml").exists() {
+            "-k"
+        } else {
+            "-f"
+        };
+        let mut args = vec!["apply", flag, path.to_str().unwrap()];
         args.extend_from_slice(extra);
         self.run(&args)
     }
