@@ -170,6 +170,42 @@ pub fn unused_verbs(rules: &[ScopedRule], requests: &[Attributes]) -> Vec<String
     unused
 }
 
+/// How the requests a ServiceAccount made fit the rules shipped for it.
+#[derive(Debug)]
+pub struct PrivilegeReport {
+    pub requests: Vec<Attributes>,
+    pub rules: Vec<ScopedRule>,
+    pub denied: Vec<Attributes>,
+    pub surplus: Vec<String>,
+    pub unused_verbs: Vec<String>,
+}
+
+impl PrivilegeReport {
+    /// What breaks least privilege: refused requests, rules or verbs no request needed.
+    pub fn problems(&self) -> Vec<String> {
+        let denied = self.denied.iter().map(|r| format!("403: {r:?}"));
+        let surplus = self.surplus.iter().map(|r| format!("rule no request needed: {r}"));
+        let unused = self.unused_verbs.iter().map(|v| format!("verb no request used: {v}"));
+        denied.chain(surplus).chain(unused).collect()
+    }
+}
+
+/// Checks ServiceAccount `namespace/name`'s recorded `decisions` against the
+/// rules `objects` (rendered RBAC manifests) grant it.
+pub fn least_privilege(decisions: &[Decision], objects: &[Value], namespace: &str, name: &str) -> PrivilegeReport {
+    let user = format!("system:serviceaccount:{namespace}:{name}");
+    let mine: Vec<&Decision> = decisions.iter().filter(|d| d.user == user).collect();
+    let requests: Vec<Attributes> = mine.iter().map(|d| d.request.clone()).collect();
+    let rules = granted_to(objects, namespace, name);
+    PrivilegeReport {
+        denied: mine.iter().filter(|d| !d.allowed).map(|d| d.request.clone()).collect(),
+        surplus: surplus(&rules, &requests),
+        unused_verbs: unused_verbs(&rules, &requests),
+        requests,
+        rules,
+    }
+}
+
 /// The rules the RBAC objects of `objects` (Roles, ClusterRoles and their
 /// bindings, as rendered manifests) grant to ServiceAccount `namespace/name`.
 pub fn granted_to(objects: &[Value], namespace: &str, name: &str) -> Vec<ScopedRule> {

@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::manifests::{check_workload, helm, kustomize, release_objects};
+use common::manifests::{check_workload, helm, kustomize, release_objects, strings};
 use common::{Kubectl, repo};
 use prewarm_testapi::{Options, TestApi};
 use serde_json::{Value, json};
@@ -227,12 +227,7 @@ fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
     check_workload("helm, credential provider", &agent, IMAGE);
     let pod = &agent["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
-    let args: Vec<&str> = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = strings(&container["args"]);
     let config_file = "--credential-provider-config=/etc/prewarm/credential-provider/CredentialProviderPlugin.yaml";
     assert!(args.contains(&config_file), "{args:?}");
     assert!(

@@ -287,62 +287,31 @@ impl SecretSource {
     /// caBundle differs; returns how many configurations were patched. A
     /// missing configuration is not an error (not installed yet, or removed).
     async fn inject(&self, bundle: &str) -> Result<usize, ClusterCertError> {
-        let mutating = self
-            .mutating
-            .get_opt(&self.config.mutating_webhook_configuration)
-            .await
-            .map_err(|source| {
-                api_error(
-                    "reading",
-                    "MutatingWebhookConfiguration",
-                    &self.config.mutating_webhook_configuration,
-                    source,
-                )
-            })?
-            .map(|c| {
+        let mutating = inject_into(
+            &self.mutating,
+            &self.config.mutating_webhook_configuration,
+            bundle,
+            |c| {
                 c.webhooks
-                    .unwrap_or_default()
                     .into_iter()
+                    .flatten()
                     .map(|w| (w.name, w.client_config.ca_bundle))
                     .collect()
-            });
-        let validating = self
-            .validating
-            .get_opt(&self.config.validating_webhook_configuration)
-            .await
-            .map_err(|source| {
-                api_error(
-                    "reading",
-                    "ValidatingWebhookConfiguration",
-                    &self.config.validating_webhook_configuration,
-                    source,
-                )
-            })?
-            .map(|c| {
+            },
+        );
+        let validating = inject_into(
+            &self.validating,
+            &self.config.validating_webhook_configuration,
+            bundle,
+            |c| {
                 c.webhooks
-                    .unwrap_or_default()
                     .into_iter()
+                    .flatten()
                     .map(|w| (w.name, w.client_config.ca_bundle))
                     .collect()
-            });
-        let mut patched = 0;
-        if let Some(patch) = mutating.and_then(|webhooks| bundle_patch(webhooks, bundle)) {
-            let name = &self.config.mutating_webhook_configuration;
-            self.mutating
-                .patch(name, &PatchParams::default(), &Patch::Strategic(patch))
-                .await
-                .map_err(|source| api_error("patching", "MutatingWebhookConfiguration", name, source))?;
-            patched += 1;
-        }
-        if let Some(patch) = validating.and_then(|webhooks| bundle_patch(webhooks, bundle)) {
-            let name = &self.config.validating_webhook_configuration;
-            self.validating
-                .patch(name, &PatchParams::default(), &Patch::Strategic(patch))
-                .await
-                .map_err(|source| api_error("patching", "ValidatingWebhookConfiguration", name, source))?;
-            patched += 1;
-        }
-        Ok(patched)
+            },
+        );
+        Ok(usize::from(mutating.await?) + usize::from(validating.await?))
     }
 }
 
@@ -359,6 +328,34 @@ async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, Cl
         .await
         .map_err(|e| unusable(&e))?;
     kube::Client::try_from(config).map_err(|e| unusable(&e))
+}
+
+/// Puts `bundle` into the webhooks of configuration `name` whose caBundle
+/// differs; returns whether it patched. A missing configuration is skipped.
+async fn inject_into<K>(
+    api: &Api<K>,
+    name: &str,
+    bundle: &str,
+    webhooks: impl FnOnce(K) -> Vec<(String, Option<ByteString>)>,
+) -> Result<bool, ClusterCertError>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let kind = K::kind(&());
+    let Some(configuration) = api
+        .get_opt(name)
+        .await
+        .map_err(|source| api_error("reading", &kind, name, source))?
+    else {
+        return Ok(false);
+    };
+    let Some(patch) = bundle_patch(webhooks(configuration), bundle) else {
+        return Ok(false);
+    };
+    api.patch(name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .map_err(|source| api_error("patching", &kind, name, source))?;
+    Ok(true)
 }
 
 fn api_error(action: &'static str, kind: &str, name: &str, source: kube::Error) -> ClusterCertError {

@@ -106,12 +106,7 @@ pub fn check_workload(overlay: &str, workload: &Value, image: &str) {
         }
         // Every flag and variable the manifest sets is one the binary takes.
         let help = help(container["command"].as_array().unwrap());
-        let args: Vec<&str> = container["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect();
+        let args = strings(&container["args"]);
         for arg in &args {
             let flag = arg.split_once('=').map_or(*arg, |(flag, _)| flag);
             assert!(
@@ -157,4 +152,9 @@ pub fn check_workload(overlay: &str, workload: &Value, image: &str) {
             }
         }
     }
+}
+
+/// A JSON array of strings, as `&str`s.
+pub fn strings(array: &Value) -> Vec<&str> {
+    array.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect()
 }
