@@ -32,9 +32,15 @@ pub fn free_port() -> u16 {
 }
 
 pub fn spawn(program: &str, args: &[&str], log: &Path) -> Daemon {
-    let log = std::fs::File::create(log).unwrap();
+    spawn_with_env(program, args, &[], log)
+}
+
+/// [`spawn`] with extra environment variables; the log is appended to.
+pub fn spawn_with_env(program: &str, args: &[&str], env: &[(&str, &Path)], log: &Path) -> Daemon {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     let child = Command::new(program)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .stdin(Stdio::null())

@@ -24,6 +24,7 @@ pub mod events;
 pub mod field_validation;
 pub mod http;
 pub mod infra;
+pub mod local_cluster;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;

@@ -1,0 +1,334 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+//! The whole system on one machine, for trying prewarm and for end-to-end
+//! tests: this test API server (HTTPS, RBAC enforced) with prewarm's CRDs,
+//! namespaces, ServiceAccounts, RBAC and webhook configurations; the webhook
+//! (`--cert-source secret`), the controller and one node agent per node, each
+//! authenticated as its shipped ServiceAccount; three "nodes", each a Ready
+//! Node object with its own containerd (private root, state and socket); and
+//! two local registries (open, and htpasswd-protected) holding small images
+//! under the names the seed examples use. Every process is stopped on drop.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::infra::{Daemon, containerd, free_port, push, registry, spawn_with_env};
+use crate::{Options, TestApi};
+
+/// The images pushed to the open registry, as `repository:tag` (the seed's).
+pub const IMAGES: [&str; 6] = [
+    "library/nginx:1.9.1",
+    "library/nginx:1.25",
+    "library/busybox:1.29.2",
+    "library/busybox:1.36",
+    "library/ubuntu:22.04",
+    "library/redis:7",
+];
+/// The image of the private registry, and the user that may pull it.
+pub const PRIVATE_IMAGE: &str = "team/private:1.0";
+pub const PRIVATE_USER: (&str, &str) = ("ci", "s3cret-pw");
+
+const WEBHOOK_SERVICE: &str = "prewarm-system/prewarm-webhook";
+
+/// The nodes: name and labels.
+pub fn node_labels(index: usize) -> serde_json::Value {
+    let name = format!("node-{index}");
+    let zone = if index % 2 == 1 { "a" } else { "b" };
+    let mut labels = json!({"kubernetes.io/hostname": name, "topology.kubernetes.io/zone": zone});
+    // The seed's label selector (`node-type: xxx`) matches the first two nodes.
+    if index <= 2 {
+        labels["node-type"] = json!("xxx");
+    }
+    labels
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    pub socket: PathBuf,
+    containerd: Option<Daemon>,
+    agent: Option<Daemon>,
+}
+
+#[derive(Debug)]
+pub struct LocalCluster {
+    pub api: TestApi,
+    pub dir: PathBuf,
+    /// Admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    pub registry_port: u16,
+    pub private_registry_port: u16,
+    pub nodes: Vec<Node>,
+    binaries: PathBuf,
+    gates: String,
+    webhook: Option<Daemon>,
+    webhook_port: u16,
+    controller: Option<Daemon>,
+    _registries: Vec<Daemon>,
+}
+
+/// A file of `manifests/` (paths relative to the repository).
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn wait(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl LocalCluster {
+    /// Starts everything under `dir` with `nodes` nodes, the binaries found in
+    /// `binaries` (a cargo target directory such as `target/debug`), and
+    /// ImagePullJobGate as `gate_on` says.
+    pub async fn start(dir: &Path, binaries: &Path, nodes: usize, gate_on: bool) -> Self {
+        let nodes = nodes.max(1);
+        for binary in ["prewarm-webhook", "prewarm-controller", "prewarm-nodeagent"] {
+            assert!(
+                binaries.join(binary).exists(),
+                "{} is missing: build the workspace first (cargo build --bins)",
+                binaries.join(binary).display()
+            );
+        }
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let api = TestApi::start(Options {
+            tls: true,
+            ..Options::default()
+        })
+        .await
+        .unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig).unwrap();
+        // What an install puts in the API: CRDs, namespaces, accounts, RBAC, webhook configurations.
+        api.load_manifests(&repo("manifests/crds")).unwrap();
+        let bootstrap = dir.join("bootstrap");
+        std::fs::create_dir_all(&bootstrap).unwrap();
+        for file in [
+            "namespaces.yaml",
+            "serviceaccounts.yaml",
+            "rbac-webhook.yaml",
+            "rbac-controller.yaml",
+            "rbac-nodeagent.yaml",
+        ] {
+            std::fs::copy(repo(&format!("manifests/base/{file}")), bootstrap.join(file)).unwrap();
+        }
+        std::fs::copy(
+            repo("manifests/webhook/webhook-configurations.yaml"),
+            bootstrap.join("webhooks.yaml"),
+        )
+        .unwrap();
+        let node_objects: Vec<_> = (1..=nodes)
+            .map(|index| {
+                json!({"apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": format!("node-{index}"), "labels": node_labels(index)},
+                    "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                        "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+                .to_string()
+            })
+            .collect();
+        std::fs::write(bootstrap.join("zz-nodes.yaml"), node_objects.join("\n---\n")).unwrap();
+        api.load_manifests(&bootstrap).unwrap();
+        for account in ["webhook", "controller", "nodeagent"] {
+            std::fs::write(
+                dir.join(format!("kubeconfig-{account}")),
+                api.kubeconfig_for("prewarm-system", &format!("prewarm-{account}")),
+            )
+            .unwrap();
+        }
+
+        let registries_dir = dir.join("registries");
+        std::fs::create_dir_all(&registries_dir).unwrap();
+        let htpasswd = registries_dir.join("htpasswd");
+        let hashed = std::process::Command::new("htpasswd")
+            .args(["-Bbn", PRIVATE_USER.0, PRIVATE_USER.1])
+            .output()
+            .unwrap();
+        std::fs::write(&htpasswd, hashed.stdout).unwrap();
+        let (open, registry_port, _) = registry(&registries_dir, "open", None);
+        let (private, private_registry_port, _) = registry(&registries_dir, "private", Some(&htpasswd));
+        for image in IMAGES {
+            let (repository, tag) = image.split_once(':').unwrap();
+            push(registry_port, repository, tag, None, &registries_dir);
+        }
+        let (repository, tag) = PRIVATE_IMAGE.split_once(':').unwrap();
+        push(
+            private_registry_port,
+            repository,
+            tag,
+            Some(&format!("{}:{}", PRIVATE_USER.0, PRIVATE_USER.1)),
+            &registries_dir,
+        );
+
+        let mut cluster = Self {
+            api,
+            dir: dir.to_owned(),
+            kubeconfig,
+            registry_port,
+            private_registry_port,
+            nodes: Vec::new(),
+            binaries: binaries.to_owned(),
+            gates: format!("ImagePullJobGate={gate_on}"),
+            webhook: None,
+            webhook_port: free_port(),
+            controller: None,
+            _registries: vec![open, private],
+        };
+        cluster.start_webhook();
+        for index in 1..=nodes {
+            cluster.add_node(index);
+        }
+        cluster.start_controller();
+        cluster
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{name}.log"))
+    }
+
+    fn kubeconfig_of(&self, account: &str) -> PathBuf {
+        self.dir.join(format!("kubeconfig-{account}"))
+    }
+
+    fn binary(&self, name: &str) -> String {
+        self.binaries.join(name).display().to_string()
+    }
+
+    /// The webhook, with certificates from the shared CA Secret (it injects the
+    /// caBundles); returns once it serves.
+    pub fn start_webhook(&mut self) {
+        let health = free_port();
+        let cert_dir = self.dir.join("webhook-certs");
+        let daemon = spawn_with_env(
+            &self.binary("prewarm-webhook"),
+            &[
+                "serve",
+                "--cert-source=secret",
+                &format!("--kubeconfig={}", self.kubeconfig_of("webhook").display()),
+                &format!("--cert-dir={}", cert_dir.display()),
+                &format!("--listen=127.0.0.1:{}", self.webhook_port),
+                &format!("--health-listen=127.0.0.1:{health}"),
+                &format!("--feature-gates={}", self.gates),
+                "--shutdown-delay=0s",
+            ],
+            &[],
+            &self.log("webhook"),
+        );
+        self.webhook = Some(daemon);
+        self.api.set_service_endpoint(
+            WEBHOOK_SERVICE,
+            format!("127.0.0.1:{}", self.webhook_port).parse().unwrap(),
+        );
+        wait("the webhook's readiness", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", health))
+                .and_then(|mut s| {
+                    use std::io::{Read, Write};
+                    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+                    let mut answer = String::new();
+                    s.read_to_string(&mut answer)?;
+                    Ok(answer.starts_with("HTTP/1.1 200"))
+                })
+                .unwrap_or(false)
+        });
+    }
+
+    pub fn start_controller(&mut self) {
+        let admin = free_port();
+        let kubeconfig = self.kubeconfig_of("controller");
+        let daemon = spawn_with_env(
+            &self.binary("prewarm-controller"),
+            &[
+                &format!("--feature-gates={}", self.gates),
+                "--nodeimage-creation-delay=0s",
+                "--leader-elect-namespace=prewarm-system",
+                "--leader-elect-lease-duration=3s",
+                "--leader-elect-retry-period=500ms",
+                &format!("--admin-listen=127.0.0.1:{admin}"),
+            ],
+            &[("KUBECONFIG", &kubeconfig)],
+            &self.log("controller"),
+        );
+        self.controller = Some(daemon);
+    }
+
+    /// Stops the webhook and controller and starts them with ImagePullJobGate as `on` says.
+    pub fn set_gate(&mut self, on: bool) {
+        self.webhook = None;
+        self.controller = None;
+        self.gates = format!("ImagePullJobGate={on}");
+        self.start_webhook();
+        self.start_controller();
+    }
+
+    pub fn stop_controller(&mut self) {
+        self.controller = None;
+    }
+
+    fn add_node(&mut self, index: usize) {
+        let name = format!("node-{index}");
+        let node_dir = self.dir.join(&name);
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let (daemon, socket) = containerd(&node_dir);
+        self.nodes.push(Node {
+            name,
+            socket,
+            containerd: Some(daemon),
+            agent: None,
+        });
+        self.start_agent(self.nodes.len() - 1);
+    }
+
+    /// (Re)starts node `index`'s agent (0-based).
+    pub fn start_agent(&mut self, index: usize) {
+        let node = &self.nodes[index];
+        let kubeconfig = self.kubeconfig_of("nodeagent");
+        let daemon = spawn_with_env(
+            &self.binary("prewarm-nodeagent"),
+            &[
+                "run",
+                &format!("--node-name={}", node.name),
+                &format!("--cri-socket={}", node.socket.display()),
+                "--health-listen=127.0.0.1:0",
+                "--status-interval-ms=200",
+            ],
+            &[("KUBECONFIG", &kubeconfig)],
+            &self.log(&format!("nodeagent-{}", node.name)),
+        );
+        self.nodes[index].agent = Some(daemon);
+    }
+
+    /// Kills node `index`'s agent at once (as a crash would).
+    pub fn kill_agent(&mut self, index: usize) {
+        self.nodes[index].agent = None;
+    }
+
+    /// Stops node `index`'s containerd (its agent then cannot reach the runtime).
+    pub fn stop_containerd(&mut self, index: usize) {
+        self.nodes[index].containerd = None;
+    }
+
+    /// An image of the open registry, by its seed name (`nginx:1.9.1`).
+    pub fn image(&self, seed_name: &str) -> String {
+        format!("127.0.0.1:{}/library/{seed_name}", self.registry_port)
+    }
+
+    pub fn private_image(&self) -> String {
+        format!("127.0.0.1:{}/{PRIVATE_IMAGE}", self.private_registry_port)
+    }
+
+    /// Everything the processes logged so far (to look for leaked secrets).
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for entry in std::fs::read_dir(self.dir.join("logs")).unwrap().flatten() {
+            all.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+        all
+    }
+}

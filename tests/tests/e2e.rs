@@ -1,0 +1,285 @@
+//! End to end on a local cluster (`prewarm_testapi::local_cluster`): the test
+//! API server, the webhook, the controller and three node agents, each node
+//! with its own containerd, and local registries. Everything is driven with
+//! real kubectl; images are checked in each node's runtime through CRI.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::{Kubectl, repo};
+use prewarm_nodeagent::cri::Cri;
+use prewarm_testapi::local_cluster::{LocalCluster, PRIVATE_USER};
+use serde_json::Value;
+
+struct E2e {
+    cluster: LocalCluster,
+    kubectl: Kubectl,
+    _dir: tempfile::TempDir,
+}
+
+fn binaries() -> PathBuf {
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+async fn up(gate_on: bool) -> E2e {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(dir.path(), &binaries(), 3, gate_on).await;
+    let kubectl = Kubectl::new(&cluster.api);
+    E2e {
+        cluster,
+        kubectl,
+        _dir: dir,
+    }
+}
+
+impl E2e {
+    /// `kubectl apply` of `manifest` (YAML text); returns kubectl's result.
+    fn apply(&self, manifest: &str) -> common::Ran {
+        let file = self.cluster.dir.join(format!("manifest-{}.yaml", manifest.len()));
+        std::fs::write(&file, manifest).unwrap();
+        self.kubectl.apply(&file, &[])
+    }
+
+    /// A seed example, its images pointed at the local registry, renamed `name`.
+    fn seed(&self, file: &str, name: &str) -> String {
+        let text = std::fs::read_to_string(repo(&format!("api/tests/fixtures/seed/{file}"))).unwrap();
+        let text = text.replace("name: job-with-always", &format!("name: {name}"));
+        ["nginx:1.9.1", "busybox:1.29.2"].iter().fold(text, |text, image| {
+            text.replace(&format!(" {image}"), &format!(" {}", self.cluster.image(image)))
+        })
+    }
+
+    fn get(&self, args: &[&str]) -> Value {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl.ok(&all)).unwrap()
+    }
+
+    /// Waits until the job's status satisfies `done`; returns the status.
+    fn wait_job(&self, kind: &str, name: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let job = self.get(&[kind, name]);
+            if done(&job["status"]) {
+                return job["status"].clone();
+            }
+            assert!(
+                started.elapsed() < within,
+                "{kind} {name} not done after {within:?}: {:#}\nlogs:\n{}",
+                job["status"],
+                self.cluster.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Which nodes' runtimes have `image`, asked through CRI.
+    async fn nodes_with(&self, image: &str) -> Vec<String> {
+        let mut with = Vec::new();
+        for node in &self.cluster.nodes {
+            let cri = Cri::connect(&node.socket).await.unwrap();
+            if cri.image_id(image, Duration::from_secs(5)).await.unwrap().is_some() {
+                with.push(node.name.clone());
+            }
+        }
+        with
+    }
+
+    fn events_of(&self, name: &str) -> String {
+        self.kubectl.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "json",
+        ])
+    }
+}
+
+fn completed(status: &Value) -> bool {
+    status["completionTime"].is_string()
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn seed_jobs_pull_into_the_targeted_runtimes() {
+    let e2e = up(true).await;
+    let nginx = e2e.cluster.image("nginx:1.9.1");
+
+    // The seed's names-and-labels example is refused, with the webhook's message.
+    let refused = tokio::task::block_in_place(|| e2e.apply(&e2e.seed("01-imagepulljob-names-and-labels.yaml", "both")));
+    assert!(!refused.ok, "{}", refused.stdout);
+    assert!(refused.stderr.contains("spec.selector"), "{}", refused.stderr);
+
+    // By names: exactly the named nodes.
+    let status = tokio::task::block_in_place(|| {
+        let applied = e2e.apply(&e2e.seed("02-imagepulljob-names.yaml", "by-names"));
+        assert!(applied.ok, "{}", applied.stderr);
+        e2e.wait_job("imagepulljob", "by-names", MINUTE, completed)
+    });
+    assert_eq!(
+        (status["desired"].as_i64(), status["succeeded"].as_i64()),
+        (Some(2), Some(2)),
+        "{status:#}"
+    );
+    assert_eq!(e2e.nodes_with(&nginx).await, ["node-1", "node-2"]);
+    let table = tokio::task::block_in_place(|| {
+        e2e.kubectl
+            .ok(&["get", "imagepulljobs.v1alpha1.apps.kruise.io", "by-names"])
+    });
+    assert!(table.contains("TOTAL") && table.contains("SUCCEED"), "{table}");
+
+    // By label (node-type: xxx is on node-1 and node-2), and by pod selector (a pod on node-3).
+    let busybox = e2e.cluster.image("busybox:1.36");
+    let by_label = e2e
+        .seed("03-imagepulljob-labels.yaml", "by-label")
+        .replace(&nginx, &busybox);
+    let status = tokio::task::block_in_place(|| {
+        assert!(e2e.apply(&by_label).ok);
+        e2e.wait_job("imagepulljob", "by-label", MINUTE, completed)
+    });
+    assert_eq!(status["succeeded"], 2, "{status:#}");
+    assert_eq!(e2e.nodes_with(&busybox).await, ["node-1", "node-2"]);
+
+    let redis = e2e.cluster.image("redis:7");
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels:\n    pod-label: xxx\nspec:\n  nodeName: node-3\n  containers:\n  - name: web\n    image: nginx\n";
+    let by_pods = e2e
+        .seed("04-imagepulljob-pod-selector.yaml", "by-pods")
+        .replace(&nginx, &redis);
+    let status = tokio::task::block_in_place(|| {
+        assert!(e2e.apply(pod).ok);
+        assert!(e2e.apply(&by_pods).ok);
+        e2e.wait_job("imagepulljob", "by-pods", MINUTE, completed)
+    });
+    assert_eq!(status["succeeded"], 1, "{status:#}");
+    assert_eq!(e2e.nodes_with(&redis).await, ["node-3"]);
+
+    // A Never job on every node keeps running; a digest-pinned image works too.
+    let ubuntu = e2e.cluster.image("ubuntu:22.04");
+    let never = format!(
+        "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata:\n  name: never\nspec:\n  image: {ubuntu}\n  parallelism: 3\n  completionPolicy:\n    type: Never\n"
+    );
+    let status = tokio::task::block_in_place(|| {
+        assert!(e2e.apply(&never).ok);
+        e2e.wait_job("imagepulljob", "never", MINUTE, |s| s["succeeded"] == 3)
+    });
+    assert!(
+        status["completionTime"].is_null(),
+        "a Never job does not complete: {status:#}"
+    );
+    assert_eq!(e2e.nodes_with(&ubuntu).await, ["node-1", "node-2", "node-3"]);
+
+    // An image that does not exist: the nodes are listed as failed, and the job says so in events.
+    let missing = e2e.cluster.image("nginx:0.0-missing");
+    let job = format!(
+        "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata:\n  name: missing\nspec:\n  image: {missing}\n  parallelism: 2\n  selector:\n    names: [node-2, node-1]\n  pullPolicy:\n    backoffLimit: 0\n    timeoutSeconds: 30\n  completionPolicy:\n    type: Always\n"
+    );
+    let status = tokio::task::block_in_place(|| {
+        assert!(e2e.apply(&job).ok);
+        e2e.wait_job("imagepulljob", "missing", MINUTE, completed)
+    });
+    assert_eq!(status["failed"], 2, "{status:#}");
+    assert_eq!(
+        status["failedNodes"],
+        serde_json::json!(["node-1", "node-2"]),
+        "sorted: {status:#}"
+    );
+    let events = tokio::task::block_in_place(|| e2e.events_of("missing"));
+    assert!(events.contains("node-1") && events.contains("\"Warning\""), "{events}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn private_images_pull_with_the_right_secret_and_a_wrong_password_leaks_nowhere() {
+    let e2e = up(true).await;
+    let private = e2e.cluster.private_image();
+    let registry = format!("127.0.0.1:{}", e2e.cluster.private_registry_port);
+    let dockerconfig = |password: &str| {
+        base64::engine::general_purpose::STANDARD.encode(
+            serde_json::json!({"auths": {&registry: {"username": PRIVATE_USER.0, "password": password}}}).to_string(),
+        )
+    };
+    let wrong_password = "wr0ng-Pa55-do-not-print";
+    let secrets = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: right\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {}\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: wrong\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {}\n",
+        dockerconfig(PRIVATE_USER.1),
+        dockerconfig(wrong_password)
+    );
+    let job = |name: &str, secret: &str, node: &str| {
+        format!(
+            "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata:\n  name: {name}\nspec:\n  image: {private}\n  pullSecrets: [{secret}]\n  selector:\n    names: [{node}]\n  pullPolicy:\n    backoffLimit: 1\n    timeoutSeconds: 30\n  completionPolicy:\n    type: Always\n"
+        )
+    };
+    let (right, wrong) = tokio::task::block_in_place(|| {
+        assert!(e2e.apply(&secrets).ok);
+        assert!(e2e.apply(&job("with-right", "right", "node-1")).ok);
+        assert!(e2e.apply(&job("with-wrong", "wrong", "node-2")).ok);
+        (
+            e2e.wait_job("imagepulljob", "with-right", MINUTE, completed),
+            e2e.wait_job("imagepulljob", "with-wrong", MINUTE, completed),
+        )
+    });
+    assert_eq!(right["succeeded"], 1, "{right:#}");
+    assert_eq!(wrong["failed"], 1, "{wrong:#}");
+    assert_eq!(e2e.nodes_with(&private).await, ["node-1"]);
+    // The copies the node agents read from are released once the jobs are done.
+    let copies = tokio::task::block_in_place(|| e2e.get(&["secrets", "-n", "kruise-daemon-config"]));
+    assert_eq!(copies["items"], serde_json::json!([]), "{copies:#}");
+    let (events, node_images) = tokio::task::block_in_place(|| {
+        (
+            e2e.kubectl.ok(&["get", "events", "-A", "-o", "json"]),
+            e2e.kubectl.ok(&["get", "nodeimages", "-o", "json"]),
+        )
+    });
+    let encoded = base64::engine::general_purpose::STANDARD.encode(wrong_password);
+    for (place, text) in [
+        ("logs", e2e.cluster.logs()),
+        ("events", events),
+        ("statuses", wrong.to_string()),
+        ("node images", node_images),
+    ] {
+        assert!(
+            !text.contains(wrong_password) && !text.contains(&encoded),
+            "the password is in the {place}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_gate_refuses_new_jobs_lets_old_ones_go_and_turns_on_with_a_restart() {
+    let mut e2e = up(true).await;
+    let nginx = e2e.cluster.image("nginx:1.9.1");
+    tokio::task::block_in_place(|| {
+        assert!(e2e.apply(&e2e.seed("02-imagepulljob-names.yaml", "before")).ok);
+        e2e.wait_job("imagepulljob", "before", MINUTE, completed);
+    });
+    tokio::task::block_in_place(|| e2e.cluster.set_gate(false));
+    let refused = tokio::task::block_in_place(|| e2e.apply(&e2e.seed("02-imagepulljob-names.yaml", "after")));
+    assert!(
+        !refused.ok && refused.stderr.contains("ImagePullJobGate"),
+        "{}",
+        refused.stderr
+    );
+    tokio::task::block_in_place(|| e2e.kubectl.ok(&["delete", "imagepulljob", "before", "--wait=false"]));
+    tokio::task::block_in_place(|| e2e.cluster.set_gate(true));
+    let status = tokio::task::block_in_place(|| {
+        let applied = e2e.apply(&e2e.seed("02-imagepulljob-names.yaml", "after"));
+        assert!(applied.ok, "{}", applied.stderr);
+        e2e.wait_job("imagepulljob", "after", MINUTE, completed)
+    });
+    assert_eq!(status["succeeded"], 2);
+    assert_eq!(e2e.nodes_with(&nginx).await, ["node-1", "node-2"]);
+}
