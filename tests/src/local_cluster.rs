@@ -59,6 +59,8 @@ pub struct LocalCluster {
     /// Admin kubeconfig.
     pub kubeconfig: PathBuf,
     pub registry_port: u16,
+    /// The open registry's log: one line per request it served.
+    pub registry_log: PathBuf,
     pub private_registry_port: u16,
     pub nodes: Vec<Node>,
     binaries: PathBuf,
@@ -152,7 +154,7 @@ impl LocalCluster {
             .output()
             .unwrap();
         std::fs::write(&htpasswd, hashed.stdout).unwrap();
-        let (open, registry_port, _) = registry(&registries_dir, "open", None);
+        let (open, registry_port, registry_log) = registry(&registries_dir, "open", None);
         let (private, private_registry_port, _) = registry(&registries_dir, "private", Some(&htpasswd));
         for image in IMAGES {
             let (repository, tag) = image.split_once(':').unwrap();
@@ -172,6 +174,7 @@ impl LocalCluster {
             dir: dir.to_owned(),
             kubeconfig,
             registry_port,
+            registry_log,
             private_registry_port,
             nodes: Vec::new(),
             binaries: binaries.to_owned(),
@@ -321,6 +324,17 @@ impl LocalCluster {
 
     pub fn private_image(&self) -> String {
         format!("127.0.0.1:{}/{PRIVATE_IMAGE}", self.private_registry_port)
+    }
+
+    /// How many times the open registry served `image`'s manifest (pulls that reached it).
+    pub fn manifest_requests(&self, seed_name: &str) -> usize {
+        let (repository, tag) = seed_name.split_once(':').unwrap_or((seed_name, "latest"));
+        let path = format!("/v2/library/{repository}/manifests/{tag}");
+        std::fs::read_to_string(&self.registry_log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&format!("\"GET {path} ")) || l.contains(&format!("\"HEAD {path} ")))
+            .count()
     }
 
     /// Everything the processes logged so far (to look for leaked secrets).

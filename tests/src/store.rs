@@ -40,6 +40,8 @@ struct Inner {
     history: VecDeque<Arc<WatchEvent>>,
     /// Writes to fail on purpose: (count left, HTTP code).
     faults: Option<(usize, u16)>,
+    /// Every n-th write fails with a 500: (n, writes seen).
+    fault_every: Option<(u64, u64)>,
     /// Requests counted per "VERB group/resource".
     counts: BTreeMap<String, u64>,
 }
@@ -136,6 +138,7 @@ impl Store {
                 objects: BTreeMap::new(),
                 history: VecDeque::new(),
                 faults: None,
+                fault_every: None,
                 counts: BTreeMap::new(),
             }),
             events,
@@ -222,7 +225,18 @@ impl Store {
         self.lock().faults = Some((count, code));
     }
 
+    /// Fails one write in every `n` with a 500 from now on (`None` stops it).
+    pub fn inject_write_fault_every(&self, n: Option<u64>) {
+        self.lock().fault_every = n.filter(|n| *n > 0).map(|n| (n, 0));
+    }
+
     fn take_fault(inner: &mut Inner) -> Result<(), ApiError> {
+        if let Some((every, seen)) = &mut inner.fault_every {
+            *seen += 1;
+            if *seen % *every == 0 {
+                return Err(ApiError::internal("injected fault"));
+            }
+        }
         match &mut inner.faults {
             Some((left, code)) if *left > 0 => {
                 *left -= 1;

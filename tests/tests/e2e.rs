@@ -283,3 +283,196 @@ async fn the_gate_refuses_new_jobs_lets_old_ones_go_and_turns_on_with_a_restart(
     assert_eq!(status["succeeded"], 2);
     assert_eq!(e2e.nodes_with(&nginx).await, ["node-1", "node-2"]);
 }
+
+fn job(name: &str, image: &str, nodes: &[&str], extra: &str) -> String {
+    format!(
+        "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata:\n  name: {name}\nspec:\n  image: {image}\n  parallelism: 3\n  selector:\n    names: [{}]\n  pullPolicy:\n    backoffLimit: 0\n    timeoutSeconds: 30\n  completionPolicy:\n    type: Always\n{extra}",
+        nodes.join(", ")
+    )
+}
+
+/// The owners of `image`'s tags on `node`.
+fn tag_owners(e2e: &E2e, node: &str, image: &str) -> Vec<String> {
+    let node_image = e2e.get(&["nodeimage", node]);
+    let (repository, tag) = image.rsplit_once(':').unwrap();
+    node_image["spec"]["images"][repository]["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["tag"] == tag)
+        .flat_map(|t| t["ownerReferences"].as_array().cloned().unwrap_or_default())
+        .filter_map(|o| o["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_images_ttl_list_jobs_and_pull_policies() {
+    let e2e = up(true).await;
+    let nginx = e2e.cluster.image("nginx:1.25");
+
+    // Two jobs for one image on one node: one pull, both owners on the tag.
+    tokio::task::block_in_place(|| {
+        assert!(e2e.apply(&job("first", &nginx, &["node-1"], "")).ok);
+        e2e.wait_job("imagepulljob", "first", MINUTE, completed);
+        assert!(e2e.apply(&job("second", &nginx, &["node-1"], "")).ok);
+        e2e.wait_job("imagepulljob", "second", MINUTE, completed);
+        let mut owners = tag_owners(&e2e, "node-1", &nginx);
+        owners.sort();
+        assert_eq!(owners, ["first", "second"]);
+    });
+    assert_eq!(
+        e2e.cluster.manifest_requests("nginx:1.25"),
+        1,
+        "IfNotPresent: the second job did not pull again"
+    );
+
+    // imagePullPolicy Always pulls again; IfNotPresent does not.
+    tokio::task::block_in_place(|| {
+        let always = job("always", &nginx, &["node-1"], "  imagePullPolicy: Always\n");
+        assert!(e2e.apply(&always).ok);
+        e2e.wait_job("imagepulljob", "always", MINUTE, completed);
+    });
+    assert_eq!(
+        e2e.cluster.manifest_requests("nginx:1.25"),
+        2,
+        "Always asked the registry again"
+    );
+
+    // TTL: a finished job is deleted, and its ownership leaves the tag.
+    tokio::task::block_in_place(|| {
+        let ttl = job(
+            "short-lived",
+            &nginx,
+            &["node-1"],
+            "    ttlSecondsAfterFinished: 1\n    activeDeadlineSeconds: 60\n",
+        );
+        assert!(e2e.apply(&ttl).ok, "{ttl}");
+        let started = Instant::now();
+        while e2e.kubectl.run(&["get", "imagepulljob", "short-lived"]).ok {
+            assert!(started.elapsed() < MINUTE, "short-lived was not deleted after its TTL");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let started = Instant::now();
+        while tag_owners(&e2e, "node-1", &nginx).contains(&"short-lived".to_owned()) {
+            assert!(started.elapsed() < MINUTE, "the deleted job still owns the tag");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+
+    // An ImageListPullJob: one child per image; an image added, another removed.
+    let (busybox, redis, ubuntu) = (
+        e2e.cluster.image("busybox:1.29.2"),
+        e2e.cluster.image("redis:7"),
+        e2e.cluster.image("ubuntu:22.04"),
+    );
+    let list = |images: &[&str]| {
+        format!(
+            "apiVersion: apps.kruise.io/v1alpha1\nkind: ImageListPullJob\nmetadata:\n  name: list\nspec:\n  images: [{}]\n  parallelism: 3\n  selector:\n    names: [node-3]\n  completionPolicy:\n    type: Never\n",
+            images.join(", ")
+        )
+    };
+    let children = |e2e: &E2e| {
+        let jobs = e2e.get(&["imagepulljobs"]);
+        let mut images: Vec<String> = jobs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["metadata"]["ownerReferences"][0]["name"] == "list")
+            .map(|j| j["spec"]["image"].as_str().unwrap().to_owned())
+            .collect();
+        images.sort();
+        images
+    };
+    tokio::task::block_in_place(|| {
+        assert!(e2e.apply(&list(&[&busybox, &redis])).ok);
+        e2e.wait_job("imagelistpulljob", "list", MINUTE, |s| s["succeeded"] == 2);
+        assert!(e2e.apply(&list(&[&busybox, &ubuntu])).ok);
+        e2e.wait_job("imagelistpulljob", "list", MINUTE, |s| {
+            s["succeeded"] == 2 && s["desired"] == 2
+        });
+        let started = Instant::now();
+        let mut expected = vec![busybox.clone(), ubuntu.clone()];
+        expected.sort();
+        while children(&e2e) != expected {
+            assert!(started.elapsed() < MINUTE, "children: {:?}", children(&e2e));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    for image in [&busybox, &ubuntu] {
+        assert_eq!(e2e.nodes_with(image).await, ["node-3"], "{image}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_controllers_runtimes_and_api_writes_failing() {
+    let mut e2e = up(true).await;
+    let nginx = e2e.cluster.image("nginx:1.9.1");
+
+    // A node agent down when the job arrives, back later: it pulls once, and the job completes.
+    e2e.cluster.kill_agent(0);
+    tokio::task::block_in_place(|| assert!(e2e.apply(&job("agent-down", &nginx, &["node-1", "node-2"], "")).ok));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiting = tokio::task::block_in_place(|| e2e.get(&["imagepulljob", "agent-down"]));
+    assert!(waiting["status"]["completionTime"].is_null(), "{:#}", waiting["status"]);
+    e2e.cluster.start_agent(0);
+    let status = tokio::task::block_in_place(|| e2e.wait_job("imagepulljob", "agent-down", MINUTE, completed));
+    assert_eq!(status["succeeded"], 2, "{status:#}");
+    assert_eq!(
+        e2e.cluster.manifest_requests("nginx:1.9.1"),
+        2,
+        "one pull per node, none repeated"
+    );
+
+    // The controller restarted while a job waits: the job completes after it.
+    let busybox = e2e.cluster.image("busybox:1.36");
+    e2e.cluster.stop_controller();
+    tokio::task::block_in_place(|| {
+        assert!(
+            e2e.apply(&job("controller-down", &busybox, &["node-2", "node-3"], ""))
+                .ok
+        )
+    });
+    e2e.cluster.start_controller();
+    let status = tokio::task::block_in_place(|| e2e.wait_job("imagepulljob", "controller-down", MINUTE, completed));
+    assert_eq!(status["succeeded"], 2, "{status:#}");
+
+    // One in twenty API writes failing: jobs still converge.
+    e2e.cluster.api.store.inject_write_fault_every(Some(20));
+    let redis = e2e.cluster.image("redis:7");
+    let status = tokio::task::block_in_place(|| {
+        let mut applied = e2e.apply(&job("flaky-api", &redis, &["node-1", "node-2", "node-3"], ""));
+        // kubectl's own write may be the one that fails; a user would run it again.
+        if !applied.ok {
+            applied = e2e.apply(&job("flaky-api", &redis, &["node-1", "node-2", "node-3"], ""));
+        }
+        assert!(applied.ok, "{}", applied.stderr);
+        e2e.wait_job("imagepulljob", "flaky-api", MINUTE, completed)
+    });
+    e2e.cluster.api.store.inject_write_fault_every(None);
+    assert_eq!(status["succeeded"], 3, "{status:#}");
+    assert_eq!(e2e.nodes_with(&redis).await.len(), 3);
+
+    // A node whose runtime is down fails, with a message; the others complete.
+    e2e.cluster.stop_containerd(2);
+    let ubuntu = e2e.cluster.image("ubuntu:22.04");
+    let status = tokio::task::block_in_place(|| {
+        assert!(
+            e2e.apply(&job("runtime-down", &ubuntu, &["node-1", "node-2", "node-3"], ""))
+                .ok
+        );
+        e2e.wait_job("imagepulljob", "runtime-down", MINUTE * 2, completed)
+    });
+    assert_eq!(
+        (status["succeeded"].as_i64(), status["failed"].as_i64()),
+        (Some(2), Some(1)),
+        "{status:#}"
+    );
+    assert_eq!(status["failedNodes"], serde_json::json!(["node-3"]), "{status:#}");
+    let node_image = tokio::task::block_in_place(|| e2e.get(&["nodeimage", "node-3"]));
+    let (repository, _) = ubuntu.rsplit_once(':').unwrap();
+    let message = node_image["status"]["imageStatuses"][repository]["tags"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!message.is_empty(), "{node_image:#}");
+}

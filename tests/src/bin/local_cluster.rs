@@ -47,7 +47,12 @@ async fn main() -> ExitCode {
     let summary = format!(
         "kubeconfig: {kubeconfig}\nnodes: {nodes}\nregistry: 127.0.0.1:{open} (images: {images})\nprivate registry: 127.0.0.1:{private} ({user}, image {private_image})\nlogs: {logs}\n",
         kubeconfig = cluster.kubeconfig.display(),
-        nodes = cluster.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", "),
+        nodes = cluster
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         open = cluster.registry_port,
         images = prewarm_testapi::local_cluster::IMAGES.join(", "),
         private = cluster.private_registry_port,
@@ -57,7 +62,10 @@ async fn main() -> ExitCode {
     );
     print!("{summary}");
     if let Err(e) = std::fs::write(args.dir.join("ready"), &summary) {
-        eprintln!("prewarm-local-cluster: writing {}: {e}", args.dir.join("ready").display());
+        eprintln!(
+            "prewarm-local-cluster: writing {}: {e}",
+            args.dir.join("ready").display()
+        );
     }
     let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(signal) => signal,
