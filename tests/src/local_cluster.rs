@@ -18,12 +18,13 @@ use crate::infra::{Daemon, containerd, free_port, push, registry, spawn_with_env
 use crate::{Options, TestApi};
 
 /// The images pushed to the open registry, as `repository:tag` (the seed's).
-pub const IMAGES: [&str; 6] = [
+pub const IMAGES: [&str; 7] = [
     "library/nginx:1.9.1",
     "library/nginx:1.25",
     "library/busybox:1.29.2",
     "library/busybox:1.36",
     "library/ubuntu:22.04",
+    "library/ubuntu:latest",
     "library/redis:7",
 ];
 /// The image of the private registry, and the user that may pull it.

@@ -476,3 +476,85 @@ async fn agents_controllers_runtimes_and_api_writes_failing() {
         .to_owned();
     assert!(!message.is_empty(), "{node_image:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_seed_example_as_written() {
+    let e2e = up(true).await;
+    let seeds = repo("api/tests/fixtures/seed");
+    let mut files: Vec<String> = std::fs::read_dir(&seeds)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|f| f.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    // The seed's ConfigMap lives in OpenKruise's namespace.
+    tokio::task::block_in_place(|| e2e.kubectl.ok(&["create", "namespace", "kruise-system"]));
+    let mut jobs = Vec::new();
+    for file in &files {
+        let name = file.trim_end_matches(".yaml").to_lowercase();
+        let manifest = e2e.seed(file, &name);
+        let applied = tokio::task::block_in_place(|| e2e.apply(&manifest));
+        let refused = file.starts_with("01-") || file.starts_with("09-");
+        if refused {
+            assert!(!applied.ok, "{file} was accepted");
+            assert!(applied.stderr.contains("spec.selector"), "{file}: {}", applied.stderr);
+            continue;
+        }
+        assert!(applied.ok, "{file}: {}", applied.stderr);
+        let kind = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("kind: "))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let applied_name = applied
+            .stdout
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        if kind.ends_with("PullJob") {
+            jobs.push((kind.to_lowercase(), applied_name));
+        }
+    }
+    assert_eq!(jobs.len(), 10, "{jobs:?}");
+    for (kind, name) in &jobs {
+        let status = tokio::task::block_in_place(|| e2e.wait_job(kind, name, MINUTE, completed));
+        assert_eq!(status["failed"].as_i64().unwrap_or(0), 0, "{kind} {name}: {status:#}");
+    }
+    let nginx = e2e.cluster.image("nginx:1.9.1");
+    assert_eq!(e2e.nodes_with(&nginx).await, ["node-1", "node-2"]);
+    // A job naming Secrets that do not exist pulls without them and says so.
+    let events = tokio::task::block_in_place(|| e2e.events_of("job-with-secrets"));
+    assert!(events.contains("PullSecretNotFound"), "{events}");
+
+    // The seed's `kubectl patch nodeimage --type=merge`, on a real node and the local registry:
+    // the webhook defaults the tag, the agent pulls it.
+    let ubuntu = e2e.cluster.image("ubuntu");
+    let patch = std::fs::read_to_string(seeds.join("16-nodeimage-merge-patch.json"))
+        .unwrap()
+        .replace("\"ubuntu\"", &format!("\"{ubuntu}\""));
+    tokio::task::block_in_place(|| {
+        e2e.kubectl
+            .ok(&["patch", "nodeimage", "node-3", "--type=merge", "-p", &patch]);
+        let node_image = e2e.get(&["nodeimage", "node-3"]);
+        let tag = &node_image["spec"]["images"][&ubuntu]["tags"][0];
+        assert!(
+            tag["createdAt"].is_string() && tag["pullPolicy"]["timeoutSeconds"] == 600,
+            "{tag:#}"
+        );
+        let started = Instant::now();
+        loop {
+            let node_image = e2e.get(&["nodeimage", "node-3"]);
+            if node_image["status"]["imageStatuses"][&ubuntu]["tags"][0]["phase"] == "Succeeded" {
+                break;
+            }
+            assert!(started.elapsed() < MINUTE, "{:#}", node_image["status"]);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    assert_eq!(e2e.nodes_with(&format!("{ubuntu}:latest")).await, ["node-3"]);
+}
