@@ -10,6 +10,7 @@ pub mod index;
 pub mod leader;
 pub mod patch;
 pub mod plan;
+pub mod progress;
 pub mod queue;
 pub mod reconcile;
 pub mod trim;
