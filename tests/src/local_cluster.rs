@@ -63,6 +63,8 @@ pub struct LocalCluster {
     /// The open registry's log: one line per request it served.
     pub registry_log: PathBuf,
     pub private_registry_port: u16,
+    /// The manifest digest of each of [`IMAGES`].
+    pub digests: std::collections::BTreeMap<String, String>,
     pub nodes: Vec<Node>,
     binaries: PathBuf,
     gates: String,
@@ -157,9 +159,13 @@ impl LocalCluster {
         std::fs::write(&htpasswd, hashed.stdout).unwrap();
         let (open, registry_port, registry_log) = registry(&registries_dir, "open", None);
         let (private, private_registry_port, _) = registry(&registries_dir, "private", Some(&htpasswd));
+        let mut digests = std::collections::BTreeMap::new();
         for image in IMAGES {
             let (repository, tag) = image.split_once(':').unwrap();
-            push(registry_port, repository, tag, None, &registries_dir);
+            digests.insert(
+                image.to_owned(),
+                push(registry_port, repository, tag, None, &registries_dir),
+            );
         }
         let (repository, tag) = PRIVATE_IMAGE.split_once(':').unwrap();
         push(
@@ -177,6 +183,7 @@ impl LocalCluster {
             registry_port,
             registry_log,
             private_registry_port,
+            digests,
             nodes: Vec::new(),
             binaries: binaries.to_owned(),
             gates: format!("ImagePullJobGate={gate_on}"),
@@ -321,6 +328,13 @@ impl LocalCluster {
     /// An image of the open registry, by its seed name (`nginx:1.9.1`).
     pub fn image(&self, seed_name: &str) -> String {
         format!("127.0.0.1:{}/library/{seed_name}", self.registry_port)
+    }
+
+    /// An image of the open registry pinned by digest (`busybox:1.36` → `…/library/busybox@sha256:…`).
+    pub fn pinned_image(&self, seed_name: &str) -> String {
+        let repository = seed_name.split_once(':').map_or(seed_name, |(r, _)| r);
+        let digest = &self.digests[&format!("library/{seed_name}")];
+        format!("127.0.0.1:{}/library/{repository}@{digest}", self.registry_port)
     }
 
     pub fn private_image(&self) -> String {

@@ -359,6 +359,15 @@ async fn shared_images_ttl_list_jobs_and_pull_policies() {
         }
     });
 
+    // A digest-pinned image.
+    let pinned = e2e.cluster.pinned_image("busybox:1.36");
+    tokio::task::block_in_place(|| {
+        assert!(e2e.apply(&job("pinned", &pinned, &["node-2"], "")).ok);
+        let status = e2e.wait_job("imagepulljob", "pinned", MINUTE, completed);
+        assert_eq!(status["succeeded"], 1, "{status:#}");
+    });
+    assert_eq!(e2e.nodes_with(&pinned).await, ["node-2"]);
+
     // An ImageListPullJob: one child per image; an image added, another removed.
     let (busybox, redis, ubuntu) = (
         e2e.cluster.image("busybox:1.29.2"),
