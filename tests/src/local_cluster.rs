@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::infra::{Daemon, containerd, free_port, push, registry, spawn_with_env};
+use crate::infra::{Daemon, containerd, free_port, push, push_with, registry, spawn_with_env};
 use crate::{Options, TestApi};
 
 /// The images pushed to the open registry, as `repository:tag` (the seed's).
@@ -27,6 +27,13 @@ pub const IMAGES: [&str; 7] = [
     "library/ubuntu:latest",
     "library/redis:7",
 ];
+/// An image served through a throttled proxy (`LocalCluster::slow_image`),
+/// so that a pull takes seconds: for faults in the middle of a pull.
+pub const SLOW_IMAGE: &str = "library/slow:1.0";
+/// Its layer's size and the proxy's rate: about four seconds a pull.
+const SLOW_LAYER_BYTES: usize = 512 * 1024;
+const SLOW_BYTES_PER_SECOND: usize = 128 * 1024;
+
 /// The image of the private registry, and the user that may pull it.
 pub const PRIVATE_IMAGE: &str = "team/private:1.0";
 pub const PRIVATE_USER: (&str, &str) = ("ci", "s3cret-pw");
@@ -63,6 +70,8 @@ pub struct LocalCluster {
     /// The open registry's log: one line per request it served.
     pub registry_log: PathBuf,
     pub private_registry_port: u16,
+    /// A throttled proxy to the open registry (see [`SLOW_IMAGE`]).
+    pub slow_registry_port: u16,
     /// The manifest digest of each of [`IMAGES`].
     pub digests: std::collections::BTreeMap<String, String>,
     pub nodes: Vec<Node>,
@@ -167,6 +176,12 @@ impl LocalCluster {
                 push(registry_port, repository, tag, None, &registries_dir),
             );
         }
+        let (repository, tag) = SLOW_IMAGE.split_once(':').unwrap();
+        let noise: Vec<u8> = (0..SLOW_LAYER_BYTES as u64)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        push_with(registry_port, repository, tag, None, &registries_dir, &noise);
+        let slow_registry_port = throttled_proxy(registry_port, SLOW_BYTES_PER_SECOND).await;
         let (repository, tag) = PRIVATE_IMAGE.split_once(':').unwrap();
         push(
             private_registry_port,
@@ -183,6 +198,7 @@ impl LocalCluster {
             registry_port,
             registry_log,
             private_registry_port,
+            slow_registry_port,
             digests,
             nodes: Vec::new(),
             binaries: binaries.to_owned(),
@@ -337,6 +353,11 @@ impl LocalCluster {
         format!("127.0.0.1:{}/library/{repository}@{digest}", self.registry_port)
     }
 
+    /// [`SLOW_IMAGE`] through the throttled proxy.
+    pub fn slow_image(&self) -> String {
+        format!("127.0.0.1:{}/{SLOW_IMAGE}", self.slow_registry_port)
+    }
+
     pub fn private_image(&self) -> String {
         format!("127.0.0.1:{}/{PRIVATE_IMAGE}", self.private_registry_port)
     }
@@ -360,4 +381,39 @@ impl LocalCluster {
         }
         all
     }
+}
+
+/// A TCP proxy on a free loopback port to `upstream`, passing at most
+/// `bytes_per_second` towards the client on each connection. Runs as long as
+/// the runtime does.
+async fn throttled_proxy(upstream: u16, bytes_per_second: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let requests = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                    let _ = server_write.shutdown().await;
+                });
+                // Responses in chunks of a tenth of the rate, one per 100 ms.
+                let mut chunk = vec![0u8; (bytes_per_second / 10).max(1)];
+                while let Ok(read) = server_read.read(&mut chunk).await {
+                    if read == 0 || client_write.write_all(&chunk[..read]).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let _ = client_write.shutdown().await;
+                requests.abort();
+            });
+        }
+    });
+    port
 }

@@ -417,6 +417,31 @@ async fn agents_controllers_runtimes_and_api_writes_failing() {
     let mut e2e = up(true).await;
     let nginx = e2e.cluster.image("nginx:1.9.1");
 
+    // A node agent killed in the middle of a pull (a throttled registry makes it
+    // last seconds) and started again: it pulls what was cut short, once more.
+    let slow = e2e.cluster.slow_image();
+    let (repository, _) = slow.rsplit_once(':').unwrap();
+    tokio::task::block_in_place(|| {
+        assert!(e2e.apply(&job("mid-pull", &slow, &["node-1", "node-2"], "")).ok);
+        let started = Instant::now();
+        while e2e.get(&["nodeimage", "node-1"])["status"]["imageStatuses"][repository]["tags"][0]["phase"] != "Pulling"
+        {
+            assert!(started.elapsed() < MINUTE, "node-1 never started pulling");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    e2e.cluster.kill_agent(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    e2e.cluster.start_agent(0);
+    let status = tokio::task::block_in_place(|| e2e.wait_job("imagepulljob", "mid-pull", MINUTE, completed));
+    assert_eq!(status["succeeded"], 2, "{status:#}");
+    assert_eq!(e2e.nodes_with(&slow).await, ["node-1", "node-2"]);
+    assert_eq!(
+        e2e.cluster.manifest_requests("slow:1.0"),
+        3,
+        "node-2 once, node-1 cut short and once more"
+    );
+
     // A node agent down when the job arrives, back later: it pulls once, and the job completes.
     e2e.cluster.kill_agent(0);
     tokio::task::block_in_place(|| assert!(e2e.apply(&job("agent-down", &nginx, &["node-1", "node-2"], "")).ok));
