@@ -238,6 +238,39 @@ async fn private_images_pull_with_the_right_secret_and_a_wrong_password_leaks_no
     // The copies the node agents read from are released once the jobs are done.
     let copies = tokio::task::block_in_place(|| e2e.get(&["secrets", "-n", "kruise-daemon-config"]));
     assert_eq!(copies["items"], serde_json::json!([]), "{copies:#}");
+    // A Never job keeps its copy: it follows the source Secret, and goes with the job.
+    let copied_password = |e2e: &E2e| -> Option<String> {
+        let copies = e2e.get(&["secrets", "-n", "kruise-daemon-config"]);
+        let copy = copies["items"].as_array()?.first()?.clone();
+        let config = base64::engine::general_purpose::STANDARD
+            .decode(copy["data"][".dockerconfigjson"].as_str()?)
+            .ok()?;
+        let config: Value = serde_json::from_slice(&config).ok()?;
+        config["auths"][&registry]["password"].as_str().map(str::to_owned)
+    };
+    let wait_for = |what: &str, check: &dyn Fn() -> bool| {
+        let started = Instant::now();
+        while !check() {
+            assert!(started.elapsed() < MINUTE, "{what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    tokio::task::block_in_place(|| {
+        let never = job("kept", "right", "node-3").replace("type: Always", "type: Never");
+        assert!(e2e.apply(&never).ok);
+        wait_for("the copy made", &|| {
+            copied_password(&e2e).as_deref() == Some(PRIVATE_USER.1)
+        });
+        let rotated = secrets.replace(&dockerconfig(PRIVATE_USER.1), &dockerconfig("rotated-pw"));
+        assert!(e2e.apply(&rotated).ok);
+        wait_for("the copy following its source", &|| {
+            copied_password(&e2e).as_deref() == Some("rotated-pw")
+        });
+        e2e.kubectl.ok(&["delete", "imagepulljob", "kept"]);
+        wait_for("the copy released", &|| {
+            e2e.get(&["secrets", "-n", "kruise-daemon-config"])["items"] == serde_json::json!([])
+        });
+    });
     let (events, node_images) = tokio::task::block_in_place(|| {
         (
             e2e.kubectl.ok(&["get", "events", "-A", "-o", "json"]),

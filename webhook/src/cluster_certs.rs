@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use prewarm_certs::rotation::{self, CaSet, Change, Policy, RotationError};
 use prewarm_certs::{CA_CERT_FILE, TLS_CERT_FILE, TLS_KEY_FILE, write_atomically};
 use serde_json::json;
@@ -226,17 +226,16 @@ impl SecretSource {
                 // The plan always creates a set where there is none.
                 (None, None) => continue,
             };
+            // The stored metadata is kept (labels someone added included), with ours added.
+            let mut metadata = stored.map(|s| s.metadata).unwrap_or_default();
+            metadata.name = Some(name.clone());
+            metadata.namespace = Some(namespace.clone());
+            metadata
+                .labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert("app.kubernetes.io/name".to_owned(), "prewarm".to_owned());
             let secret = Secret {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    namespace: Some(namespace.clone()),
-                    resource_version: stored.as_ref().and_then(|s| s.metadata.resource_version.clone()),
-                    labels: Some(BTreeMap::from([(
-                        "app.kubernetes.io/name".to_owned(),
-                        "prewarm".to_owned(),
-                    )])),
-                    ..stored.map(|s| s.metadata).unwrap_or_default()
-                },
+                metadata,
                 type_: Some("Opaque".to_owned()),
                 data: Some(next.to_data().into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
                 ..Secret::default()
