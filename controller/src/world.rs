@@ -364,7 +364,7 @@ pub fn watch(client: &Client, world: &Arc<World>, writers: Writers) -> Vec<tokio
     vec![
         spawn_follow(client, world, jobs, on_job, trim::keep_all),
         spawn_follow(client, world, list_jobs, on_list_job, trim::keep_all),
-        spawn_follow(client, world, node_images, on_node_image, trim::trim_metadata),
+        spawn_follow(client, world, node_images, on_node_image, trim::trim_node_image),
         spawn_follow(client, world, nodes, on_node, trim::trim_node),
         spawn_follow(client, world, pods, on_pod, trim::trim_pod),
         spawn_follow(client, world, secrets, on_secret, trim::keep_all),
