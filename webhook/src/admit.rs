@@ -43,16 +43,13 @@ pub struct AdmitState {
     pub draining: AtomicBool,
 }
 
-/// Most decision lines logged per second (metrics count every decision).
-const DECISION_LINES_PER_SECOND: u32 = 200;
-
 impl AdmitState {
     pub fn new(gates: FeatureGates, metrics: Arc<Metrics>, limits: &LimitsConfig) -> Self {
         Self {
             gates,
             metrics,
             budget: Budget::new(limits),
-            decision_log: LogLimit::new(DECISION_LINES_PER_SECOND),
+            decision_log: LogLimit::new(limits.max_decision_lines_per_second),
             draining: AtomicBool::new(false),
         }
     }

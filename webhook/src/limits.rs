@@ -47,6 +47,10 @@ pub struct LimitsConfig {
     /// Most concurrent HTTP/2 streams per connection.
     #[arg(long, default_value_t = 32)]
     pub max_http2_streams: u32,
+    /// Most admission decisions logged per second; the next line logged says
+    /// how many were left out (metrics count every decision).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_decision_lines_per_second: u32,
 }
 
 impl Default for LimitsConfig {
@@ -57,6 +61,7 @@ impl Default for LimitsConfig {
             max_inflight_body_mib: 64,
             max_large_reviews: 2,
             max_http2_streams: 32,
+            max_decision_lines_per_second: 200,
         }
     }
 }
