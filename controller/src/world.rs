@@ -364,7 +364,7 @@ pub fn watch(client: &Client, world: &Arc<World>, writers: Writers) -> Vec<tokio
     vec![
         spawn_follow(client, world, jobs, on_job, trim::keep_all),
         spawn_follow(client, world, list_jobs, on_list_job, trim::keep_all),
-        spawn_follow(client, world, node_images, on_node_image, trim::trim_node_image),
+        spawn_follow(client, world, node_images, on_node_image, trim::trim_metadata),
         spawn_follow(client, world, nodes, on_node, trim::trim_node),
         spawn_follow(client, world, pods, on_pod, trim::trim_pod),
         spawn_follow(client, world, secrets, on_secret, trim::keep_all),
@@ -401,7 +401,9 @@ async fn follow<K>(
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
     let reader = writer.as_reader();
-    let mut relist: Option<Vec<(Option<Arc<K>>, K)>> = None;
+    // During a relist the writer buffers the listed objects; only references
+    // are kept here, so a relist holds one extra copy of the cache, not two.
+    let mut relist: Option<Vec<(Option<Arc<K>>, ObjectRef<K>)>> = None;
     let stream = stream.default_backoff();
     futures_util::pin_mut!(stream);
     while let Some(event) = stream.next().await {
@@ -415,22 +417,25 @@ async fn follow<K>(
         match &event {
             watcher::Event::Init => relist = Some(Vec::new()),
             watcher::Event::InitApply(object) => {
-                let old = reader.get(&ObjectRef::from_obj(object));
-                relist.get_or_insert_default().push((old, object.clone()));
+                let key = ObjectRef::from_obj(object);
+                let old = reader.get(&key);
+                relist.get_or_insert_default().push((old, key));
             }
             watcher::Event::InitDone => {
                 let changes = relist.take().unwrap_or_default();
                 let before = reader.state();
                 writer.apply_watcher_event(&event);
-                let listed: HashSet<ObjectRef<K>> = changes.iter().map(|(_, k)| ObjectRef::from_obj(k)).collect();
+                let listed: HashSet<&ObjectRef<K>> = changes.iter().map(|(_, key)| key).collect();
                 for gone in before
                     .iter()
                     .filter(|k| !listed.contains(&ObjectRef::from_obj(k.as_ref())))
                 {
                     on_change(&world, Some(gone), None);
                 }
-                for (old, new) in &changes {
-                    on_change(&world, old.as_deref(), Some(new));
+                for (old, key) in &changes {
+                    if let Some(new) = reader.get(key) {
+                        on_change(&world, old.as_deref(), Some(&new));
+                    }
                 }
                 continue;
             }
