@@ -392,6 +392,9 @@ type OnChange<K> = fn(&World, Option<&K>, Option<&K>);
 /// Applies each watch event to the cache, then reports (old, new) to
 /// `on_change`. A relist is applied as a whole, and objects that vanished
 /// during it are reported as deleted.
+/// An object of a relist: what the cache held before, and its reference.
+type Listed<K> = (Option<Arc<K>>, ObjectRef<K>);
+
 async fn follow<K>(
     stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
     mut writer: Writer<K>,
@@ -403,7 +406,7 @@ async fn follow<K>(
     let reader = writer.as_reader();
     // During a relist the writer buffers the listed objects; only references
     // are kept here, so a relist holds one extra copy of the cache, not two.
-    let mut relist: Option<Vec<(Option<Arc<K>>, ObjectRef<K>)>> = None;
+    let mut relist: Option<Vec<Listed<K>>> = None;
     let stream = stream.default_backoff();
     futures_util::pin_mut!(stream);
     while let Some(event) = stream.next().await {
