@@ -24,6 +24,10 @@ up)
     fi
     scripts/install-test-deps.sh >/dev/null
     cargo build --quiet --bins
+    # Only a directory an earlier run made (or an empty one) is cleared.
+    if [ -d "$DIR" ] && [ -n "$(ls -A "$DIR")" ] && [ ! -f "$DIR/local-cluster.log" ]; then
+        echo "$DIR exists and is not a local cluster's directory: set DIR to another path" >&2; exit 1
+    fi
     rm -rf "$DIR" && mkdir -p "$DIR"
     setsid target/debug/prewarm-local-cluster --dir "$DIR" >"$DIR/local-cluster.log" 2>&1 < /dev/null &
     echo $! >"$PIDFILE"
