@@ -114,17 +114,7 @@ spec: {minAvailable: 1, selector: {matchLabels: {app: prewarm-webhook}}}
             info.stdout,
             info.stderr
         );
-        let pdb_version = || {
-            kubectl.ok(&[
-                "get",
-                "pdb",
-                "-n",
-                "prewarm-system",
-                "prewarm-webhook",
-                "-o",
-                "jsonpath={.metadata.resourceVersion}",
-            ])
-        };
+        let pdb_version = || kubectl.resource_version("pdb", "prewarm-system", "prewarm-webhook");
         let before = pdb_version();
         let again = kubectl.apply(&manifest, &[]);
         assert!(again.ok, "{}", again.stderr);

@@ -282,17 +282,7 @@ async fn apply_k_installs_idempotently_and_two_replicas_share_one_injected_ca() 
         // Applying again changes nothing, and leaves the injected caBundles alone.
         // kubectl always sends a PodDisruptionBudget's selector (its patch strategy
         // is `replace`), so it says "configured"; the server stores nothing new.
-        let pdb_version = || {
-            kubectl.ok(&[
-                "get",
-                "pdb",
-                "-n",
-                "prewarm-system",
-                "prewarm-webhook",
-                "-o",
-                "jsonpath={.metadata.resourceVersion}",
-            ])
-        };
+        let pdb_version = || kubectl.resource_version("pdb", "prewarm-system", "prewarm-webhook");
         let before = pdb_version();
         let again = apply_k(&kubectl, overlay);
         for line in again.lines() {

@@ -77,6 +77,19 @@ impl Kubectl {
         ran.stdout
     }
 
+    /// The stored resourceVersion of one object (`kind`, `namespace`, `name`).
+    pub fn resource_version(&self, kind: &str, namespace: &str, name: &str) -> String {
+        self.ok(&[
+            "get",
+            kind,
+            "-n",
+            namespace,
+            name,
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ])
+    }
+
     /// `kubectl apply -f PATH` (`-k` for a kustomize directory), validated by
     /// the server (`fieldValidation=Strict`).
     pub fn apply(&self, path: &Path, extra: &[&str]) -> Ran {
