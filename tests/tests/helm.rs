@@ -183,6 +183,28 @@ fn the_chart_lints_clean_and_installs_what_kustomize_renders() {
 fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let cluster = start_cluster(&runtime);
+    // The chart's schema refuses a misspelt value or a malformed gate, naming it,
+    // before anything is installed.
+    let chart = repo("charts/prewarm");
+    for (set, named) in [
+        ("featureGate=ImagePullJobGate=true", "featureGate"),
+        ("featureGates=ImagePullJobGate", "featureGates"),
+    ] {
+        let refused = helm(&[
+            "install",
+            "prewarm",
+            chart.to_str().unwrap(),
+            "--kubeconfig",
+            cluster.kubeconfig.to_str().unwrap(),
+            "--set",
+            set,
+        ]);
+        assert!(
+            !refused.ok && refused.stderr.contains(named),
+            "{set}: {}",
+            refused.stderr
+        );
+    }
     // helm install … --set featureGates="ImagePullJobGate=true"
     cluster.helm("install", &["featureGates=ImagePullJobGate=true"]);
     for name in ["prewarm-webhook", "prewarm-controller"] {
