@@ -1,28 +1,28 @@
 //! The controller's view of the cluster: one cache per watched kind (Secrets
-//! as metadata only), the indexes over them, the two work queues, and the
-//! watch loops that keep the caches and indexes current and turn each change
-//! into the work it causes.
+//! as metadata only), the indexes over them and the two work queues. The
+//! watch loops that keep them current and turn each change into the work it
+//! causes are in `watch`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 
-use crate::trim;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
 use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob, NodeImage};
 
 use crate::index::{Index, ObjectKey};
 use crate::plan::image_pull_job::Target;
 use crate::plan::selection::{Selection, active_pod_node, selection};
 use crate::queue::Queue;
+
+mod watch;
+pub use watch::watch;
 
 pub type SecretMeta = PartialObjectMeta<Secret>;
 
@@ -348,246 +348,6 @@ impl PendingWrites {
             pending.remove(job);
         }
         settled
-    }
-}
-
-/// Starts the watch loops. Each returns only when its stream ends.
-pub fn watch(client: &Client, world: &Arc<World>, writers: Writers) -> Vec<tokio::task::JoinHandle<()>> {
-    let Writers {
-        jobs,
-        list_jobs,
-        node_images,
-        nodes,
-        pods,
-        secrets,
-    } = writers;
-    vec![
-        spawn_follow(client, world, jobs, on_job, trim::keep_all),
-        spawn_follow(client, world, list_jobs, on_list_job, trim::keep_all),
-        spawn_follow(client, world, node_images, on_node_image, trim::trim_metadata),
-        spawn_follow(client, world, nodes, on_node, trim::trim_node),
-        spawn_follow(client, world, pods, on_pod, trim::trim_pod),
-        spawn_follow(client, world, secrets, on_secret, trim::keep_all),
-    ]
-}
-
-/// Watches every `K` of the cluster into `writer`, reporting changes to
-/// `on_change`; `trim` drops what the controller never reads before caching.
-fn spawn_follow<K>(
-    client: &Client,
-    world: &Arc<World>,
-    writer: Writer<K>,
-    on_change: OnChange<K>,
-    trim: fn(&mut K),
-) -> tokio::task::JoinHandle<()>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-{
-    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default().any_semantic()).modify(trim);
-    tokio::spawn(follow(stream, writer, world.clone(), on_change))
-}
-
-type OnChange<K> = fn(&World, Option<&K>, Option<&K>);
-
-/// Applies each watch event to the cache, then reports (old, new) to
-/// `on_change`. A relist is applied as a whole, and objects that vanished
-/// during it are reported as deleted.
-/// An object of a relist: what the cache held before, and its reference.
-type Listed<K> = (Option<Arc<K>>, ObjectRef<K>);
-
-async fn follow<K>(
-    stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
-    mut writer: Writer<K>,
-    world: Arc<World>,
-    on_change: OnChange<K>,
-) where
-    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
-{
-    let reader = writer.as_reader();
-    // During a relist the writer buffers the listed objects; only references
-    // are kept here, so a relist holds one extra copy of the cache, not two.
-    let mut relist: Option<Vec<Listed<K>>> = None;
-    let stream = stream.default_backoff();
-    futures_util::pin_mut!(stream);
-    while let Some(event) = stream.next().await {
-        let event = match event {
-            Ok(event) => event,
-            Err(e) => {
-                tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying with backoff");
-                continue;
-            }
-        };
-        match &event {
-            watcher::Event::Init => relist = Some(Vec::new()),
-            watcher::Event::InitApply(object) => {
-                let key = ObjectRef::from_obj(object);
-                let old = reader.get(&key);
-                relist.get_or_insert_default().push((old, key));
-            }
-            watcher::Event::InitDone => {
-                let changes = relist.take().unwrap_or_default();
-                let before = reader.state();
-                writer.apply_watcher_event(&event);
-                let listed: HashSet<&ObjectRef<K>> = changes.iter().map(|(_, key)| key).collect();
-                for gone in before
-                    .iter()
-                    .filter(|k| !listed.contains(&ObjectRef::from_obj(k.as_ref())))
-                {
-                    on_change(&world, Some(gone), None);
-                }
-                for (old, key) in &changes {
-                    if let Some(new) = reader.get(key) {
-                        on_change(&world, old.as_deref(), Some(&new));
-                    }
-                }
-                continue;
-            }
-            watcher::Event::Apply(object) => {
-                let old = reader.get(&ObjectRef::from_obj(object));
-                writer.apply_watcher_event(&event);
-                on_change(&world, old.as_deref(), Some(object));
-                continue;
-            }
-            watcher::Event::Delete(object) => {
-                writer.apply_watcher_event(&event);
-                on_change(&world, Some(object), None);
-                continue;
-            }
-        }
-        writer.apply_watcher_event(&event);
-    }
-}
-
-fn on_job(world: &World, old: Option<&ImagePullJob>, new: Option<&ImagePullJob>) {
-    let Some(any) = new.or(old) else { return };
-    let key = ObjectKey::of(&any.metadata);
-    world.index().set_job(&key, new);
-    // The list job that controls it recounts (and remakes a child deleted under it).
-    for job in [old, new].into_iter().flatten() {
-        for owner in job.metadata.owner_references.iter().flatten() {
-            if owner.controller == Some(true) && owner.kind == "ImageListPullJob" {
-                world.list_queue.add(ObjectKey::new(&key.namespace, &owner.name));
-            }
-        }
-    }
-    if new.is_some() {
-        world.enqueue_job(key);
-    }
-    // A job that is going, or was replaced by one of the same name, leaves
-    // owner references behind: its NodeImages are pruned.
-    let old_uid = old.and_then(|j| j.metadata.uid.clone());
-    let going = new.is_none_or(|j| j.metadata.deletion_timestamp.is_some() || j.metadata.uid != old_uid);
-    if going {
-        let uids = [old_uid, new.and_then(|j| j.metadata.uid.clone())];
-        let nodes: BTreeSet<String> = {
-            let index = world.index();
-            uids.iter()
-                .flatten()
-                .flat_map(|uid| index.nodes_owned_by(uid))
-                .collect()
-        };
-        for node in nodes {
-            world.node_queue.add(node);
-        }
-    }
-}
-
-fn on_list_job(world: &World, _old: Option<&ImageListPullJob>, new: Option<&ImageListPullJob>) {
-    if let Some(list) = new {
-        world.list_queue.add(ObjectKey::of(&list.metadata));
-    }
-}
-
-fn on_node_image(world: &World, old: Option<&NodeImage>, new: Option<&NodeImage>) {
-    let Some(any) = new.or(old) else { return };
-    let name = any.name_any();
-    world.index().set_node_image(&name, new);
-    world.node_queue.add(name.clone());
-    let membership_changed = match (old, new) {
-        (Some(old), Some(new)) => old.metadata.labels != new.metadata.labels,
-        _ => true,
-    };
-    let mut jobs = if membership_changed {
-        world.jobs_for_node(&name)
-    } else {
-        BTreeSet::new()
-    };
-    jobs.extend(crate::changes::owners_of_changed_tags(old, new));
-    for job in jobs {
-        world.enqueue_job(job);
-    }
-}
-
-fn on_node(world: &World, old: Option<&Node>, new: Option<&Node>) {
-    let Some(any) = new.or(old) else { return };
-    let name = any.name_any();
-    let facts = |n: Option<&Node>| {
-        n.map(|n| {
-            (
-                n.metadata.labels.clone(),
-                ready_since(n).is_some(),
-                n.metadata.deletion_timestamp.is_some(),
-            )
-        })
-    };
-    world
-        .index()
-        .set_not_ready(&name, new.is_some_and(|n| ready_since(n).is_none()));
-    if facts(old) == facts(new) {
-        return;
-    }
-    world.node_queue.add(name.clone());
-    for job in world.jobs_for_node(&name) {
-        world.enqueue_job(job);
-    }
-}
-
-fn on_pod(world: &World, old: Option<&Pod>, new: Option<&Pod>) {
-    let Some(any) = new.or(old) else { return };
-    let key = ObjectKey::of(&any.metadata);
-    world.index().set_pod(&key, new);
-    let placement =
-        |p: Option<&Pod>| p.and_then(|p| active_pod_node(p).map(|n| (n.to_owned(), p.metadata.labels.clone())));
-    let (before, after) = (placement(old), placement(new));
-    if before == after {
-        return;
-    }
-    let candidates = world.index().pod_jobs_in(&key.namespace);
-    for job_key in candidates {
-        let Some(job) = world.job(&job_key) else { continue };
-        let Selection::Pods(selector) = selection(&job.spec) else {
-            continue;
-        };
-        let matched = |p: &Option<(String, Option<BTreeMap<String, String>>)>| {
-            p.as_ref().is_some_and(|(_, labels)| selector.matches(labels.as_ref()))
-        };
-        if matched(&before) || matched(&after) {
-            world.enqueue_job(job_key);
-        }
-    }
-}
-
-fn on_secret(world: &World, old: Option<&SecretMeta>, new: Option<&SecretMeta>) {
-    let Some(any) = new.or(old) else { return };
-    let key = ObjectKey::of(&any.metadata);
-    let version = |s: Option<&SecretMeta>| s.and_then(|s| s.metadata.resource_version.clone());
-    if version(old) == version(new) {
-        return;
-    }
-    let mut jobs = world.index().jobs_using_secret(&key);
-    // A copy deleted under a job is made again.
-    if new.is_none()
-        && let Some(old) = old
-    {
-        jobs.extend(
-            crate::plan::secrets::references(&old.metadata)
-                .iter()
-                .filter_map(|r| r.split_once('/'))
-                .map(|(ns, name)| ObjectKey::new(ns, name)),
-        );
-    }
-    for job in jobs {
-        world.enqueue_job(job);
     }
 }
 
