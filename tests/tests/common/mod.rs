@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 
 use prewarm_testapi::TestApi;
 
+pub mod e2e;
 pub mod manifests;
 
 /// Where scripts/install-test-deps.sh puts the tools the tests run.

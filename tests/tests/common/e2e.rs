@@ -1,0 +1,132 @@
+//! A local cluster for end-to-end tests (`prewarm_testapi::local_cluster`),
+//! driven with real kubectl, with images checked in each node's runtime
+//! through CRI.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use prewarm_nodeagent::cri::Cri;
+use prewarm_testapi::local_cluster::LocalCluster;
+use serde_json::Value;
+
+use super::{Kubectl, Ran, repo};
+
+pub struct E2e {
+    pub cluster: LocalCluster,
+    pub kubectl: Kubectl,
+    _dir: tempfile::TempDir,
+}
+
+pub fn binaries() -> PathBuf {
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+pub async fn up(gate_on: bool) -> E2e {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(dir.path(), &binaries(), 3, gate_on).await;
+    let kubectl = Kubectl::new(&cluster.api);
+    E2e {
+        cluster,
+        kubectl,
+        _dir: dir,
+    }
+}
+
+impl E2e {
+    /// `kubectl apply` of `manifest` (YAML text); returns kubectl's result.
+    pub fn apply(&self, manifest: &str) -> Ran {
+        let file = self.cluster.dir.join(format!("manifest-{}.yaml", manifest.len()));
+        std::fs::write(&file, manifest).unwrap();
+        self.kubectl.apply(&file, &[])
+    }
+
+    /// A seed example, its images pointed at the local registry, renamed `name`.
+    pub fn seed(&self, file: &str, name: &str) -> String {
+        let text = std::fs::read_to_string(repo(&format!("api/tests/fixtures/seed/{file}"))).unwrap();
+        let text = text.replace("name: job-with-always", &format!("name: {name}"));
+        ["nginx:1.9.1", "busybox:1.29.2"].iter().fold(text, |text, image| {
+            text.replace(&format!(" {image}"), &format!(" {}", self.cluster.image(image)))
+        })
+    }
+
+    pub fn get(&self, args: &[&str]) -> Value {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl.ok(&all)).unwrap()
+    }
+
+    /// Waits until the job's status satisfies `done`; returns the status.
+    pub fn wait_job(&self, kind: &str, name: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let job = self.get(&[kind, name]);
+            if done(&job["status"]) {
+                return job["status"].clone();
+            }
+            assert!(
+                started.elapsed() < within,
+                "{kind} {name} not done after {within:?}: {:#}\nlogs:\n{}",
+                job["status"],
+                self.cluster.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Which nodes' runtimes have `image`, asked through CRI.
+    pub async fn nodes_with(&self, image: &str) -> Vec<String> {
+        let mut with = Vec::new();
+        for node in &self.cluster.nodes {
+            let cri = Cri::connect(&node.socket).await.unwrap();
+            if cri.image_id(image, Duration::from_secs(5)).await.unwrap().is_some() {
+                with.push(node.name.clone());
+            }
+        }
+        with
+    }
+
+    pub fn events_of(&self, name: &str) -> String {
+        self.kubectl.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "json",
+        ])
+    }
+}
+
+pub fn completed(status: &Value) -> bool {
+    status["completionTime"].is_string()
+}
+
+pub const MINUTE: Duration = Duration::from_secs(60);
+
+pub fn job(name: &str, image: &str, nodes: &[&str], extra: &str) -> String {
+    format!(
+        "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata:\n  name: {name}\nspec:\n  image: {image}\n  parallelism: 3\n  selector:\n    names: [{}]\n  pullPolicy:\n    backoffLimit: 0\n    timeoutSeconds: 30\n  completionPolicy:\n    type: Always\n{extra}",
+        nodes.join(", ")
+    )
+}
+
+/// The owners of `image`'s tags on `node`.
+pub fn tag_owners(e2e: &E2e, node: &str, image: &str) -> Vec<String> {
+    let node_image = e2e.get(&["nodeimage", node]);
+    let (repository, tag) = image.rsplit_once(':').unwrap();
+    node_image["spec"]["images"][repository]["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["tag"] == tag)
+        .flat_map(|t| t["ownerReferences"].as_array().cloned().unwrap_or_default())
+        .filter_map(|o| o["name"].as_str().map(str::to_owned))
+        .collect()
+}

@@ -1,0 +1,227 @@
+//! End to end on a local cluster: private registries and their secrets, the
+//! feature gate, and faults (agents, the controller, a runtime, the API).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::e2e::{E2e, MINUTE, completed, job, up};
+use prewarm_testapi::local_cluster::PRIVATE_USER;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn private_images_pull_with_the_right_secret_and_a_wrong_password_leaks_nowhere() {
+    let e2e = up(true).await;
+    let private = e2e.cluster.private_image();
+    let registry = format!("127.0.0.1:{}", e2e.cluster.private_registry_port);
+    let dockerconfig = |password: &str| {
+        base64::engine::general_purpose::STANDARD.encode(
+            serde_json::json!({"auths": {&registry: {"username": PRIVATE_USER.0, "password": password}}}).to_string(),
+        )
+    };
+    let wrong_password = "wr0ng-Pa55-do-not-print";
+    let secrets = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: right\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {}\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: wrong\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {}\n",
+        dockerconfig(PRIVATE_USER.1),
+        dockerconfig(wrong_password)
+    );
+    let job = |name: &str, secret: &str, node: &str| {
+        format!(
+            "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata:\n  name: {name}\nspec:\n  image: {private}\n  pullSecrets: [{secret}]\n  selector:\n    names: [{node}]\n  pullPolicy:\n    backoffLimit: 1\n    timeoutSeconds: 30\n  completionPolicy:\n    type: Always\n"
+        )
+    };
+    let (right, wrong) = tokio::task::block_in_place(|| {
+        assert!(e2e.apply(&secrets).ok);
+        assert!(e2e.apply(&job("with-right", "right", "node-1")).ok);
+        assert!(e2e.apply(&job("with-wrong", "wrong", "node-2")).ok);
+        (
+            e2e.wait_job("imagepulljob", "with-right", MINUTE, completed),
+            e2e.wait_job("imagepulljob", "with-wrong", MINUTE, completed),
+        )
+    });
+    assert_eq!(right["succeeded"], 1, "{right:#}");
+    assert_eq!(wrong["failed"], 1, "{wrong:#}");
+    assert_eq!(e2e.nodes_with(&private).await, ["node-1"]);
+    // The copies the node agents read from are released once the jobs are done.
+    let copies = tokio::task::block_in_place(|| e2e.get(&["secrets", "-n", "kruise-daemon-config"]));
+    assert_eq!(copies["items"], serde_json::json!([]), "{copies:#}");
+    // A Never job keeps its copy: it follows the source Secret, and goes with the job.
+    let copied_password = |e2e: &E2e| -> Option<String> {
+        let copies = e2e.get(&["secrets", "-n", "kruise-daemon-config"]);
+        let copy = copies["items"].as_array()?.first()?.clone();
+        let config = base64::engine::general_purpose::STANDARD
+            .decode(copy["data"][".dockerconfigjson"].as_str()?)
+            .ok()?;
+        let config: Value = serde_json::from_slice(&config).ok()?;
+        config["auths"][&registry]["password"].as_str().map(str::to_owned)
+    };
+    let wait_for = |what: &str, check: &dyn Fn() -> bool| {
+        let started = Instant::now();
+        while !check() {
+            assert!(started.elapsed() < MINUTE, "{what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    tokio::task::block_in_place(|| {
+        let never = job("kept", "right", "node-3").replace("type: Always", "type: Never");
+        assert!(e2e.apply(&never).ok);
+        wait_for("the copy made", &|| {
+            copied_password(&e2e).as_deref() == Some(PRIVATE_USER.1)
+        });
+        let rotated = secrets.replace(&dockerconfig(PRIVATE_USER.1), &dockerconfig("rotated-pw"));
+        assert!(e2e.apply(&rotated).ok);
+        wait_for("the copy following its source", &|| {
+            copied_password(&e2e).as_deref() == Some("rotated-pw")
+        });
+        e2e.kubectl.ok(&["delete", "imagepulljob", "kept"]);
+        wait_for("the copy released", &|| {
+            e2e.get(&["secrets", "-n", "kruise-daemon-config"])["items"] == serde_json::json!([])
+        });
+    });
+    let (events, node_images) = tokio::task::block_in_place(|| {
+        (
+            e2e.kubectl.ok(&["get", "events", "-A", "-o", "json"]),
+            e2e.kubectl.ok(&["get", "nodeimages", "-o", "json"]),
+        )
+    });
+    let encoded = base64::engine::general_purpose::STANDARD.encode(wrong_password);
+    for (place, text) in [
+        ("logs", e2e.cluster.logs()),
+        ("events", events),
+        ("statuses", wrong.to_string()),
+        ("node images", node_images),
+    ] {
+        assert!(
+            !text.contains(wrong_password) && !text.contains(&encoded),
+            "the password is in the {place}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_gate_refuses_new_jobs_lets_old_ones_go_and_turns_on_with_a_restart() {
+    let mut e2e = up(true).await;
+    let nginx = e2e.cluster.image("nginx:1.9.1");
+    tokio::task::block_in_place(|| {
+        assert!(e2e.apply(&e2e.seed("02-imagepulljob-names.yaml", "before")).ok);
+        e2e.wait_job("imagepulljob", "before", MINUTE, completed);
+    });
+    tokio::task::block_in_place(|| e2e.cluster.set_gate(false));
+    let refused = tokio::task::block_in_place(|| e2e.apply(&e2e.seed("02-imagepulljob-names.yaml", "after")));
+    assert!(
+        !refused.ok && refused.stderr.contains("ImagePullJobGate"),
+        "{}",
+        refused.stderr
+    );
+    tokio::task::block_in_place(|| e2e.kubectl.ok(&["delete", "imagepulljob", "before", "--wait=false"]));
+    tokio::task::block_in_place(|| e2e.cluster.set_gate(true));
+    let status = tokio::task::block_in_place(|| {
+        let applied = e2e.apply(&e2e.seed("02-imagepulljob-names.yaml", "after"));
+        assert!(applied.ok, "{}", applied.stderr);
+        e2e.wait_job("imagepulljob", "after", MINUTE, completed)
+    });
+    assert_eq!(status["succeeded"], 2);
+    assert_eq!(e2e.nodes_with(&nginx).await, ["node-1", "node-2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_controllers_runtimes_and_api_writes_failing() {
+    let mut e2e = up(true).await;
+    let nginx = e2e.cluster.image("nginx:1.9.1");
+
+    // A node agent killed in the middle of a pull (a throttled registry makes it
+    // last seconds) and started again: it pulls what was cut short, once more.
+    let slow = e2e.cluster.slow_image();
+    let (repository, _) = slow.rsplit_once(':').unwrap();
+    tokio::task::block_in_place(|| {
+        assert!(e2e.apply(&job("mid-pull", &slow, &["node-1", "node-2"], "")).ok);
+        let started = Instant::now();
+        while e2e.get(&["nodeimage", "node-1"])["status"]["imageStatuses"][repository]["tags"][0]["phase"] != "Pulling"
+        {
+            assert!(started.elapsed() < MINUTE, "node-1 never started pulling");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    e2e.cluster.kill_agent(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    e2e.cluster.start_agent(0);
+    let status = tokio::task::block_in_place(|| e2e.wait_job("imagepulljob", "mid-pull", MINUTE, completed));
+    assert_eq!(status["succeeded"], 2, "{status:#}");
+    assert_eq!(e2e.nodes_with(&slow).await, ["node-1", "node-2"]);
+    assert_eq!(
+        e2e.cluster.manifest_requests("slow:1.0"),
+        3,
+        "node-2 once, node-1 cut short and once more"
+    );
+
+    // A node agent down when the job arrives, back later: it pulls once, and the job completes.
+    e2e.cluster.kill_agent(0);
+    tokio::task::block_in_place(|| assert!(e2e.apply(&job("agent-down", &nginx, &["node-1", "node-2"], "")).ok));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiting = tokio::task::block_in_place(|| e2e.get(&["imagepulljob", "agent-down"]));
+    assert!(waiting["status"]["completionTime"].is_null(), "{:#}", waiting["status"]);
+    e2e.cluster.start_agent(0);
+    let status = tokio::task::block_in_place(|| e2e.wait_job("imagepulljob", "agent-down", MINUTE, completed));
+    assert_eq!(status["succeeded"], 2, "{status:#}");
+    assert_eq!(
+        e2e.cluster.manifest_requests("nginx:1.9.1"),
+        2,
+        "one pull per node, none repeated"
+    );
+
+    // The controller restarted while a job waits: the job completes after it.
+    let busybox = e2e.cluster.image("busybox:1.36");
+    e2e.cluster.stop_controller();
+    tokio::task::block_in_place(|| {
+        assert!(
+            e2e.apply(&job("controller-down", &busybox, &["node-2", "node-3"], ""))
+                .ok
+        )
+    });
+    e2e.cluster.start_controller();
+    let status = tokio::task::block_in_place(|| e2e.wait_job("imagepulljob", "controller-down", MINUTE, completed));
+    assert_eq!(status["succeeded"], 2, "{status:#}");
+
+    // One in twenty API writes failing: jobs still converge.
+    e2e.cluster.api.store.inject_write_fault_every(Some(20));
+    let redis = e2e.cluster.image("redis:7");
+    let status = tokio::task::block_in_place(|| {
+        let mut applied = e2e.apply(&job("flaky-api", &redis, &["node-1", "node-2", "node-3"], ""));
+        // kubectl's own write may be the one that fails; a user would run it again.
+        if !applied.ok {
+            applied = e2e.apply(&job("flaky-api", &redis, &["node-1", "node-2", "node-3"], ""));
+        }
+        assert!(applied.ok, "{}", applied.stderr);
+        e2e.wait_job("imagepulljob", "flaky-api", MINUTE, completed)
+    });
+    e2e.cluster.api.store.inject_write_fault_every(None);
+    assert_eq!(status["succeeded"], 3, "{status:#}");
+    assert_eq!(e2e.nodes_with(&redis).await.len(), 3);
+
+    // A node whose runtime is down fails, with a message; the others complete.
+    e2e.cluster.stop_containerd(2);
+    let ubuntu = e2e.cluster.image("ubuntu:22.04");
+    let status = tokio::task::block_in_place(|| {
+        assert!(
+            e2e.apply(&job("runtime-down", &ubuntu, &["node-1", "node-2", "node-3"], ""))
+                .ok
+        );
+        e2e.wait_job("imagepulljob", "runtime-down", MINUTE * 2, completed)
+    });
+    assert_eq!(
+        (status["succeeded"].as_i64(), status["failed"].as_i64()),
+        (Some(2), Some(1)),
+        "{status:#}"
+    );
+    assert_eq!(status["failedNodes"], serde_json::json!(["node-3"]), "{status:#}");
+    let node_image = tokio::task::block_in_place(|| e2e.get(&["nodeimage", "node-3"]));
+    let (repository, _) = ubuntu.rsplit_once(':').unwrap();
+    let message = node_image["status"]["imageStatuses"][repository]["tags"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!message.is_empty(), "{node_image:#}");
+}
