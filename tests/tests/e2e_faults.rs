@@ -45,10 +45,6 @@ async fn private_images_pull_with_the_right_secret_and_a_wrong_password_leaks_no
     assert_eq!(right["succeeded"], 1, "{right:#}");
     assert_eq!(wrong["failed"], 1, "{wrong:#}");
     assert_eq!(e2e.nodes_with(&private).await, ["node-1"]);
-    // The copies the node agents read from are released once the jobs are done.
-    let copies = tokio::task::block_in_place(|| e2e.get(&["secrets", "-n", "kruise-daemon-config"]));
-    assert_eq!(copies["items"], serde_json::json!([]), "{copies:#}");
-    // A Never job keeps its copy: it follows the source Secret, and goes with the job.
     let copied_password = |e2e: &E2e| -> Option<String> {
         let copies = e2e.get(&["secrets", "-n", "kruise-daemon-config"]);
         let copy = copies["items"].as_array()?.first()?.clone();
@@ -65,7 +61,11 @@ async fn private_images_pull_with_the_right_secret_and_a_wrong_password_leaks_no
             std::thread::sleep(Duration::from_millis(200));
         }
     };
+    let no_copies = || e2e.get(&["secrets", "-n", "kruise-daemon-config"])["items"] == serde_json::json!([]);
     tokio::task::block_in_place(|| {
+        // The copies the node agents read from are released once the jobs are done.
+        wait_for("the finished jobs' copies released", &no_copies);
+        // A Never job keeps its copy: it follows the source Secret, and goes with the job.
         let never = job("kept", "right", "node-3").replace("type: Always", "type: Never");
         assert!(e2e.apply(&never).ok);
         wait_for("the copy made", &|| {
@@ -77,9 +77,7 @@ async fn private_images_pull_with_the_right_secret_and_a_wrong_password_leaks_no
             copied_password(&e2e).as_deref() == Some("rotated-pw")
         });
         e2e.kubectl.ok(&["delete", "imagepulljob", "kept"]);
-        wait_for("the copy released", &|| {
-            e2e.get(&["secrets", "-n", "kruise-daemon-config"])["items"] == serde_json::json!([])
-        });
+        wait_for("the copy released", &no_copies);
     });
     let (events, node_images) = tokio::task::block_in_place(|| {
         (
