@@ -1,30 +1,30 @@
-//! Which jobs a NodeImage change concerns: the owners of each tag whose spec
+//! Which jobs a CachedNodeImage change concerns: the owners of each tag whose spec
 //! or outcome changed, and every owner of an image whose image-level fields
 //! (pull secrets, sandbox config) changed or that appeared or went. A node
 //! agent's progress reports wake no job; a tag that finishes wakes only its own.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use prewarm_api::node_image::{ImageTagSpec, ImageTagStatus};
-use prewarm_api::v1beta1::{ImageSpec, NodeImage};
+use crate::cached_node_image::CachedNodeImage;
+use prewarm_api::node_image::{ImageStatus, ImageTagSpec, ImageTagStatus};
+use prewarm_api::v1beta1::ImageSpec;
 
 use crate::index::ObjectKey;
+use crate::interned::Named;
 use crate::plan::node_image::job_owner;
 
-fn spec_entry<'a>(node_image: Option<&'a NodeImage>, image: &str) -> Option<&'a ImageSpec> {
-    node_image?.spec.images.as_ref()?.get(image)
+fn spec_entry<'a>(node_image: Option<&'a CachedNodeImage>, image: &str) -> Option<&'a ImageSpec> {
+    spec_shared(node_image, image).map(|e| &e.value)
 }
 
-fn status_tags<'a>(node_image: Option<&'a NodeImage>, image: &str) -> &'a [ImageTagStatus] {
-    node_image
-        .and_then(|n| n.status.as_ref())
-        .and_then(|s| s.image_statuses.as_ref())
-        .and_then(|s| s.get(image))
-        .map(|s| s.tags.as_slice())
+fn status_tags<'a>(node_image: Option<&'a CachedNodeImage>, image: &str) -> &'a [ImageTagStatus] {
+    status_shared(node_image, image)
+        .map(|e| e.value.tags.as_slice())
         .unwrap_or_default()
 }
 
-fn image_names(node_image: Option<&NodeImage>) -> impl Iterator<Item = &String> {
+fn image_names(node_image: Option<&CachedNodeImage>) -> impl Iterator<Item = &String> {
     let spec = node_image
         .and_then(|n| n.spec.images.as_ref())
         .into_iter()
@@ -35,6 +35,28 @@ fn image_names(node_image: Option<&NodeImage>) -> impl Iterator<Item = &String> 
         .into_iter()
         .flat_map(|s| s.keys());
     spec.chain(status)
+}
+
+fn same<V>(a: Option<&Arc<Named<V>>>, b: Option<&Arc<Named<V>>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// Whether both versions hold the very same shared spec and status entries
+/// for `image`: the common case, decided without comparing anything.
+fn same_entries(old: Option<&CachedNodeImage>, new: Option<&CachedNodeImage>, image: &str) -> bool {
+    same(spec_shared(old, image), spec_shared(new, image)) && same(status_shared(old, image), status_shared(new, image))
+}
+
+fn spec_shared<'a>(node_image: Option<&'a CachedNodeImage>, image: &str) -> Option<&'a Arc<Named<ImageSpec>>> {
+    node_image?.spec.images.as_ref()?.shared(image)
+}
+
+fn status_shared<'a>(node_image: Option<&'a CachedNodeImage>, image: &str) -> Option<&'a Arc<Named<ImageStatus>>> {
+    node_image?.status.as_ref()?.image_statuses.as_ref()?.shared(image)
 }
 
 /// Tags by name; a repeated tag counts by its last entry.
@@ -62,10 +84,10 @@ fn changed_keys<'a, T: PartialEq>(old: &BTreeMap<&'a str, T>, new: &BTreeMap<&'a
         .collect()
 }
 
-pub fn owners_of_changed_tags(old: Option<&NodeImage>, new: Option<&NodeImage>) -> BTreeSet<ObjectKey> {
+pub fn owners_of_changed_tags(old: Option<&CachedNodeImage>, new: Option<&CachedNodeImage>) -> BTreeSet<ObjectKey> {
     let images: BTreeSet<&String> = image_names(old).chain(image_names(new)).collect();
     let mut owners = BTreeSet::new();
-    for image in images {
+    for image in images.into_iter().filter(|image| !same_entries(old, new, image)) {
         let (old_entry, new_entry) = (spec_entry(old, image), spec_entry(new, image));
         let no_tags: &[ImageTagSpec] = &[];
         let old_tags = by_tag(old_entry.map_or(no_tags, |e| e.tags.as_slice()), |t| t.tag.as_str());

@@ -6,8 +6,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
+use crate::cached_node_image::CachedNodeImage;
 use k8s_openapi::api::core::v1::Pod;
-use prewarm_api::v1beta1::{ImagePullJob, NodeImage};
+use prewarm_api::v1beta1::ImagePullJob;
 
 use crate::plan::selection::{Selection, selection};
 
@@ -168,7 +169,7 @@ impl Index {
     }
 
     /// Records which jobs (by uid) a NodeImage's tags name as owners.
-    pub fn set_node_image(&mut self, name: &str, node_image: Option<&NodeImage>) {
+    pub fn set_node_image(&mut self, name: &str, node_image: Option<&CachedNodeImage>) {
         for uid in self.owners_of_node.remove(name).unwrap_or_default() {
             remove_from(&mut self.nodes_by_owner, &uid, &name.to_owned());
         }
@@ -221,7 +222,7 @@ impl Index {
         }
     }
 
-    /// Whether a Node exists and is not Ready (a NodeImage without a Node counts as ready).
+    /// Whether a Node exists and is not Ready (a CachedNodeImage without a Node counts as ready).
     pub fn is_not_ready(&self, node: &str) -> bool {
         self.not_ready.contains(node)
     }

@@ -5,8 +5,10 @@
 //! applies its actions; `leader` the Lease; `admin` health and metrics.
 
 pub mod admin;
+pub mod cached_node_image;
 pub mod changes;
 pub mod index;
+pub mod interned;
 pub mod leader;
 pub mod patch;
 pub mod plan;

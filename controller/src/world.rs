@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 
+use crate::cached_node_image::CachedNodeImage;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
-use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob, NodeImage};
+use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob};
 
 use crate::index::{Index, ObjectKey};
 use crate::plan::image_pull_job::Target;
@@ -30,7 +31,7 @@ pub type SecretMeta = PartialObjectMeta<Secret>;
 pub struct World {
     pub jobs: Store<ImagePullJob>,
     pub list_jobs: Store<ImageListPullJob>,
-    pub node_images: Store<NodeImage>,
+    pub node_images: Store<CachedNodeImage>,
     pub nodes: Store<Node>,
     pub pods: Store<Pod>,
     pub secrets: Store<SecretMeta>,
@@ -40,7 +41,7 @@ pub struct World {
     /// The resourceVersions this controller wrote and its caches must reach
     /// before it decides on that object again.
     pub expectations: Expectations,
-    /// NodeImage writes each job made that the cache has not shown yet.
+    /// CachedNodeImage writes each job made that the cache has not shown yet.
     pub pending_writes: PendingWrites,
     /// Job events that arrive within this window are handled in one pass.
     pub job_debounce: Duration,
@@ -52,7 +53,7 @@ pub struct World {
 pub struct Writers {
     jobs: Writer<ImagePullJob>,
     list_jobs: Writer<ImageListPullJob>,
-    node_images: Writer<NodeImage>,
+    node_images: Writer<CachedNodeImage>,
     nodes: Writer<Node>,
     pods: Writer<Pod>,
     secrets: Writer<SecretMeta>,
@@ -131,7 +132,7 @@ impl World {
             .collect()
     }
 
-    pub fn node_image(&self, name: &str) -> Option<Arc<NodeImage>> {
+    pub fn node_image(&self, name: &str) -> Option<Arc<CachedNodeImage>> {
         self.node_images.get(&ObjectRef::new(name))
     }
 
@@ -176,7 +177,7 @@ impl World {
         }
     }
 
-    /// The labels a node is selected by: the Node's, or for a NodeImage without
+    /// The labels a node is selected by: the Node's, or for a CachedNodeImage without
     /// a Node, the NodeImage's.
     fn node_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
         match self.node(name) {
@@ -186,9 +187,9 @@ impl World {
     }
 
     /// The NodeImages a job targets, sorted by name, with their readiness.
-    pub fn targets(&self, job: &ImagePullJob) -> Vec<(Arc<NodeImage>, bool)> {
+    pub fn targets(&self, job: &ImagePullJob) -> Vec<(Arc<CachedNodeImage>, bool)> {
         let namespace = job.namespace().unwrap_or_default();
-        let node_images: Vec<Arc<NodeImage>> = match selection(&job.spec) {
+        let node_images: Vec<Arc<CachedNodeImage>> = match selection(&job.spec) {
             Selection::All => self.node_images.state(),
             Selection::Names(names) => {
                 let unique: BTreeSet<&String> = names.iter().collect();
@@ -212,7 +213,7 @@ impl World {
             }
         };
         let index = self.index();
-        let mut targets: Vec<(Arc<NodeImage>, bool)> = node_images
+        let mut targets: Vec<(Arc<CachedNodeImage>, bool)> = node_images
             .into_iter()
             .map(|n| {
                 let ready = !index.is_not_ready(n.metadata.name.as_deref().unwrap_or_default());
@@ -309,7 +310,7 @@ impl Expectations {
     }
 }
 
-/// The NodeImage writes of each job, by NodeImage, until the cache shows
+/// The CachedNodeImage writes of each job, by CachedNodeImage, until the cache shows
 /// them: a job plans again only on a cache that holds its own writes, and
 /// never waits for other jobs' writes.
 #[derive(Debug, Default)]
@@ -341,7 +342,7 @@ impl PendingWrites {
         let Some(nodes) = pending.get_mut(job) else {
             return true;
         };
-        // A NodeImage gone from the cache will not show the write either.
+        // A CachedNodeImage gone from the cache will not show the write either.
         nodes.retain(|node, expected| cached(node).is_some_and(|c| c < *expected));
         let settled = nodes.is_empty();
         if settled {
@@ -351,8 +352,8 @@ impl PendingWrites {
     }
 }
 
-/// A NodeImage target for the planner, borrowed from the cache.
-pub fn as_targets(targets: &[(Arc<NodeImage>, bool)]) -> Vec<Target<'_>> {
+/// A CachedNodeImage target for the planner, borrowed from the cache.
+pub fn as_targets(targets: &[(Arc<CachedNodeImage>, bool)]) -> Vec<Target<'_>> {
     targets
         .iter()
         .map(|(node_image, ready)| Target {

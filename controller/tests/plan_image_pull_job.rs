@@ -5,7 +5,8 @@
 
 use k8s_openapi::jiff::Timestamp;
 use prewarm_api::node_image::ImageTagPullPolicy;
-use prewarm_api::v1beta1::{ImagePullJob, NodeImage, ReferenceObject};
+use prewarm_api::v1beta1::{ImagePullJob, ReferenceObject};
+use prewarm_controller::cached_node_image::CachedNodeImage;
 use prewarm_controller::plan::image_pull_job::{Input, Lifecycle, Notice, Plan, Target, lifecycle, plan};
 use serde_json::{Value, json};
 
@@ -28,18 +29,18 @@ fn owned(tag: &str, version: i64, uid: &str) -> Value {
                                 "kind": "ImagePullJob", "apiVersion": "apps.kruise.io/v1beta1"}]})
 }
 
-fn node(name: &str, spec_tags: Value, status_tags: Value) -> NodeImage {
+fn node(name: &str, spec_tags: Value, status_tags: Value) -> CachedNodeImage {
     serde_json::from_value(json!({"metadata": {"name": name, "resourceVersion": "1"},
         "spec": {"images": {"nginx": {"tags": spec_tags}}},
         "status": {"desired": 1, "imageStatuses": {"nginx": {"tags": status_tags}}}}))
     .unwrap()
 }
 
-fn empty(name: &str) -> NodeImage {
+fn empty(name: &str) -> CachedNodeImage {
     serde_json::from_value(json!({"metadata": {"name": name}, "spec": {}})).unwrap()
 }
 
-fn run(job: &ImagePullJob, nodes: &[NodeImage], secrets: &[ReferenceObject]) -> Plan {
+fn run(job: &ImagePullJob, nodes: &[CachedNodeImage], secrets: &[ReferenceObject]) -> Plan {
     let targets: Vec<Target<'_>> = nodes
         .iter()
         .map(|n| Target {
@@ -293,7 +294,7 @@ fn digests_a_full_node_image_and_a_bad_image_reference() {
     let images: serde_json::Map<String, Value> = (0..256)
         .map(|i| (format!("image{i}"), json!({"tags": [{"tag": "1"}]})))
         .collect();
-    let full: NodeImage =
+    let full: CachedNodeImage =
         serde_json::from_value(json!({"metadata": {"name": "full"}, "spec": {"images": images}})).unwrap();
     let result = run(&job(json!({"image": "nginx"}), started()), &[full], &[]);
     assert!(result.writes.is_empty());

@@ -1,4 +1,4 @@
-//! The NodeImage planner on OpenKruise's TestDoUpdateNodeImage cases
+//! The CachedNodeImage planner on OpenKruise's TestDoUpdateNodeImage cases
 //! (reference §7.6), plus creation, deletion and the silent-node failures.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::Timestamp;
-use prewarm_api::v1beta1::NodeImage;
+use prewarm_controller::cached_node_image::CachedNodeImage;
 use prewarm_controller::plan::node_image::{Input, NodeFacts, OwnerFacts, Plan, plan};
 use serde_json::{Value, json};
 
@@ -25,7 +25,7 @@ fn tag(name: &str, owners: Value) -> Value {
            "pullPolicy": {"ttlSecondsAfterFinished": 60}})
 }
 
-fn node_image(labels: Value, images: Value, statuses: Value) -> NodeImage {
+fn node_image(labels: Value, images: Value, statuses: Value) -> CachedNodeImage {
     serde_json::from_value(
         json!({"metadata": {"name": "node1", "labels": labels}, "spec": {"images": images},
         "status": {"desired": 1, "imageStatuses": statuses}}),
@@ -48,7 +48,7 @@ fn jobs(_namespace: &str, name: &str) -> Option<OwnerFacts> {
     }
 }
 
-fn run(node_image: Option<&NodeImage>, labels: &BTreeMap<String, String>) -> Plan {
+fn run(node_image: Option<&CachedNodeImage>, labels: &BTreeMap<String, String>) -> Plan {
     plan(&Input {
         name: "node1",
         node: Some(NodeFacts {
@@ -199,7 +199,7 @@ fn creation_waits_for_the_delay_and_deletion_spares_fake_node_images() {
         labels: None,
         ready_since: Some(at.parse().unwrap()),
     };
-    let create = |node: Option<NodeFacts<'_>>, current: Option<&NodeImage>| {
+    let create = |node: Option<NodeFacts<'_>>, current: Option<&CachedNodeImage>| {
         plan(&Input {
             name: "node1",
             node,

@@ -1,19 +1,20 @@
 //! ImagePullJob decisions: from the job, its target nodes' NodeImages and the
-//! time, the NodeImage entries to write, the status, the events and when to
+//! time, the CachedNodeImage entries to write, the status, the events and when to
 //! look again. OpenKruise's semantics (reference §2.4–2.6) with its known
 //! flaws fixed: nodes written in this pass count as active at once, failed
 //! nodes are sorted and counted once, NotReady nodes wait instead of being
-//! written, and a full NodeImage fails its node with a message.
+//! written, and a full CachedNodeImage fails its node with a message.
 
 use std::collections::BTreeSet;
 
+use crate::cached_node_image::CachedNodeImage;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use prewarm_api::job::{ImagePullJobStatus, Parallelism};
 use prewarm_api::node_image::{ImageTagPullPolicy, ImageTagSpec, MAX_IMAGES};
 use prewarm_api::reference::ImageReference;
-use prewarm_api::v1beta1::{ImagePullJob, ImageSpec, NodeImage, ReferenceObject};
+use prewarm_api::v1beta1::{ImagePullJob, ImageSpec, ReferenceObject};
 
 use super::tag_policy::is_never;
 
@@ -73,8 +74,8 @@ pub fn after_ttl(completed: &Time, ttl: Option<i32>, now: Timestamp) -> (bool, O
 /// A node the job targets.
 #[derive(Clone, Copy, Debug)]
 pub struct Target<'a> {
-    pub node_image: &'a NodeImage,
-    /// False while the Node's Ready condition is not True. A NodeImage with no
+    pub node_image: &'a CachedNodeImage,
+    /// False while the Node's Ready condition is not True. A CachedNodeImage with no
     /// Node (made by hand) counts as ready, as in OpenKruise.
     pub ready: bool,
 }
@@ -97,7 +98,7 @@ pub struct Input<'a> {
     pub now: Timestamp,
 }
 
-/// One NodeImage image entry to store as given.
+/// One CachedNodeImage image entry to store as given.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EntryWrite {
     pub node: String,
@@ -136,7 +137,7 @@ enum NodeState {
     NotSynced,
     /// Not there yet, and the node is not Ready.
     WaitingReady,
-    /// Not there yet, and the NodeImage has no room for another image.
+    /// Not there yet, and the CachedNodeImage has no room for another image.
     Full,
 }
 
@@ -453,7 +454,7 @@ fn add_missing_secrets(entry: &mut ImageSpec, secrets: &[ReferenceObject]) {
     }
 }
 
-/// How NodeImage tags name their owner job (always the storage version).
+/// How CachedNodeImage tags name their owner job (always the storage version).
 pub fn owner_reference(job: &ImagePullJob) -> ObjectReference {
     ObjectReference {
         api_version: Some(format!("{}/v1beta1", prewarm_api::GROUP)),

@@ -1,15 +1,17 @@
-//! NodeImage decisions (reference §4): one NodeImage per Ready Node, labels
+//! CachedNodeImage decisions (reference §4): one CachedNodeImage per Ready Node, labels
 //! equal to the Node's, tags pruned when their owner jobs are gone or their
 //! TTL ran out, and tags the node never answered for failed with a message.
 
 use std::collections::BTreeMap;
 
+use crate::cached_node_image::CachedNodeImage;
+use crate::interned::SharedMap;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use prewarm_api::node_image::{ImageStatus, ImageTagSpec, ImageTagStatus, NodeImageStatus};
-use prewarm_api::v1beta1::{ImageSpec, NodeImage, NodeImageSpec, SECRET_MODE_BATCH};
+use prewarm_api::v1beta1::{ImageSpec, NodeImageSpec, SECRET_MODE_BATCH};
 
 use super::image_pull_job::seconds_between;
 
@@ -47,7 +49,7 @@ pub struct Input<'a> {
     pub name: &'a str,
     /// `None` when the Node is gone or being deleted.
     pub node: Option<NodeFacts<'a>>,
-    pub node_image: Option<&'a NodeImage>,
+    pub node_image: Option<&'a CachedNodeImage>,
     /// The job `namespace/name`, if it exists.
     pub owner: &'a dyn Fn(&str, &str) -> Option<OwnerFacts>,
     /// Whether the Secret `namespace/name` exists.
@@ -161,7 +163,7 @@ fn keep_sooner(requeue: &mut Option<i64>, seconds: i64) {
     *requeue = Some(requeue.map_or(seconds, |r| r.min(seconds)));
 }
 
-fn status_tag<'a>(node_image: &'a NodeImage, image: &str, tag: &str) -> Option<&'a ImageTagStatus> {
+fn status_tag<'a>(node_image: &'a CachedNodeImage, image: &str, tag: &str) -> Option<&'a ImageTagStatus> {
     node_image
         .status
         .as_ref()?
@@ -176,7 +178,11 @@ fn status_tag<'a>(node_image: &'a NodeImage, image: &str, tag: &str) -> Option<&
 /// Drops tags without createdAt, owners that are gone, tags whose owners are
 /// all gone, tags past their TTL, legacy secret refs to missing secrets, and
 /// images left without tags. Each change is explained in `reasons`.
-fn prune_spec(input: &Input<'_>, node_image: &NodeImage, reasons: &mut Vec<String>) -> (NodeImageSpec, Option<i64>) {
+fn prune_spec(
+    input: &Input<'_>,
+    node_image: &CachedNodeImage,
+    reasons: &mut Vec<String>,
+) -> (NodeImageSpec, Option<i64>) {
     let mut requeue = None;
     let mut images = BTreeMap::new();
     for (name, image) in node_image.spec.images.iter().flatten() {
@@ -224,7 +230,7 @@ fn prune_spec(input: &Input<'_>, node_image: &NodeImage, reasons: &mut Vec<Strin
 
 fn prune_tag(
     input: &Input<'_>,
-    node_image: &NodeImage,
+    node_image: &CachedNodeImage,
     name: &str,
     tag: &ImageTagSpec,
     reasons: &mut Vec<String>,
@@ -310,7 +316,7 @@ fn owner_names(owners: &[ObjectReference]) -> String {
 /// anything changed (pruned to the spec, counters recomputed).
 fn fail_silent_tags(
     input: &Input<'_>,
-    node_image: &NodeImage,
+    node_image: &CachedNodeImage,
     requeue: &mut Option<i64>,
 ) -> (Option<NodeImageStatus>, Vec<TagFailure>) {
     let old = node_image.status.as_ref();
@@ -355,8 +361,11 @@ fn fail_silent_tags(
                 message: Some(failure.to_owned()),
                 ..current.cloned().unwrap_or_default()
             };
-            let statuses =
-                changed.get_or_insert_with(|| old.and_then(|o| o.image_statuses.clone()).unwrap_or_default());
+            let statuses = changed.get_or_insert_with(|| {
+                old.and_then(|o| o.image_statuses.as_ref())
+                    .map(SharedMap::to_map)
+                    .unwrap_or_default()
+            });
             let tags = &mut statuses.entry(name.clone()).or_default().tags;
             match tags.iter_mut().find(|t| t.tag == tag.tag) {
                 Some(slot) => *slot = failed,
@@ -373,7 +382,7 @@ fn fail_silent_tags(
     let Some(mut statuses) = changed else {
         return (None, failures);
     };
-    let no_images = BTreeMap::new();
+    let no_images = SharedMap::default();
     let spec_images = node_image.spec.images.as_ref().unwrap_or(&no_images);
     statuses.retain(|name, status| {
         let spec_tags = spec_images.get(name).map(|i| i.tags.as_slice()).unwrap_or_default();

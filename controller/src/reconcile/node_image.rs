@@ -10,6 +10,7 @@ use prewarm_api::v1beta1::NodeImage;
 use serde_json::{Value, json};
 
 use super::{Context, Error, is_status, now};
+use crate::cached_node_image::CachedNodeImage;
 use crate::index::ObjectKey;
 use crate::patch::merge_diff;
 use crate::plan::node_image::{self, Input, NodeFacts, OwnerFacts, Plan};
@@ -123,7 +124,7 @@ pub async fn reconcile(ctx: &Context, name: String) -> Result<Option<Duration>, 
 async fn patch(
     ctx: &Context,
     api: &Api<NodeImage>,
-    current: &NodeImage,
+    current: &CachedNodeImage,
     old: &Value,
     new: &Value,
     status: bool,

@@ -4,13 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
+use crate::cached_node_image::CachedNodeImage;
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob, NodeImage};
+use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob};
 
 use super::{SecretMeta, World, Writers, ready_since};
 use crate::index::ObjectKey;
@@ -164,7 +165,7 @@ fn on_list_job(world: &World, _old: Option<&ImageListPullJob>, new: Option<&Imag
     }
 }
 
-fn on_node_image(world: &World, old: Option<&NodeImage>, new: Option<&NodeImage>) {
+fn on_node_image(world: &World, old: Option<&CachedNodeImage>, new: Option<&CachedNodeImage>) {
     let Some(any) = new.or(old) else { return };
     let name = any.name_any();
     world.index().set_node_image(&name, new);
