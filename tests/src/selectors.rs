@@ -73,6 +73,10 @@ impl LabelSelector {
         Ok(Self(requirements))
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn matches(&self, object: &Value) -> bool {
         let labels = object.pointer("/metadata/labels");
         let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
@@ -116,6 +120,19 @@ impl FieldSelector {
             terms.push((pointer.to_owned(), equal, value.trim().to_owned()));
         }
         Ok(Self(terms))
+    }
+
+    /// Whether an object of this namespace and name is selected, when that
+    /// alone decides it (no field beyond metadata.name and metadata.namespace).
+    pub fn matches_name(&self, namespace: &str, name: &str) -> Option<bool> {
+        self.0.iter().try_fold(true, |all, (pointer, equal, value)| {
+            let actual = match pointer.as_str() {
+                "/metadata/name" => name,
+                "/metadata/namespace" => namespace,
+                _ => return None,
+            };
+            Some(all && (actual == value) == *equal)
+        })
     }
 
     pub fn matches(&self, object: &Value) -> bool {
@@ -170,5 +187,12 @@ mod tests {
                 .matches(&pod)
         );
         assert!(FieldSelector::parse("status.phase=Running", &supported).is_err());
+        // Name and namespace alone decide without the object; any other field needs it.
+        let by_name = |text: &str| FieldSelector::parse(text, &supported).unwrap().matches_name("ns", "p");
+        assert_eq!(by_name(""), Some(true));
+        assert_eq!(by_name("metadata.name=p,metadata.namespace=ns"), Some(true));
+        assert_eq!(by_name("metadata.name=q"), Some(false));
+        assert_eq!(by_name("metadata.name!=q"), Some(true));
+        assert_eq!(by_name("metadata.name=p,spec.nodeName=n1"), None);
     }
 }

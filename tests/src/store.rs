@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use axum::body::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
@@ -33,7 +34,18 @@ pub struct WatchEvent {
     pub resource_version: u64,
     pub type_: &'static str,
     pub key: Key,
-    pub object: Value,
+    /// The object's `apiVersion` as stored.
+    pub api_version: String,
+    /// The object as stored, serialised once: shared by every watcher and
+    /// kept compact in the history (a parsed NodeImage is ten times its JSON).
+    pub json: Bytes,
+}
+
+impl WatchEvent {
+    /// The object, parsed again for the watchers that need more than its JSON.
+    pub fn object(&self) -> Value {
+        serde_json::from_slice(&self.json).unwrap_or_default()
+    }
 }
 
 #[derive(Debug)]
@@ -257,12 +269,13 @@ impl Store {
         (items, inner.resource_version)
     }
 
-    fn record(&self, inner: &mut Inner, type_: &'static str, key: Key, object: Value) {
+    fn record(&self, inner: &mut Inner, type_: &'static str, key: Key, object: &Value) {
         let event = Arc::new(WatchEvent {
             resource_version: inner.resource_version,
             type_,
             key,
-            object,
+            api_version: object["apiVersion"].as_str().unwrap_or_default().to_owned(),
+            json: serde_json::to_vec(object).map(Bytes::from).unwrap_or_default(),
         });
         inner.history.push_back(event.clone());
         while inner.history.len() > inner.history_limit {
@@ -364,7 +377,7 @@ impl Store {
             register_crd(&mut inner, &object)?;
         }
         inner.objects.insert(key.clone(), object.clone());
-        self.record(&mut inner, "ADDED", key, object.clone());
+        self.record(&mut inner, "ADDED", key, &object);
         Ok(object)
     }
 
@@ -471,7 +484,7 @@ impl Store {
                 .is_none_or(Vec::is_empty);
         if finalized {
             inner.objects.remove(&key);
-            self.record(&mut inner, "DELETED", key.clone(), object.clone());
+            self.record(&mut inner, "DELETED", key.clone(), &object);
             self.release_dependents(&mut inner, &object, false);
             self.reap_namespace(&mut inner, &key.namespace);
             return Ok(object);
@@ -480,7 +493,7 @@ impl Store {
             register_crd(&mut inner, &object)?;
         }
         inner.objects.insert(key.clone(), object.clone());
-        self.record(&mut inner, "MODIFIED", key, object.clone());
+        self.record(&mut inner, "MODIFIED", key, &object);
         Ok(object)
     }
 
@@ -519,13 +532,13 @@ impl Store {
                 set_meta(&mut object, "deletionGracePeriodSeconds", json!(0));
                 set_meta(&mut object, "resourceVersion", json!(resource_version));
                 inner.objects.insert(key.clone(), object.clone());
-                self.record(&mut inner, "MODIFIED", key, object.clone());
+                self.record(&mut inner, "MODIFIED", key, &object);
             }
             return Ok((object, false));
         }
         inner.objects.remove(&key);
         set_meta(&mut object, "resourceVersion", json!(resource_version));
-        self.record(&mut inner, "DELETED", key.clone(), object.clone());
+        self.record(&mut inner, "DELETED", key.clone(), &object);
         if rt.kind == "CustomResourceDefinition" {
             unregister_crd(&mut inner, &object);
         }

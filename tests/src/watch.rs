@@ -13,12 +13,24 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::http::{AppState, Shape, Target, metadata_only, selectors};
-use crate::store::WatchEvent;
+use crate::store::{Key, WatchEvent};
 use crate::table;
 
 fn watch_line(type_: &str, object: Value) -> Bytes {
     let mut line = json!({"type": type_, "object": object}).to_string();
     line.push('\n');
+    Bytes::from(line)
+}
+
+/// `{"type":…,"object":…}` around an object already serialised, type first
+/// as kube-apiserver writes it.
+fn raw_watch_line(type_: &str, object: &[u8]) -> Bytes {
+    let mut line = Vec::with_capacity(object.len() + type_.len() + 24);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(type_.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(object);
+    line.extend_from_slice(b"}\n");
     Bytes::from(line)
 }
 
@@ -50,14 +62,18 @@ pub(crate) fn watch(
     let rt = target.rt.clone();
     let ns = target.namespace.clone();
     let name = target.name.clone();
-    let matches = move |event: &WatchEvent| {
-        event.key.group == crate::store::storage_group(&rt)
-            && event.key.plural == rt.plural
-            && ns.as_ref().is_none_or(|ns| event.key.namespace == *ns)
-            && name.as_ref().is_none_or(|n| event.key.name == *n)
-            && labels.matches(&event.object)
-            && fields.matches(&event.object)
+    let in_scope = move |key: &Key| {
+        key.group == crate::store::storage_group(&rt)
+            && key.plural == rt.plural
+            && ns.as_ref().is_none_or(|ns| key.namespace == *ns)
+            && name.as_ref().is_none_or(|n| key.name == *n)
     };
+    let labels_all = labels.is_empty();
+    let by_name = {
+        let fields = fields.clone();
+        move |key: &Key| fields.matches_name(&key.namespace, &key.name)
+    };
+    let selects = move |object: &Value| labels.matches(object) && fields.matches(object);
     let encode = {
         let target_rt = target.rt.clone();
         let version = target.version.clone();
@@ -77,30 +93,47 @@ pub(crate) fn watch(
             }
         }
     };
+    // The line for a stored event, or `None` when its object is not selected.
+    // Most watchers want the object as stored and select by key only: their
+    // line is the stored JSON as it is, parsed by nobody.
+    let as_stored = shape == Shape::Object && !crate::events::is_events_api(&target.rt.group, &target.rt.plural);
+    let served_api_version = target.rt.api_version(&target.version);
+    let event_line = {
+        let (in_scope, selects, encode) = (in_scope.clone(), selects.clone(), encode.clone());
+        move |event: &WatchEvent| -> Option<Bytes> {
+            if !in_scope(&event.key) {
+                return None;
+            }
+            if as_stored && labels_all && event.api_version == served_api_version {
+                match by_name(&event.key) {
+                    Some(true) => return Some(raw_watch_line(event.type_, &event.json)),
+                    Some(false) => return None,
+                    None => {}
+                }
+            }
+            let object = event.object();
+            selects(&object).then(|| watch_line(event.type_, encode(object)))
+        }
+    };
     let mut last = if send_initial || requested.is_empty() || requested == "0" {
         let (items, rv) = state.store.list(&target.rt, target.namespace.as_deref());
         for item in items {
-            let event = WatchEvent {
-                resource_version: rv,
-                type_: "ADDED",
-                key: crate::store::Key {
-                    group: crate::store::storage_group(&target.rt).to_owned(),
-                    plural: target.rt.plural.clone(),
-                    namespace: item
-                        .pointer("/metadata/namespace")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                    name: item
-                        .pointer("/metadata/name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                },
-                object: item,
+            let key = Key {
+                group: crate::store::storage_group(&target.rt).to_owned(),
+                plural: target.rt.plural.clone(),
+                namespace: item
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                name: item
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
             };
-            if matches(&event) {
-                initial.push(watch_line("ADDED", encode(event.object)));
+            if in_scope(&key) && selects(&item) {
+                initial.push(watch_line("ADDED", encode(item)));
             }
         }
         if send_initial && bookmarks {
@@ -113,9 +146,7 @@ pub(crate) fn watch(
             .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {requested:?}")))?;
         match state.store.events_since(since) {
             Some(events) => {
-                for event in events.iter().filter(|e| matches(e)) {
-                    initial.push(watch_line(event.type_, encode(event.object.clone())));
-                }
+                initial.extend(events.iter().filter_map(|e| event_line(e)));
                 events.last().map_or(since, |e| e.resource_version).max(since)
             }
             None => {
@@ -163,11 +194,12 @@ pub(crate) fn watch(
                 }
                 received = live.recv() => match received {
                     Ok(event) => {
-                        if event.resource_version <= last || !matches(&event) {
+                        if event.resource_version <= last {
                             continue;
                         }
+                        let Some(line) = event_line(&event) else { continue };
                         last = event.resource_version;
-                        if tx.send(watch_line(event.type_, encode(event.object.clone()))).await.is_err() {
+                        if tx.send(line).await.is_err() {
                             return;
                         }
                     }
@@ -189,4 +221,19 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(produce(tx));
     tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_object_goes_out_as_it_was_serialised() {
+        let object = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {"a": "b"}}});
+        let raw = raw_watch_line("MODIFIED", &serde_json::to_vec(&object).unwrap_or_default());
+        assert!(raw.starts_with(br#"{"type":"MODIFIED","object":{"#) && raw.ends_with(b"}\n"));
+        let parsed: Value = serde_json::from_slice(&raw).unwrap_or_default();
+        let parsed_line: Value = serde_json::from_slice(&watch_line("MODIFIED", object)).unwrap_or_default();
+        assert_eq!(parsed, parsed_line);
+    }
 }

@@ -26,7 +26,7 @@ impl Store {
             namespace["status"] = json!({"phase": "Terminating"});
             set_meta(namespace, "resourceVersion", json!(inner.resource_version.to_string()));
             inner.objects.insert(key.clone(), namespace.clone());
-            self.record(inner, "MODIFIED", key.clone(), namespace.clone());
+            self.record(inner, "MODIFIED", key.clone(), &namespace);
         }
         for content in contents {
             let Some(mut object) = inner.objects.get(&content).cloned() else {
@@ -46,11 +46,11 @@ impl Store {
                     set_meta(&mut object, "deletionTimestamp", json!(now()));
                     set_meta(&mut object, "deletionGracePeriodSeconds", json!(0));
                     inner.objects.insert(content.clone(), object.clone());
-                    self.record(inner, "MODIFIED", content, object);
+                    self.record(inner, "MODIFIED", content, &object);
                 }
             } else {
                 inner.objects.remove(&content);
-                self.record(inner, "DELETED", content, object.clone());
+                self.record(inner, "DELETED", content, &object);
                 self.release_dependents(inner, &object, false);
             }
         }
@@ -76,7 +76,7 @@ impl Store {
         if terminating && let Some(mut gone) = inner.objects.remove(&key) {
             inner.resource_version += 1;
             set_meta(&mut gone, "resourceVersion", json!(inner.resource_version.to_string()));
-            self.record(inner, "DELETED", key, gone);
+            self.record(inner, "DELETED", key, &gone);
         }
     }
 
@@ -108,15 +108,15 @@ impl Store {
                     .is_some_and(|f| !f.is_empty());
                 if orphan || !owner_uids(&object).is_empty() {
                     inner.objects.insert(key.clone(), object.clone());
-                    self.record(inner, "MODIFIED", key, object);
+                    self.record(inner, "MODIFIED", key, &object);
                 } else if finalizers {
                     set_meta(&mut object, "deletionTimestamp", json!(now()));
                     inner.objects.insert(key.clone(), object.clone());
-                    self.record(inner, "MODIFIED", key, object);
+                    self.record(inner, "MODIFIED", key, &object);
                 } else {
                     inner.objects.remove(&key);
                     queue.push(meta_str(&object, "uid"));
-                    self.record(inner, "DELETED", key, object);
+                    self.record(inner, "DELETED", key, &object);
                 }
             }
         }
