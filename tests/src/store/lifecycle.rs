@@ -26,7 +26,7 @@ impl Store {
             namespace["status"] = json!({"phase": "Terminating"});
             set_meta(namespace, "resourceVersion", json!(inner.resource_version.to_string()));
             inner.objects.insert(key.clone(), namespace.clone());
-            self.record(inner, "MODIFIED", key.clone(), &namespace);
+            self.record(inner, "MODIFIED", key.clone(), namespace);
         }
         for content in contents {
             let Some(mut object) = inner.objects.get(&content).cloned() else {
