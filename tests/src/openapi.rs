@@ -4,7 +4,10 @@
 //! server validates fields itself, so `kubectl apply` needs no client-side
 //! schema. Custom resources' schemas are their CRD's; the built-in
 //! kinds' come from their k8s-openapi types (`builtin::schema`), so `kubectl
-//! explain` knows both.
+//! explain` knows both. A PATCH operation lists the patch types it accepts:
+//! strategic merge for built-in kinds only, whose list properties carry the
+//! `x-kubernetes-patch-*` extensions of `strategic`, so `kubectl apply`
+//! computes its patches from this server's documents as from a cluster's.
 
 use serde_json::{Map, Value, json};
 
@@ -27,6 +30,40 @@ fn group_versions(types: &[ResourceType]) -> Vec<String> {
     paths.sort();
     paths.dedup();
     paths
+}
+
+/// The patch content types a PATCH accepts: strategic merge for built-in
+/// kinds only, as kube-apiserver (custom resources get 415 for it).
+fn patch_types(strategic: bool) -> Value {
+    let mut types = vec![
+        "application/json-patch+json",
+        "application/merge-patch+json",
+        "application/apply-patch+yaml",
+    ];
+    if strategic {
+        types.push("application/strategic-merge-patch+json");
+    }
+    let content: Map<String, Value> = types
+        .into_iter()
+        .map(|t| (t.to_owned(), json!({"schema": {"type": "object"}})))
+        .collect();
+    json!({"content": content})
+}
+
+/// Marks the list properties of the built-in schema `definition` that merge
+/// by key or as a set.
+fn add_patch_extensions(definition: &str, schema: &mut Value) {
+    let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (name, property) in properties.iter_mut() {
+        if let (Some(extensions), Some(property)) = (
+            crate::strategic::patch_extensions(definition, name),
+            property.as_object_mut(),
+        ) {
+            property.extend(extensions);
+        }
+    }
 }
 
 /// The discovery document at `/openapi/v3`.
@@ -68,16 +105,23 @@ pub fn document(types: &[ResourceType], group_version: &str) -> Option<Value> {
         } else {
             format!("{prefix}/{}", rt.plural)
         };
-        paths.insert(collection.clone(), json!({"post": operation("post")}));
-        paths.insert(
-            format!("{collection}/{{name}}"),
-            json!({"put": operation("put"), "patch": operation("patch")}),
-        );
         let builtin = (!rt.from_crd)
             .then(|| crate::builtin::schema(&rt.group, &rt.kind))
             .flatten();
+        let mut patch = operation("patch");
+        patch["requestBody"] = patch_types(builtin.is_some());
+        paths.insert(collection.clone(), json!({"post": operation("post")}));
+        paths.insert(
+            format!("{collection}/{{name}}"),
+            json!({"put": operation("put"), "patch": patch}),
+        );
         let mut schema = match builtin {
-            Some((root, components)) => {
+            Some((mut root, mut components)) => {
+                let root_name = format!("{}.{}", rt.group, rt.kind);
+                add_patch_extensions(&root_name, &mut root);
+                for (name, component) in &mut components {
+                    add_patch_extensions(name, component);
+                }
                 schemas.extend(components);
                 root
             }

@@ -114,16 +114,36 @@ fn set_meta(object: &mut Value, field: &str, value: Value) {
     }
 }
 
-/// Everything but metadata and status: what `generation` tracks.
-fn spec_part(object: &Value) -> Value {
-    let mut copy = object.clone();
-    if let Some(map) = copy.as_object_mut() {
-        map.remove("metadata");
-        map.remove("status");
-        map.remove("apiVersion");
-        map.remove("kind");
-    }
-    copy
+/// Whether `a` and `b` are equal in every top-level field but `ignored`,
+/// compared in place (a stored NodeImage is a tree of thousands of values).
+fn equal_except(a: &Value, b: &Value, ignored: &[&str]) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let kept = |map: &'_ Map<String, Value>| {
+        map.iter()
+            .filter(|(k, _)| !ignored.contains(&k.as_str()))
+            .count()
+    };
+    kept(a) == kept(b)
+        && a.iter()
+            .filter(|(k, _)| !ignored.contains(&k.as_str()))
+            .all(|(k, v)| b.get(k) == Some(v))
+}
+
+/// Everything but metadata and status is equal: what `generation` tracks.
+fn same_spec(a: &Value, b: &Value) -> bool {
+    equal_except(a, b, &["metadata", "status", "apiVersion", "kind"])
+}
+
+/// Equal but for the resourceVersion: a write that changes nothing.
+fn same_but_resource_version(a: &Value, b: &Value) -> bool {
+    equal_except(a, b, &["metadata"])
+        && equal_except(
+            a.get("metadata").unwrap_or(&Value::Null),
+            b.get("metadata").unwrap_or(&Value::Null),
+            &["resourceVersion"],
+        )
 }
 
 /// Five characters for `generateName`, as the API server appends.
@@ -431,7 +451,7 @@ impl Store {
             Subresource::Main => {}
         }
         let generation = meta(&old, "generation").and_then(Value::as_i64).unwrap_or(1);
-        let generation = if spec_part(&old) != spec_part(&object) {
+        let generation = if !same_spec(&old, &object) {
             generation + 1
         } else {
             generation
@@ -460,14 +480,7 @@ impl Store {
         // A write that changes nothing is not a write: kube-apiserver keeps the
         // resourceVersion and sends no watch event.
         let old_version = meta(&old, "resourceVersion").cloned();
-        let unchanged = {
-            let mut same = object.clone();
-            if let (Some(metadata), Some(version)) = (metadata_mut(&mut same), old_version.clone()) {
-                metadata.insert("resourceVersion".to_owned(), version);
-            }
-            same == old
-        };
-        if unchanged {
+        if same_but_resource_version(&object, &old) {
             return Ok(old);
         }
         if dry_run {

@@ -30,6 +30,29 @@ fn strategy(path: &str) -> Strategy {
     let in_container = path
         .strip_suffix(".ports")
         .is_some_and(|parent| parent.ends_with("containers[]") || parent.ends_with("Containers[]"));
+    field_strategy(field, in_container)
+}
+
+/// The `x-kubernetes-patch-*` extensions of the list `property` of the
+/// built-in schema `definition` (`io.k8s.api.core.v1.Container`), as
+/// kube-apiserver publishes them in its OpenAPI documents: kubectl computes
+/// the strategic merge patches it sends from them, so they match what `apply`
+/// here does with those patches.
+pub fn patch_extensions(definition: &str, property: &str) -> Option<Map<String, Value>> {
+    let in_container = definition.ends_with(".Container") || definition.ends_with(".EphemeralContainer");
+    let mut extensions = Map::new();
+    match field_strategy(property, in_container) {
+        Strategy::MergeKey(key) => {
+            extensions.insert("x-kubernetes-patch-merge-key".to_owned(), Value::from(key));
+        }
+        Strategy::Set => {}
+        Strategy::Replace => return None,
+    }
+    extensions.insert("x-kubernetes-patch-strategy".to_owned(), Value::from("merge"));
+    Some(extensions)
+}
+
+fn field_strategy(field: &str, in_container: bool) -> Strategy {
     match field {
         "webhooks"
         | "containers"

@@ -120,8 +120,19 @@ async fn kubectl_apply_again_merges_webhook_configurations_strategically() {
             "the shipped configurations have clientConfig blocks"
         );
         std::fs::write(&rotated, with_bundle).unwrap();
-        let again = kubectl.apply(&rotated, &[]);
+        // kubectl computes that patch from the server's OpenAPI v3 document,
+        // as on a cluster (it logs at -v=5 when it cannot and falls back).
+        let again = kubectl.apply(&rotated, &["-v=5"]);
         assert!(again.ok, "{}", again.stderr);
+        for fallback in ["does not support strategic merge patch", "error calculating patch from openapi"] {
+            assert!(!again.stderr.contains(fallback), "{}", again.stderr);
+        }
+        let document = kubectl.ok(&["get", "--raw", "/openapi/v3/apis/admissionregistration.k8s.io/v1"]);
+        let document: serde_json::Value = serde_json::from_str(&document).unwrap();
+        let webhooks = &document["components"]["schemas"]["admissionregistration.k8s.io.v1.ValidatingWebhookConfiguration"]
+            ["properties"]["webhooks"];
+        assert_eq!(webhooks["x-kubernetes-patch-merge-key"], "name", "{webhooks}");
+        assert_eq!(webhooks["x-kubernetes-patch-strategy"], "merge", "{webhooks}");
         let stored = kubectl.ok(&["get", "validatingwebhookconfigurations", "-o", "json"]);
         let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
         let webhooks = stored["items"][0]["webhooks"].as_array().unwrap();
