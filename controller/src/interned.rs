@@ -86,23 +86,15 @@ impl<V: Serialize + PartialEq> Interner<V> {
             return shared;
         }
         let shared = Arc::new(Named { name, value });
+        let before = bucket.len();
         bucket.retain(|e| e.strong_count() > 0);
+        let dropped = before - bucket.len();
         bucket.push(Arc::downgrade(&shared));
-        table.entries += 1;
+        table.entries = table.entries + 1 - dropped;
         if table.entries > 2 * table.live_after_sweep.max(MIN_SWEEP) {
             table.sweep();
         }
         shared
-    }
-
-    /// Distinct live entries, for tests and metrics.
-    pub fn live(&self) -> usize {
-        let mut table = match self.table.lock() {
-            Ok(table) => table,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        table.sweep();
-        table.entries
     }
 }
 
@@ -275,6 +267,18 @@ mod tests {
         assert_eq!(map.len(), 2);
         assert_eq!(map.to_map().len(), 2);
         Ok(())
+    }
+
+    impl<V> Interner<V> {
+        /// Distinct live entries.
+        fn live(&self) -> usize {
+            let mut table = match self.table.lock() {
+                Ok(table) => table,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            table.sweep();
+            table.entries
+        }
     }
 
     #[test]

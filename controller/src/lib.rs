@@ -1,6 +1,7 @@
 //! prewarm's controller: NodeImage lifecycle and ImagePullJob reconcile.
 //!
-//! `plan/` holds the pure decisions; `world` the caches and their indexes;
+//! `plan/` holds the pure decisions; `world` the caches and their indexes
+//! (NodeImages as `cached_node_image`, their entries shared via `interned`);
 //! `reconcile/` the thin kube edge that reads the caches, calls a planner and
 //! applies its actions; `leader` the Lease; `admin` health and metrics.
 

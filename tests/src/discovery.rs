@@ -18,6 +18,7 @@ pub(crate) fn non_resource(
     method: &Method,
     segments: &[&str],
     query: &HashMap<String, String>,
+    accept: &str,
 ) -> Option<Result<Response, ApiError>> {
     let answer = match segments {
         ["healthz"] | ["readyz"] | ["livez"] => Ok("ok".into_response()),
@@ -31,6 +32,18 @@ pub(crate) fn non_resource(
                     "buildDate": "2026-11-25T00:00:00Z", "goVersion": "", "compiler": "rustc", "platform": "linux/amd64",
                 }),
             ))
+        }
+        // kubectl and client-go ask for v2 in protobuf only (gnostic), which
+        // is not served: 406 tells them so, as a server without v2 would, and
+        // they use v3 or their compiled-in types. JSON clients get the document.
+        ["openapi", "v2"] => {
+            if crate::openapi::accepts_json(accept) {
+                Ok(json_response(StatusCode::OK, &crate::openapi::v2(&state.store.types())))
+            } else {
+                Err(ApiError::not_acceptable(format!(
+                    "/openapi/v2 is served as JSON only, not as {accept:?}; /openapi/v3 has the same schemas"
+                )))
+            }
         }
         ["openapi", "v3"] => {
             let root = crate::openapi::root(&state.store.types(), state.store.resource_version());

@@ -97,6 +97,10 @@ impl ApiError {
         Self::new(415, "UnsupportedMediaType", message)
     }
 
+    pub fn not_acceptable(message: impl Into<String>) -> Self {
+        Self::new(406, "NotAcceptable", message)
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)
     }

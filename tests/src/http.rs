@@ -143,7 +143,11 @@ async fn route(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if let Some(answer) = crate::discovery::non_resource(state, method, &segments, query) {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or_default();
+    if let Some(answer) = crate::discovery::non_resource(state, method, &segments, query, accept) {
         return answer;
     }
     let (group, version, rest) = match segments.as_slice() {

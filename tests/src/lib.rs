@@ -7,8 +7,8 @@
 //! strategic merge patch knows the merge keys of the built-in types stored
 //! here, not of every Kubernetes type; label selectors on watches filter
 //! events by the object's current labels; the OpenAPI v3 documents carry the
-//! schemas of custom resources and of the built-in kinds, and there is no v2
-//! (see `openapi`); protobuf bodies are decoded for every built-in kind stored
+//! schemas of custom resources and of the built-in kinds, v2 the same in
+//! JSON only (see `openapi`); protobuf bodies are decoded for every built-in kind stored
 //! here, from a generated schema (see `protobuf`); built-in kinds are
 //! checked against their Kubernetes types (see `builtin`) but have no
 //! workload controllers; identities are the admin (all-powerful) and

@@ -1,5 +1,5 @@
 //! `/openapi/v3`: one document per group version, as kube-apiserver publishes
-//! them. Each resource's write operations carry its group-version-kind and the
+//! them, and `/openapi/v2`, all of them in one Swagger 2.0 document (JSON only). Each resource's write operations carry its group-version-kind and the
 //! `fieldValidation` query parameter, which is how kubectl learns that the
 //! server validates fields itself, so `kubectl apply` needs no client-side
 //! schema. Custom resources' schemas are their CRD's; the built-in
@@ -147,4 +147,99 @@ pub fn document(types: &[ResourceType], group_version: &str) -> Option<Value> {
         "paths": paths,
         "components": {"schemas": schemas},
     }))
+}
+
+/// Whether an Accept header takes JSON (absent or `*/*` does).
+pub fn accepts_json(accept: &str) -> bool {
+    accept.is_empty()
+        || accept.split(',').any(|part| {
+            let media = part.split(';').next().unwrap_or_default().trim();
+            matches!(media, "application/json" | "application/*" | "*/*")
+        })
+}
+
+/// The Swagger 2.0 document at `/openapi/v2`: every group version's paths and
+/// schemas, with v3's forms turned into v2's as kube-apiserver turns them
+/// (`#/definitions/` references, no `nullable` or `anyOf`/`oneOf`/`not`, the
+/// accepted patch types as `consumes`).
+pub fn v2(types: &[ResourceType]) -> Value {
+    let mut paths = Map::new();
+    let mut definitions = Map::new();
+    for group_version in group_versions(types) {
+        let Some(mut document) = document(types, &group_version) else {
+            continue;
+        };
+        if let Some(Value::Object(schemas)) = document.pointer_mut("/components/schemas").map(Value::take) {
+            definitions.extend(schemas.into_iter().map(|(name, schema)| (name, to_v2(schema))));
+        }
+        let Some(Value::Object(document_paths)) = document.get_mut("paths").map(Value::take) else {
+            continue;
+        };
+        for (path, mut operations) in document_paths {
+            if let Some(operations) = operations.as_object_mut() {
+                for operation in operations.values_mut().filter_map(Value::as_object_mut) {
+                    operation_to_v2(operation);
+                }
+            }
+            paths.insert(path, operations);
+        }
+    }
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": "v1.37.0"},
+        "paths": paths,
+        "definitions": definitions,
+    })
+}
+
+fn operation_to_v2(operation: &mut Map<String, Value>) {
+    if let Some(body) = operation.remove("requestBody") {
+        let types: Vec<Value> = body["content"]
+            .as_object()
+            .map(|content| content.keys().map(|k| json!(k)).collect())
+            .unwrap_or_default();
+        operation.insert("consumes".to_owned(), Value::Array(types));
+    }
+    if let Some(Value::Array(parameters)) = operation.get_mut("parameters") {
+        for parameter in parameters.iter_mut().filter_map(Value::as_object_mut) {
+            if let Some(Value::Object(schema)) = parameter.remove("schema") {
+                parameter.extend(schema);
+            }
+        }
+    }
+}
+
+fn to_v2(schema: Value) -> Value {
+    match schema {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "nullable" | "anyOf" | "oneOf" | "not"))
+                .map(|(k, v)| match (k.as_str(), v) {
+                    ("$ref", Value::String(target)) => {
+                        let target = target.replace("#/components/schemas/", "#/definitions/");
+                        (k, Value::String(target))
+                    }
+                    (_, v) => (k, to_v2(v)),
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(to_v2).collect()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v2_is_json_only() {
+        for accept in ["", "application/json", "application/json, */*", "*/*;q=0.8"] {
+            assert!(accepts_json(accept), "{accept}");
+        }
+        // What client-go sends for /openapi/v2: answered 406, as by a server without it.
+        assert!(!accepts_json(
+            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+        ));
+    }
 }

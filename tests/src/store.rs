@@ -120,11 +120,7 @@ fn equal_except(a: &Value, b: &Value, ignored: &[&str]) -> bool {
     let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
         return a == b;
     };
-    let kept = |map: &'_ Map<String, Value>| {
-        map.iter()
-            .filter(|(k, _)| !ignored.contains(&k.as_str()))
-            .count()
-    };
+    let kept = |map: &'_ Map<String, Value>| map.iter().filter(|(k, _)| !ignored.contains(&k.as_str())).count();
     kept(a) == kept(b)
         && a.iter()
             .filter(|(k, _)| !ignored.contains(&k.as_str()))

@@ -124,7 +124,10 @@ async fn kubectl_apply_again_merges_webhook_configurations_strategically() {
         // as on a cluster (it logs at -v=5 when it cannot and falls back).
         let again = kubectl.apply(&rotated, &["-v=5"]);
         assert!(again.ok, "{}", again.stderr);
-        for fallback in ["does not support strategic merge patch", "error calculating patch from openapi"] {
+        for fallback in [
+            "does not support strategic merge patch",
+            "error calculating patch from openapi",
+        ] {
             assert!(!again.stderr.contains(fallback), "{}", again.stderr);
         }
         let document = kubectl.ok(&["get", "--raw", "/openapi/v3/apis/admissionregistration.k8s.io/v1"]);
@@ -352,5 +355,26 @@ async fn kubectl_validates_through_the_server_explains_and_edits() {
         assert!(edited.status.success(), "{}", String::from_utf8_lossy(&edited.stderr));
         let parallelism = kubectl.ok(&["get", "imagepulljob", "typo", "-o", "jsonpath={.spec.parallelism}"]);
         assert_eq!(parallelism, "4");
+
+        // /openapi/v2 in JSON: custom and built-in schemas, references and
+        // patch keys in v2's forms.
+        let v2: serde_json::Value = serde_json::from_str(&kubectl.ok(&["get", "--raw", "/openapi/v2"])).unwrap();
+        assert_eq!(v2["swagger"], "2.0");
+        let job = &v2["definitions"]["apps.kruise.io.v1beta1.ImagePullJob"];
+        assert!(
+            job["properties"]["spec"]["properties"]["pullPolicy"].is_object(),
+            "{job}"
+        );
+        let containers = &v2["definitions"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
+        assert_eq!(containers["x-kubernetes-patch-merge-key"], "name", "{containers}");
+        let text = v2.to_string();
+        assert!(!text.contains("#/components/") && !text.contains("\"nullable\""));
+        let patch = &v2["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert!(
+            patch["consumes"]
+                .as_array()
+                .is_some_and(|c| c.contains(&"application/strategic-merge-patch+json".into())),
+            "{patch}"
+        );
     });
 }
