@@ -1,4 +1,4 @@
-//! Which jobs a CachedNodeImage change concerns: the owners of each tag whose spec
+//! Which jobs a NodeImage change concerns: the owners of each tag whose spec
 //! or outcome changed, and every owner of an image whose image-level fields
 //! (pull secrets, sandbox config) changed or that appeared or went. A node
 //! agent's progress reports wake no job; a tag that finishes wakes only its own.
@@ -6,10 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::cached_node_image::CachedNodeImage;
 use prewarm_api::node_image::{ImageStatus, ImageTagSpec, ImageTagStatus};
 use prewarm_api::v1beta1::ImageSpec;
 
+use crate::cached_node_image::CachedNodeImage;
 use crate::index::ObjectKey;
 use crate::interned::Named;
 use crate::plan::node_image::job_owner;

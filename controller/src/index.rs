@@ -6,10 +6,10 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
-use crate::cached_node_image::CachedNodeImage;
 use k8s_openapi::api::core::v1::Pod;
 use prewarm_api::v1beta1::ImagePullJob;
 
+use crate::cached_node_image::CachedNodeImage;
 use crate::plan::selection::{Selection, selection};
 
 /// A namespaced object's key.
@@ -222,7 +222,7 @@ impl Index {
         }
     }
 
-    /// Whether a Node exists and is not Ready (a CachedNodeImage without a Node counts as ready).
+    /// Whether a Node exists and is not Ready (a NodeImage without a Node counts as ready).
     pub fn is_not_ready(&self, node: &str) -> bool {
         self.not_ready.contains(node)
     }

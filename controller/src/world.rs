@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 
-use crate::cached_node_image::CachedNodeImage;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
@@ -17,6 +16,7 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
 use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob};
 
+use crate::cached_node_image::CachedNodeImage;
 use crate::index::{Index, ObjectKey};
 use crate::plan::image_pull_job::Target;
 use crate::plan::selection::{Selection, active_pod_node, selection};
@@ -41,7 +41,7 @@ pub struct World {
     /// The resourceVersions this controller wrote and its caches must reach
     /// before it decides on that object again.
     pub expectations: Expectations,
-    /// CachedNodeImage writes each job made that the cache has not shown yet.
+    /// NodeImage writes each job made that the cache has not shown yet.
     pub pending_writes: PendingWrites,
     /// Job events that arrive within this window are handled in one pass.
     pub job_debounce: Duration,
@@ -177,7 +177,7 @@ impl World {
         }
     }
 
-    /// The labels a node is selected by: the Node's, or for a CachedNodeImage without
+    /// The labels a node is selected by: the Node's, or for a NodeImage without
     /// a Node, the NodeImage's.
     fn node_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
         match self.node(name) {
@@ -310,7 +310,7 @@ impl Expectations {
     }
 }
 
-/// The CachedNodeImage writes of each job, by CachedNodeImage, until the cache shows
+/// The NodeImage writes of each job, by NodeImage, until the cache shows
 /// them: a job plans again only on a cache that holds its own writes, and
 /// never waits for other jobs' writes.
 #[derive(Debug, Default)]
@@ -342,7 +342,7 @@ impl PendingWrites {
         let Some(nodes) = pending.get_mut(job) else {
             return true;
         };
-        // A CachedNodeImage gone from the cache will not show the write either.
+        // A NodeImage gone from the cache will not show the write either.
         nodes.retain(|node, expected| cached(node).is_some_and(|c| c < *expected));
         let settled = nodes.is_empty();
         if settled {
@@ -352,7 +352,7 @@ impl PendingWrites {
     }
 }
 
-/// A CachedNodeImage target for the planner, borrowed from the cache.
+/// A NodeImage target for the planner, borrowed from the cache.
 pub fn as_targets(targets: &[(Arc<CachedNodeImage>, bool)]) -> Vec<Target<'_>> {
     targets
         .iter()

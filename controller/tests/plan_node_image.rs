@@ -1,4 +1,4 @@
-//! The CachedNodeImage planner on OpenKruise's TestDoUpdateNodeImage cases
+//! The NodeImage planner on OpenKruise's TestDoUpdateNodeImage cases
 //! (reference §7.6), plus creation, deletion and the silent-node failures.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

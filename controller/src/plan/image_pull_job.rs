@@ -1,13 +1,12 @@
 //! ImagePullJob decisions: from the job, its target nodes' NodeImages and the
-//! time, the CachedNodeImage entries to write, the status, the events and when to
+//! time, the NodeImage entries to write, the status, the events and when to
 //! look again. OpenKruise's semantics (reference §2.4–2.6) with its known
 //! flaws fixed: nodes written in this pass count as active at once, failed
 //! nodes are sorted and counted once, NotReady nodes wait instead of being
-//! written, and a full CachedNodeImage fails its node with a message.
+//! written, and a full NodeImage fails its node with a message.
 
 use std::collections::BTreeSet;
 
-use crate::cached_node_image::CachedNodeImage;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -17,6 +16,7 @@ use prewarm_api::reference::ImageReference;
 use prewarm_api::v1beta1::{ImagePullJob, ImageSpec, ReferenceObject};
 
 use super::tag_policy::is_never;
+use crate::cached_node_image::CachedNodeImage;
 
 /// The finalizer that keeps a job until its secret copies are released.
 pub const FINALIZER: &str = "apps.kruise.io/deletion-protection";
@@ -75,7 +75,7 @@ pub fn after_ttl(completed: &Time, ttl: Option<i32>, now: Timestamp) -> (bool, O
 #[derive(Clone, Copy, Debug)]
 pub struct Target<'a> {
     pub node_image: &'a CachedNodeImage,
-    /// False while the Node's Ready condition is not True. A CachedNodeImage with no
+    /// False while the Node's Ready condition is not True. A NodeImage with no
     /// Node (made by hand) counts as ready, as in OpenKruise.
     pub ready: bool,
 }
@@ -98,7 +98,7 @@ pub struct Input<'a> {
     pub now: Timestamp,
 }
 
-/// One CachedNodeImage image entry to store as given.
+/// One NodeImage image entry to store as given.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EntryWrite {
     pub node: String,
@@ -137,7 +137,7 @@ enum NodeState {
     NotSynced,
     /// Not there yet, and the node is not Ready.
     WaitingReady,
-    /// Not there yet, and the CachedNodeImage has no room for another image.
+    /// Not there yet, and the NodeImage has no room for another image.
     Full,
 }
 
@@ -454,7 +454,7 @@ fn add_missing_secrets(entry: &mut ImageSpec, secrets: &[ReferenceObject]) {
     }
 }
 
-/// How CachedNodeImage tags name their owner job (always the storage version).
+/// How NodeImage tags name their owner job (always the storage version).
 pub fn owner_reference(job: &ImagePullJob) -> ObjectReference {
     ObjectReference {
         api_version: Some(format!("{}/v1beta1", prewarm_api::GROUP)),

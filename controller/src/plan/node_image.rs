@@ -1,11 +1,9 @@
-//! CachedNodeImage decisions (reference §4): one CachedNodeImage per Ready Node, labels
+//! NodeImage decisions (reference §4): one NodeImage per Ready Node, labels
 //! equal to the Node's, tags pruned when their owner jobs are gone or their
 //! TTL ran out, and tags the node never answered for failed with a message.
 
 use std::collections::BTreeMap;
 
-use crate::cached_node_image::CachedNodeImage;
-use crate::interned::SharedMap;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -14,6 +12,8 @@ use prewarm_api::node_image::{ImageStatus, ImageTagSpec, ImageTagStatus, NodeIma
 use prewarm_api::v1beta1::{ImageSpec, NodeImageSpec, SECRET_MODE_BATCH};
 
 use super::image_pull_job::seconds_between;
+use crate::cached_node_image::CachedNodeImage;
+use crate::interned::SharedMap;
 
 /// NodeImages with this label are kept without a Node (tests and hand-made ones).
 pub const FAKE_LABEL: &str = "apps.kruise.io/fake-nodeimage";

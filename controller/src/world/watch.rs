@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
-use crate::cached_node_image::CachedNodeImage;
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::ObjectRef;
@@ -14,6 +13,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob};
 
 use super::{SecretMeta, World, Writers, ready_since};
+use crate::cached_node_image::CachedNodeImage;
 use crate::index::ObjectKey;
 use crate::plan::selection::{Selection, active_pod_node, selection};
 use crate::trim;
