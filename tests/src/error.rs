@@ -37,6 +37,11 @@ impl ApiError {
             .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
 
+    /// A path that names no resource this server serves, in kube-apiserver's words.
+    pub fn no_such_path() -> Self {
+        Self::new(404, "NotFound", "the server could not find the requested resource")
+    }
+
     pub fn already_exists(plural: &str, group: &str, name: &str) -> Self {
         let what = Self::qualified(&(plural.to_owned(), group.to_owned()));
         Self::new(409, "AlreadyExists", format!("{what} \"{name}\" already exists"))

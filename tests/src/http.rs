@@ -153,7 +153,7 @@ async fn route(
     let (group, version, rest) = match segments.as_slice() {
         ["api", "v1", rest @ ..] => ("", "v1", rest),
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
-        _ => return Err(ApiError::not_found("paths", "", path)),
+        _ => return Err(ApiError::no_such_path()),
     };
     let (namespace, rest) = match rest {
         ["namespaces", ns, plural, rest @ ..] if !(group.is_empty() && matches!(*plural, "status" | "finalize")) => {
@@ -169,12 +169,12 @@ async fn route(
         [plural] => (*plural, None, None),
         [plural, name] => (*plural, Some((*name).to_owned()), None),
         [plural, name, sub] => (*plural, Some((*name).to_owned()), Some((*sub).to_owned())),
-        _ => return Err(ApiError::not_found("paths", "", path)),
+        _ => return Err(ApiError::no_such_path()),
     };
     let rt = state
         .store
         .resource_type(group, version, plural)
-        .ok_or_else(|| ApiError::not_found(plural, group, "").with_details(json!({"group": group, "kind": plural})))?;
+        .ok_or_else(ApiError::no_such_path)?;
     if namespace.is_some() && !rt.namespaced {
         return Err(ApiError::not_found(plural, group, name.as_deref().unwrap_or_default()));
     }

@@ -321,6 +321,31 @@ async fn kubectl_create_subcommands_send_protobuf_and_are_understood() {
         assert_eq!(budget["spec"]["minAvailable"], 1);
         assert_eq!(budget["spec"]["selector"]["matchLabels"]["app"], "web");
         // A TokenRequest (what the token is worth is tests/rbac.rs's business).
+        kubectl.ok(&[
+            "run",
+            "web",
+            "-n",
+            "team",
+            "--image=nginx:1.27",
+            "--env=MODE=fast",
+            "--restart=Never",
+        ]);
+        let pod = get("pod", "web");
+        assert_eq!(
+            pod["spec"]["containers"][0]["env"],
+            json!([{"name": "MODE", "value": "fast"}])
+        );
+        assert_eq!(pod["spec"]["restartPolicy"], "Never");
+        // A kind this server does not serve: kube-apiserver's words for it.
+        let unserved = kubectl.run(&["create", "job", "once", "-n", "team", "--image=busybox"]);
+        assert!(!unserved.ok);
+        assert!(
+            unserved
+                .stderr
+                .contains("the server could not find the requested resource"),
+            "{}",
+            unserved.stderr
+        );
         let token = kubectl.ok(&["create", "token", "puller", "-n", "team"]);
         assert!(!token.trim().is_empty(), "no token");
     });
