@@ -13,9 +13,11 @@ use tokio::sync::broadcast;
 use crate::error::ApiError;
 use crate::resources::ResourceType;
 
+mod compare;
 mod faults;
 mod lifecycle;
 
+use compare::{same_but_resource_version, same_spec};
 use lifecycle::activate_namespace;
 
 /// How many watch events are kept for resuming watches.
@@ -112,34 +114,6 @@ fn set_meta(object: &mut Value, field: &str, value: Value) {
     if let Some(metadata) = metadata_mut(object) {
         metadata.insert(field.to_owned(), value);
     }
-}
-
-/// Whether `a` and `b` are equal in every top-level field but `ignored`,
-/// compared in place (a stored NodeImage is a tree of thousands of values).
-fn equal_except(a: &Value, b: &Value, ignored: &[&str]) -> bool {
-    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
-        return a == b;
-    };
-    let kept = |map: &'_ Map<String, Value>| map.iter().filter(|(k, _)| !ignored.contains(&k.as_str())).count();
-    kept(a) == kept(b)
-        && a.iter()
-            .filter(|(k, _)| !ignored.contains(&k.as_str()))
-            .all(|(k, v)| b.get(k) == Some(v))
-}
-
-/// Everything but metadata and status is equal: what `generation` tracks.
-fn same_spec(a: &Value, b: &Value) -> bool {
-    equal_except(a, b, &["metadata", "status", "apiVersion", "kind"])
-}
-
-/// Equal but for the resourceVersion: a write that changes nothing.
-fn same_but_resource_version(a: &Value, b: &Value) -> bool {
-    equal_except(a, b, &["metadata"])
-        && equal_except(
-            a.get("metadata").unwrap_or(&Value::Null),
-            b.get("metadata").unwrap_or(&Value::Null),
-            &["resourceVersion"],
-        )
 }
 
 /// Five characters for `generateName`, as the API server appends.
