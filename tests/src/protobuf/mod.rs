@@ -280,22 +280,15 @@ fn value(kind: &Kind, wire: Wire<'_>, what: &str, depth: usize) -> Result<Value,
             }
             if is_string { json!(string) } else { json!(int as i32) }
         }
-        Kind::Quantity => {
-            let mut quantity = String::new();
-            for item in fields(bytes_of(wire, what)?) {
-                if let (1, wire) = item? {
-                    quantity = string_of(wire, what)?;
-                }
-            }
-            Value::String(quantity)
-        }
+        Kind::Quantity => match first_field(bytes_of(wire, what)?)? {
+            Some(wire) => Value::String(string_of(wire, what)?),
+            None => Value::String(String::new()),
+        },
         Kind::RawJson => {
-            let mut raw: &[u8] = &[];
-            for item in fields(bytes_of(wire, what)?) {
-                if let (1, wire) = item? {
-                    raw = bytes_of(wire, what)?;
-                }
-            }
+            let raw = match first_field(bytes_of(wire, what)?)? {
+                Some(wire) => bytes_of(wire, what)?,
+                None => &[],
+            };
             if raw.is_empty() {
                 Value::Null
             } else {
@@ -315,6 +308,18 @@ fn value(kind: &Kind, wire: Wire<'_>, what: &str, depth: usize) -> Result<Value,
             schema_or(kind, bytes_of(wire, what)?, what, depth)?
         }
     })
+}
+
+/// Field 1 of a wrapper message (`Quantity`, `RawExtension`), the last one
+/// sent as protobuf wants, or `None` when it is absent.
+fn first_field(bytes: &[u8]) -> Result<Option<Wire<'_>>, ProtobufError> {
+    let mut found = None;
+    for item in fields(bytes) {
+        if let (1, wire) = item? {
+            found = Some(wire);
+        }
+    }
+    Ok(found)
 }
 
 /// A JSON schema, or in its place an array of schemas, a boolean or an array
