@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::field::{FieldError, Report};
 use crate::gates::{FeatureGates, Gate};
+use crate::spec::Spec;
 use crate::{GROUP, defaults, validation};
 
 /// The kinds prewarm admits.
@@ -71,10 +72,15 @@ impl Kind {
 
     /// The RFC 6902 `add` operations that fill in this kind's defaults.
     pub fn defaults(self, object: &Value, now: &Time) -> Vec<PatchOperation> {
+        self.spec_defaults(Spec::of(object), now)
+    }
+
+    /// [`Kind::defaults`] of an object with this spec.
+    pub fn spec_defaults(self, spec: Spec<'_>, now: &Time) -> Vec<PatchOperation> {
         match self {
-            Self::ImagePullJob => defaults::image_pull_job(object),
-            Self::ImageListPullJob => defaults::image_list_pull_job(object),
-            Self::NodeImage => defaults::node_image(object, now),
+            Self::ImagePullJob => defaults::image_pull_job(spec),
+            Self::ImageListPullJob => defaults::image_list_pull_job(spec),
+            Self::NodeImage => defaults::node_image(spec, now),
         }
     }
 
@@ -90,10 +96,15 @@ impl Kind {
 
     /// Every rule of this kind; `old` is the stored object on UPDATE.
     pub fn validate(self, object: &Value, old: Option<&Value>) -> Report {
+        self.validate_spec(Spec::of(object), old.map(Spec::of))
+    }
+
+    /// [`Kind::validate`] of an object with this spec; `old` is the stored one's.
+    pub fn validate_spec(self, spec: Spec<'_>, old: Option<Spec<'_>>) -> Report {
         match self {
-            Self::ImagePullJob => validation::image_pull_job(object, old),
-            Self::ImageListPullJob => validation::image_list_pull_job(object),
-            Self::NodeImage => validation::node_image(object),
+            Self::ImagePullJob => validation::image_pull_job(spec, old),
+            Self::ImageListPullJob => validation::image_list_pull_job(spec),
+            Self::NodeImage => validation::node_image(spec),
         }
     }
 }
@@ -140,8 +151,9 @@ pub struct Request<'a> {
     pub operation: Operation,
     /// `status` for writes to the status subresource.
     pub sub_resource: Option<&'a str>,
-    pub object: Option<&'a Value>,
-    pub old_object: Option<&'a Value>,
+    /// The spec of the object, when there is an object.
+    pub object: Option<Spec<'a>>,
+    pub old_object: Option<Spec<'a>>,
 }
 
 /// The verdict of the validating side.
@@ -181,7 +193,7 @@ pub fn validate(request: &Request<'_>, gates: &FeatureGates) -> Decision {
     };
     let old = request.old_object.filter(|_| request.operation == Operation::Update);
     if let Some(old) = old
-        && old.get("spec") == object.get("spec")
+        && old.same_as(object)
     {
         return allowed;
     }
@@ -191,7 +203,7 @@ pub fn validate(request: &Request<'_>, gates: &FeatureGates) -> Decision {
             message: gate_message(request.kind, *gate),
         };
     }
-    let (errors, warnings) = request.kind.validate(object, old).into_parts();
+    let (errors, warnings) = request.kind.validate_spec(object, old).into_parts();
     if errors.is_empty() {
         Decision::Allowed { warnings }
     } else {

@@ -3,34 +3,43 @@
 //! in OpenKruise), so fields unknown to our types survive, and defaulting an
 //! already-defaulted object yields no operation.
 
+use std::fmt;
+
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use serde_json::{Value, json};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value, json};
 
 use crate::job::{COMPLETION_ALWAYS, PULL_IF_NOT_PRESENT};
+use crate::spec::Spec;
+use crate::text::Key;
 
 pub const DEFAULT_TIMEOUT_SECONDS: i32 = 600;
 pub const DEFAULT_BACKOFF_LIMIT: i32 = 3;
 
 /// `completionPolicy.type=Always`, `pullPolicy{timeoutSeconds 600, backoffLimit 3}`
 /// and `imagePullPolicy=IfNotPresent`.
-pub fn image_pull_job(object: &Value) -> Vec<PatchOperation> {
+pub fn image_pull_job(spec: Spec<'_>) -> Vec<PatchOperation> {
     let mut template = job_template();
     template["imagePullPolicy"] = json!(PULL_IF_NOT_PRESENT);
-    spec_defaults(object, &template)
+    spec_defaults(spec, &template)
 }
 
 /// As ImagePullJob but without `imagePullPolicy`: each child ImagePullJob gets it.
-pub fn image_list_pull_job(object: &Value) -> Vec<PatchOperation> {
-    spec_defaults(object, &job_template())
+pub fn image_list_pull_job(spec: Spec<'_>) -> Vec<PatchOperation> {
+    spec_defaults(spec, &job_template())
 }
 
 /// Every tag of every image gets `createdAt` (`now`) and
 /// `pullPolicy{timeoutSeconds 600, backoffLimit 3}`.
-pub fn node_image(object: &Value, now: &Time) -> Vec<PatchOperation> {
+pub fn node_image(spec: Spec<'_>, now: &Time) -> Vec<PatchOperation> {
     let mut operations = Vec::new();
-    let Some(images) = object.pointer("/spec/images").and_then(Value::as_object) else {
+    // Nested too deeply to read: validation says so.
+    let Ok(Some(spec)) = spec.tree() else {
+        return operations;
+    };
+    let Some(images) = spec.get("images").and_then(Value::as_object) else {
         return operations;
     };
     let template = json!({
@@ -56,12 +65,86 @@ fn job_template() -> Value {
     })
 }
 
-fn spec_defaults(object: &Value, template: &Value) -> Vec<PatchOperation> {
+fn spec_defaults(spec: Spec<'_>, template: &Value) -> Vec<PatchOperation> {
     let mut operations = Vec::new();
-    if let Some(spec) = object.get("spec") {
-        add_missing(&mut operations, &PointerBuf::from_tokens(["spec"]), spec, template);
+    let root = PointerBuf::from_tokens(["spec"]);
+    match spec {
+        Spec::Tree(Some(spec)) => add_missing(&mut operations, &root, spec, template),
+        Spec::Text(Some(text)) => {
+            let Some(members) = template.as_object() else {
+                return operations;
+            };
+            let mut reader = serde_json::Deserializer::from_str(text.get());
+            // Nested too deeply to read: validation says so.
+            if let Ok(spec) = (TemplateMembers(members)).deserialize(&mut reader) {
+                add_missing(&mut operations, &root, &spec, template);
+            }
+        }
+        Spec::Tree(None) | Spec::Text(None) => {}
     }
     operations
+}
+
+/// Reads only the members of a JSON object that the template names, as a tree
+/// (the rest is skipped unread); anything but an object reads as `null`.
+struct TemplateMembers<'t>(&'t Map<String, Value>);
+
+impl<'de> DeserializeSeed<'de> for TemplateMembers<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TemplateMembers<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut kept = Map::new();
+        while let Some(Key(key)) = map.next_key()? {
+            if self.0.contains_key(key.as_ref()) {
+                // A repeated key keeps its last value, as in a tree.
+                kept.insert(key.into_owned(), map.next_value()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Value::Object(kept))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
 }
 
 /// Adds each member of `template` that `actual` lacks; recurses into objects

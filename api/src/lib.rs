@@ -13,6 +13,8 @@ mod kinds;
 pub mod names;
 pub mod node_image;
 pub mod reference;
+pub mod spec;
+pub mod text;
 pub mod v1alpha1;
 pub mod v1beta1;
 pub mod validation;

@@ -5,6 +5,7 @@
 
 use prewarm_api::admission::{self, Decision, Kind, Operation, Request};
 use prewarm_api::gates::{FeatureGates, Gate, GateError};
+use prewarm_api::spec::Spec;
 use serde_json::{Value, json};
 
 fn gates(value: &str) -> FeatureGates {
@@ -103,8 +104,8 @@ fn decide(
         kind,
         operation,
         sub_resource,
-        object: Some(object),
-        old_object: old,
+        object: Some(Spec::of(object)),
+        old_object: old.map(Spec::of),
     };
     admission::validate(&request, gates)
 }

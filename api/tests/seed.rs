@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use prewarm_api::admission::{self, Decision, Kind, Operation, Request};
 use prewarm_api::field::Reason;
 use prewarm_api::gates::FeatureGates;
+use prewarm_api::spec::Spec;
 use prewarm_api::{v1alpha1, v1beta1};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -28,7 +29,7 @@ fn create(kind: Kind, object: &Value) -> Decision {
         kind,
         operation: Operation::Create,
         sub_resource: None,
-        object: Some(object),
+        object: Some(Spec::of(object)),
         old_object: None,
     };
     admission::validate(&request, &gates_on())

@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prewarm_api::admission::{self, Decision, Kind, Operation, Request};
 use prewarm_api::gates::FeatureGates;
 use prewarm_api::reference::ImageReference;
+use prewarm_api::spec::Spec;
 use prewarm_api::v1beta1::{ImageListPullJobSpec, ImagePullJobSpec, TemplateRef};
 use serde_json::Value;
 
@@ -57,7 +58,7 @@ pub fn pulls(object: &Value, keyring: &Keyring) -> Result<Vec<PullSpec>, JobErro
         kind,
         operation: Operation::Create,
         sub_resource: None,
-        object: Some(&defaulted),
+        object: Some(Spec::of(&defaulted)),
         old_object: None,
     };
     if let Decision::Invalid { errors, .. } = admission::validate(&request, &gates) {

@@ -3,6 +3,8 @@
 //! when the object inside cannot be decoded; once the uid is known every answer
 //! is HTTP 200, with failures carried as `allowed: false` and a Status.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -10,9 +12,10 @@ use prewarm_api::GROUP;
 use prewarm_api::admission::{self, Decision, Kind, Operation, Request};
 use prewarm_api::field::FieldError;
 use prewarm_api::gates::FeatureGates;
-use serde_json::{Map, Value, json};
+use prewarm_api::spec::Spec;
+use serde::Serialize;
 
-use crate::envelope::{Envelope, GroupVersionKind, RequestFields};
+use crate::envelope::{Envelope, GroupVersionKind, Object, RequestFields};
 
 const REVIEW_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
 
@@ -93,7 +96,7 @@ pub fn review(route: Route, body: &[u8], gates: &FeatureGates, now: &Time) -> Ou
     };
     let api_version = envelope.api_version.unwrap_or_default();
     let review_kind = envelope.kind.unwrap_or_default();
-    if review_kind != "AdmissionReview" || !REVIEW_VERSIONS.contains(&api_version.as_str()) {
+    if review_kind != "AdmissionReview" || !REVIEW_VERSIONS.contains(&api_version.as_ref()) {
         return unreadable(format!(
             "expected an AdmissionReview of admission.k8s.io/v1 or v1beta1, got kind {review_kind:?} apiVersion {api_version:?}"
         ));
@@ -105,76 +108,210 @@ pub fn review(route: Route, body: &[u8], gates: &FeatureGates, now: &Time) -> Ou
         return unreadable("request.uid is missing".to_owned());
     };
     let mut summary = Summary {
-        uid,
-        name: request.name.take().unwrap_or_default(),
-        namespace: request.namespace.take().unwrap_or_default(),
+        uid: uid.into_owned(),
+        name: request.name.take().unwrap_or_default().into_owned(),
+        namespace: request.namespace.take().unwrap_or_default().into_owned(),
         operation: "unknown",
         result: results::BAD_REQUEST,
         dry_run: request.dry_run.unwrap_or(false),
     };
-    let mut response = match answer(route, &request, &mut summary, gates, now) {
+    let response = match answer(route, &request, &mut summary, gates, now) {
         Ok(response) => response,
         Err(message) => {
             summary.result = results::BAD_REQUEST;
-            denial(bad_request_status(&message))
+            Response::denied(Status::bad_request(message))
         }
     };
-    response.insert("uid".to_owned(), json!(summary.uid));
-    let body = json!({"apiVersion": api_version, "kind": "AdmissionReview", "response": response});
+    let review = Review {
+        api_version: &api_version,
+        kind: "AdmissionReview",
+        response: Response {
+            uid: &summary.uid,
+            ..response
+        },
+    };
     Outcome {
         http_status: 200,
-        body: body.to_string().into_bytes(),
+        body: to_json(&review),
         summary,
     }
 }
 
+/// The AdmissionReview sent back.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Review<'a> {
+    api_version: &'a str,
+    kind: &'static str,
+    response: Response<'a>,
+}
+
+#[derive(Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Response<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Status<'a>>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: Vec<String>,
+}
+
+impl<'a> Response<'a> {
+    fn allowed(warnings: Vec<String>) -> Self {
+        Self {
+            allowed: true,
+            warnings,
+            ..Self::default()
+        }
+    }
+
+    fn denied(status: Status<'a>) -> Self {
+        Self {
+            status: Some(status),
+            ..Self::default()
+        }
+    }
+}
+
+/// A `metav1.Status`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Status<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_version: Option<&'static str>,
+    metadata: Empty,
+    status: &'static str,
+    message: Cow<'a, str>,
+    reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<Details<'a>>,
+    code: u16,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+#[derive(Serialize)]
+struct Details<'a> {
+    name: Cow<'a, str>,
+    group: &'static str,
+    kind: &'static str,
+    causes: Vec<Cause>,
+}
+
+#[derive(Serialize)]
+struct Cause {
+    reason: &'static str,
+    message: String,
+    field: String,
+}
+
+impl<'a> Status<'a> {
+    fn failure(code: u16, reason: &'static str, message: impl Into<Cow<'a, str>>) -> Self {
+        Self {
+            kind: None,
+            api_version: None,
+            metadata: Empty {},
+            status: "Failure",
+            message: message.into(),
+            reason,
+            details: None,
+            code,
+        }
+    }
+
+    fn bad_request(message: impl Into<Cow<'a, str>>) -> Self {
+        Self::failure(400, "BadRequest", message)
+    }
+
+    /// Shaped like the API server's own for a failed validation.
+    fn invalid(kind: Kind, name: Cow<'a, str>, errors: &[FieldError]) -> Self {
+        let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let summary = match listed.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        let causes = errors
+            .iter()
+            .map(|e| Cause {
+                reason: e.reason.cause_type(),
+                message: e.body(),
+                field: e.path.to_string(),
+            })
+            .collect();
+        let message = format!("{kind}.{GROUP} {name:?} is invalid: {summary}");
+        Self {
+            details: Some(Details {
+                name,
+                group: GROUP,
+                kind: kind.name(),
+                causes,
+            }),
+            ..Self::failure(422, "Invalid", message)
+        }
+    }
+}
+
+/// Serialising these plain structs into memory cannot fail.
+fn to_json(value: &impl Serialize) -> Vec<u8> {
+    let mut body = Vec::with_capacity(256);
+    let _ = serde_json::to_writer(&mut body, value);
+    body
+}
+
 /// The response for a readable request; `Err` is a bad request, with the reason.
-fn answer(
+fn answer<'a>(
     route: Route,
-    request: &RequestFields,
+    request: &'a RequestFields<'a>,
     summary: &mut Summary,
     gates: &FeatureGates,
     now: &Time,
-) -> Result<Map<String, Value>, String> {
+) -> Result<Response<'a>, String> {
     let operation_text = request.operation.as_deref().unwrap_or_default();
     let operation = Operation::parse(operation_text)
         .ok_or_else(|| format!("request.operation {operation_text:?} is not one of CREATE, UPDATE, DELETE, CONNECT"))?;
     summary.operation = operation.as_str();
     check_kind(route.kind, request.kind.as_ref())?;
-    let (object, old_object) = (request.object.as_ref(), request.old_object.as_ref());
-    if let Some(object) = object {
-        check_object(route.kind, "request.object", object)?;
-    }
-    if let Some(old) = old_object {
-        check_object(route.kind, "request.oldObject", old)?;
-    }
+    check_object(route.kind, "request.object", &request.object)?;
+    check_object(route.kind, "request.oldObject", &request.old_object)?;
+    let (object, old_object) = (request.object.fields(), request.old_object.fields());
     if object.is_none() && matches!(operation, Operation::Create | Operation::Update) {
         return Err(format!("request.object is required for {}", operation.as_str()));
     }
     let sub_resource = request.sub_resource.as_deref().filter(|s| !s.is_empty());
-    match route.endpoint {
-        Endpoint::Mutate => Ok(mutate(route.kind, operation, sub_resource, object, summary, now)),
+    let response = match route.endpoint {
+        Endpoint::Mutate => {
+            let spec = object
+                .filter(|_| sub_resource.is_none() && matches!(operation, Operation::Create | Operation::Update))
+                .map(|object| object.spec());
+            mutate(route.kind, spec, summary, now)
+        }
         Endpoint::Validate => {
             let request = Request {
                 kind: route.kind,
                 operation,
                 sub_resource,
-                object,
-                old_object,
+                object: object.map(|o| o.spec()),
+                old_object: old_object.map(|o| o.spec()),
             };
-            Ok(validate(
-                route.kind,
-                &admission::validate(&request, gates),
-                object,
-                summary,
-            ))
+            let name = object.and_then(|o| o.name.as_deref()).filter(|n| !n.is_empty());
+            validate(route.kind, admission::validate(&request, gates), name, summary)
         }
-    }
+    };
+    Ok(response)
 }
 
-fn check_kind(expected: Kind, kind: Option<&GroupVersionKind>) -> Result<(), String> {
-    let field =
-        |value: fn(&GroupVersionKind) -> &Option<String>| kind.and_then(|k| value(k).as_deref()).unwrap_or_default();
+fn check_kind(expected: Kind, kind: Option<&GroupVersionKind<'_>>) -> Result<(), String> {
+    let field = |value: for<'k> fn(&'k GroupVersionKind<'_>) -> &'k Option<Cow<'k, str>>| {
+        kind.and_then(|k| value(k).as_deref()).unwrap_or_default()
+    };
     let (group, version, name) = (field(|k| &k.group), field(|k| &k.version), field(|k| &k.kind));
     if group == GROUP && Kind::VERSIONS.contains(&version) && name == expected.name() {
         Ok(())
@@ -186,126 +323,67 @@ fn check_kind(expected: Kind, kind: Option<&GroupVersionKind>) -> Result<(), Str
     }
 }
 
-fn check_object(expected: Kind, field: &str, object: &Value) -> Result<(), String> {
-    let Some(object) = object.as_object() else {
-        return Err(format!("{field} must be a JSON object"));
-    };
-    match object.get("kind").and_then(Value::as_str) {
-        None => Ok(()),
-        Some(kind) if kind == expected.name() => Ok(()),
-        Some(kind) => Err(format!("{field}.kind is {kind:?}, but this webhook admits {expected}")),
+fn check_object(expected: Kind, field: &str, object: &Object<'_>) -> Result<(), String> {
+    match object {
+        Object::Absent => Ok(()),
+        Object::NotAnObject => Err(format!("{field} must be a JSON object")),
+        Object::Fields(fields) => match fields.kind.as_deref() {
+            None => Ok(()),
+            Some(kind) if kind == expected.name() => Ok(()),
+            Some(kind) => Err(format!("{field}.kind is {kind:?}, but this webhook admits {expected}")),
+        },
     }
 }
 
-fn mutate(
-    kind: Kind,
-    operation: Operation,
-    sub_resource: Option<&str>,
-    object: Option<&Value>,
-    summary: &mut Summary,
-    now: &Time,
-) -> Map<String, Value> {
-    let mut response = allowed();
+/// `spec` is that of the object to default, if it is defaulted at all.
+fn mutate<'a>(kind: Kind, spec: Option<Spec<'_>>, summary: &mut Summary, now: &Time) -> Response<'a> {
     summary.result = results::ALLOWED;
-    let Some(object) = object.filter(|_| sub_resource.is_none()) else {
-        return response;
+    let Some(spec) = spec else {
+        return Response::allowed(Vec::new());
     };
-    if !matches!(operation, Operation::Create | Operation::Update) {
-        return response;
-    }
-    let operations = kind.defaults(object, now);
+    let operations = kind.spec_defaults(spec, now);
     if operations.is_empty() {
-        return response;
+        return Response::allowed(Vec::new());
     }
-    // Serialising plain add operations cannot fail; an empty patch is never sent.
-    let patch = serde_json::to_vec(&operations).unwrap_or_default();
-    response.insert("patch".to_owned(), json!(BASE64.encode(patch)));
-    response.insert("patchType".to_owned(), json!("JSONPatch"));
     summary.result = results::PATCHED;
-    response
+    Response {
+        patch: Some(BASE64.encode(to_json(&operations))),
+        patch_type: Some("JSONPatch"),
+        ..Response::allowed(Vec::new())
+    }
 }
 
-fn validate(kind: Kind, decision: &Decision, object: Option<&Value>, summary: &mut Summary) -> Map<String, Value> {
+fn validate<'a>(kind: Kind, decision: Decision, name: Option<&'a str>, summary: &mut Summary) -> Response<'a> {
     match decision {
         Decision::Allowed { warnings } => {
             summary.result = results::ALLOWED;
-            with_warnings(allowed(), warnings)
+            Response::allowed(warnings)
         }
         Decision::Forbidden { message, .. } => {
             summary.result = results::FORBIDDEN;
-            denial(json!({
-                "metadata": {},
-                "status": "Failure",
-                "message": message,
-                "reason": "Forbidden",
-                "code": 403,
-            }))
+            Response::denied(Status::failure(403, "Forbidden", message))
         }
         Decision::Invalid { errors, warnings } => {
             summary.result = results::INVALID;
-            let name = object
-                .and_then(|o| o.pointer("/metadata/name"))
-                .and_then(Value::as_str)
-                .filter(|n| !n.is_empty())
-                .unwrap_or(&summary.name);
-            with_warnings(denial(invalid_status(kind, name, errors)), warnings)
+            let name = name.map_or_else(|| Cow::Owned(summary.name.clone()), Cow::Borrowed);
+            Response {
+                warnings,
+                ..Response::denied(Status::invalid(kind, name, &errors))
+            }
         }
     }
-}
-
-/// A Status shaped like the API server's own for a failed validation.
-fn invalid_status(kind: Kind, name: &str, errors: &[FieldError]) -> Value {
-    let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    let summary = match listed.as_slice() {
-        [one] => one.clone(),
-        many => format!("[{}]", many.join(", ")),
-    };
-    let causes: Vec<Value> = errors
-        .iter()
-        .map(|e| json!({"reason": e.reason.cause_type(), "message": e.body(), "field": e.path.as_str()}))
-        .collect();
-    json!({
-        "metadata": {},
-        "status": "Failure",
-        "message": format!("{kind}.{GROUP} {name:?} is invalid: {summary}"),
-        "reason": "Invalid",
-        "details": {"name": name, "group": GROUP, "kind": kind.name(), "causes": causes},
-        "code": 422,
-    })
-}
-
-fn bad_request_status(message: &str) -> Value {
-    json!({"metadata": {}, "status": "Failure", "message": message, "reason": "BadRequest", "code": 400})
-}
-
-fn allowed() -> Map<String, Value> {
-    let mut response = Map::new();
-    response.insert("allowed".to_owned(), json!(true));
-    response
-}
-
-fn denial(status: Value) -> Map<String, Value> {
-    let mut response = Map::new();
-    response.insert("allowed".to_owned(), json!(false));
-    response.insert("status".to_owned(), status);
-    response
-}
-
-fn with_warnings(mut response: Map<String, Value>, warnings: &[String]) -> Map<String, Value> {
-    if !warnings.is_empty() {
-        response.insert("warnings".to_owned(), json!(warnings));
-    }
-    response
 }
 
 /// An HTTP 400 for a body that is not an AdmissionReview at all.
 fn unreadable(message: String) -> Outcome {
-    let mut status = bad_request_status(&message);
-    status["kind"] = json!("Status");
-    status["apiVersion"] = json!("v1");
+    let status = Status {
+        kind: Some("Status"),
+        api_version: Some("v1"),
+        ..Status::bad_request(message)
+    };
     Outcome {
         http_status: 400,
-        body: status.to_string().into_bytes(),
+        body: to_json(&status),
         summary: Summary {
             operation: "unknown",
             result: results::BAD_REQUEST,

@@ -252,13 +252,51 @@ async fn unreadable_bodies_get_a_4xx_status() {
 async fn deeply_nested_and_huge_values_are_answered() {
     let gates = FeatureGates::parse("ImagePullJobGate=true").unwrap();
     let path = "/validate-apps-kruise-io-imagepulljob";
-    // Nesting beyond serde_json's recursion limit: refused as unreadable, without a crash.
+    // Nesting far beyond serde_json's recursion limit: skipped without recursion
+    // (no crash) and refused with the uid echoed and the reason.
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let body = format!(
-        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"deep","object":{deep}}}}}"#
+    let deep_review = |object: &str| {
+        format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"deep","operation":"CREATE","kind":{{"group":"apps.kruise.io","version":"v1beta1","kind":"ImagePullJob"}},"object":{object}}}}}"#
+        )
+        .into_bytes()
+    };
+    let (status, answer) = post(gates, path, "application/json", deep_review(&deep)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["response"]["uid"], "deep");
+    assert_eq!(answer["response"]["allowed"], false);
+    assert_eq!(
+        answer["response"]["status"]["message"],
+        "request.object must be a JSON object"
     );
-    let (status, _) = post(gates, path, "application/json", body.into_bytes()).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, answer) = post(
+        gates,
+        path,
+        "application/json",
+        deep_review(&format!(r#"{{"spec":{deep}}}"#)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["response"]["allowed"], false);
+    let message = answer["response"]["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("spec: Invalid value") && message.contains("recursion limit"),
+        "{answer}"
+    );
+    let mutate = "/mutate-apps-kruise-io-imagepulljob";
+    let (status, answer) = post(
+        gates,
+        mutate,
+        "application/json",
+        deep_review(&format!(r#"{{"spec":{{"pullPolicy":{deep}}}}}"#)),
+    )
+    .await;
+    assert_eq!(
+        (status, &answer["response"]["allowed"]),
+        (StatusCode::OK, &json!(true)),
+        "{answer}"
+    );
+    assert!(answer["response"].get("patch").is_none(), "{answer}");
     // A 6 MiB annotation is within the limit and judged normally.
     let mut review = minimal_review();
     review["request"]["object"]["metadata"] = json!({"annotations": {"big": "x".repeat(6 * 1024 * 1024)}});

@@ -8,7 +8,8 @@ use json_patch::{Patch, PatchOperation};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prewarm_api::admission::Kind;
 use prewarm_api::field::{Reason, Report};
-use serde_json::Value;
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
 
 pub fn fixture_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -42,4 +43,86 @@ pub fn defaulted(kind: Kind, object: &Value) -> Value {
 /// `(path, reason)` of every error, in the reported order.
 pub fn error_keys(report: &Report) -> Vec<(String, Reason)> {
     report.errors.iter().map(|e| (e.path.to_string(), e.reason)).collect()
+}
+
+/// Values a field might hold in the wild: absent-like, wrong-typed, partial objects.
+pub fn field_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        Just(json!("")),
+        Just(json!("Never")),
+        Just(json!("Always")),
+        any::<i32>().prop_map(Value::from),
+        Just(json!([])),
+        Just(json!(true)),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop::collection::btree_map(
+            prop_oneof![
+                Just("type".to_owned()),
+                Just("timeoutSeconds".to_owned()),
+                Just("backoffLimit".to_owned()),
+                Just("ttlSecondsAfterFinished".to_owned()),
+                "[a-z]{1,6}",
+            ],
+            inner,
+            0..4,
+        )
+        .prop_map(|m| Value::Object(m.into_iter().collect()))
+    })
+}
+
+/// A spec with any subset of the known fields and some unknown ones.
+pub fn job_spec() -> impl Strategy<Value = Value> {
+    let keys = [
+        "image",
+        "completionPolicy",
+        "pullPolicy",
+        "imagePullPolicy",
+        "parallelism",
+        "x-unknown",
+        "futureField",
+    ];
+    prop::collection::vec(prop::option::of(field_value()), keys.len()).prop_map(move |values| {
+        let spec: Map<String, Value> = keys
+            .iter()
+            .zip(values)
+            .filter_map(|(key, value)| value.map(|v| ((*key).to_owned(), v)))
+            .collect();
+        Value::Object(spec)
+    })
+}
+
+pub fn tag() -> impl Strategy<Value = Value> {
+    (
+        prop::option::of(field_value()),
+        prop::option::of(field_value()),
+        prop::option::of("[a-z0-9.]{1,8}"),
+    )
+        .prop_map(|(created_at, pull_policy, tag)| {
+            let mut object = Map::new();
+            object.insert("tag".into(), json!(tag.unwrap_or_default()));
+            if let Some(v) = created_at {
+                object.insert("createdAt".into(), v);
+            }
+            if let Some(v) = pull_policy {
+                object.insert("pullPolicy".into(), v);
+            }
+            object.insert("x-unknown".into(), json!(1));
+            Value::Object(object)
+        })
+}
+
+pub fn node_image_spec() -> impl Strategy<Value = Value> {
+    prop::collection::btree_map(
+        prop_oneof![
+            Just("nginx".to_owned()),
+            Just("myregistry:5000/team/app".to_owned()),
+            Just("a~b".to_owned()),
+            "[a-z]{1,5}"
+        ],
+        prop::collection::vec(tag(), 0..3).prop_map(|tags| json!({"tags": tags})),
+        0..4,
+    )
+    .prop_map(|images| json!({"images": images}))
 }

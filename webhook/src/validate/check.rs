@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prewarm_api::GROUP;
 use prewarm_api::admission::{self, Decision, Kind, Operation, Request};
 use prewarm_api::gates::FeatureGates;
+use prewarm_api::spec::Spec;
 use serde_json::Value;
 
 use super::yaml::{self, Chunk, Positions};
@@ -226,8 +227,8 @@ fn judge(file: &str, index: usize, line: usize, object: Value, settings: &Settin
             Operation::Create
         },
         sub_resource: None,
-        object: Some(&defaulted),
-        old_object: old.as_ref(),
+        object: Some(Spec::of(&defaulted)),
+        old_object: old.as_ref().map(Spec::of),
     };
     match admission::validate(&request, &settings.gates) {
         Decision::Allowed { warnings } => report.warnings = warnings.iter().map(|w| warning(w, line)).collect(),
