@@ -4,6 +4,7 @@
 //! already-defaulted object yields no operation.
 
 use std::fmt;
+use std::sync::LazyLock;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
@@ -21,14 +22,18 @@ pub const DEFAULT_BACKOFF_LIMIT: i32 = 3;
 /// `completionPolicy.type=Always`, `pullPolicy{timeoutSeconds 600, backoffLimit 3}`
 /// and `imagePullPolicy=IfNotPresent`.
 pub fn image_pull_job(spec: Spec<'_>) -> Vec<PatchOperation> {
-    let mut template = job_template();
-    template["imagePullPolicy"] = json!(PULL_IF_NOT_PRESENT);
-    spec_defaults(spec, &template)
+    static TEMPLATE: LazyLock<Value> = LazyLock::new(|| {
+        let mut template = job_template();
+        template["imagePullPolicy"] = json!(PULL_IF_NOT_PRESENT);
+        template
+    });
+    spec_defaults(spec, &TEMPLATE)
 }
 
 /// As ImagePullJob but without `imagePullPolicy`: each child ImagePullJob gets it.
 pub fn image_list_pull_job(spec: Spec<'_>) -> Vec<PatchOperation> {
-    spec_defaults(spec, &job_template())
+    static TEMPLATE: LazyLock<Value> = LazyLock::new(job_template);
+    spec_defaults(spec, &TEMPLATE)
 }
 
 /// Every tag of every image gets `createdAt` (`now`) and

@@ -14,16 +14,26 @@ impl FieldPath {
         Self(root.to_owned())
     }
 
+    // Paths are built for every field checked, so without the formatting machinery.
+    fn extended(&self, parts: &[&str]) -> Self {
+        let mut path = String::with_capacity(self.0.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+        path.push_str(&self.0);
+        for part in parts {
+            path.push_str(part);
+        }
+        Self(path)
+    }
+
     pub fn child(&self, name: &str) -> Self {
-        Self(format!("{}.{name}", self.0))
+        self.extended(&[".", name])
     }
 
     pub fn index(&self, index: usize) -> Self {
-        Self(format!("{}[{index}]", self.0))
+        self.extended(&["[", &index.to_string(), "]"])
     }
 
     pub fn key(&self, key: &str) -> Self {
-        Self(format!("{}[{key}]", self.0))
+        self.extended(&["[", key, "]"])
     }
 
     pub fn as_str(&self) -> &str {

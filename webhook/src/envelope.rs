@@ -7,12 +7,10 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::marker::PhantomData;
 
 use prewarm_api::spec::Spec;
 use prewarm_api::text::Key;
-use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// `apiVersion`, `kind` and `request` of an AdmissionReview.
@@ -87,37 +85,37 @@ struct Metadata<'a> {
 }
 
 impl<'a> Envelope<'a> {
-    pub fn parse(body: &'a [u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice::<Lenient<Envelope<'a>>>(body).map(|l| l.0.value().unwrap_or_default())
+    /// Reads the body: UTF-8 is checked once here, so strings are not checked again.
+    pub fn parse(body: &'a [u8]) -> Result<Self, String> {
+        let text = std::str::from_utf8(body).map_err(|e| format!("the body is not UTF-8 text: {e}"))?;
+        let mut envelope = None;
+        let mut reader = serde_json::Deserializer::from_str(text);
+        Fill(&mut envelope)
+            .deserialize(&mut reader)
+            .and_then(|_| reader.end())
+            .map_err(|e| format!("the body is not JSON: {e}"))?;
+        Ok(envelope.unwrap_or_default())
     }
 }
 
 /// What a member held: a value of the expected shape, `null`, or something else.
-enum Found<T> {
-    Value(T),
+enum Found {
+    Value,
     Null,
     Other,
 }
 
-impl<T> Found<T> {
-    fn value(self) -> Option<T> {
-        match self {
-            Self::Value(value) => Some(value),
-            Self::Null | Self::Other => None,
-        }
-    }
-}
-
-/// Accepts any JSON value and keeps it only when it has the shape of `T`.
-struct Lenient<T>(Found<T>);
+/// Reads a JSON value into the slot when it has the shape of `T`, and empties
+/// the slot otherwise: the value is built where it is kept, never moved.
+struct Fill<'s, T>(&'s mut Option<T>);
 
 /// Types that read themselves from a JSON object's members.
 trait FromMembers<'de>: Default {
     fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error>;
 }
 
-fn lenient<'de, T: Shape<'de>, A: MapAccess<'de>>(map: &mut A) -> Result<Option<T>, A::Error> {
-    Ok(map.next_value::<Lenient<T>>()?.0.value())
+fn lenient<'de, T: Shape<'de>, A: MapAccess<'de>>(map: &mut A, slot: &mut Option<T>) -> Result<Found, A::Error> {
+    map.next_value_seed(Fill(slot))
 }
 
 fn skip<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(), A::Error> {
@@ -127,11 +125,11 @@ fn skip<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(), A::Error> {
 impl<'de> FromMembers<'de> for Envelope<'de> {
     fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
         match key {
-            "apiVersion" => self.api_version = lenient(map)?,
-            "kind" => self.kind = lenient(map)?,
-            "request" => self.request = lenient(map)?,
-            _ => skip(map)?,
-        }
+            "apiVersion" => lenient(map, &mut self.api_version)?,
+            "kind" => lenient(map, &mut self.kind)?,
+            "request" => lenient(map, &mut self.request)?,
+            _ => return skip(map),
+        };
         Ok(())
     }
 }
@@ -139,37 +137,39 @@ impl<'de> FromMembers<'de> for Envelope<'de> {
 impl<'de> FromMembers<'de> for RequestFields<'de> {
     fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
         match key {
-            "uid" => self.uid = lenient(map)?,
-            "name" => self.name = lenient(map)?,
-            "namespace" => self.namespace = lenient(map)?,
-            "operation" => self.operation = lenient(map)?,
-            "subResource" => self.sub_resource = lenient(map)?,
-            "dryRun" => self.dry_run = lenient(map)?,
-            "kind" => self.kind = lenient(map)?,
-            "object" => self.object = object(map)?,
-            "oldObject" => self.old_object = object(map)?,
-            _ => skip(map)?,
-        }
+            "uid" => lenient(map, &mut self.uid)?,
+            "name" => lenient(map, &mut self.name)?,
+            "namespace" => lenient(map, &mut self.namespace)?,
+            "operation" => lenient(map, &mut self.operation)?,
+            "subResource" => lenient(map, &mut self.sub_resource)?,
+            "dryRun" => lenient(map, &mut self.dry_run)?,
+            "kind" => lenient(map, &mut self.kind)?,
+            "object" => return object(map, &mut self.object),
+            "oldObject" => return object(map, &mut self.old_object),
+            _ => return skip(map),
+        };
         Ok(())
     }
 }
 
-fn object<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Object<'de>, A::Error> {
-    Ok(match map.next_value::<Lenient<ObjectFields<'de>>>()?.0 {
-        Found::Value(fields) => Object::Fields(fields),
-        Found::Null => Object::Absent,
-        Found::Other => Object::NotAnObject,
-    })
+fn object<'de, A: MapAccess<'de>>(map: &mut A, object: &mut Object<'de>) -> Result<(), A::Error> {
+    let mut fields = None;
+    *object = match (lenient(map, &mut fields)?, fields) {
+        (Found::Value, Some(fields)) => Object::Fields(fields),
+        (Found::Null, _) => Object::Absent,
+        _ => Object::NotAnObject,
+    };
+    Ok(())
 }
 
 impl<'de> FromMembers<'de> for GroupVersionKind<'de> {
     fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
         match key {
-            "group" => self.group = lenient(map)?,
-            "version" => self.version = lenient(map)?,
-            "kind" => self.kind = lenient(map)?,
-            _ => skip(map)?,
-        }
+            "group" => lenient(map, &mut self.group)?,
+            "version" => lenient(map, &mut self.version)?,
+            "kind" => lenient(map, &mut self.kind)?,
+            _ => return skip(map),
+        };
         Ok(())
     }
 }
@@ -177,8 +177,14 @@ impl<'de> FromMembers<'de> for GroupVersionKind<'de> {
 impl<'de> FromMembers<'de> for ObjectFields<'de> {
     fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
         match key {
-            "kind" => self.kind = lenient(map)?,
-            "metadata" => self.name = lenient::<Metadata<'de>, A>(map)?.and_then(|m| m.name),
+            "kind" => {
+                lenient(map, &mut self.kind)?;
+            }
+            "metadata" => {
+                let mut metadata = None;
+                lenient::<Metadata<'de>, A>(map, &mut metadata)?;
+                self.name = metadata.and_then(|m| m.name);
+            }
             "spec" => self.spec = Some(map.next_value::<&'de RawValue>()?),
             _ => skip(map)?,
         }
@@ -189,14 +195,14 @@ impl<'de> FromMembers<'de> for ObjectFields<'de> {
 impl<'de> FromMembers<'de> for Metadata<'de> {
     fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
         match key {
-            "name" => self.name = lenient(map)?,
-            _ => skip(map)?,
-        }
+            "name" => lenient(map, &mut self.name)?,
+            _ => return skip(map),
+        };
         Ok(())
     }
 }
 
-/// What `Lenient<T>` keeps of each JSON value.
+/// What `Fill` keeps of each JSON value.
 trait Shape<'de>: Sized {
     fn from_str(_: &str) -> Option<Self> {
         None
@@ -207,9 +213,10 @@ trait Shape<'de>: Sized {
     fn from_bool(_: bool) -> Option<Self> {
         None
     }
-    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+    fn fill_from_map<A: MapAccess<'de>>(slot: &mut Option<Self>, mut map: A) -> Result<Found, A::Error> {
+        *slot = None;
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(None)
+        Ok(Found::Other)
     }
 }
 
@@ -230,68 +237,78 @@ impl Shape<'_> for bool {
 }
 
 impl<'de, T: FromMembers<'de>> Shape<'de> for T {
-    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
-        let mut fields = T::default();
+    /// A repeated member starts over, so the last one wins.
+    fn fill_from_map<A: MapAccess<'de>>(slot: &mut Option<Self>, mut map: A) -> Result<Found, A::Error> {
+        let fields = slot.insert(T::default());
         while let Some(Key(key)) = map.next_key()? {
             fields.member(&key, &mut map)?;
         }
-        Ok(Some(fields))
+        Ok(Found::Value)
     }
 }
 
-struct LenientVisitor<T>(PhantomData<T>);
+impl<T> Fill<'_, T> {
+    fn keep(self, value: Option<T>) -> Found {
+        *self.0 = value;
+        if self.0.is_some() { Found::Value } else { Found::Other }
+    }
 
-fn shaped<T>(value: Option<T>) -> Lenient<T> {
-    Lenient(value.map_or(Found::Other, Found::Value))
+    fn other(self) -> Found {
+        *self.0 = None;
+        Found::Other
+    }
 }
 
-impl<'de, T: Shape<'de>> Visitor<'de> for LenientVisitor<T> {
-    type Value = Lenient<T>;
+impl<'de, T: Shape<'de>> Visitor<'de> for Fill<'_, T> {
+    type Value = Found;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Self::Value, E> {
-        Ok(shaped(T::from_borrowed_str(value)))
+    fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Found, E> {
+        Ok(self.keep(T::from_borrowed_str(value)))
     }
 
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
-        Ok(shaped(T::from_str(value)))
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Found, E> {
+        Ok(self.keep(T::from_str(value)))
     }
 
-    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
-        Ok(shaped(T::from_bool(value)))
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Found, E> {
+        Ok(self.keep(T::from_bool(value)))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        T::from_map(map).map(shaped)
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Found, A::Error> {
+        T::fill_from_map(self.0, map)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Found, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Lenient(Found::Other))
+        Ok(self.other())
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Lenient(Found::Null))
+    fn visit_unit<E: de::Error>(self) -> Result<Found, E> {
+        *self.0 = None;
+        Ok(Found::Null)
     }
 
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Lenient(Found::Other))
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Found, E> {
+        Ok(self.other())
     }
 
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Lenient(Found::Other))
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Found, E> {
+        Ok(self.other())
     }
 
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Lenient(Found::Other))
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Found, E> {
+        Ok(self.other())
     }
 }
 
-impl<'de, T: Shape<'de>> Deserialize<'de> for Lenient<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(LenientVisitor(PhantomData))
+impl<'de, T: Shape<'de>> DeserializeSeed<'de> for Fill<'_, T> {
+    type Value = Found;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Found, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }

@@ -92,7 +92,7 @@ pub mod results {
 pub fn review(route: Route, body: &[u8], gates: &FeatureGates, now: &Time) -> Outcome {
     let envelope = match Envelope::parse(body) {
         Ok(envelope) => envelope,
-        Err(e) => return unreadable(format!("the body is not JSON: {e}")),
+        Err(message) => return unreadable(message),
     };
     let api_version = envelope.api_version.unwrap_or_default();
     let review_kind = envelope.kind.unwrap_or_default();
