@@ -3,17 +3,18 @@
 //! [`review`](crate::review) function, then metrics and the (rate-limited)
 //! decision log line. The request's deadline covers all of it.
 
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Bytes};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prewarm_api::gates::FeatureGates;
 
@@ -55,20 +56,60 @@ impl AdmitState {
     }
 }
 
-/// The admission router: the six OpenKruise paths, POST only.
-pub fn router(state: Arc<AdmitState>) -> Router {
-    let mut router = Router::new();
-    for route in Route::all() {
-        let handler = move |State(state): State<Arc<AdmitState>>, request: Request| async move {
-            let (parts, body) = request.into_parts();
-            admit(&state, route, &parts.uri, &parts.headers, body).await
-        };
-        router = router.route(&route.path(), post(handler));
-    }
-    router.with_state(state)
+/// The admission service: the six OpenKruise paths, POST only. A plain match
+/// on the path rather than a router, since it runs for every request.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    state: Arc<AdmitState>,
 }
 
-async fn admit(state: &AdmitState, route: Route, uri: &Uri, headers: &HeaderMap, body: Body) -> Response {
+impl Admission {
+    pub fn new(state: Arc<AdmitState>) -> Self {
+        Self { state }
+    }
+}
+
+pub type Answer = Response<Full<Bytes>>;
+
+impl<B> hyper::service::Service<Request<B>> for Admission
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: fmt::Display + Send,
+{
+    type Response = Answer;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<B>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move {
+            let Some(route) = Route::all().find(|route| route.path() == request.uri().path()) else {
+                return Ok(empty(StatusCode::NOT_FOUND));
+            };
+            if request.method() != Method::POST {
+                let mut answer = empty(StatusCode::METHOD_NOT_ALLOWED);
+                answer
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                return Ok(answer);
+            }
+            let (parts, body) = request.into_parts();
+            Ok(admit(&state, route, &parts.uri, &parts.headers, body).await)
+        })
+    }
+}
+
+fn empty(status: StatusCode) -> Answer {
+    let mut answer = Response::new(Full::default());
+    *answer.status_mut() = status;
+    answer
+}
+
+async fn admit<B>(state: &AdmitState, route: Route, uri: &Uri, headers: &HeaderMap, body: B) -> Answer
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: fmt::Display,
+{
     let started = Instant::now();
     state.metrics.in_flight.inc();
     let mut response = admit_inner(state, route, uri, headers, body, started).await;
@@ -81,14 +122,18 @@ async fn admit(state: &AdmitState, route: Route, uri: &Uri, headers: &HeaderMap,
     response
 }
 
-async fn admit_inner(
+async fn admit_inner<B>(
     state: &AdmitState,
     route: Route,
     uri: &Uri,
     headers: &HeaderMap,
-    body: Body,
+    body: B,
     started: Instant,
-) -> Response {
+) -> Answer
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: fmt::Display,
+{
     let json_body = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -196,18 +241,22 @@ fn request_timeout(uri: &Uri) -> Result<Duration, String> {
 enum BodyError {
     TooLarge,
     Busy,
-    Read(axum::Error),
+    Read(String),
 }
 
 /// Reads the body into one buffer, sized from Content-Length when there is one,
 /// each chunk dropped once copied (a chunk pins the much larger read buffer it
 /// came in). Budget is reserved before the bytes are held.
-async fn read_body(
+async fn read_body<B>(
     budget: &Budget,
-    mut body: Body,
+    mut body: B,
     declared: Option<usize>,
     wait: Duration,
-) -> Result<(Vec<u8>, Vec<Held>), BodyError> {
+) -> Result<(Vec<u8>, Vec<Held>), BodyError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: fmt::Display,
+{
     let mut room = Vec::new();
     let mut reserved = 0;
     let mut buffer = Vec::new();
@@ -217,7 +266,7 @@ async fn read_body(
         buffer.reserve_exact(length);
     }
     while let Some(frame) = body.frame().await {
-        let Ok(chunk) = frame.map_err(BodyError::Read)?.into_data() else {
+        let Ok(chunk) = frame.map_err(|e| BodyError::Read(e.to_string()))?.into_data() else {
             continue;
         };
         let needed = buffer.len() + chunk.len();
@@ -235,7 +284,7 @@ async fn read_body(
 }
 
 /// 429: the API server retries, and the webhook's memory stays bounded.
-fn busy(why: &str) -> Response {
+fn busy(why: &str) -> Answer {
     let mut response = failure(
         StatusCode::TOO_MANY_REQUESTS,
         "TooManyRequests",
@@ -247,7 +296,7 @@ fn busy(why: &str) -> Response {
     response
 }
 
-fn too_large() -> Response {
+fn too_large() -> Answer {
     failure(
         StatusCode::PAYLOAD_TOO_LARGE,
         "RequestEntityTooLarge",
@@ -256,7 +305,7 @@ fn too_large() -> Response {
 }
 
 /// A metav1.Status for requests that never became an AdmissionReview.
-fn failure(status: StatusCode, reason: &str, message: &str) -> Response {
+fn failure(status: StatusCode, reason: &str, message: &str) -> Answer {
     let body = serde_json::json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": message, "reason": reason, "code": status.as_u16(),
@@ -264,13 +313,13 @@ fn failure(status: StatusCode, reason: &str, message: &str) -> Response {
     json_response(status, body.to_string().into_bytes())
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        body,
-    )
-        .into_response()
+fn json_response(status: StatusCode, body: Vec<u8>) -> Answer {
+    let mut answer = Response::new(Full::new(Bytes::from(body)));
+    *answer.status_mut() = status;
+    answer
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    answer
 }
 
 #[cfg(test)]

@@ -50,12 +50,15 @@ impl Route {
     }
 
     /// OpenKruise's paths, so its webhook configurations work unchanged.
-    pub fn path(self) -> String {
-        format!(
-            "/{}-apps-kruise-io-{}",
-            self.endpoint.as_str(),
-            self.kind.name().to_ascii_lowercase()
-        )
+    pub fn path(self) -> &'static str {
+        match (self.endpoint, self.kind) {
+            (Endpoint::Mutate, Kind::ImagePullJob) => "/mutate-apps-kruise-io-imagepulljob",
+            (Endpoint::Mutate, Kind::ImageListPullJob) => "/mutate-apps-kruise-io-imagelistpulljob",
+            (Endpoint::Mutate, Kind::NodeImage) => "/mutate-apps-kruise-io-nodeimage",
+            (Endpoint::Validate, Kind::ImagePullJob) => "/validate-apps-kruise-io-imagepulljob",
+            (Endpoint::Validate, Kind::ImageListPullJob) => "/validate-apps-kruise-io-imagelistpulljob",
+            (Endpoint::Validate, Kind::NodeImage) => "/validate-apps-kruise-io-nodeimage",
+        }
     }
 }
 
@@ -389,5 +392,22 @@ fn unreadable(message: String) -> Outcome {
             result: results::BAD_REQUEST,
             ..Summary::default()
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_openkruise_s() {
+        for route in Route::all() {
+            let derived = format!(
+                "/{}-apps-kruise-io-{}",
+                route.endpoint.as_str(),
+                route.kind.name().to_ascii_lowercase()
+            );
+            assert_eq!(route.path(), derived);
+        }
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::accept::accept_until;
-use crate::admit::{self, AdmitState};
+use crate::admit::{Admission, AdmitState};
 use crate::bootstrap::{self, BootstrapError, Certificates};
 use crate::cluster_certs::{self, ClusterCertError, Pass, SecretSource, SecretSourceConfig};
 use crate::health::{self, HealthState};
@@ -254,7 +254,7 @@ impl Server {
             "serving admission webhooks"
         );
 
-        let service = TowerToHyperService::new(admit::router(admit_state.clone()));
+        let service = Admission::new(admit_state.clone());
         let mut http1 = http1::Builder::new();
         http1
             .timer(TokioTimer::new())

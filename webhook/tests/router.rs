@@ -7,17 +7,17 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::service::Service;
+use hyper::{Request, StatusCode};
 use prewarm_api::gates::FeatureGates;
-use prewarm_webhook::admit::{AdmitState, router};
+use prewarm_webhook::admit::{Admission, AdmitState};
 use prewarm_webhook::limits::LimitsConfig;
 use prewarm_webhook::metrics::Metrics;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 async fn post(gates: FeatureGates, path: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
     let state = Arc::new(AdmitState::new(
@@ -27,9 +27,9 @@ async fn post(gates: FeatureGates, path: &str, content_type: &str, body: Vec<u8>
     ));
     let request = Request::post(path)
         .header("content-type", content_type)
-        .body(Body::from(body))
+        .body(Full::new(Bytes::from(body)))
         .unwrap();
-    let response = router(state).oneshot(request).await.unwrap();
+    let response = Admission::new(state).call(request).await.unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
@@ -349,18 +349,15 @@ async fn unknown_paths_and_methods_are_refused() {
         Arc::new(Metrics::default()),
         &LimitsConfig::default(),
     ));
+    let admission = Admission::new(state);
     let get = Request::get("/validate-apps-kruise-io-imagepulljob")
-        .body(Body::empty())
+        .body(Full::<Bytes>::default())
         .unwrap();
-    assert_eq!(
-        router(state.clone()).oneshot(get).await.unwrap().status(),
-        StatusCode::METHOD_NOT_ALLOWED
-    );
+    let answer = admission.call(get).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(answer.headers()["allow"], "POST");
     let other = Request::post("/validate-apps-v1-deployment")
-        .body(Body::empty())
+        .body(Full::<Bytes>::default())
         .unwrap();
-    assert_eq!(
-        router(state).oneshot(other).await.unwrap().status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(admission.call(other).await.unwrap().status(), StatusCode::NOT_FOUND);
 }
