@@ -56,8 +56,9 @@ pub fn node_image(spec: Spec<'_>, now: &Time) -> Vec<PatchOperation> {
             continue;
         };
         for (i, tag) in tags.iter().enumerate() {
-            let pointer = PointerBuf::from_tokens(["spec", "images", name.as_str(), "tags", &i.to_string()]);
-            add_missing(&mut operations, &pointer, tag, &template);
+            let index = i.to_string();
+            let mut tokens = vec!["spec", "images", name.as_str(), "tags", &index];
+            add_missing(&mut operations, &mut tokens, tag, &template);
         }
     }
     operations
@@ -72,9 +73,9 @@ fn job_template() -> Value {
 
 fn spec_defaults(spec: Spec<'_>, template: &Value) -> Vec<PatchOperation> {
     let mut operations = Vec::new();
-    let root = PointerBuf::from_tokens(["spec"]);
+    let mut tokens = vec!["spec"];
     match spec {
-        Spec::Tree(Some(spec)) => add_missing(&mut operations, &root, spec, template),
+        Spec::Tree(Some(spec)) => add_missing(&mut operations, &mut tokens, spec, template),
         Spec::Text(Some(text)) => {
             let Some(members) = template.as_object() else {
                 return operations;
@@ -82,7 +83,7 @@ fn spec_defaults(spec: Spec<'_>, template: &Value) -> Vec<PatchOperation> {
             let mut reader = serde_json::Deserializer::from_str(text.get());
             // Nested too deeply to read: validation says so.
             if let Ok(spec) = (TemplateMembers(members)).deserialize(&mut reader) {
-                add_missing(&mut operations, &root, &spec, template);
+                add_missing(&mut operations, &mut tokens, &spec, template);
             }
         }
         Spec::Tree(None) | Spec::Text(None) => {}
@@ -154,25 +155,31 @@ impl<'de> Visitor<'de> for TemplateMembers<'_> {
 
 /// Adds each member of `template` that `actual` lacks; recurses into objects
 /// both have. A non-object `actual` is left alone for validation to report.
-fn add_missing(operations: &mut Vec<PatchOperation>, pointer: &PointerBuf, actual: &Value, template: &Value) {
+/// `tokens` is the path to `actual`; pointers are built only for additions.
+fn add_missing<'t>(
+    operations: &mut Vec<PatchOperation>,
+    tokens: &mut Vec<&'t str>,
+    actual: &Value,
+    template: &'t Value,
+) {
     let (Some(actual), Some(template)) = (actual.as_object(), template.as_object()) else {
         return;
     };
     for (key, default) in template {
-        let mut child = pointer.clone();
-        child.push_back(key.as_str());
+        tokens.push(key);
         match actual.get(key) {
-            None | Some(Value::Null) => push_add(operations, child, default),
-            Some(Value::String(s)) if s.is_empty() && default.is_string() => push_add(operations, child, default),
-            Some(present) if default.is_object() => add_missing(operations, &child, present, default),
+            None | Some(Value::Null) => push_add(operations, tokens, default),
+            Some(Value::String(s)) if s.is_empty() && default.is_string() => push_add(operations, tokens, default),
+            Some(present) if default.is_object() => add_missing(operations, tokens, present, default),
             Some(_) => {}
         }
+        tokens.pop();
     }
 }
 
-fn push_add(operations: &mut Vec<PatchOperation>, path: PointerBuf, value: &Value) {
+fn push_add(operations: &mut Vec<PatchOperation>, tokens: &[&str], value: &Value) {
     operations.push(PatchOperation::Add(AddOperation {
-        path,
+        path: PointerBuf::from_tokens(tokens.iter().copied()),
         value: value.clone(),
     }));
 }

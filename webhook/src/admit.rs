@@ -16,11 +16,12 @@ use hyper::body::{Body, Bytes};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use prewarm_api::admission::Operation;
 use prewarm_api::gates::FeatureGates;
 
 use crate::limits::{BUDGET_WAIT, Budget, Held, LimitsConfig, MAX_REQUEST_TIMEOUT, SMALL_BODY};
 use crate::log_limit::LogLimit;
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::Metrics;
 use crate::review::{self, Route};
 use prewarm_api::duration;
 
@@ -200,12 +201,9 @@ where
     };
     let elapsed = started.elapsed();
     let summary = &outcome.summary;
-    let labels = RequestLabels {
-        kind: route.kind.name(),
-        webhook: route.endpoint.as_str(),
-        operation: summary.operation,
-    };
-    state.metrics.observe(labels, summary.result, summary.dry_run, elapsed);
+    state
+        .metrics
+        .observe(route, summary.operation, summary.verdict, summary.dry_run, elapsed);
     if let Some(unlogged) = state.decision_log.allow() {
         tracing::info!(
             uid = %summary.uid,
@@ -213,8 +211,8 @@ where
             webhook = route.endpoint.as_str(),
             namespace = %summary.namespace,
             name = %summary.name,
-            operation = summary.operation,
-            result = summary.result,
+            operation = summary.operation.map_or("unknown", Operation::as_str),
+            result = summary.verdict.as_str(),
             dry_run = summary.dry_run,
             latency_us = elapsed.as_micros() as u64,
             unlogged,

@@ -1,7 +1,10 @@
 //! Prometheus metrics. Every label comes from a closed set: kinds, endpoints,
 //! operations and results, never names, uids or error text.
 
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use prewarm_api::admission::{Kind, Operation};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -10,6 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::review::{Route, Verdict};
+
 /// From 0.25 ms, where an admission decision lives, up to the 30 s maximum
 /// webhook timeout.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -17,14 +22,14 @@ const LATENCY_BUCKETS: [f64; 16] = [
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+struct RequestLabels {
     pub kind: &'static str,
     pub webhook: &'static str,
     pub operation: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DecisionLabels {
+struct DecisionLabels {
     pub kind: &'static str,
     pub webhook: &'static str,
     pub operation: &'static str,
@@ -45,13 +50,47 @@ pub struct CaChangeLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    pub request_duration: Family<RequestLabels, Histogram>,
-    pub decisions: Family<DecisionLabels, Counter>,
+    request_duration: Family<RequestLabels, Histogram>,
+    decisions: Family<DecisionLabels, Counter>,
     pub in_flight: Gauge,
     pub certificate_expiry: Gauge,
     pub certificate_reloads: Family<ReloadLabels, Counter>,
     pub ca_changes: Family<CaChangeLabels, Counter>,
     pub ca_sync_failures: Counter,
+    series: Series,
+}
+
+/// Label values of the operation: the four operations, or none read.
+const OPERATIONS: usize = 1 + 4;
+const REQUEST_SERIES: usize = Kind::ALL.len() * 2 * OPERATIONS;
+const DECISION_SERIES: usize = REQUEST_SERIES * Verdict::ALL.len() * 2;
+
+/// Each admission series, looked up in its family on first use and kept, so
+/// that observing a request takes no family lock and hashes no labels. The
+/// families still list only the series that were used.
+#[derive(Debug)]
+struct Series {
+    durations: [OnceLock<Histogram>; REQUEST_SERIES],
+    decisions: [OnceLock<Counter>; DECISION_SERIES],
+}
+
+impl Default for Series {
+    fn default() -> Self {
+        Self {
+            durations: [const { OnceLock::new() }; REQUEST_SERIES],
+            decisions: [const { OnceLock::new() }; DECISION_SERIES],
+        }
+    }
+}
+
+fn operation_label(operation: Option<Operation>) -> (&'static str, usize) {
+    match operation {
+        None => ("unknown", 0),
+        Some(Operation::Create) => ("CREATE", 1),
+        Some(Operation::Update) => ("UPDATE", 2),
+        Some(Operation::Delete) => ("DELETE", 3),
+        Some(Operation::Connect) => ("CONNECT", 4),
+    }
 }
 
 impl Default for Metrics {
@@ -105,23 +144,48 @@ impl Default for Metrics {
             certificate_reloads,
             ca_changes,
             ca_sync_failures,
+            series: Series::default(),
         }
     }
 }
 
 impl Metrics {
-    pub fn observe(&self, request: RequestLabels, result: &'static str, dry_run: bool, elapsed: Duration) {
-        self.request_duration
-            .get_or_create(&request)
-            .observe(elapsed.as_secs_f64());
-        let decision = DecisionLabels {
-            kind: request.kind,
-            webhook: request.webhook,
-            operation: request.operation,
-            result,
-            dry_run: if dry_run { "true" } else { "false" },
+    /// Counts one admission decision and its latency.
+    pub fn observe(
+        &self,
+        route: Route,
+        operation: Option<Operation>,
+        verdict: Verdict,
+        dry_run: bool,
+        elapsed: Duration,
+    ) {
+        let (operation, operation_index) = operation_label(operation);
+        let kind_index = Kind::ALL.iter().position(|k| *k == route.kind).unwrap_or(0);
+        let request_index = (kind_index * 2 + route.endpoint as usize) * OPERATIONS + operation_index;
+        let verdict_index = Verdict::ALL.iter().position(|v| *v == verdict).unwrap_or(0);
+        let decision_index = (request_index * Verdict::ALL.len() + verdict_index) * 2 + usize::from(dry_run);
+        let request = RequestLabels {
+            kind: route.kind.name(),
+            webhook: route.endpoint.as_str(),
+            operation,
         };
-        self.decisions.get_or_create(&decision).inc();
+        if let Some(histogram) = self.series.durations.get(request_index) {
+            histogram
+                .get_or_init(|| self.request_duration.get_or_create(&request).clone())
+                .observe(elapsed.as_secs_f64());
+        }
+        if let Some(counter) = self.series.decisions.get(decision_index) {
+            let decision = || DecisionLabels {
+                kind: request.kind,
+                webhook: request.webhook,
+                operation: request.operation,
+                result: verdict.as_str(),
+                dry_run: if dry_run { "true" } else { "false" },
+            };
+            counter
+                .get_or_init(|| self.decisions.get_or_create(&decision()).clone())
+                .inc();
+        }
     }
 
     /// The Prometheus text exposition.
@@ -130,5 +194,49 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::review::Endpoint;
+
+    #[test]
+    fn each_label_set_is_its_own_series_and_only_used_ones_are_listed() {
+        let metrics = Metrics::default();
+        let route = |kind, endpoint| Route { kind, endpoint };
+        let elapsed = Duration::from_micros(300);
+        for _ in 0..2 {
+            metrics.observe(
+                route(Kind::NodeImage, Endpoint::Mutate),
+                Some(Operation::Update),
+                Verdict::Patched,
+                true,
+                elapsed,
+            );
+        }
+        metrics.observe(
+            route(Kind::ImageListPullJob, Endpoint::Validate),
+            None,
+            Verdict::BadRequest,
+            false,
+            elapsed,
+        );
+        let text = metrics.render();
+        for line in [
+            r#"prewarm_webhook_decisions_total{kind="NodeImage",webhook="mutate",operation="UPDATE",result="patched",dry_run="true"} 2"#,
+            r#"prewarm_webhook_decisions_total{kind="ImageListPullJob",webhook="validate",operation="unknown",result="bad_request",dry_run="false"} 1"#,
+            r#"prewarm_webhook_request_duration_seconds_count{kind="NodeImage",webhook="mutate",operation="UPDATE"} 2"#,
+            r#"prewarm_webhook_request_duration_seconds_count{kind="ImageListPullJob",webhook="validate",operation="unknown"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert_eq!(text.matches("prewarm_webhook_decisions_total{").count(), 2, "{text}");
+        assert_eq!(
+            text.matches("prewarm_webhook_request_duration_seconds_count{").count(),
+            2,
+            "{text}"
+        );
     }
 }

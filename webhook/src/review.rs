@@ -69,8 +69,9 @@ pub struct Summary {
     pub uid: String,
     pub name: String,
     pub namespace: String,
-    pub operation: &'static str,
-    pub result: &'static str,
+    /// `None` until the request's operation is read.
+    pub operation: Option<Operation>,
+    pub verdict: Verdict,
     pub dry_run: bool,
 }
 
@@ -82,13 +83,35 @@ pub struct Outcome {
     pub summary: Summary,
 }
 
-/// Result labels.
-pub mod results {
-    pub const ALLOWED: &str = "allowed";
-    pub const PATCHED: &str = "patched";
-    pub const INVALID: &str = "invalid";
-    pub const FORBIDDEN: &str = "forbidden";
-    pub const BAD_REQUEST: &str = "bad_request";
+/// What was decided: the `result` label of metrics and logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    Allowed,
+    Patched,
+    Invalid,
+    Forbidden,
+    #[default]
+    BadRequest,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 5] = [
+        Self::Allowed,
+        Self::Patched,
+        Self::Invalid,
+        Self::Forbidden,
+        Self::BadRequest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Patched => "patched",
+            Self::Invalid => "invalid",
+            Self::Forbidden => "forbidden",
+            Self::BadRequest => "bad_request",
+        }
+    }
 }
 
 /// Handles one AdmissionReview body for `route`.
@@ -114,14 +137,14 @@ pub fn review(route: Route, body: &[u8], gates: &FeatureGates, now: &Time) -> Ou
         uid: uid.into_owned(),
         name: request.name.take().unwrap_or_default().into_owned(),
         namespace: request.namespace.take().unwrap_or_default().into_owned(),
-        operation: "unknown",
-        result: results::BAD_REQUEST,
+        operation: None,
+        verdict: Verdict::BadRequest,
         dry_run: request.dry_run.unwrap_or(false),
     };
     let response = match answer(route, &request, &mut summary, gates, now) {
         Ok(response) => response,
         Err(message) => {
-            summary.result = results::BAD_REQUEST;
+            summary.verdict = Verdict::BadRequest;
             Response::denied(Status::bad_request(message))
         }
     };
@@ -280,7 +303,7 @@ fn answer<'a>(
     let operation_text = request.operation.as_deref().unwrap_or_default();
     let operation = Operation::parse(operation_text)
         .ok_or_else(|| format!("request.operation {operation_text:?} is not one of CREATE, UPDATE, DELETE, CONNECT"))?;
-    summary.operation = operation.as_str();
+    summary.operation = Some(operation);
     check_kind(route.kind, request.kind.as_ref())?;
     check_object(route.kind, "request.object", &request.object)?;
     check_object(route.kind, "request.oldObject", &request.old_object)?;
@@ -340,7 +363,7 @@ fn check_object(expected: Kind, field: &str, object: &Object<'_>) -> Result<(), 
 
 /// `spec` is that of the object to default, if it is defaulted at all.
 fn mutate<'a>(kind: Kind, spec: Option<Spec<'_>>, summary: &mut Summary, now: &Time) -> Response<'a> {
-    summary.result = results::ALLOWED;
+    summary.verdict = Verdict::Allowed;
     let Some(spec) = spec else {
         return Response::allowed(Vec::new());
     };
@@ -348,7 +371,7 @@ fn mutate<'a>(kind: Kind, spec: Option<Spec<'_>>, summary: &mut Summary, now: &T
     if operations.is_empty() {
         return Response::allowed(Vec::new());
     }
-    summary.result = results::PATCHED;
+    summary.verdict = Verdict::Patched;
     Response {
         patch: Some(BASE64.encode(to_json(&operations))),
         patch_type: Some("JSONPatch"),
@@ -359,15 +382,15 @@ fn mutate<'a>(kind: Kind, spec: Option<Spec<'_>>, summary: &mut Summary, now: &T
 fn validate<'a>(kind: Kind, decision: Decision, name: Option<&'a str>, summary: &mut Summary) -> Response<'a> {
     match decision {
         Decision::Allowed { warnings } => {
-            summary.result = results::ALLOWED;
+            summary.verdict = Verdict::Allowed;
             Response::allowed(warnings)
         }
         Decision::Forbidden { message, .. } => {
-            summary.result = results::FORBIDDEN;
+            summary.verdict = Verdict::Forbidden;
             Response::denied(Status::failure(403, "Forbidden", message))
         }
         Decision::Invalid { errors, warnings } => {
-            summary.result = results::INVALID;
+            summary.verdict = Verdict::Invalid;
             let name = name.map_or_else(|| Cow::Owned(summary.name.clone()), Cow::Borrowed);
             Response {
                 warnings,
@@ -387,11 +410,7 @@ fn unreadable(message: String) -> Outcome {
     Outcome {
         http_status: 400,
         body: to_json(&status),
-        summary: Summary {
-            operation: "unknown",
-            result: results::BAD_REQUEST,
-            ..Summary::default()
-        },
+        summary: Summary::default(),
     }
 }
 
