@@ -77,12 +77,9 @@ fn spec_defaults(spec: Spec<'_>, template: &Value) -> Vec<PatchOperation> {
     match spec {
         Spec::Tree(Some(spec)) => add_missing(&mut operations, &mut tokens, spec, template),
         Spec::Text(Some(text)) => {
-            let Some(members) = template.as_object() else {
-                return operations;
-            };
             let mut reader = serde_json::Deserializer::from_str(text.get());
             // Nested too deeply to read: validation says so.
-            if let Ok(spec) = (TemplateMembers(members)).deserialize(&mut reader) {
+            if let Ok(spec) = Pruned(template).deserialize(&mut reader) {
                 add_missing(&mut operations, &mut tokens, &spec, template);
             }
         }
@@ -91,11 +88,13 @@ fn spec_defaults(spec: Spec<'_>, template: &Value) -> Vec<PatchOperation> {
     operations
 }
 
-/// Reads only the members of a JSON object that the template names, as a tree
-/// (the rest is skipped unread); anything but an object reads as `null`.
-struct TemplateMembers<'t>(&'t Map<String, Value>);
+/// Reads JSON text as the part of it that [`add_missing`] looks at, given the
+/// same template: the members the template names, recursively, and of every
+/// other value only whether it is `null`, `""` or something else (`true`).
+/// Nothing else is built, and the rest of the text is skipped unread.
+struct Pruned<'t>(&'t Value);
 
-impl<'de> DeserializeSeed<'de> for TemplateMembers<'_> {
+impl<'de> DeserializeSeed<'de> for Pruned<'_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
@@ -103,7 +102,9 @@ impl<'de> DeserializeSeed<'de> for TemplateMembers<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for TemplateMembers<'_> {
+const PRESENT: Value = Value::Bool(true);
+
+impl<'de> Visitor<'de> for Pruned<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -111,13 +112,20 @@ impl<'de> Visitor<'de> for TemplateMembers<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let Some(template) = self.0.as_object() else {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(PRESENT);
+        };
         let mut kept = Map::new();
         while let Some(Key(key)) = map.next_key()? {
-            if self.0.contains_key(key.as_ref()) {
+            match template.get(key.as_ref()) {
                 // A repeated key keeps its last value, as in a tree.
-                kept.insert(key.into_owned(), map.next_value()?);
-            } else {
-                map.next_value::<IgnoredAny>()?;
+                Some(member) => {
+                    kept.insert(key.into_owned(), map.next_value_seed(Pruned(member))?);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
         Ok(Value::Object(kept))
@@ -125,31 +133,35 @@ impl<'de> Visitor<'de> for TemplateMembers<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Value::Null)
+        Ok(PRESENT)
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Value, E> {
+        Ok(if text.is_empty() {
+            Value::String(String::new())
+        } else {
+            PRESENT
+        })
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
         Ok(Value::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Value, E> {
+        Ok(PRESENT)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Value, E> {
+        Ok(PRESENT)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Value, E> {
+        Ok(PRESENT)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Value, E> {
+        Ok(PRESENT)
     }
 }
 

@@ -87,15 +87,15 @@ impl<'a> Spec<'a> {
     /// The spec in its type; otherwise one field error at the path where it
     /// stops fitting, and `None`.
     pub(crate) fn decode_or_report<T: DeserializeOwned>(self, report: &mut Report) -> Option<T> {
-        let root = FieldPath::new("spec");
         let tree = match self.decode() {
             Decoded::Typed(typed) => return Some(typed),
             Decoded::Tree(tree) => tree,
             Decoded::Unreadable(message) => {
-                report.error(FieldError::type_invalid(root, message));
+                report.error(FieldError::type_invalid(FieldPath::new("spec"), message));
                 return None;
             }
         };
+        let root = FieldPath::new("spec");
         let Some(tree) = tree else {
             report.error(FieldError::required(root, ""));
             return None;
