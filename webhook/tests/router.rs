@@ -296,7 +296,20 @@ async fn deeply_nested_and_huge_values_are_answered() {
         (StatusCode::OK, &json!(true)),
         "{answer}"
     );
-    assert!(answer["response"].get("patch").is_none(), "{answer}");
+    // The deep member is present, so left alone; the absent ones are defaulted.
+    let patch = BASE64
+        .decode(answer["response"]["patch"].as_str().unwrap_or_default())
+        .unwrap();
+    let paths: Vec<Value> = serde_json::from_slice::<Vec<Value>>(&patch)
+        .unwrap()
+        .into_iter()
+        .map(|op| op["path"].clone())
+        .collect();
+    assert_eq!(
+        paths,
+        [json!("/spec/completionPolicy"), json!("/spec/imagePullPolicy")],
+        "{answer}"
+    );
     // A 6 MiB annotation is within the limit and judged normally.
     let mut review = minimal_review();
     review["request"]["object"]["metadata"] = json!({"annotations": {"big": "x".repeat(6 * 1024 * 1024)}});
