@@ -201,6 +201,18 @@ async fn unreadable_bodies_get_a_4xx_status() {
         ),
         (
             "application/json",
+            b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"Admission\xffReview\"}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "the body is not UTF-8 text: invalid utf-8 sequence of 1 bytes from index 53",
+        ),
+        (
+            "application/json",
+            br#"{"apiVersion":"admission.k8s.io/v1"} trailing"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "the body is not JSON: trailing characters at line 1 column 38",
+        ),
+        (
+            "application/json",
             br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
             StatusCode::BAD_REQUEST,
             "request is missing",
