@@ -10,8 +10,8 @@ use common::*;
 use prewarm_api::admission::Kind;
 use prewarm_api::spec::Spec;
 use proptest::prelude::*;
-use serde_json::Value;
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 /// Spellings of one spec: compact, indented, and with a member written twice
 /// (a tree keeps the last one).
@@ -106,5 +106,31 @@ fn a_spec_too_deep_to_read_is_one_error_at_spec() {
         assert_eq!(report.errors[0].path.as_str(), "spec");
         assert!(report.errors[0].detail.contains("recursion limit"), "{report:?}");
         assert!(kind.spec_defaults(Spec::Text(Some(&raw)), &now()).is_empty());
+    }
+}
+
+#[test]
+fn pull_secret_changes_read_alike() {
+    let variants = [
+        json!(null),
+        json!([]),
+        json!(["a"]),
+        json!(["a", "b"]),
+        json!(["b", "a"]),
+        json!("a"),
+        json!([1]),
+    ];
+    for new in &variants {
+        for old in &variants {
+            let with = |secrets: &Value| json!({"image": "nginx:1.25", "completionPolicy": {"type": "Always"}, "pullSecrets": secrets});
+            check_forms(Kind::ImagePullJob, &with(new), &with(old));
+            let (spec, old_spec) = (with(new), with(old));
+            let report = Kind::ImagePullJob.validate_spec(Spec::Tree(Some(&spec)), Some(Spec::Tree(Some(&old_spec))));
+            let immutable = report.errors.iter().any(|e| e.detail == "field is immutable");
+            let empty = |v: &Value| v.is_null() || v == &json!([]);
+            let same = new == old || (empty(new) && empty(old));
+            let decodes = new.is_null() || new.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+            assert_eq!(immutable, decodes && !same, "{new} after {old}: {report:?}");
+        }
     }
 }

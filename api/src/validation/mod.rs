@@ -30,7 +30,12 @@ pub fn image_pull_job(spec: Spec<'_>, old: Option<Spec<'_>>) -> Report {
         template.image_pull_policy,
     );
     if let Some(old) = old {
-        pull_secrets_unchanged(&mut report, &path.child("pullSecrets"), spec, old);
+        pull_secrets_unchanged(
+            &mut report,
+            &path.child("pullSecrets"),
+            typed.pull_secrets.as_deref(),
+            old,
+        );
     }
     template::template(&mut report, &path, &template);
     report
@@ -71,13 +76,14 @@ pub fn node_image(spec: Spec<'_>) -> Report {
 
 /// `spec.pullSecrets` of an ImagePullJob cannot change: the controller has
 /// already copied those Secrets for the nodes. Unset and `[]` are the same.
-fn pull_secrets_unchanged(report: &mut Report, path: &FieldPath, spec: Spec<'_>, old: Spec<'_>) {
-    let secrets = |spec: Spec<'_>| match spec.tree().ok().flatten().as_deref().and_then(|s| s.get("pullSecrets")) {
+/// The stored spec is read as a tree: it need not fit today's type.
+fn pull_secrets_unchanged(report: &mut Report, path: &FieldPath, secrets: Option<&[String]>, old: Spec<'_>) {
+    let new = Value::from(secrets.unwrap_or_default());
+    let old = match old.tree().ok().flatten().as_deref().and_then(|s| s.get("pullSecrets")) {
         None | Some(Value::Null) => Value::Array(Vec::new()),
         Some(value) => value.clone(),
     };
-    let new = secrets(spec);
-    if new != secrets(old) {
+    if new != old {
         report.error(FieldError::invalid(path.clone(), new, "field is immutable"));
     }
 }
