@@ -8,12 +8,14 @@
 //! The directory holds a private key, so it is made 0700, a directory owned by
 //! another user (someone may have created it first under `/tmp`) is refused,
 //! files are created with their final mode, and only a previous version named
-//! as this module names them is ever removed.
+//! as this module names them is ever removed. [`private_dir`] finds where a
+//! process may write when it is given a directory root shares with it, such as
+//! the emptyDir kubelet makes (owned by root, mode 0777, or 2777 with fsGroup).
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt, symlink};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const DATA_LINK: &str = "..data";
@@ -36,7 +38,6 @@ fn own_directory(dir: &Path, version_dir: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e),
     }
-    let refuse = |why: String| io::Error::new(io::ErrorKind::PermissionDenied, why);
     let metadata = std::fs::symlink_metadata(dir)?;
     if !metadata.is_dir() {
         return Err(refuse(format!(
@@ -58,6 +59,63 @@ fn own_directory(dir: &Path, version_dir: &Path) -> io::Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
+}
+
+fn refuse(why: String) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, why)
+}
+
+/// The effective user of this process: the owner of its `/proc/self` (Linux).
+fn process_uid() -> io::Result<u32> {
+    Ok(std::fs::metadata("/proc/self")?.uid())
+}
+
+/// The directory this process writes its private files into, given `dir`:
+/// - `dir` itself when it is absent (then created 0700) or owned by this process;
+/// - when root owns `dir` and this process is not root, `dir/prewarm-<uid>`, created
+///   0700 by this process: kubelet's emptyDir is root's, 0777 (2777 with fsGroup),
+///   so no other file of the volume can be made private;
+/// - refused when another user owns `dir` (someone made it first, say under `/tmp`).
+///
+/// A shared directory without the sticky bit lets the other users that can write
+/// it (in a Pod, its other containers) rename the subdirectory away; what they
+/// put in its place is refused unless it is a directory of this process.
+pub fn private_dir(dir: &Path) -> io::Result<PathBuf> {
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let metadata = std::fs::symlink_metadata(dir)?;
+    if !metadata.is_dir() {
+        return Err(refuse(format!(
+            "{} is not a directory (a symlink?); refusing to write a private key there",
+            dir.display()
+        )));
+    }
+    let me = process_uid()?;
+    if metadata.uid() == me {
+        return Ok(dir.to_path_buf());
+    }
+    if metadata.uid() != 0 {
+        return Err(refuse(format!(
+            "{} is owned by uid {}, neither by this process (uid {me}) nor by root; refusing to write a private key there",
+            dir.display(),
+            metadata.uid()
+        )));
+    }
+    let own = dir.join(format!("prewarm-{me}"));
+    match std::fs::DirBuilder::new().mode(0o700).create(&own) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(io::Error::new(
+            e.kind(),
+            format!(
+                "{} belongs to root and this process (uid {me}) cannot create {} in it: {e}; \
+                 give a directory this process owns or may write",
+                dir.display(),
+                own.display()
+            ),
+        )),
+        _ => Ok(own),
+    }
 }
 
 /// Writes `files` (name, contents, mode) into `dir` atomically.

@@ -8,7 +8,7 @@ pub mod authority;
 pub mod pem;
 pub mod rotation;
 
-pub use atomic_dir::write_atomically;
+pub use atomic_dir::{private_dir, write_atomically};
 pub use authority::{Authority, CertError, ServingCertificate};
 
 /// File names in a certificate directory, as in a `kubernetes.io/tls` Secret.

@@ -12,7 +12,7 @@ use prewarm_controller::admin::{self, ControllerName, Metrics};
 use prewarm_controller::leader::{Elector, LeaseConfig};
 use prewarm_controller::plan::secrets::DEFAULT_AGENT_NAMESPACE;
 use prewarm_controller::plan::tag_policy::MAX_DEFAULT_TTL_FOR_ALWAYS;
-use prewarm_controller::reconcile::{self, Context, Settings, run_workers};
+use prewarm_controller::reconcile::{self, Context, Settings, first_to_stop, run_workers};
 use prewarm_controller::world::{self, World};
 use tracing_subscriber::EnvFilter;
 
@@ -163,16 +163,25 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         },
     };
     world.enqueue_all();
-    let workers = spawn_workers(&ctx, &cli);
+    let mut workers = spawn_workers(&ctx, &cli);
     let lost = async {
         match &mut elector {
             Some(elector) => elector.hold().await,
             None => std::future::pending().await,
         }
     };
+    let mut watches = watches;
     let code = tokio::select! {
         () = lost => {
             tracing::error!("lost the lease: stopping");
+            ExitCode::FAILURE
+        }
+        stopped = first_to_stop(&mut workers) => {
+            tracing::error!(cause = %stopped, "a reconcile worker stopped: exiting, so that the Pod restarts and a standby takes the lease");
+            ExitCode::FAILURE
+        }
+        stopped = first_to_stop(&mut watches) => {
+            tracing::error!(cause = %stopped, "a watch stopped: exiting, so that the Pod restarts and a standby takes the lease");
             ExitCode::FAILURE
         }
         () = &mut terminated => ExitCode::SUCCESS,

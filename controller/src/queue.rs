@@ -41,6 +41,11 @@ impl<K: Ord + Clone + std::hash::Hash> Default for Queue<K> {
     }
 }
 
+/// The furthest a key is ever queued ahead. Delays come from API data (a job's
+/// `activeDeadlineSeconds` may be 2^63 - 1 seconds); a key due later is simply
+/// looked at again after a day, when its delay is computed afresh.
+pub const MAX_DELAY: Duration = Duration::from_secs(24 * 3600);
+
 /// Retries of a failing key wait 100 ms, doubling up to this.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -53,9 +58,10 @@ impl<K: Ord + Clone + std::hash::Hash> Queue<K> {
         }
     }
 
-    /// Queues `key` to be handled after `delay`, unless it is due sooner already.
+    /// Queues `key` to be handled after `delay` (at most [`MAX_DELAY`]), unless it
+    /// is due sooner already.
     pub fn add_after(&self, key: K, delay: Duration) {
-        let at = Instant::now() + delay;
+        let at = Instant::now() + delay.min(MAX_DELAY);
         let mut state = self.lock();
         if let Some(current) = state.due.get(&key).copied() {
             if current <= at {
@@ -183,5 +189,22 @@ mod tests {
         let before = Instant::now();
         assert_eq!(queue.next().await, "a");
         assert!(Instant::now() - before >= Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_delay_from_api_data_is_capped_and_never_panics() {
+        let queue: Queue<&str> = Queue::default();
+        // activeDeadlineSeconds 2^63 - 1, as a requeue: far past what an Instant can hold.
+        let huge = Duration::from_secs(i64::MAX.unsigned_abs());
+        queue.add_after("far", huge);
+        queue.add_after("max", Duration::MAX);
+        queue.add("now");
+        assert_eq!(queue.next().await, "now");
+        queue.done(&"now", Outcome::Success(Some(huge)));
+        let before = Instant::now();
+        let mut next = vec![queue.next().await, queue.next().await, queue.next().await];
+        next.sort_unstable();
+        assert_eq!(next, ["far", "max", "now"]);
+        assert_eq!(Instant::now() - before, MAX_DELAY);
     }
 }

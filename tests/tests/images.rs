@@ -96,10 +96,13 @@ fn the_image_runs_the_webhook_and_the_node_agent_under_containerd() {
     );
     assert!(ctr(&socket, &["images", "ls", "-q"]).lines().any(|l| l == IMAGE));
 
-    // The webhook, as the image's unprivileged user, generating its certificate in a mounted directory.
+    // The webhook, as the image's unprivileged user, generating its certificate in a
+    // directory laid out as kubelet lays out an emptyDir with fsGroup 65532: root's,
+    // group 65532, mode 2777. The webhook writes into a directory of its own in it.
     let certs = dir.join("certs");
     std::fs::create_dir(&certs).unwrap();
-    std::os::unix::fs::chown(&certs, Some(65532), Some(65532)).unwrap();
+    std::os::unix::fs::lchown(&certs, None, Some(65532)).unwrap();
+    std::fs::set_permissions(&certs, std::os::unix::fs::PermissionsExt::from_mode(0o2777)).unwrap();
     let (port, health) = (free_port(), free_port());
     let mount = format!("type=bind,src={},dst=/certs,options=rbind:rw", certs.display());
     ctr(
@@ -159,7 +162,7 @@ fn the_image_runs_the_webhook_and_the_node_agent_under_containerd() {
             "metadata": {"name": "job", "namespace": "default"}, "spec": {"image": "nginx:1.9.1"}}}});
     let (ok, answer) = curl(&[
         "--cacert",
-        certs.join("ca.crt").to_str().unwrap(),
+        certs.join("prewarm-65532/ca.crt").to_str().unwrap(),
         "-H",
         "Content-Type: application/json",
         "--data",

@@ -128,6 +128,12 @@ pub enum ServeError {
     Bootstrap(#[from] BootstrapError),
     #[error("loading the serving certificate: {0}")]
     Tls(#[from] TlsError),
+    #[error("certificate directory {dir}: {source}")]
+    CertDir {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -139,6 +145,8 @@ pub enum ServeError {
 /// A server with its listeners bound, ready to run.
 pub struct Server {
     config: ServeConfig,
+    /// Where the serving pair is read from: `--cert-dir`, or this process's own directory in it.
+    serving_dir: PathBuf,
     listener: TcpListener,
     health_listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -165,22 +173,31 @@ impl Server {
     /// Prepares certificates (generating them if the directory has none) and binds both listeners.
     pub async fn bind(config: ServeConfig) -> Result<Self, ServeError> {
         let metrics = Arc::new(Metrics::default());
-        let cluster = match config.cert_source {
+        let (serving_dir, cluster) = match config.cert_source {
             CertSource::Dir => {
-                if bootstrap::ensure(&config.cert_dir, &config.dns_names)? == Certificates::Generated {
+                let (found, serving_dir) = bootstrap::ensure(&config.cert_dir, &config.dns_names)?;
+                if found == Certificates::Generated {
                     tracing::info!(
-                        cert_dir = %config.cert_dir.display(),
-                        ca = %config.cert_dir.join(prewarm_certs::CA_CERT_FILE).display(),
+                        cert_dir = %serving_dir.display(),
+                        ca = %serving_dir.join(prewarm_certs::CA_CERT_FILE).display(),
                         "no certificate found: generated a self-signed CA and a serving certificate; trust the CA to call the webhook"
                     );
                 }
-                None
+                (serving_dir, None)
             }
-            CertSource::Secret => Some(first_sync(&config, &metrics).await?),
+            CertSource::Secret => {
+                let serving_dir =
+                    prewarm_certs::private_dir(&config.cert_dir).map_err(|source| ServeError::CertDir {
+                        dir: config.cert_dir.display().to_string(),
+                        source,
+                    })?;
+                let source = first_sync(&config, serving_dir.clone(), &metrics).await?;
+                (serving_dir, Some(source))
+            }
         };
-        let loaded = tls::load(&config.cert_dir)?;
+        let loaded = tls::load(&serving_dir)?;
         tracing::info!(
-            cert = %config.cert_dir.join(prewarm_certs::TLS_CERT_FILE).display(),
+            cert = %serving_dir.join(prewarm_certs::TLS_CERT_FILE).display(),
             valid_for = %loaded.names.join(", "),
             "serving certificate"
         );
@@ -191,6 +208,7 @@ impl Server {
         let health_listener = bind(config.health_listen).await?;
         Ok(Self {
             config,
+            serving_dir,
             listener,
             health_listener,
             acceptor,
@@ -212,6 +230,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Self {
             config,
+            serving_dir,
             listener,
             health_listener,
             acceptor,
@@ -242,7 +261,7 @@ impl Server {
             }))
         });
         let watcher = tokio::spawn(tls::watch(
-            config.cert_dir.clone(),
+            serving_dir,
             certs,
             config.cert_poll_interval,
             move |reload| record_reload(&metrics, reload),
@@ -414,13 +433,8 @@ const FIRST_SYNC_PAUSE: Duration = Duration::from_secs(1);
 
 /// Connects to the cluster and gets a serving certificate from the shared CA,
 /// retrying while the API server is unreachable or busy.
-async fn first_sync(config: &ServeConfig, metrics: &Metrics) -> Result<SecretSource, ServeError> {
-    let mut source = SecretSource::connect(
-        config.secret_source.clone(),
-        config.cert_dir.clone(),
-        config.dns_names.clone(),
-    )
-    .await?;
+async fn first_sync(config: &ServeConfig, serving_dir: PathBuf, metrics: &Metrics) -> Result<SecretSource, ServeError> {
+    let mut source = SecretSource::connect(config.secret_source.clone(), serving_dir, config.dns_names.clone()).await?;
     let mut pause = FIRST_SYNC_PAUSE;
     let mut attempt = 1;
     loop {

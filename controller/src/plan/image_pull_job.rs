@@ -65,7 +65,7 @@ pub fn after_ttl(completed: &Time, ttl: Option<i32>, now: Timestamp) -> (bool, O
     match ttl {
         None => (false, None),
         Some(ttl) => {
-            let left = i64::from(ttl) - seconds_between(completed.0, now);
+            let left = i64::from(ttl).saturating_sub(seconds_between(completed.0, now));
             (left <= 0, (left > 0).then_some(left))
         }
     }
@@ -276,7 +276,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
     }
     let requeue_after = deadline
         .filter(|_| !completed)
-        .map(|deadline| (deadline - elapsed).max(1));
+        .map(|deadline| deadline.saturating_sub(elapsed).max(1));
     let status = ImagePullJobStatus {
         start_time: Some(start),
         completion_time: completed.then_some(Time(now)),

@@ -108,7 +108,9 @@ pub fn plan(input: &Input<'_>) -> Plan {
         return match input.node {
             Some(node) if !is_virtual_kubelet(node.labels) => match node.ready_since {
                 Some(since) => {
-                    let left = input.creation_delay_seconds - seconds_between(since, input.now);
+                    let left = input
+                        .creation_delay_seconds
+                        .saturating_sub(seconds_between(since, input.now));
                     if left > 0 {
                         Plan::Nothing {
                             requeue_after: Some(left),
@@ -276,7 +278,7 @@ fn prune_tag(
         .filter(|s| s.version.unwrap_or(0) == tag.version.unwrap_or(0))
         .and_then(|s| s.completion_time.as_ref());
     if let (Some(ttl), Some(completed), false) = (ttl, completed, running_always) {
-        let left = i64::from(ttl) - seconds_between(completed.0, input.now);
+        let left = i64::from(ttl).saturating_sub(seconds_between(completed.0, input.now));
         if left <= 0 {
             reasons.push(format!(
                 "image {label} has exceeded TTL ({ttl})s since {} completed",
@@ -334,7 +336,7 @@ fn fail_silent_tags(
                     let deadline = tag.pull_policy.as_ref().and_then(|p| p.active_deadline_seconds);
                     match deadline.filter(|_| s.completion_time.is_none()) {
                         Some(deadline) => {
-                            let left = deadline.saturating_add(NO_RESPONSE_SECONDS) - age;
+                            let left = deadline.saturating_add(NO_RESPONSE_SECONDS).saturating_sub(age);
                             if left > 0 {
                                 keep_sooner(requeue, left);
                                 continue;
@@ -345,7 +347,7 @@ fn fail_silent_tags(
                     }
                 }
                 _ => {
-                    let left = NO_RESPONSE_SECONDS - age;
+                    let left = NO_RESPONSE_SECONDS.saturating_sub(age);
                     if left > 0 {
                         keep_sooner(requeue, left);
                         continue;

@@ -152,6 +152,20 @@ where
     }
 }
 
+/// Waits for the first of `tasks` to end (they run until aborted, so an end is a
+/// panic or a bug) and says how it ended; never returns when there are none.
+/// The binary exits on it: a stalled worker behind a healthy `/healthz` and a
+/// held lease would stop every job silently.
+pub async fn first_to_stop(tasks: &mut [tokio::task::JoinHandle<()>]) -> String {
+    if tasks.is_empty() {
+        return std::future::pending().await;
+    }
+    match futures_util::future::select_all(tasks.iter_mut()).await {
+        (Err(e), ..) => e.to_string(),
+        (Ok(()), ..) => "ended without an error".to_owned(),
+    }
+}
+
 /// Runs `workers` workers over `queue` until the task is aborted.
 pub async fn run_workers<K, F, Fut>(
     queue: &Queue<K>,
@@ -186,4 +200,25 @@ pub async fn run_workers<K, F, Fut>(
         }
     };
     futures_util::future::join_all((0..workers.max(1)).map(|_| worker())).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    #[allow(clippy::panic)]
+    async fn a_worker_that_panics_is_reported() {
+        let mut tasks = vec![
+            tokio::spawn(std::future::pending::<()>()),
+            tokio::spawn(async { panic!("Instant overflow") }),
+        ];
+        let cause = first_to_stop(&mut tasks).await;
+        assert!(
+            cause.contains("panicked") && cause.contains("Instant overflow"),
+            "{cause}"
+        );
+        let waits = tokio::time::timeout(Duration::from_millis(50), first_to_stop(&mut [])).await;
+        assert!(waits.is_err(), "no tasks: nothing to report, ever");
+    }
 }
