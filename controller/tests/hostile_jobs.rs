@@ -5,10 +5,15 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
 use common::*;
-use kube::Api;
+use futures_util::StreamExt;
 use kube::api::PostParams;
-use prewarm_api::v1beta1::ImagePullJob;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use prewarm_api::v1beta1::{ImagePullJob, NodeImage};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,5 +47,81 @@ async fn a_job_with_the_largest_deadline_stalls_no_other_job() {
         controller.child.try_wait().unwrap().is_none(),
         "the controller is still running"
     );
+    assert!(controller.terminate().await.success());
+}
+
+/// OpenKruise #1517's class: many jobs writing tags of one repository into the
+/// same NodeImage entries at once. Every tag a job wrote stays: a watch on the
+/// NodeImages sees no tag disappear from any node at any version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_jobs_on_one_repository_never_undo_each_others_tags() {
+    const JOBS: usize = 16;
+    let Running {
+        cluster,
+        controller,
+        _agent,
+    } = running(
+        Cluster::start().await,
+        &["--imagepulljob-workers=8", "--job-batch-window=10ms"],
+    )
+    .await;
+    let seen: Arc<Mutex<Vec<(String, BTreeSet<String>)>>> = Arc::default();
+    let recorder = {
+        let seen = seen.clone();
+        let api: Api<NodeImage> = Api::all(cluster.client.clone());
+        tokio::spawn(async move {
+            let stream = watcher(api, watcher::Config::default()).applied_objects();
+            futures_util::pin_mut!(stream);
+            while let Some(Ok(node_image)) = stream.next().await {
+                let tags = node_image
+                    .spec
+                    .images
+                    .iter()
+                    .flatten()
+                    .flat_map(|(image, entry)| entry.tags.iter().map(move |t| format!("{image}:{}", t.tag)))
+                    .collect();
+                seen.lock().unwrap().push((node_image.name_any(), tags));
+            }
+        })
+    };
+    let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
+    // The NodeImages already hold an entry, so that the repository's entry is
+    // added beside it (an absent `images` map takes another path).
+    let first = json!({"image": "reg.example/base:1", "completionPolicy": {"type": "Always"}});
+    jobs.create(&PostParams::default(), &job("base", first)).await.unwrap();
+    wait_status(&jobs, "base", "completion", 20 * SECONDS, |s| {
+        s["completionTime"].is_string()
+    })
+    .await;
+    let creates = (0..JOBS).map(|i| {
+        let jobs = jobs.clone();
+        async move {
+            let spec = json!({"image": format!("reg.example/team/app:1.{i}"), "parallelism": 3,
+                "completionPolicy": {"type": "Always"}});
+            jobs.create(&PostParams::default(), &job(&format!("app-{i}"), spec))
+                .await
+                .unwrap();
+        }
+    });
+    futures_util::future::join_all(creates).await;
+    for i in 0..JOBS {
+        let done = wait_status(&jobs, &format!("app-{i}"), "completion", 60 * SECONDS, |s| {
+            s["completionTime"].is_string()
+        })
+        .await;
+        assert_eq!(done["succeeded"], 3, "app-{i}: {done}");
+    }
+    recorder.abort();
+    let seen = seen.lock().unwrap();
+    let mut last: BTreeMap<&str, &BTreeSet<String>> = BTreeMap::new();
+    for (node, tags) in seen.iter() {
+        if let Some(before) = last.insert(node, tags) {
+            let lost: Vec<_> = before.difference(tags).collect();
+            assert!(lost.is_empty(), "{node} lost {lost:?} (had {before:?}, then {tags:?})");
+        }
+    }
+    for node in ["node-1", "node-2", "node-3"] {
+        assert_eq!(last[node].len(), JOBS + 1, "{node}: {:?}", last[node]);
+    }
     assert!(controller.terminate().await.success());
 }

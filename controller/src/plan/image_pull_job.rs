@@ -98,12 +98,17 @@ pub struct Input<'a> {
     pub now: Timestamp,
 }
 
-/// One NodeImage image entry to store as given.
+/// One NodeImage image entry to store as given, in place of `base`, the entry
+/// it was built from (`None`: there was none), which the write must still find:
+/// another job's write in between would otherwise be undone.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EntryWrite {
     pub node: String,
     pub image: String,
     pub entry: ImageSpec,
+    pub base: Option<ImageSpec>,
+    /// The NodeImage's resourceVersion in the snapshot the plan read.
+    pub base_resource_version: Option<String>,
 }
 
 /// What users should hear about, as events on the job.
@@ -399,6 +404,8 @@ fn sync(input: &Input<'_>, image: &str, tag: &str, states: &mut [NodeState]) -> 
                 node: target.name().to_owned(),
                 image: image.to_owned(),
                 entry,
+                base: current.cloned(),
+                base_resource_version: target.node_image.metadata.resource_version.clone(),
             });
         }
     }

@@ -216,58 +216,55 @@ async fn set_finalizer(ctx: &Context, api: &Api<ImagePullJob>, job: &ImagePullJo
     }
 }
 
-/// Stores one image entry of a NodeImage, conditional on that entry alone
-/// being as the plan saw it: a JSON Patch that tests the old entry and
-/// replaces it, so that the agents' status writes and other jobs' entries on
-/// the same NodeImage do not make it conflict. A new entry is added without a
-/// test (JSON Patch cannot test for absence). Where the test fails (the entry
-/// changed, or is spelled differently on the server), and for a NodeImage
-/// without images, the whole entry goes as a merge patch conditional on the
-/// resourceVersion the plan was made from.
+/// Stores one image entry of a NodeImage, conditional on the entry being as the
+/// plan saw it (`write.base`), so that the agents' status writes and other jobs'
+/// entries on the same NodeImage do not make it conflict: a JSON Patch that tests
+/// the old entry and replaces it. Where that cannot be said in JSON Patch (a new
+/// entry: it cannot test for absence) or the test fails (the entry changed, or is
+/// spelled differently on the server), the entry goes as a merge patch conditional
+/// on the resourceVersion of the snapshot the plan read; a 409 then retries the
+/// pass from fresh caches. Never conditional on the cache as it is now: content
+/// built from the snapshot must not replace an entry newer than the snapshot.
 async fn write_entry(ctx: &Context, job: &ObjectKey, write: &EntryWrite) -> Result<(), Error> {
-    let Some(current) = ctx.world.node_image(&write.node) else {
-        return Ok(());
-    };
     let to_value = |v: &_| serde_json::to_value(v).map_err(|e| Error::Other(e.to_string()));
     let new = to_value(&write.entry)?;
     let api = Api::<NodeImage>::all(ctx.client.clone());
     let params = PatchParams::default();
     let action = format!("updating NodeImage {}", write.node);
     let mut written = None;
-    if let Some(images) = current.spec.images.as_ref() {
+    if let Some(base) = &write.base {
         let path = format!("/spec/images/{}", write.image.replace('~', "~0").replace('/', "~1"));
-        let operations = match images.get(&write.image) {
-            Some(old) => json!([
-                {"op": "test", "path": path, "value": to_value(old)?},
-                {"op": "replace", "path": path, "value": new},
-            ]),
-            None => json!([{"op": "add", "path": path, "value": new}]),
-        };
+        let operations = json!([
+            {"op": "test", "path": path, "value": to_value(base)?},
+            {"op": "replace", "path": path, "value": new},
+        ]);
         let patch: json_patch_kube::Patch =
             serde_json::from_value(operations).map_err(|e| Error::Other(e.to_string()))?;
         ctx.metrics.wrote("patch", "nodeimages");
         match api.patch(&write.node, &params, &Patch::Json::<()>(patch)).await {
             Ok(object) => written = Some(object),
             Err(e) if is_status(&e, 422) => {}
+            Err(e) if is_status(&e, 404) => return Ok(()),
             Err(e) => return Err(Error::api(action)(e)),
         }
     }
     let written = match written {
         Some(object) => object,
         None => {
-            let old = current.spec.images.as_ref().and_then(|i| i.get(&write.image));
-            let entry = match old {
-                Some(old) => merge_diff(&to_value(old)?, &new).unwrap_or(new),
+            let entry = match &write.base {
+                Some(base) => merge_diff(&to_value(base)?, &new).unwrap_or(new),
                 None => new,
             };
             let patch = json!({
-                "metadata": {"resourceVersion": current.metadata.resource_version},
+                "metadata": {"resourceVersion": write.base_resource_version},
                 "spec": {"images": {&write.image: entry}},
             });
             ctx.metrics.wrote("patch", "nodeimages");
-            api.patch(&write.node, &params, &Patch::Merge(&patch))
-                .await
-                .map_err(Error::api(action))?
+            match api.patch(&write.node, &params, &Patch::Merge(&patch)).await {
+                Ok(object) => object,
+                Err(e) if is_status(&e, 404) => return Ok(()),
+                Err(e) => return Err(Error::api(action)(e)),
+            }
         }
     };
     ctx.world.pending_writes.expect(
