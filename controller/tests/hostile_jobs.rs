@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use futures_util::StreamExt;
-use kube::api::PostParams;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use prewarm_api::v1beta1::{ImagePullJob, NodeImage};
@@ -65,7 +66,9 @@ async fn concurrent_jobs_on_one_repository_never_undo_each_others_tags() {
         &["--imagepulljob-workers=8", "--job-batch-window=10ms"],
     )
     .await;
-    let seen: Arc<Mutex<Vec<(String, BTreeSet<String>)>>> = Arc::default();
+    // (NodeImage, its tags) at every version the watch delivered.
+    type Seen = Vec<(String, BTreeSet<String>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let recorder = {
         let seen = seen.clone();
         let api: Api<NodeImage> = Api::all(cluster.client.clone());
@@ -112,7 +115,7 @@ async fn concurrent_jobs_on_one_repository_never_undo_each_others_tags() {
         assert_eq!(done["succeeded"], 3, "app-{i}: {done}");
     }
     recorder.abort();
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let mut last: BTreeMap<&str, &BTreeSet<String>> = BTreeMap::new();
     for (node, tags) in seen.iter() {
         if let Some(before) = last.insert(node, tags) {
@@ -123,5 +126,96 @@ async fn concurrent_jobs_on_one_repository_never_undo_each_others_tags() {
     for node in ["node-1", "node-2", "node-3"] {
         assert_eq!(last[node].len(), JOBS + 1, "{node}: {:?}", last[node]);
     }
+    assert!(controller.terminate().await.success());
+}
+
+/// A job names its pull secrets: only registry credentials are copied, a copy
+/// holds the credentials alone, and a NodeImage names a copy only once it is
+/// confirmed to come from the job's own secret (a Secret planted under the
+/// copy's name with another uid is refreshed from the source first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_hold_registry_credentials_only_and_are_confirmed_before_use() {
+    let Running {
+        cluster,
+        controller,
+        _agent,
+    } = running(Cluster::start().await, &[]).await;
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), "default");
+    let source: Secret = serde_json::from_value(json!({"metadata": {"name": "pull-secret",
+            "labels": {"team": "a"}, "annotations": {"owner": "someone"}},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": "e30=", "extra": "c2VjcmV0"}}))
+    .unwrap();
+    let source = secrets.create(&PostParams::default(), &source).await.unwrap();
+    let token: Secret = serde_json::from_value(json!({"metadata": {"name": "sa-token"},
+        "type": "Opaque", "data": {"token": "c2VjcmV0"}}))
+    .unwrap();
+    secrets.create(&PostParams::default(), &token).await.unwrap();
+    // Someone with access to the agent namespace planted a Secret where the copy goes.
+    let copies: Api<Secret> = Api::namespaced(cluster.client.clone(), "kruise-daemon-config");
+    let copy_name = prewarm_controller::plan::secrets::copy_name("default", "pull-secret");
+    let planted: Secret = serde_json::from_value(json!({"metadata": {"name": copy_name, "annotations": {
+            "imagepulljobs.kruise.io/source-key": "default/pull-secret",
+            "imagepulljobs.kruise.io/references": "", "imagepulljobs.kruise.io/mode": "batch",
+            "prewarm.dev/source-uid": "not-the-source"}},
+        "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "ImV2aWwi"}}))
+    .unwrap();
+    copies.create(&PostParams::default(), &planted).await.unwrap();
+
+    let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
+    let spec = json!({"image": "nginx:1.23", "pullSecrets": ["pull-secret", "sa-token"],
+        "completionPolicy": {"type": "Never"}});
+    jobs.create(&PostParams::default(), &job("with-secrets", spec))
+        .await
+        .unwrap();
+    let refs = eventually("the copy named in the NodeImage", 10 * SECONDS, || async {
+        let node_image = Api::<NodeImage>::all(cluster.client.clone())
+            .get("node-1")
+            .await
+            .unwrap();
+        node_image.spec.images?.remove("nginx")?.pull_secrets
+    })
+    .await;
+    let names: Vec<_> = refs.iter().filter_map(|r| r.name.as_deref()).collect();
+    assert_eq!(names, [copy_name.as_str()], "the Opaque secret is not copied");
+    let copy = copies.get(&copy_name).await.unwrap();
+    let data = copy.data.clone().unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), [".dockerconfigjson"], "{data:?}");
+    assert_eq!(
+        data[".dockerconfigjson"].0, b"{}",
+        "refreshed from the source before use"
+    );
+    let annotations = copy.metadata.annotations.clone().unwrap();
+    assert_eq!(
+        annotations["prewarm.dev/source-uid"],
+        source.metadata.uid.clone().unwrap()
+    );
+    assert_eq!(
+        annotations["imagepulljobs.kruise.io/references"],
+        "default/with-secrets"
+    );
+    assert!(!annotations.contains_key("owner"), "{annotations:?}");
+    assert_eq!(
+        copy.metadata.labels.clone().unwrap(),
+        [(
+            "app.kubernetes.io/managed-by".to_owned(),
+            "prewarm-controller".to_owned()
+        )]
+        .into()
+    );
+    let all = copies.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(
+        all.len(),
+        1,
+        "no copy of sa-token: {:?}",
+        all.iter().map(|s| s.name_any()).collect::<Vec<_>>()
+    );
+    let notes = event_notes(&cluster, "with-secrets", "PullSecretRefused").await;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("sa-token (type Opaque)") && n.contains("kubernetes.io/dockerconfigjson")),
+        "{notes:?}"
+    );
     assert!(controller.terminate().await.success());
 }

@@ -6,7 +6,7 @@
 use k8s_openapi::jiff::Timestamp;
 use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob};
 use prewarm_controller::plan::image_list_pull_job::{
-    ListLifecycle, REVISION_LABEL, child_name, child_spec, lifecycle, plan, revision,
+    ListLifecycle, REVISION_LABEL, child_name, child_spec, is_child_for, lifecycle, plan, revision,
 };
 use serde_json::{Value, json};
 
@@ -193,5 +193,103 @@ fn completion_and_ttl() {
             delete_now: true,
             requeue_after: None
         }
+    );
+}
+
+#[test]
+fn child_names_do_not_collide_within_a_list() {
+    let revision = revision(&list(template()));
+    let names: std::collections::BTreeSet<String> = (0..20_000)
+        .map(|i| child_name("foo", &format!("registry.example/team/app-{i}:v{}", i % 7), &revision))
+        .collect();
+    assert_eq!(names.len(), 20_000, "every image of a list has a child name of its own");
+    for name in names.iter().take(50) {
+        let suffix = name.strip_prefix("foo-").unwrap();
+        assert_eq!(suffix.len(), 10, "{name}");
+        assert!(
+            suffix.bytes().all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b)),
+            "{name}"
+        );
+    }
+    let long = "x".repeat(300);
+    assert_eq!(
+        child_name(&long, "nginx", &revision).len(),
+        253,
+        "a name fits metadata.name"
+    );
+}
+
+#[test]
+fn a_name_taken_by_something_else_is_not_this_lists_child() {
+    let list = list(template());
+    let revision = revision(&list);
+    let mut own = child(&list, "nginx", Value::Null);
+    own.metadata.owner_references = list_child(&list, "nginx").metadata.owner_references;
+    assert!(is_child_for(&list, &own, "nginx", &revision));
+    assert!(!is_child_for(&list, &own, "busybox", &revision), "another image");
+    let mut stranger = own.clone();
+    stranger.metadata.owner_references = None;
+    assert!(
+        !is_child_for(&list, &stranger, "nginx", &revision),
+        "a job a user made under that name"
+    );
+    let mut other_list = own.clone();
+    other_list.metadata.owner_references.as_mut().unwrap()[0].uid = "other-uid".into();
+    assert!(!is_child_for(&list, &other_list, "nginx", &revision));
+}
+
+/// A child as the planner creates it (owner reference included).
+fn list_child(list: &ImageListPullJob, image: &str) -> ImagePullJob {
+    let only = ImageListPullJob {
+        spec: prewarm_api::v1beta1::ImageListPullJobSpec {
+            images: vec![image.to_owned()],
+            ..list.spec.clone()
+        },
+        ..list.clone()
+    };
+    plan(&only, &[], now()).create.remove(0)
+}
+
+#[test]
+fn children_about_to_go_do_not_complete_the_list() {
+    let done = json!({"startTime": "2026-11-29T11:00:00Z", "desired": 1, "succeeded": 1, "active": 0, "failed": 0});
+    let before = list(json!({"images": ["a", "b", "c"], "completionPolicy": {"type": "Always"}}));
+    let (a, b) = (child(&before, "a", done.clone()), child(&before, "b", done));
+    let c = child(&before, "c", Value::Null);
+    let after = list(json!({"images": ["a", "d"], "completionPolicy": {"type": "Always"}}));
+    let result = plan(&after, &[&a, &b, &c], now());
+    let mut deleted = result.delete.clone();
+    deleted.sort();
+    let mut expected = vec![b.metadata.name.clone().unwrap(), c.metadata.name.clone().unwrap()];
+    expected.sort();
+    assert_eq!(deleted, expected);
+    assert_eq!(
+        result.create.iter().map(|c| c.spec.image.as_str()).collect::<Vec<_>>(),
+        ["d"]
+    );
+    assert_eq!(
+        (result.status.desired, result.status.completed),
+        (2, Some(1)),
+        "b's success is not counted"
+    );
+    assert!(result.status.completion_time.is_none(), "d has not run");
+}
+
+#[test]
+fn a_second_child_for_one_image_is_deleted_and_a_list_being_deleted_creates_nothing() {
+    let list = list(template());
+    let first = child(&list, "nginx", Value::Null);
+    let mut second = first.clone();
+    second.metadata.name = Some("foo-zzzzz".into());
+    let result = plan(&list, &[&second, &first], now());
+    assert_eq!(result.delete, vec!["foo-zzzzz".to_owned()], "the first by name stays");
+    assert_eq!(result.create.len(), 1, "busybox");
+
+    let mut deleting = list.clone();
+    deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
+    let result = plan(&deleting, &[&first], now());
+    assert!(
+        result.create.is_empty(),
+        "foreground deletion: the garbage collector removes the children"
     );
 }

@@ -92,21 +92,48 @@ fn safe_encode(text: &str) -> String {
         .collect()
 }
 
-/// A child's name: `<list>-` and five characters derived from the image and
-/// the revision, so that a create repeated after a restart or on a stale
-/// cache meets AlreadyExists instead of making a second child.
+fn fnv1a_64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Characters of a child's name suffix: 27^10, about 2^47 names per list, so
+/// that a list's own images do not collide (255 images: about 1 in 10^10).
+const CHILD_SUFFIX_LEN: usize = 10;
+
+/// A child's name: `<list>-` and ten characters derived from the image and the
+/// revision, so that a create repeated after a restart or on a stale cache meets
+/// AlreadyExists instead of making a second child. A name taken by anything but
+/// this list's child for that image is not trusted: the create falls back to
+/// `generateName` (see [`is_child_for`]).
 pub fn child_name(list_name: &str, image: &str, revision: &str) -> String {
+    const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut input = Vec::with_capacity(image.len() + revision.len() + 1);
     input.extend_from_slice(image.as_bytes());
     input.push(b'/');
     input.extend_from_slice(revision.as_bytes());
-    let suffix: String = safe_encode(&format!("{:010}", fnv1a(&input)))
-        .chars()
-        .rev()
-        .take(5)
-        .collect();
-    let prefix: String = list_name.chars().take(253 - 6).collect();
+    let mut hash = fnv1a_64(&input);
+    let base = ALPHANUMS.len() as u64;
+    let mut suffix = String::with_capacity(CHILD_SUFFIX_LEN);
+    for _ in 0..CHILD_SUFFIX_LEN {
+        suffix.push(char::from(ALPHANUMS[(hash % base) as usize]));
+        hash /= base;
+    }
+    let prefix: String = list_name.chars().take(253 - CHILD_SUFFIX_LEN - 1).collect();
     format!("{prefix}-{suffix}")
+}
+
+/// Whether `job` is `list`'s child for `image` made from `revision`: what an
+/// AlreadyExists under the derived name must find before the create counts as done.
+pub fn is_child_for(list: &ImageListPullJob, job: &ImagePullJob, image: &str, revision: &str) -> bool {
+    let controlled = job
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == list.metadata.uid.as_ref());
+    controlled && job.spec.image == image && consistent(list, job, revision)
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -146,36 +173,45 @@ pub struct ListPlan {
 }
 
 /// `children`: the ImagePullJobs this list job controls, not being deleted.
+/// Each wanted image keeps one child made from the current revision (the first
+/// by name, should there be two); every other child is deleted, and the status
+/// counts only the children kept, so that a child about to go cannot complete
+/// the list. A list being deleted creates nothing (foreground deletion deletes
+/// the children first).
 pub fn plan(list: &ImageListPullJob, children: &[&ImagePullJob], now: Timestamp) -> ListPlan {
     let revision = revision(list);
-    let by_image: BTreeMap<&str, &ImagePullJob> = children.iter().map(|c| (c.spec.image.as_str(), *c)).collect();
+    let mut sorted: Vec<&ImagePullJob> = children.to_vec();
+    sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let wanted: BTreeSet<&str> = list.spec.images.iter().map(String::as_str).collect();
-    let mut plan = ListPlan {
-        status: status(list, children, now),
-        create: Vec::new(),
-        delete: Vec::new(),
-        resize: Vec::new(),
-    };
-    for image in &list.spec.images {
-        match by_image.get(image.as_str()) {
-            None => plan.create.push(child(list, image, &revision)),
-            Some(existing) if !consistent(list, existing, &revision) => {
-                plan.delete.push(existing.metadata.name.clone().unwrap_or_default());
-                plan.create.push(child(list, image, &revision));
-            }
-            Some(existing) => {
-                if existing.spec.parallelism != list.spec.parallelism {
-                    plan.resize.push(existing.metadata.name.clone().unwrap_or_default());
-                }
-            }
+    let mut kept: BTreeMap<&str, &ImagePullJob> = BTreeMap::new();
+    let mut delete = Vec::new();
+    for child in sorted {
+        let image = child.spec.image.as_str();
+        if wanted.contains(image) && consistent(list, child, &revision) && !kept.contains_key(image) {
+            kept.insert(image, child);
+        } else {
+            delete.push(child.metadata.name.clone().unwrap_or_default());
         }
     }
-    for child in children {
-        if !wanted.contains(child.spec.image.as_str()) {
-            plan.delete.push(child.metadata.name.clone().unwrap_or_default());
+    let deleting = list.metadata.deletion_timestamp.is_some();
+    let mut create = Vec::new();
+    let mut resize = Vec::new();
+    for image in &wanted {
+        match kept.get(image) {
+            None if !deleting => create.push(child(list, image, &revision)),
+            Some(existing) if existing.spec.parallelism != list.spec.parallelism => {
+                resize.push(existing.metadata.name.clone().unwrap_or_default());
+            }
+            _ => {}
         }
     }
-    plan
+    let kept: Vec<&ImagePullJob> = kept.into_values().collect();
+    ListPlan {
+        status: status(list, &kept, now),
+        create,
+        delete,
+        resize,
+    }
 }
 
 /// Made from this revision of the template: by its label, or, without one,

@@ -3,9 +3,14 @@
 //! jobs (the `references` annotation lists them), kept in step with their
 //! source while a job runs, and deleted when no job references them.
 //!
-//! Decided from Secret metadata only: a copy records the resourceVersion of
-//! the source it was copied from, so the controller reads a source's data only
-//! when it must create or refresh a copy.
+//! Decided from Secret metadata only: a copy records the uid and
+//! resourceVersion of the source it was copied from, so the controller reads a
+//! source's data only when it must create or refresh a copy. A copy is handed
+//! to NodeImages only once it is confirmed to be a copy of the job's own
+//! secret: its source annotation names it and its source uid is the uid the
+//! secret has now (a secret deleted and made again under the name, by someone
+//! else, is copied afresh first). Copies are named with 128 bits of SHA-256 of
+//! the source, so no two sources share one.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,6 +22,15 @@ pub const REFERENCES: &str = "imagepulljobs.kruise.io/references";
 pub const MODE: &str = "imagepulljobs.kruise.io/mode";
 /// The resourceVersion of the source a copy was last refreshed from.
 pub const SOURCE_VERSION: &str = "prewarm.dev/source-resource-version";
+/// The uid of the source a copy was last refreshed from.
+pub const SOURCE_UID: &str = "prewarm.dev/source-uid";
+/// The label every copy carries (and nothing of its source's).
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "prewarm-controller");
+/// The Secret types a copy may be made of, each with the one data key copied.
+pub const PULL_SECRET_TYPES: [(&str, &str); 2] = [
+    ("kubernetes.io/dockerconfigjson", ".dockerconfigjson"),
+    ("kubernetes.io/dockercfg", ".dockercfg"),
+];
 /// OpenKruise's default for the node agents' namespace.
 pub const DEFAULT_AGENT_NAMESPACE: &str = "kruise-daemon-config";
 
@@ -46,7 +60,7 @@ pub enum SecretAction {
         references: String,
     },
     /// Set the copy's references annotation; with `refresh_from`, also copy
-    /// the source's data again.
+    /// the source again (data, uid, version).
     Update {
         copy: String,
         references: String,
@@ -57,27 +71,37 @@ pub enum SecretAction {
     },
 }
 
+/// What the controller knows of a source Secret from its cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceFacts {
+    pub uid: String,
+    pub resource_version: String,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SecretPlan {
-    /// What the job's NodeImage entries must list.
+    /// What the job's NodeImage entries must list: confirmed copies only.
     pub refs: Vec<ReferenceObject>,
+    /// Refs to list once the action on their copy succeeds (a copy made or
+    /// refreshed from the job's own secret in this pass).
+    pub refs_after_write: Vec<ReferenceObject>,
     pub actions: Vec<SecretAction>,
     /// Pull secrets named by the job that do not exist.
     pub missing: Vec<String>,
 }
 
-/// `secret_version(namespace, name)` gives a Secret's resourceVersion if it exists.
+/// `source(namespace, name)` gives what the cache knows of a Secret, if it exists.
 pub fn plan(
     job: JobSecrets<'_>,
     agent_namespace: &str,
     copies: &[&ObjectMeta],
-    secret_version: &dyn Fn(&str, &str) -> Option<String>,
+    source: &dyn Fn(&str, &str) -> Option<SourceFacts>,
 ) -> SecretPlan {
     let mut plan = SecretPlan::default();
     if job.namespace == agent_namespace {
         if job.running {
             for name in job.pull_secrets {
-                if secret_version(agent_namespace, name).is_none() {
+                if source(agent_namespace, name).is_none() {
                     plan.missing.push(name.clone());
                 }
                 plan.refs.push(ReferenceObject {
@@ -117,29 +141,27 @@ pub fn plan(
             None => {}
         }
     }
-    for source in &desired {
-        let (source_namespace, source_name) = source.split_once('/').unwrap_or_default();
-        let Some(source_version) = secret_version(source_namespace, source_name) else {
+    for wanted in &desired {
+        let (source_namespace, source_name) = wanted.split_once('/').unwrap_or_default();
+        let Some(facts) = source(source_namespace, source_name) else {
             plan.missing.push(source_name.to_owned());
             continue;
         };
-        match chosen.get(source) {
+        let (copy_name, mode, confirmed) = match chosen.get(wanted) {
             Some(copy) => {
                 let mut references = references(copy);
                 let joined = references.insert(me.clone());
-                let stale = annotation(copy, SOURCE_VERSION) != Some(source_version.as_str());
+                let confirmed = annotation(copy, SOURCE_UID) == Some(facts.uid.as_str());
+                let stale = !confirmed || annotation(copy, SOURCE_VERSION) != Some(facts.resource_version.as_str());
+                let name = copy.name.clone().unwrap_or_default();
                 if joined || stale {
                     plan.actions.push(SecretAction::Update {
-                        copy: copy.name.clone().unwrap_or_default(),
+                        copy: name.clone(),
                         references: join(&references),
                         refresh_from: stale.then(|| (source_namespace.to_owned(), source_name.to_owned())),
                     });
                 }
-                plan.refs.push(ReferenceObject {
-                    namespace: Some(agent_namespace.to_owned()),
-                    name: copy.name.clone(),
-                    mode: annotation(copy, MODE).map(str::to_owned),
-                });
+                (name, annotation(copy, MODE).map(str::to_owned), confirmed)
             }
             None => {
                 let copy = copy_name(source_namespace, source_name);
@@ -149,12 +171,18 @@ pub fn plan(
                     copy: copy.clone(),
                     references: me.clone(),
                 });
-                plan.refs.push(ReferenceObject {
-                    namespace: Some(agent_namespace.to_owned()),
-                    name: Some(copy),
-                    mode: Some(SECRET_MODE_BATCH.to_owned()),
-                });
+                (copy, Some(SECRET_MODE_BATCH.to_owned()), false)
             }
+        };
+        let reference = ReferenceObject {
+            namespace: Some(agent_namespace.to_owned()),
+            name: Some(copy_name),
+            mode,
+        };
+        if confirmed {
+            plan.refs.push(reference);
+        } else {
+            plan.refs_after_write.push(reference);
         }
     }
     plan
@@ -193,15 +221,28 @@ fn join(references: &BTreeSet<String>) -> String {
     references.iter().cloned().collect::<Vec<_>>().join(",")
 }
 
-/// `<source>-<6 hex>`: derived from the source, so a controller that restarts
-/// before it sees its own copy gets AlreadyExists instead of making a second one.
+/// `<source>-<32 hex>`: 128 bits of SHA-256 of `namespace/name`, derived from
+/// the source so that a controller that restarts before it sees its own copy
+/// gets AlreadyExists instead of making a second one, and long enough that no
+/// one can find another namespace's source with the same copy name.
 pub fn copy_name(source_namespace: &str, source_name: &str) -> String {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in source_namespace.bytes().chain([b'/']).chain(source_name.bytes()) {
-        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
-    }
-    let prefix: String = source_name.chars().take(253 - 7).collect();
-    format!("{prefix}-{:06x}", hash & 0x00ff_ffff)
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(source_namespace.as_bytes())
+        .chain_update(b"/")
+        .chain_update(source_name.as_bytes())
+        .finalize();
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let prefix: String = source_name.chars().take(253 - hex.len() - 1).collect();
+    format!("{prefix}-{hex}")
+}
+
+/// The data key copied from a Secret of `type_`, if a copy may be made of it.
+pub fn pull_secret_key(type_: Option<&str>) -> Option<&'static str> {
+    PULL_SECRET_TYPES
+        .iter()
+        .find(|(t, _)| Some(*t) == type_)
+        .map(|(_, key)| *key)
 }
 
 #[cfg(test)]
@@ -215,6 +256,7 @@ mod tests {
         }
         annotations.insert(MODE.to_owned(), SECRET_MODE_BATCH.to_owned());
         annotations.insert(SOURCE_VERSION.to_owned(), "7".to_owned());
+        annotations.insert(SOURCE_UID.to_owned(), "uid-1".to_owned());
         ObjectMeta {
             name: Some(name.into()),
             namespace: Some(DEFAULT_AGENT_NAMESPACE.into()),
@@ -232,8 +274,15 @@ mod tests {
         }
     }
 
-    fn versions(ns: &str, name: &str) -> Option<String> {
-        (ns == "default" && name.starts_with("source")).then(|| "7".to_owned())
+    fn facts(uid: &str, version: &str) -> SourceFacts {
+        SourceFacts {
+            uid: uid.to_owned(),
+            resource_version: version.to_owned(),
+        }
+    }
+
+    fn versions(ns: &str, name: &str) -> Option<SourceFacts> {
+        (ns == "default" && name.starts_with("source")).then(|| facts("uid-1", "7"))
     }
 
     #[test]
@@ -241,7 +290,7 @@ mod tests {
         let secrets = vec!["source-secret".to_owned()];
         let plan = plan(job(&secrets, true), DEFAULT_AGENT_NAMESPACE, &[], &versions);
         let name = copy_name("default", "source-secret");
-        assert!(name.starts_with("source-secret-") && name.len() == "source-secret-".len() + 6);
+        assert!(name.starts_with("source-secret-") && name.len() == "source-secret-".len() + 32);
         assert_eq!(
             plan.actions,
             vec![SecretAction::Create {
@@ -251,8 +300,66 @@ mod tests {
                 references: "default/test-job".into(),
             }]
         );
-        assert_eq!(plan.refs[0].mode.as_deref(), Some("batch"));
-        assert_eq!(plan.refs[0].name.as_deref(), Some(name.as_str()));
+        assert!(plan.refs.is_empty(), "named only once the copy is made");
+        assert_eq!(plan.refs_after_write[0].mode.as_deref(), Some("batch"));
+        assert_eq!(plan.refs_after_write[0].name.as_deref(), Some(name.as_str()));
+    }
+
+    #[test]
+    fn copy_names_of_different_sources_never_meet() {
+        let names: BTreeSet<String> = (0..20_000)
+            .flat_map(|i| {
+                [
+                    copy_name(&format!("team-{i}"), "regcred"),
+                    copy_name("team", &format!("regcred-{i}")),
+                ]
+            })
+            .collect();
+        assert_eq!(names.len(), 40_000);
+        assert_ne!(copy_name("a-b", "c"), copy_name("a", "b-c"));
+        assert_eq!(copy_name("ns", &"s".repeat(300)).len(), 253);
+    }
+
+    #[test]
+    fn a_copy_is_named_only_once_its_source_uid_is_the_jobs_secrets() {
+        let secrets = vec!["source-secret".to_owned()];
+        let existing = copy("source-secret-abc123", "default/source-secret", "default/test-job");
+        // The secret was deleted and made again under its name: a new uid.
+        let remade = |_: &str, _: &str| Some(facts("uid-2", "7"));
+        let result = plan(job(&secrets, true), DEFAULT_AGENT_NAMESPACE, &[&existing], &remade);
+        assert!(result.refs.is_empty(), "{:?}", result.refs);
+        assert_eq!(result.refs_after_write[0].name.as_deref(), Some("source-secret-abc123"));
+        assert_eq!(
+            result.actions,
+            vec![SecretAction::Update {
+                copy: "source-secret-abc123".into(),
+                references: "default/test-job".into(),
+                refresh_from: Some(("default".into(), "source-secret".into())),
+            }]
+        );
+        let mut unmarked = existing.clone();
+        unmarked.annotations.as_mut().unwrap().remove(SOURCE_UID);
+        let result = plan(job(&secrets, true), DEFAULT_AGENT_NAMESPACE, &[&unmarked], &versions);
+        assert!(result.refs.is_empty(), "a copy without a source uid is not trusted");
+        let confirmed = plan(job(&secrets, true), DEFAULT_AGENT_NAMESPACE, &[&existing], &versions);
+        assert_eq!(confirmed.refs[0].name.as_deref(), Some("source-secret-abc123"));
+    }
+
+    #[test]
+    fn only_registry_credentials_are_copied() {
+        assert_eq!(
+            pull_secret_key(Some("kubernetes.io/dockerconfigjson")),
+            Some(".dockerconfigjson")
+        );
+        assert_eq!(pull_secret_key(Some("kubernetes.io/dockercfg")), Some(".dockercfg"));
+        for other in [
+            None,
+            Some("Opaque"),
+            Some("kubernetes.io/service-account-token"),
+            Some("kubernetes.io/tls"),
+        ] {
+            assert_eq!(pull_secret_key(other), None, "{other:?}");
+        }
     }
 
     #[test]
@@ -276,7 +383,7 @@ mod tests {
         let existing = copy("source-secret-abc123", "default/source-secret", "default/test-job");
         let quiet = plan(job(&secrets, true), DEFAULT_AGENT_NAMESPACE, &[&existing], &versions);
         assert!(quiet.actions.is_empty());
-        let newer = |_: &str, _: &str| Some("8".to_owned());
+        let newer = |_: &str, _: &str| Some(facts("uid-1", "8"));
         let refreshed = plan(job(&secrets, true), DEFAULT_AGENT_NAMESPACE, &[&existing], &newer);
         assert_eq!(
             refreshed.actions,
@@ -368,7 +475,7 @@ mod tests {
             namespace: DEFAULT_AGENT_NAMESPACE,
             ..job(&secrets, true)
         };
-        let plan = plan(job, DEFAULT_AGENT_NAMESPACE, &[], &|_, _| Some("1".into()));
+        let plan = plan(job, DEFAULT_AGENT_NAMESPACE, &[], &|_, _| Some(facts("uid-1", "1")));
         assert!(plan.actions.is_empty());
         assert_eq!(
             plan.refs,

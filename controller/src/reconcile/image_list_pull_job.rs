@@ -12,7 +12,7 @@ use serde_json::json;
 use super::{Context, Error, delete_after_ttl, is_status, now, status_patch};
 use crate::index::ObjectKey;
 use crate::plan::image_list_pull_job::{
-    self, ListLifecycle, REASON_CREATED, REASON_DELETED, REVISION_LABEL, lifecycle, revision,
+    self, ListLifecycle, REASON_CREATED, REASON_DELETED, REVISION_LABEL, is_child_for, lifecycle, revision,
 };
 
 fn expectation(key: &ObjectKey) -> String {
@@ -63,11 +63,8 @@ pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>
 
     let mut created = 0;
     for child in &plan.create {
-        ctx.metrics.wrote("create", "imagepulljobs");
-        match jobs.create(&PostParams::default(), child).await {
-            Ok(_) => created += 1,
-            // Made by an earlier pass the cache has not shown yet.
-            Err(e) if is_status(&e, 409) => {}
+        match create_child(ctx, &jobs, &list, child, &revision).await {
+            Ok(made) => created += usize::from(made),
             Err(e) => {
                 let note = format!("creating the ImagePullJob for {}: {e}", child.spec.image);
                 ctx.event(&reference, EventType::Warning, "FailedCreate", note).await;
@@ -118,4 +115,36 @@ pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>
             .expect(expected, written.metadata.resource_version.as_deref());
     }
     Ok(None)
+}
+
+/// Creates a child under its derived name. AlreadyExists is an earlier pass's
+/// child the cache has not shown yet only when the object under that name is
+/// this list's child for that image; anything else (a job a user made under that
+/// name) is left alone and the child is created under a generated name.
+/// Returns whether a child was made.
+async fn create_child(
+    ctx: &Context,
+    jobs: &Api<ImagePullJob>,
+    list: &ImageListPullJob,
+    child: &ImagePullJob,
+    revision: &str,
+) -> Result<bool, kube::Error> {
+    ctx.metrics.wrote("create", "imagepulljobs");
+    let error = match jobs.create(&PostParams::default(), child).await {
+        Ok(_) => return Ok(true),
+        Err(e) if is_status(&e, 409) => e,
+        Err(e) => return Err(e),
+    };
+    let name = child.metadata.name.as_deref().unwrap_or_default();
+    match jobs.get_opt(name).await? {
+        Some(existing) if is_child_for(list, &existing, &child.spec.image, revision) => Ok(false),
+        Some(_) => {
+            let mut generated = child.clone();
+            generated.metadata.name = None;
+            ctx.metrics.wrote("create", "imagepulljobs");
+            jobs.create(&PostParams::default(), &generated).await.map(|_| true)
+        }
+        // Deleted in between: the next pass creates it again.
+        None => Err(error),
+    }
 }

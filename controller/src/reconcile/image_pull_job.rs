@@ -103,7 +103,7 @@ async fn run(
         return Ok(Some(EXPECTATION_RETRY));
     }
     let targets = ctx.world.targets(job);
-    let secret_plan = secrets::sync(
+    let synced = secrets::sync(
         ctx,
         JobSecrets {
             namespace: &key.namespace,
@@ -118,7 +118,7 @@ async fn run(
     let plan = image_pull_job::plan(&Input {
         job,
         targets: &targets,
-        secrets: &secret_plan.refs,
+        secrets: &synced.plan.refs,
         tag_policy: &tag_policy,
         now: now(),
     });
@@ -130,13 +130,27 @@ async fn run(
     writes?;
     let reference = job.object_ref(&());
     let first_pass = job.status.as_ref().and_then(|s| s.start_time.as_ref()).is_none();
-    if first_pass && !secret_plan.missing.is_empty() {
+    if first_pass && !synced.plan.missing.is_empty() {
         let note = format!(
             "pull secrets {} do not exist in namespace {}: nodes pull without them",
-            secret_plan.missing.join(", "),
+            synced.plan.missing.join(", "),
             key.namespace
         );
         ctx.event(&reference, EventType::Warning, "PullSecretNotFound", note)
+            .await;
+    }
+    if first_pass && !synced.refused.is_empty() {
+        let refused: Vec<String> = synced
+            .refused
+            .iter()
+            .map(|(name, type_)| format!("{name} (type {type_})"))
+            .collect();
+        let note = format!(
+            "pull secrets {} in namespace {} are not registry credentials and are not copied to the nodes: only Secrets of type kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg are; nodes pull without them",
+            refused.join(", "),
+            key.namespace
+        );
+        ctx.event(&reference, EventType::Warning, "PullSecretRefused", note)
             .await;
     }
     for notice in &plan.notices {

@@ -405,6 +405,21 @@ pub async fn event_reasons(cluster: &Cluster, name: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The notes of the events with `reason` about the object `name` in `default`.
+pub async fn event_notes(cluster: &Cluster, name: &str, reason: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(cluster.client.clone(), "default");
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.note)
+        .collect()
+}
+
 pub fn list_job(name: &str, spec: Value) -> prewarm_api::v1beta1::ImageListPullJob {
     serde_json::from_value(
         json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": "ImageListPullJob",
