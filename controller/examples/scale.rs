@@ -194,7 +194,7 @@ async fn run(nodes: usize, controller_bin: &Path) -> (Phase, Phase) {
         .resource_type("apps.kruise.io", "v1beta1", "nodeimages")
         .unwrap();
     let namespace_type = api.store.resource_type("", "v1", "namespaces").unwrap();
-    for ns in ["kruise-system", "kruise-daemon-config"] {
+    for ns in ["prewarm-system", "kruise-daemon-config"] {
         api.store
             .create(
                 &namespace_type,

@@ -33,6 +33,22 @@ impl LeaseConfig {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error(
+        "namespace {0:?} for the leader-election Lease does not exist: create it, or name an existing one with --leader-elect-namespace (or run alone with --leader-elect=false)"
+    )]
+    NoNamespace(String),
+}
+
+/// An API error in one line: the API server's message, not a dump of its Status.
+fn describe(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
+        other => other.to_string(),
+    }
+}
+
 #[derive(Debug)]
 pub struct Elector {
     api: Api<Lease>,
@@ -50,32 +66,45 @@ impl Elector {
         }
     }
 
-    /// Returns once this process holds the lease.
-    pub async fn acquire(&mut self) {
+    /// Returns once this process holds the lease; fails at once when the
+    /// Lease's namespace does not exist (retrying would never succeed).
+    pub async fn acquire(&mut self) -> Result<(), LeaseError> {
         loop {
             match self.try_acquire_or_renew().await {
-                Ok(true) => return,
+                Ok(true) => return Ok(()),
                 Ok(false) => {}
-                Err(e) => tracing::warn!(lease = %self.config.name, error = %e, "could not read or take the lease"),
+                Err(kube::Error::Api(status)) if status.code == 404 => {
+                    return Err(LeaseError::NoNamespace(self.config.namespace.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(lease = %self.config.name, error = %describe(&e), "could not read or take the lease")
+                }
             }
             tokio::time::sleep(self.config.retry_period).await;
         }
     }
 
-    /// Renews the lease; returns when it is lost (taken by another, or not
-    /// renewed within the renew deadline).
+    /// Renews the lease; returns when it is lost: taken by another, or not
+    /// renewed within the renew deadline. Each attempt is cut off at that
+    /// deadline (as client-go's), so a request that hangs cannot keep this
+    /// process working past the point where a standby may take over.
     pub async fn hold(&mut self) {
         let mut renewed = Instant::now();
         loop {
+            let deadline = renewed + self.config.renew_deadline();
             tokio::time::sleep(self.config.retry_period).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => renewed = Instant::now(),
-                Ok(false) => return,
-                Err(e) => {
-                    tracing::warn!(lease = %self.config.name, error = %e, "could not renew the lease");
-                    if renewed.elapsed() >= self.config.renew_deadline() {
+            match tokio::time::timeout_at(deadline, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => renewed = Instant::now(),
+                Ok(Ok(false)) => return,
+                Ok(Err(e)) => {
+                    tracing::warn!(lease = %self.config.name, error = %describe(&e), "could not renew the lease");
+                    if Instant::now() >= deadline {
                         return;
                     }
+                }
+                Err(_) => {
+                    tracing::warn!(lease = %self.config.name, deadline = ?self.config.renew_deadline(), "renewing the lease did not finish within the renew deadline");
+                    return;
                 }
             }
         }

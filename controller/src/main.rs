@@ -50,9 +50,13 @@ struct Cli {
     /// Run only while holding the Lease; standbys take over when the leader goes.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
-    /// Namespace of the leader-election Lease.
-    #[arg(long, default_value = "kruise-system", env = "POD_NAMESPACE")]
-    leader_elect_namespace: String,
+    /// Namespace of the leader-election Lease. By default the Pod's own (the
+    /// service account's namespace file); out of cluster, prewarm-system.
+    #[arg(long, env = "POD_NAMESPACE")]
+    leader_elect_namespace: Option<String>,
+    /// Kubeconfig to use; by default in-cluster config or $KUBECONFIG.
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "prewarm-controller")]
     leader_elect_name: String,
@@ -104,10 +108,36 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, String> {
-    let client = kube::Client::try_default()
+/// Where the Lease lives when `--leader-elect-namespace` is not given: the
+/// namespace of the Pod's service account, or the install's out of cluster.
+const SERVICE_ACCOUNT_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+const INSTALL_NAMESPACE: &str = "prewarm-system";
+
+fn lease_namespace(flag: Option<&str>) -> String {
+    flag.map(str::to_owned)
+        .or_else(|| {
+            let file = std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE_FILE).ok()?;
+            Some(file.trim().to_owned()).filter(|n| !n.is_empty())
+        })
+        .unwrap_or_else(|| INSTALL_NAMESPACE.to_owned())
+}
+
+async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, String> {
+    let Some(path) = kubeconfig else {
+        return kube::Client::try_default()
+            .await
+            .map_err(|e| format!("no usable Kubernetes configuration: {e}"));
+    };
+    let unusable = |e: &dyn std::fmt::Display| format!("--kubeconfig {}: {e}", path.display());
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| unusable(&e))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
         .await
-        .map_err(|e| format!("no usable Kubernetes configuration: {e}"))?;
+        .map_err(|e| unusable(&e))?;
+    kube::Client::try_from(config).map_err(|e| unusable(&e))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, String> {
+    let client = client(cli.kubeconfig.as_deref()).await?;
     let identity = cli.identity.clone().unwrap_or_else(default_identity);
     let (world, writers) = World::new(cli.job_batch_window);
     let metrics = Arc::new(Metrics::default());
@@ -128,7 +158,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Elector::new(
             client.clone(),
             LeaseConfig {
-                namespace: cli.leader_elect_namespace.clone(),
+                namespace: lease_namespace(cli.leader_elect_namespace.as_deref()),
                 name: cli.leader_elect_name.clone(),
                 identity: identity.clone(),
                 duration: cli.leader_elect_lease_duration,
@@ -139,7 +169,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     if let Some(elector) = &mut elector {
         tracing::info!(lease = %cli.leader_elect_name, "waiting to become leader");
         tokio::select! {
-            () = elector.acquire() => {}
+            acquired = elector.acquire() => acquired.map_err(|e| e.to_string())?,
             () = &mut terminated => return Ok(ExitCode::SUCCESS),
         }
     }

@@ -10,7 +10,7 @@
 mod common;
 
 use common::*;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob, NodeImage};
@@ -24,12 +24,8 @@ fn shipped(file: &str) -> Vec<Value> {
     prewarm_testapi::read_manifests(&repo(&format!("manifests/base/{file}"))).unwrap()
 }
 
+/// The controller's ServiceAccount and RBAC, into the install namespace `Cluster` made.
 async fn install_rbac(cluster: &Cluster) -> Vec<Value> {
-    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ACCOUNT.0}})).unwrap();
-    Api::<Namespace>::all(cluster.client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     for file in ["serviceaccounts.yaml", "rbac-controller.yaml"] {
         std::fs::copy(repo(&format!("manifests/base/{file}")), dir.path().join(file)).unwrap();
@@ -66,7 +62,8 @@ async fn the_controller_works_under_its_shipped_rbac_and_needs_every_rule() {
     .unwrap();
     secrets.create(&PostParams::default(), &secret).await.unwrap();
 
-    let controller = cluster.controller_as(&kubeconfig, &[&format!("--leader-elect-namespace={}", ACCOUNT.0)]);
+    // No --leader-elect-namespace: out of cluster the Lease goes to the install's namespace.
+    let controller = cluster.controller_as(&kubeconfig, &[]);
     let node_images: Api<NodeImage> = Api::all(client.clone());
     eventually("a NodeImage per node", 10 * SECONDS, || async {
         (node_images.list(&ListParams::default()).await.unwrap().items.len() == 3).then_some(())

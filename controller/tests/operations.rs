@@ -19,7 +19,7 @@ async fn a_standby_takes_over_when_the_leader_dies_and_a_restart_finishes_the_jo
         _agent,
     } = running(Cluster::start().await, &["--identity=first"]).await;
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(cluster.client.clone(), "kruise-system");
+        Api::namespaced(cluster.client.clone(), "prewarm-system");
     let holder = || async {
         let lease = leases.get_opt("prewarm-controller").await.unwrap()?;
         lease.spec?.holder_identity
@@ -109,4 +109,37 @@ async fn jobs_converge_through_failing_api_writes() {
     .await;
     assert_eq!(done["succeeded"], 3, "{done}");
     assert!(controller.terminate().await.success());
+}
+
+/// README's out-of-cluster command against a cluster without the Lease's
+/// namespace: one line naming the flag, exit 2, rather than retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_lease_namespace_is_one_clear_line() {
+    use tokio::io::AsyncReadExt;
+    let cluster = Cluster::start_without_webhook().await;
+    let mut controller = cluster.controller(&["--leader-elect-namespace=nowhere"]);
+    let status = tokio::time::timeout(10 * SECONDS, controller.child.wait())
+        .await
+        .expect("the controller exits")
+        .unwrap();
+    let mut stderr = String::new();
+    controller
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("namespace \"nowhere\" for the leader-election Lease does not exist")
+            && last.contains("--leader-elect-namespace"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("ErrorResponse"),
+        "no dump of the API's Status: {stderr}"
+    );
 }

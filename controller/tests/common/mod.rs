@@ -79,7 +79,7 @@ impl Cluster {
             _dir: dir,
             kubeconfig,
         };
-        for namespace in ["kruise-daemon-config", "kruise-system"] {
+        for namespace in ["kruise-daemon-config", "prewarm-system"] {
             let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
             Api::<Namespace>::all(cluster.client.clone())
                 .create(&PostParams::default(), &namespace)
