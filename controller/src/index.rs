@@ -3,10 +3,11 @@
 //! (by selector kind), which NodeImages name a job as owner, which pods run on
 //! a node, and which jobs use a pull secret.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use prewarm_api::v1beta1::ImagePullJob;
 
 use crate::cached_node_image::CachedNodeImage;
@@ -62,8 +63,8 @@ pub struct Index {
     owners_of_node: HashMap<String, BTreeSet<String>>,
     nodes_by_owner: HashMap<String, BTreeSet<String>>,
     pod_node: HashMap<ObjectKey, String>,
-    /// Nodes whose Ready condition is not True.
-    not_ready: HashSet<String>,
+    /// Nodes whose Ready condition is not True, with since when.
+    not_ready: HashMap<String, Timestamp>,
     /// ImagePullJobs by the uid of the ImageListPullJob that controls them.
     children: HashMap<String, BTreeSet<ObjectKey>>,
     parent_of: HashMap<ObjectKey, String>,
@@ -214,17 +215,21 @@ impl Index {
         }
     }
 
-    pub fn set_not_ready(&mut self, node: &str, not_ready: bool) {
-        if not_ready {
-            self.not_ready.insert(node.to_owned());
-        } else {
-            self.not_ready.remove(node);
+    pub fn set_not_ready(&mut self, node: &str, since: Option<Timestamp>) {
+        match since {
+            Some(since) => {
+                self.not_ready.insert(node.to_owned(), since);
+            }
+            None => {
+                self.not_ready.remove(node);
+            }
         }
     }
 
-    /// Whether a Node exists and is not Ready (a NodeImage without a Node counts as ready).
-    pub fn is_not_ready(&self, node: &str) -> bool {
-        self.not_ready.contains(node)
+    /// Since when a Node has not been Ready; `None` when it is Ready (a
+    /// NodeImage without a Node counts as ready).
+    pub fn not_ready_since(&self, node: &str) -> Option<Timestamp> {
+        self.not_ready.get(node).copied()
     }
 
     /// The ImagePullJobs controlled by the ImageListPullJob with this uid.

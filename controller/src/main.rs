@@ -31,6 +31,11 @@ struct Cli {
     /// How long a Node must have been Ready before it gets a NodeImage (Go duration).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     nodeimage_creation_delay: Duration,
+    /// A tag the node has not answered for this long is failed ("node has not
+    /// responded"), and a node NotReady this long counts as failed for the jobs
+    /// whose tag is unfinished there (Go duration; OpenKruise's 10m).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    node_no_response_timeout: Duration,
     /// Seconds added to the TTL of tags written by Always jobs (0 to 2678400).
     #[arg(long = "default-ttlseconds-for-always-nodeimage", default_value_t = 300,
           value_parser = clap::value_parser!(i64).range(0..=MAX_DEFAULT_TTL_FOR_ALWAYS))]
@@ -190,6 +195,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             agent_namespace: cli.agent_namespace.clone(),
             default_ttl_for_always: cli.default_ttl_for_always,
             creation_delay_seconds: i64::try_from(cli.nodeimage_creation_delay.as_secs()).unwrap_or(i64::MAX),
+            no_response_seconds: i64::try_from(cli.node_no_response_timeout.as_secs()).unwrap_or(i64::MAX),
         },
     };
     world.enqueue_all();

@@ -187,7 +187,7 @@ impl World {
     }
 
     /// The NodeImages a job targets, sorted by name, with their readiness.
-    pub fn targets(&self, job: &ImagePullJob) -> Vec<(Arc<CachedNodeImage>, bool)> {
+    pub fn targets(&self, job: &ImagePullJob) -> Vec<(Arc<CachedNodeImage>, Option<Timestamp>)> {
         let namespace = job.namespace().unwrap_or_default();
         let node_images: Vec<Arc<CachedNodeImage>> = match selection(&job.spec) {
             Selection::All => self.node_images.state(),
@@ -213,11 +213,11 @@ impl World {
             }
         };
         let index = self.index();
-        let mut targets: Vec<(Arc<CachedNodeImage>, bool)> = node_images
+        let mut targets: Vec<(Arc<CachedNodeImage>, Option<Timestamp>)> = node_images
             .into_iter()
             .map(|n| {
-                let ready = !index.is_not_ready(n.metadata.name.as_deref().unwrap_or_default());
-                (n, ready)
+                let not_ready_since = index.not_ready_since(n.metadata.name.as_deref().unwrap_or_default());
+                (n, not_ready_since)
             })
             .collect();
         drop(index);
@@ -272,6 +272,25 @@ pub fn ready_since(node: &Node) -> Option<Timestamp> {
             .as_ref()
             .map_or(Timestamp::UNIX_EPOCH, |t| t.0)
     })
+}
+
+/// Since when the Node has not been Ready (its Ready condition's last
+/// transition, or its creation when it has reported none); `None` when Ready.
+pub fn not_ready_since(node: &Node) -> Option<Timestamp> {
+    if ready_since(node).is_some() {
+        return None;
+    }
+    let transition = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.last_transition_time.as_ref());
+    Some(
+        transition
+            .or(node.metadata.creation_timestamp.as_ref())
+            .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
+    )
 }
 
 /// Written resourceVersions the caches have not shown yet.
@@ -353,12 +372,12 @@ impl PendingWrites {
 }
 
 /// A NodeImage target for the planner, borrowed from the cache.
-pub fn as_targets(targets: &[(Arc<CachedNodeImage>, bool)]) -> Vec<Target<'_>> {
+pub fn as_targets(targets: &[(Arc<CachedNodeImage>, Option<Timestamp>)]) -> Vec<Target<'_>> {
     targets
         .iter()
-        .map(|(node_image, ready)| Target {
+        .map(|(node_image, not_ready_since)| Target {
             node_image,
-            ready: *ready,
+            not_ready_since: *not_ready_since,
         })
         .collect()
 }

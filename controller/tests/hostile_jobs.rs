@@ -219,3 +219,33 @@ async fn copies_hold_registry_credentials_only_and_are_confirmed_before_use() {
     );
     assert!(controller.terminate().await.success());
 }
+
+/// An Always job without a deadline over a node that stays NotReady completes
+/// once the node has been NotReady for the no-response window (shortened here),
+/// instead of running, and holding its tags and secret copies, forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stays_not_ready_does_not_keep_a_job_running() {
+    let Running {
+        cluster,
+        controller,
+        _agent,
+    } = running(Cluster::start().await, &["--node-no-response-timeout=3s"]).await;
+    cluster.set_ready("node-3", false).await;
+    let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
+    let spec = json!({"image": "alpine:3.20", "parallelism": 3, "completionPolicy": {"type": "Always"}});
+    jobs.create(&PostParams::default(), &job("no-deadline", spec))
+        .await
+        .unwrap();
+    let done = wait_status(&jobs, "no-deadline", "completion", 15 * SECONDS, |s| {
+        s["completionTime"].is_string()
+    })
+    .await;
+    assert_eq!(done["succeeded"], 2, "{done}");
+    assert_eq!(done["failedNodes"], json!(["node-3"]), "{done}");
+    let notes = event_notes(&cluster, "no-deadline", "NodeNotReady").await;
+    assert!(
+        notes.iter().any(|n| n.contains("node-3") && n.contains("3s")),
+        "{notes:?}"
+    );
+    assert!(controller.terminate().await.success());
+}

@@ -41,11 +41,22 @@ fn empty(name: &str) -> CachedNodeImage {
 }
 
 fn run(job: &ImagePullJob, nodes: &[CachedNodeImage], secrets: &[ReferenceObject]) -> Plan {
+    run_not_ready(job, nodes, secrets, &[])
+}
+
+/// `not_ready`: since when each of the first nodes has not been Ready.
+fn run_not_ready(
+    job: &ImagePullJob,
+    nodes: &[CachedNodeImage],
+    secrets: &[ReferenceObject],
+    not_ready: &[Option<&str>],
+) -> Plan {
     let targets: Vec<Target<'_>> = nodes
         .iter()
-        .map(|n| Target {
+        .enumerate()
+        .map(|(i, n)| Target {
             node_image: n,
-            ready: true,
+            not_ready_since: not_ready.get(i).copied().flatten().map(|t| t.parse().unwrap()),
         })
         .collect();
     plan(&Input {
@@ -56,6 +67,7 @@ fn run(job: &ImagePullJob, nodes: &[CachedNodeImage], secrets: &[ReferenceObject
             ttl_seconds_after_finished: Some(600),
             ..Default::default()
         },
+        no_response_seconds: 600,
         now: now(),
     })
 }
@@ -333,4 +345,46 @@ fn lifecycle_deletes_after_the_ttl() {
         }
     );
     assert_eq!(lifecycle(&job(spec, started()), now()), Lifecycle::Running);
+}
+
+/// A node NotReady for the no-response window with the job's tag unfinished
+/// there counts as failed, so an Always job without a deadline completes
+/// (its TTL then deletes it and releases its secrets and tags).
+#[test]
+fn a_node_not_ready_for_the_no_response_window_counts_as_failed() {
+    let spec = json!({"image": "nginx:1.20", "parallelism": 3, "completionPolicy": {"type": "Always"}});
+    let done = json!([{"tag": "1.20", "phase": "Succeeded", "version": 1}]);
+    let nodes = [
+        empty("node1"),
+        node(
+            "node2",
+            json!([owned("1.20", 1, UID)]),
+            json!([{"tag": "1.20", "phase": "Pulling", "version": 1}]),
+        ),
+        node("node3", json!([owned("1.20", 1, UID)]), done.clone()),
+        node("node4", json!([owned("1.20", 1, UID)]), done),
+    ];
+    let job = job(spec, started());
+    // 599 s NotReady: still waiting, looked at again when the window ends.
+    let recent = "2026-11-29T11:50:01Z";
+    let waiting = run_not_ready(&job, &nodes, &[], &[Some(recent), Some(recent), Some(recent)]);
+    assert!(waiting.status.completion_time.is_none());
+    assert_eq!(waiting.requeue_after, Some(1));
+    assert!(waiting.writes.is_empty(), "no new tag on a NotReady node");
+
+    let long = "2026-11-29T11:50:00Z";
+    let lost = run_not_ready(&job, &nodes, &[], &[Some(long), Some(long), Some(long)]);
+    let status = serde_json::to_value(&lost.status).unwrap();
+    assert_eq!(status["failedNodes"], json!(["node1", "node2"]), "{status}");
+    assert_eq!(
+        (status["succeeded"].clone(), status["failed"].clone()),
+        (json!(2), json!(2)),
+        "node3 kept its success"
+    );
+    assert_eq!(status["message"], "job has completed");
+    assert!(lost.notices.contains(&Notice::NodesNotReady {
+        nodes: vec!["node1".into(), "node2".into()],
+        seconds: 600
+    }));
+    assert_eq!(lost.requeue_after, None);
 }

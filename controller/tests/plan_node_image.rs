@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::Timestamp;
 use prewarm_controller::cached_node_image::CachedNodeImage;
-use prewarm_controller::plan::node_image::{Input, NodeFacts, OwnerFacts, Plan, plan};
+use prewarm_controller::plan::node_image::{Input, NO_RESPONSE_SECONDS, NodeFacts, OwnerFacts, Plan, plan};
 use serde_json::{Value, json};
 
 const NOW: &str = "2026-11-29T12:00:00Z";
@@ -59,6 +59,7 @@ fn run(node_image: Option<&CachedNodeImage>, labels: &BTreeMap<String, String>) 
         owner: &jobs,
         secret_exists: &|_, name| name == "secret1",
         creation_delay_seconds: 30,
+        no_response_seconds: NO_RESPONSE_SECONDS,
         now: now(),
     })
 }
@@ -207,6 +208,7 @@ fn creation_waits_for_the_delay_and_deletion_spares_fake_node_images() {
             owner: &jobs,
             secret_exists: &|_, _| true,
             creation_delay_seconds: 30,
+            no_response_seconds: NO_RESPONSE_SECONDS,
             now: now(),
         })
     };

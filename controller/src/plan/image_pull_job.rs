@@ -75,9 +75,9 @@ pub fn after_ttl(completed: &Time, ttl: Option<i32>, now: Timestamp) -> (bool, O
 #[derive(Clone, Copy, Debug)]
 pub struct Target<'a> {
     pub node_image: &'a CachedNodeImage,
-    /// False while the Node's Ready condition is not True. A NodeImage with no
-    /// Node (made by hand) counts as ready, as in OpenKruise.
-    pub ready: bool,
+    /// Since when the Node's Ready condition has not been True; `None` while it
+    /// is. A NodeImage with no Node (made by hand) counts as ready, as in OpenKruise.
+    pub not_ready_since: Option<Timestamp>,
 }
 
 impl Target<'_> {
@@ -95,6 +95,9 @@ pub struct Input<'a> {
     pub secrets: &'a [ReferenceObject],
     /// The pull policy for tags this job creates (`tag_policy::tag_pull_policy`).
     pub tag_policy: &'a ImageTagPullPolicy,
+    /// A node NotReady this long, with the job's tag unfinished there, counts
+    /// as failed (the NodeImage lifecycle's no-response window).
+    pub no_response_seconds: i64,
     pub now: Timestamp,
 }
 
@@ -114,12 +117,30 @@ pub struct EntryWrite {
 /// What users should hear about, as events on the job.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Notice {
-    Started { desired: usize },
-    NodesFailed { nodes: Vec<String> },
-    NodeImageFull { node: String },
-    Completed { succeeded: i32, failed: i32 },
-    DeadlineExceeded { failed: i32 },
-    InvalidImage { message: String },
+    Started {
+        desired: usize,
+    },
+    NodesFailed {
+        nodes: Vec<String>,
+    },
+    NodeImageFull {
+        node: String,
+    },
+    /// Nodes counted as failed after `seconds` NotReady.
+    NodesNotReady {
+        nodes: Vec<String>,
+        seconds: i64,
+    },
+    Completed {
+        succeeded: i32,
+        failed: i32,
+    },
+    DeadlineExceeded {
+        failed: i32,
+    },
+    InvalidImage {
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -144,6 +165,15 @@ enum NodeState {
     WaitingReady,
     /// Not there yet, and the NodeImage has no room for another image.
     Full,
+    /// Unfinished, on a node NotReady for the no-response window or longer:
+    /// counted as failed, so a job without a deadline still completes.
+    LostNotReady,
+}
+
+impl NodeState {
+    fn failed(self) -> bool {
+        matches!(self, Self::Failed | Self::Full | Self::LostNotReady)
+    }
 }
 
 pub fn plan(input: &Input<'_>) -> Plan {
@@ -182,11 +212,23 @@ pub fn plan(input: &Input<'_>) -> Plan {
     };
     let (image, tag) = (reference.familiar_name(), reference.tag_or_digest().to_owned());
     let uid = job.metadata.uid.as_deref().unwrap_or_default();
-    let mut states: Vec<NodeState> = targets.iter().map(|t| node_state(t, &image, &tag, uid)).collect();
+    let mut states: Vec<NodeState> = targets
+        .iter()
+        .map(|t| {
+            let state = node_state(t, &image, &tag, uid);
+            let lost = t
+                .not_ready_since
+                .is_some_and(|since| seconds_between(since, now) >= input.no_response_seconds);
+            match state {
+                NodeState::Active | NodeState::NotSynced | NodeState::WaitingReady if lost => NodeState::LostNotReady,
+                other => other,
+            }
+        })
+        .collect();
     let desired = targets.len();
     let finished = states
         .iter()
-        .filter(|s| matches!(s, NodeState::Succeeded | NodeState::Failed | NodeState::Full))
+        .filter(|s| **s == NodeState::Succeeded || s.failed())
         .count();
     let never = is_never(&job.spec);
     let deadline = job
@@ -236,7 +278,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
     let failed_nodes: Vec<String> = targets
         .iter()
         .zip(&states)
-        .filter(|(_, s)| matches!(s, NodeState::Failed | NodeState::Full))
+        .filter(|(_, s)| s.failed())
         .map(|(t, _)| t.name().to_owned())
         .collect();
     let failed = failed_nodes.len();
@@ -270,6 +312,18 @@ pub fn plan(input: &Input<'_>) -> Plan {
             });
         }
     }
+    let lost: Vec<String> = targets
+        .iter()
+        .zip(&states)
+        .filter(|(t, s)| **s == NodeState::LostNotReady && newly_failed.iter().any(|n| n == t.name()))
+        .map(|(t, _)| t.name().to_owned())
+        .collect();
+    if !lost.is_empty() {
+        notices.push(Notice::NodesNotReady {
+            nodes: lost,
+            seconds: input.no_response_seconds,
+        });
+    }
     if !newly_failed.is_empty() {
         notices.push(Notice::NodesFailed { nodes: newly_failed });
     }
@@ -279,9 +333,25 @@ pub fn plan(input: &Input<'_>) -> Plan {
             failed: count(failed),
         });
     }
+    // Look again at the deadline, and when a waiting NotReady node's window ends.
+    let window_ends = targets
+        .iter()
+        .zip(&states)
+        .filter(|(_, s)| matches!(s, NodeState::Active | NodeState::WaitingReady))
+        .filter_map(|(t, _)| t.not_ready_since)
+        .map(|since| {
+            input
+                .no_response_seconds
+                .saturating_sub(seconds_between(since, now))
+                .max(1)
+        })
+        .min();
     let requeue_after = deadline
-        .filter(|_| !completed)
-        .map(|deadline| deadline.saturating_sub(elapsed).max(1));
+        .map(|deadline| deadline.saturating_sub(elapsed).max(1))
+        .into_iter()
+        .chain(window_ends)
+        .min()
+        .filter(|_| !completed);
     let status = ImagePullJobStatus {
         start_time: Some(start),
         completion_time: completed.then_some(Time(now)),
@@ -319,7 +389,7 @@ fn node_state(target: &Target<'_>, image: &str, tag: &str, uid: &str) -> NodeSta
     let entry = images.and_then(|i| i.get(image));
     let spec_tag = entry.and_then(|e| e.tags.iter().find(|t| t.tag == tag));
     let Some(spec_tag) = spec_tag.filter(|t| owned_by(t, uid)) else {
-        return if !target.ready {
+        return if target.not_ready_since.is_some() {
             NodeState::WaitingReady
         } else if entry.is_none() && images.is_some_and(|i| i.len() >= MAX_IMAGES) {
             NodeState::Full

@@ -55,6 +55,9 @@ pub struct Input<'a> {
     /// Whether the Secret `namespace/name` exists.
     pub secret_exists: &'a dyn Fn(&str, &str) -> bool,
     pub creation_delay_seconds: i64,
+    /// How long a tag may go unanswered (or unfinished past its deadline)
+    /// before it is failed: [`NO_RESPONSE_SECONDS`] but in tests.
+    pub no_response_seconds: i64,
     pub now: Timestamp,
 }
 
@@ -336,7 +339,7 @@ fn fail_silent_tags(
                     let deadline = tag.pull_policy.as_ref().and_then(|p| p.active_deadline_seconds);
                     match deadline.filter(|_| s.completion_time.is_none()) {
                         Some(deadline) => {
-                            let left = deadline.saturating_add(NO_RESPONSE_SECONDS).saturating_sub(age);
+                            let left = deadline.saturating_add(input.no_response_seconds).saturating_sub(age);
                             if left > 0 {
                                 keep_sooner(requeue, left);
                                 continue;
@@ -347,7 +350,7 @@ fn fail_silent_tags(
                     }
                 }
                 _ => {
-                    let left = NO_RESPONSE_SECONDS.saturating_sub(age);
+                    let left = input.no_response_seconds.saturating_sub(age);
                     if left > 0 {
                         keep_sooner(requeue, left);
                         continue;

@@ -120,6 +120,7 @@ async fn run(
         targets: &targets,
         secrets: &synced.plan.refs,
         tag_policy: &tag_policy,
+        no_response_seconds: ctx.settings.no_response_seconds,
         now: now(),
     });
     let writes: Vec<_> = plan.writes.iter().map(|w| write_entry(ctx, key, w)).collect();
@@ -193,6 +194,15 @@ fn describe(job: &ImagePullJob, notice: &Notice) -> (EventType, &'static str, St
             format!(
                 "NodeImage {node} already lists {} images, the most allowed; {image} is not pulled there",
                 prewarm_api::node_image::MAX_IMAGES
+            ),
+        ),
+        Notice::NodesNotReady { nodes, seconds } => (
+            EventType::Warning,
+            "NodeNotReady",
+            format!(
+                "{} node(s) not Ready for {seconds}s or more, counted as failed for {image}: {}",
+                nodes.len(),
+                describe_nodes(nodes)
             ),
         ),
         Notice::Completed { succeeded, failed } => (

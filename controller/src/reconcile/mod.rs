@@ -27,6 +27,8 @@ pub struct Settings {
     pub agent_namespace: String,
     pub default_ttl_for_always: i64,
     pub creation_delay_seconds: i64,
+    /// A tag unanswered this long fails; a node NotReady this long fails its jobs.
+    pub no_response_seconds: i64,
 }
 
 #[derive(Clone)]

@@ -51,6 +51,7 @@ pub async fn reconcile(ctx: &Context, name: String) -> Result<Option<Duration>, 
         owner: &owner,
         secret_exists: &secret_exists,
         creation_delay_seconds: ctx.settings.creation_delay_seconds,
+        no_response_seconds: ctx.settings.no_response_seconds,
         now: now(),
     });
     let api: Api<NodeImage> = Api::all(ctx.client.clone());

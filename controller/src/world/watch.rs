@@ -12,7 +12,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob};
 
-use super::{SecretMeta, World, Writers, ready_since};
+use super::{SecretMeta, World, Writers, not_ready_since, ready_since};
 use crate::cached_node_image::CachedNodeImage;
 use crate::index::ObjectKey;
 use crate::plan::selection::{Selection, active_pod_node, selection};
@@ -197,9 +197,7 @@ fn on_node(world: &World, old: Option<&Node>, new: Option<&Node>) {
             )
         })
     };
-    world
-        .index()
-        .set_not_ready(&name, new.is_some_and(|n| ready_since(n).is_none()));
+    world.index().set_not_ready(&name, new.and_then(not_ready_since));
     if facts(old) == facts(new) {
         return;
     }

@@ -171,9 +171,11 @@ pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
+/// The Ready condition as the node lifecycle controller writes it on a change:
+/// its last transition is now.
 fn ready_condition(ready: bool) -> Value {
     json!({"type": "Ready", "status": if ready { "True" } else { "False" },
-           "lastTransitionTime": "2026-01-01T00:00:00Z", "reason": "KubeletReady", "message": ""})
+           "lastTransitionTime": now(), "reason": "KubeletReady", "message": ""})
 }
 
 fn free_port() -> u16 {
