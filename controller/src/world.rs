@@ -227,13 +227,18 @@ impl World {
 
     /// Active jobs that target the node now (labels and pods checked).
     pub fn jobs_for_node(&self, node: &str) -> BTreeSet<ObjectKey> {
+        self.jobs_for_node_labelled(node, self.node_labels(node).as_ref())
+    }
+
+    /// Active jobs that target the node were it labelled `labels`: with the
+    /// labels a change replaced, the jobs that lose the node.
+    pub fn jobs_for_node_labelled(&self, node: &str, labels: Option<&BTreeMap<String, String>>) -> BTreeSet<ObjectKey> {
         let candidates = self.index().candidate_jobs(node);
         let mut jobs = candidates.certain;
-        let labels = self.node_labels(node);
         for key in candidates.by_labels {
             if let Some(job) = self.job(&key)
                 && let Selection::Labels(selector) = selection(&job.spec)
-                && selector.matches(labels.as_ref())
+                && selector.matches(labels)
             {
                 jobs.insert(key);
             }

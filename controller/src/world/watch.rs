@@ -17,6 +17,7 @@ use crate::cached_node_image::CachedNodeImage;
 use crate::index::ObjectKey;
 use crate::plan::selection::{Selection, active_pod_node, selection};
 use crate::trim;
+use prewarm_api::node_image::MAX_IMAGES;
 
 /// Starts the watch loops. Each returns only when its stream ends.
 pub fn watch(client: &Client, world: &Arc<World>, writers: Writers) -> Vec<tokio::task::JoinHandle<()>> {
@@ -141,10 +142,15 @@ fn on_job(world: &World, old: Option<&ImagePullJob>, new: Option<&ImagePullJob>)
         world.enqueue_job(key);
     }
     // A job that is going, or was replaced by one of the same name, leaves
-    // owner references behind: its NodeImages are pruned.
+    // owner references behind: its NodeImages are pruned. One that completed
+    // starts its tags' TTLs, which nothing else would wake a quiet node for.
     let old_uid = old.and_then(|j| j.metadata.uid.clone());
     let going = new.is_none_or(|j| j.metadata.deletion_timestamp.is_some() || j.metadata.uid != old_uid);
-    if going {
+    let completed = |j: Option<&ImagePullJob>| {
+        j.and_then(|j| j.status.as_ref())
+            .is_some_and(|s| s.completion_time.is_some())
+    };
+    if going || completed(new) != completed(old) {
         let uids = [old_uid, new.and_then(|j| j.metadata.uid.clone())];
         let nodes: BTreeSet<String> = {
             let index = world.index();
@@ -174,8 +180,17 @@ fn on_node_image(world: &World, old: Option<&CachedNodeImage>, new: Option<&Cach
         (Some(old), Some(new)) => old.metadata.labels != new.metadata.labels,
         _ => true,
     };
-    let mut jobs = if membership_changed {
-        world.jobs_for_node(&name)
+    // Room freed on a NodeImage that was full: the jobs that found it full retry.
+    let image_count = |n: Option<&CachedNodeImage>| n.and_then(|n| n.spec.images.as_ref()).map_or(0, |i| i.len());
+    let room_freed = image_count(old) >= MAX_IMAGES && image_count(new) < MAX_IMAGES;
+    let mut jobs = if membership_changed || room_freed {
+        let mut jobs = world.jobs_for_node(&name);
+        // A NodeImage without a Node is selected by its own labels: the jobs of
+        // the labels it had lose it.
+        if world.node(&name).is_none() {
+            jobs.extend(world.jobs_for_node_labelled(&name, old.and_then(|o| o.metadata.labels.as_ref())));
+        }
+        jobs
     } else {
         BTreeSet::new()
     };
@@ -202,7 +217,11 @@ fn on_node(world: &World, old: Option<&Node>, new: Option<&Node>) {
         return;
     }
     world.node_queue.add(name.clone());
-    for job in world.jobs_for_node(&name) {
+    // The jobs that select the node now, and those that selected it by the
+    // labels it had: a relabelled node may have left a job's selection.
+    let mut jobs = world.jobs_for_node(&name);
+    jobs.extend(world.jobs_for_node_labelled(&name, old.and_then(|o| o.metadata.labels.as_ref())));
+    for job in jobs {
         world.enqueue_job(job);
     }
 }
@@ -253,5 +272,103 @@ fn on_secret(world: &World, old: Option<&SecretMeta>, new: Option<&SecretMeta>) 
     }
     for job in jobs {
         world.enqueue_job(job);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job(completed: bool) -> ImagePullJob {
+        let status = if completed {
+            json!({"desired": 1, "completionTime": "2026-12-01T00:00:00Z"})
+        } else {
+            json!({"desired": 1})
+        };
+        serde_json::from_value(
+            json!({"metadata": {"name": "job", "namespace": "default", "uid": "job-uid",
+            "resourceVersion": "1"}, "spec": {"image": "nginx:1"}, "status": status}),
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    #[test]
+    fn a_job_that_completes_wakes_the_node_images_holding_its_tags() {
+        let (world, _writers) = World::new(std::time::Duration::ZERO);
+        let node_image: CachedNodeImage = serde_json::from_value(json!({"metadata": {"name": "node-1"},
+            "spec": {"images": {"nginx": {"tags": [{"tag": "1", "ownerReferences": [{"uid": "job-uid",
+                "name": "job", "namespace": "default", "kind": "ImagePullJob", "apiVersion": "apps.kruise.io/v1beta1"}]}]}}}}))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        world.index().set_node_image("node-1", Some(&node_image));
+        on_job(&world, Some(&job(false)), Some(&job(false)));
+        assert!(
+            world.node_queue.is_empty(),
+            "a running job's progress wakes no NodeImage"
+        );
+        on_job(&world, Some(&job(false)), Some(&job(true)));
+        assert_eq!(
+            world.node_queue.len(),
+            1,
+            "completion starts the tags' TTLs: node-1 is looked at"
+        );
+    }
+
+    fn node(labels: serde_json::Value) -> Node {
+        serde_json::from_value(
+            json!({"metadata": {"name": "node-1", "labels": labels, "resourceVersion": "1"},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn relabelling_a_node_wakes_the_jobs_that_lose_it() {
+        let (world, mut writers) = World::new(std::time::Duration::ZERO);
+        let selecting: ImagePullJob = serde_json::from_value(json!({"metadata": {"name": "zone-a",
+            "namespace": "default", "uid": "a", "resourceVersion": "1"},
+            "spec": {"image": "nginx:1", "selector": {"matchLabels": {"zone": "a"}}}}))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        writers
+            .jobs
+            .apply_watcher_event(&watcher::Event::Apply(selecting.clone()));
+        on_job(&world, None, Some(&selecting));
+        let key = world.job_queue.next().await;
+        world.job_queue.done(&key, crate::queue::Outcome::Success(None));
+        assert!(world.job_queue.is_empty());
+
+        let (before, after) = (node(json!({"zone": "a"})), node(json!({"zone": "b"})));
+        writers.nodes.apply_watcher_event(&watcher::Event::Apply(after.clone()));
+        on_node(&world, Some(&before), Some(&after));
+        assert_eq!(world.job_queue.len(), 1, "zone-a's job lost node-1 and must recount");
+    }
+
+    fn with_images(count: usize) -> CachedNodeImage {
+        let images: serde_json::Map<String, serde_json::Value> = (0..count)
+            .map(|i| (format!("image-{i}"), json!({"tags": [{"tag": "1"}]})))
+            .collect();
+        serde_json::from_value(json!({"metadata": {"name": "node-1"}, "spec": {"images": images}}))
+            .unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn room_freed_on_a_full_node_image_wakes_its_jobs() {
+        let (world, mut writers) = World::new(std::time::Duration::ZERO);
+        let named: ImagePullJob = serde_json::from_value(json!({"metadata": {"name": "named",
+            "namespace": "default", "uid": "n", "resourceVersion": "1"},
+            "spec": {"image": "nginx:1", "selector": {"names": ["node-1"]}}}))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        writers.jobs.apply_watcher_event(&watcher::Event::Apply(named.clone()));
+        on_job(&world, None, Some(&named));
+        let key = world.job_queue.next().await;
+        world.job_queue.done(&key, crate::queue::Outcome::Success(None));
+        on_node_image(&world, Some(&with_images(MAX_IMAGES)), Some(&with_images(MAX_IMAGES)));
+        assert!(world.job_queue.is_empty(), "nothing changed for the job");
+        on_node_image(
+            &world,
+            Some(&with_images(MAX_IMAGES)),
+            Some(&with_images(MAX_IMAGES - 1)),
+        );
+        assert_eq!(world.job_queue.len(), 1, "the job that found node-1 full tries again");
     }
 }
