@@ -157,6 +157,20 @@ impl World {
         self.job_queue.add_after(key, window);
     }
 
+    /// Drops what this controller remembers of a job that is gone: the
+    /// expectation of its last write and its NodeImage writes not yet seen.
+    pub fn forget_job(&self, key: &ObjectKey) {
+        self.expectations
+            .forget(&crate::reconcile::image_pull_job::job_expectation(key));
+        self.pending_writes.forget(&key.to_string());
+    }
+
+    /// Drops the expectation of a list job that is gone.
+    pub fn forget_list_job(&self, key: &ObjectKey) {
+        self.expectations
+            .forget(&crate::reconcile::image_list_pull_job::expectation(key));
+    }
+
     /// Everything, as after a restart or on becoming leader.
     pub fn enqueue_all(&self) {
         for job in self.jobs.state() {
@@ -332,6 +346,19 @@ impl Expectations {
         }
         reached
     }
+
+    /// Forgets `key` (its object is gone).
+    pub fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The NodeImage writes of each job, by NodeImage, until the cache shows
@@ -373,6 +400,20 @@ impl PendingWrites {
             pending.remove(job);
         }
         settled
+    }
+
+    /// Forgets the writes of `job` (it is gone).
+    pub fn forget(&self, job: &str) {
+        self.lock().remove(job);
+    }
+
+    /// Jobs with writes the cache has not shown.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

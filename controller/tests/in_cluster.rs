@@ -375,3 +375,37 @@ async fn not_ready_nodes_wait_and_a_hand_added_tag_lives_until_its_ttl() {
     })
     .await;
 }
+
+/// Each distinct message is an event of its own: nodes failing one after the
+/// other each get their `PullImageFailed`, not a repeat count on the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_distinct_event_message_is_kept() {
+    let Running {
+        cluster,
+        controller,
+        _agent,
+    } = running(Cluster::start().await, &[]).await;
+    let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
+    let spec = json!({"image": "missing:1", "parallelism": 1, "completionPolicy": {"type": "Always"}});
+    jobs.create(&PostParams::default(), &job("one-by-one", spec))
+        .await
+        .unwrap();
+    wait_status(&jobs, "one-by-one", "completion", 20 * SECONDS, |s| {
+        s["completionTime"].is_string()
+    })
+    .await;
+    let notes = eventually("three failure events", 5 * SECONDS, || async {
+        let notes = event_notes(&cluster, "one-by-one", "PullImageFailed").await;
+        (notes.len() == 3).then_some(notes)
+    })
+    .await;
+    for node in ["node-1", "node-2", "node-3"] {
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.ends_with(&format!(": {node}; see the NodeImage of each node"))),
+            "{node}: {notes:?}"
+        );
+    }
+    assert!(controller.terminate().await.success());
+}

@@ -15,12 +15,14 @@ use crate::plan::image_list_pull_job::{
     self, ListLifecycle, REASON_CREATED, REASON_DELETED, REVISION_LABEL, is_child_for, lifecycle, revision,
 };
 
-fn expectation(key: &ObjectKey) -> String {
+pub fn expectation(key: &ObjectKey) -> String {
     format!("imagelistpulljob/{key}")
 }
 
 pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>, Error> {
     let Some(list) = ctx.world.list_job(&key) else {
+        // Gone, perhaps while a pass was writing: nothing to wait for any more.
+        ctx.world.forget_list_job(&key);
         return Ok(None);
     };
     let expected = expectation(&key);

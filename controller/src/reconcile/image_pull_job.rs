@@ -29,6 +29,8 @@ pub fn job_expectation(key: &ObjectKey) -> String {
 
 pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>, Error> {
     let Some(job) = ctx.world.job(&key) else {
+        // Gone, perhaps while a pass was writing: nothing to wait for any more.
+        ctx.world.forget_job(&key);
         return Ok(None);
     };
     if !ctx

@@ -103,9 +103,20 @@ pub fn status_patch<S: serde::Serialize>(old: &Option<S>, new: &S) -> Option<ser
     crate::patch::merge_diff(&old, &new).map(|diff| serde_json::json!({ "status": diff }))
 }
 
+/// An event's `action`: its reason and a hash of its note. kube's recorder
+/// counts an event as a repeat of an earlier one with the same action and
+/// reason, and keeps the earlier note; with the note in the action, a repeat of
+/// the same message grows a series while another message is an event of its own.
+pub fn event_action(reason: &str, note: &str) -> String {
+    let hash = note.bytes().fold(0x811c_9dc5_u32, |hash, b| {
+        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("{reason}-{hash:08x}")
+}
+
 impl Context {
-    /// Publishes an event; a failure is logged, never fatal. Repeats of a
-    /// reason about one object become one event with a growing series, as
+    /// Publishes an event; a failure is logged, never fatal. Repeats of one
+    /// message about one object become one event with a growing series, as
     /// client-go aggregates them: the reference leaves out the resourceVersion,
     /// which changes with every write and would make each repeat a new event.
     pub async fn event(&self, regarding: &ObjectReference, type_: EventType, reason: &str, note: String) {
@@ -116,8 +127,8 @@ impl Context {
         let event = Event {
             type_,
             reason: reason.to_owned(),
+            action: event_action(reason, &note),
             note: Some(note),
-            action: reason.to_owned(),
             secondary: None,
         };
         self.metrics.wrote("create", "events");

@@ -138,8 +138,13 @@ fn on_job(world: &World, old: Option<&ImagePullJob>, new: Option<&ImagePullJob>)
             }
         }
     }
+    // A deleted job too: its pass finds it gone and forgets what was awaited
+    // for it, also what a pass running at the deletion still recorded.
     if new.is_some() {
-        world.enqueue_job(key);
+        world.enqueue_job(key.clone());
+    } else {
+        world.forget_job(&key);
+        world.job_queue.add(key.clone());
     }
     // A job that is going, or was replaced by one of the same name, leaves
     // owner references behind: its NodeImages are pruned. One that completed
@@ -165,10 +170,13 @@ fn on_job(world: &World, old: Option<&ImagePullJob>, new: Option<&ImagePullJob>)
     }
 }
 
-fn on_list_job(world: &World, _old: Option<&ImageListPullJob>, new: Option<&ImageListPullJob>) {
-    if let Some(list) = new {
-        world.list_queue.add(ObjectKey::of(&list.metadata));
+fn on_list_job(world: &World, old: Option<&ImageListPullJob>, new: Option<&ImageListPullJob>) {
+    let Some(any) = new.or(old) else { return };
+    let key = ObjectKey::of(&any.metadata);
+    if new.is_none() {
+        world.forget_list_job(&key);
     }
+    world.list_queue.add(key);
 }
 
 fn on_node_image(world: &World, old: Option<&CachedNodeImage>, new: Option<&CachedNodeImage>) {
@@ -370,5 +378,23 @@ mod tests {
             Some(&with_images(MAX_IMAGES - 1)),
         );
         assert_eq!(world.job_queue.len(), 1, "the job that found node-1 full tries again");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_job_leaves_nothing_awaited_behind() {
+        let (world, _writers) = World::new(std::time::Duration::ZERO);
+        let gone = job(false);
+        let key = ObjectKey::of(&gone.metadata);
+        world
+            .expectations
+            .expect(crate::reconcile::image_pull_job::job_expectation(&key), Some("5"));
+        world.pending_writes.expect(&key.to_string(), "node-1", Some("7"));
+        on_job(&world, Some(&gone), None);
+        assert!(world.expectations.is_empty() && world.pending_writes.is_empty());
+        assert_eq!(
+            world.job_queue.next().await,
+            key,
+            "queued, so a pass that was running is followed by one that forgets"
+        );
     }
 }
