@@ -140,6 +140,11 @@ impl FieldError {
         Self::new(path, Reason::TypeInvalid, None, detail)
     }
 
+    /// A value of the wrong type, shown as Kubernetes shows it.
+    pub fn wrong_type(path: FieldPath, value: impl Into<Value>, detail: impl Into<String>) -> Self {
+        Self::new(path, Reason::TypeInvalid, Some(value.into()), detail)
+    }
+
     /// The message without the field path, as in `status.details.causes[].message`.
     pub fn body(&self) -> String {
         let mut body = self.reason.summary().to_owned();

@@ -13,6 +13,7 @@ mod kinds;
 pub mod names;
 pub mod node_image;
 pub mod reference;
+pub mod schema;
 pub mod spec;
 pub mod text;
 pub mod v1alpha1;

@@ -10,7 +10,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::admission::Kind;
 use crate::field::{FieldError, FieldPath, Report};
+use crate::schema::{self, Step};
 
 #[derive(Clone, Copy, Debug)]
 pub enum Spec<'a> {
@@ -85,8 +87,8 @@ impl<'a> Spec<'a> {
     }
 
     /// The spec in its type; otherwise one field error at the path where it
-    /// stops fitting, and `None`.
-    pub(crate) fn decode_or_report<T: DeserializeOwned>(self, report: &mut Report) -> Option<T> {
+    /// stops fitting, saying what `kind`'s schema accepts there, and `None`.
+    pub(crate) fn decode_or_report<T: DeserializeOwned>(self, kind: Kind, report: &mut Report) -> Option<T> {
         let tree = match self.decode() {
             Decoded::Typed(typed) => return Some(typed),
             Decoded::Tree(tree) => tree,
@@ -104,19 +106,39 @@ impl<'a> Spec<'a> {
             Ok(typed) => return Some(typed),
             Err(error) => error,
         };
-        let mut path = root;
-        for segment in error.path().iter() {
-            path = match segment {
-                serde_path_to_error::Segment::Seq { index } => path.index(*index),
-                serde_path_to_error::Segment::Map { key } => path.child(key),
-                serde_path_to_error::Segment::Enum { variant } => path.child(variant),
-                serde_path_to_error::Segment::Unknown => path,
-            };
-        }
+        let segments: Vec<serde_path_to_error::Segment> = error.path().iter().cloned().collect();
         let message = error.into_inner().to_string();
-        report.error(match missing_field(&message) {
-            Some(field) => FieldError::required(path.child(field), ""),
-            None => FieldError::type_invalid(path, message),
+        let mut path = root;
+        let mut steps = vec![Step::Member("spec")];
+        let mut value = Some(&tree);
+        for segment in &segments {
+            match segment {
+                serde_path_to_error::Segment::Seq { index } => {
+                    path = path.index(*index);
+                    steps.push(Step::Item);
+                    value = value.and_then(|v| v.get(*index));
+                }
+                serde_path_to_error::Segment::Map { key } => {
+                    // A map entry's key, or a field: the schema says which.
+                    let is_entry = schema::root(kind)
+                        .and_then(|root| schema::descend(root, &steps))
+                        .is_some_and(|s| s.get("properties").is_none());
+                    path = if is_entry { path.key(key) } else { path.child(key) };
+                    steps.push(Step::Member(key));
+                    value = value.and_then(|v| v.get(key.as_str()));
+                }
+                serde_path_to_error::Segment::Enum { variant } => path = path.child(variant),
+                serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        let field_schema = schema::root(kind).and_then(|root| schema::descend(root, &steps));
+        report.error(match (missing_field(&message), field_schema, value) {
+            (Some(field), ..) => FieldError::required(path.child(field), ""),
+            (None, Some(field_schema), Some(value)) => {
+                FieldError::wrong_type(path, schema::shown(value), schema::expectation(field_schema, value))
+            }
+            // Not found in the schema: say no more than that the value does not fit.
+            (None, ..) => FieldError::type_invalid(path, "has the wrong type"),
         });
         None
     }

@@ -13,7 +13,7 @@ use prewarm_api::admission::Kind;
 use prewarm_api::gates::FeatureGates;
 use prewarm_webhook::review::{Endpoint, Route, review};
 use prewarm_webhook::validate::yaml::split_documents;
-use prewarm_webhook::validate::{OldObjects, Settings, Status, check_chunk};
+use prewarm_webhook::validate::{OldObjects, Settings, Status, UnknownFields, check_chunk};
 use serde_json::{Value, json};
 
 fn now() -> Time {
@@ -101,6 +101,8 @@ fn compare(file: &str, text: &str, gates: &FeatureGates, old: &OldObjects) -> us
     let settings = Settings {
         gates: *gates,
         reject_unknown: false,
+        // The webhook never sees unknown fields: the API server refuses or prunes them first.
+        unknown_fields: UnknownFields::Ignore,
         old: old.clone(),
         keep_defaulted: true,
     };

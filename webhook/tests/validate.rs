@@ -373,7 +373,8 @@ fn text_junit_and_github_formats() {
 #[test]
 fn show_defaults_prints_every_document_defaulted_in_order() {
     let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\napiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata: {name: j}\nspec:\n  image: nginx:1.9.1\n  x-unknown: kept\n";
-    let (code, stdout, stderr) = validate(&[GATE_ON, "--show-defaults", "-"], manifest);
+    // Ignored unknown fields are kept in the output, as written.
+    let (code, stdout, stderr) = validate(&[GATE_ON, "--show-defaults", "--unknown-fields=ignore", "-"], manifest);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.ends_with("2 documents in 1 file: 1 valid, 0 invalid, 1 skipped (0 errors, 0 warnings)\n"),
@@ -401,4 +402,103 @@ fn an_alias_bomb_is_an_invalid_document_not_an_exhausted_machine() {
     let (code, stdout, _) = validate(&[GATE_ON, "-"], &bomb);
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("more than 1000000 nodes"), "{stdout}");
+}
+
+/// What a cluster's `kubectl apply` refuses, `validate` refuses too (issue #30):
+/// misspelt and unknown fields with a suggestion, metadata the API server refuses,
+/// and typos of prewarm's kinds and group as warnings naming the intended one.
+#[test]
+fn what_the_cluster_refuses_is_refused_offline() {
+    let manifest = "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata:\n  name: job\nspec:\n  image: nginx:1.9.1\n  paralelism: 3\n  selector: {name: [node-1]}\n  pullPolicy:\n    timeoutSecond: 60\n    backoffLimit: 3\n";
+    let (code, stdout, _) = validate(&[GATE_ON, "-"], manifest);
+    assert_eq!(code, 1, "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "<stdin>:7:3: error: ImagePullJob job (document 1): spec.paralelism: unknown field; did you mean spec.parallelism?"
+    );
+    assert_eq!(
+        lines[1],
+        "<stdin>:8:14: error: ImagePullJob job (document 1): spec.selector.name: unknown field; did you mean spec.selector.names?"
+    );
+    assert_eq!(
+        lines[2],
+        "<stdin>:10:5: error: ImagePullJob job (document 1): spec.pullPolicy.timeoutSecond: unknown field; did you mean spec.pullPolicy.timeoutSeconds?"
+    );
+    let (code, stdout, _) = validate(&[GATE_ON, "--unknown-fields=warn", "-"], manifest);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("warning: ImagePullJob job (document 1): spec.paralelism: unknown field"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = validate(&[GATE_ON, "--unknown-fields=ignore", "-"], manifest);
+    assert_eq!((code, stdout.contains("unknown field")), (0, false), "{stdout}");
+
+    let metadata = "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata:\n  namespace: default\nspec: {image: nginx:1.9.1}\n---\napiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata: {name: Bad_Name}\nspec: {image: nginx:1.9.1}\n---\napiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata: {generateName: warm-}\nspec: {image: nginx:1.9.1}\n";
+    let (code, stdout, _) = validate(&[GATE_ON, "-"], metadata);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("(document 1): metadata.name: Required value: name or generateName is required"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(document 2): metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is"), "{stdout}");
+    assert!(
+        !stdout.contains("document 3): metadata"),
+        "generateName is enough: {stdout}"
+    );
+
+    let typos = "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePulljob\nmetadata: {name: a}\n---\napiVersion: apps.kruse.io/v1alpha1\nkind: ImagePullJob\nmetadata: {name: b}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n";
+    let (code, stdout, _) = validate(&[GATE_ON, "-"], typos);
+    assert_eq!(code, 0, "skipped with warnings: {stdout}");
+    assert!(stdout.contains("<stdin>:1:1: warning: ImagePulljob a (document 1): apps.kruise.io/v1alpha1 ImagePulljob is not a kind prewarm validates, so it was not checked: did you mean apps.kruise.io/v1alpha1 ImagePullJob?"), "{stdout}");
+    assert!(stdout.contains("(document 2): apps.kruse.io/v1alpha1 ImagePullJob is not a kind prewarm validates, so it was not checked: did you mean apps.kruise.io/v1alpha1 ImagePullJob?"), "{stdout}");
+    assert!(
+        !stdout.contains("ConfigMap c (document 3)"),
+        "an unrelated kind is skipped quietly: {stdout}"
+    );
+    let (code, _, _) = validate(&[GATE_ON, "--fail-on-warning", "-"], typos);
+    assert_eq!(code, 1, "a pipeline can make a typo fatal");
+}
+
+/// A value of the wrong type says what the field accepts, in Kubernetes'
+/// words, with no decoder or Rust type name, in `validate` and the webhook alike.
+#[test]
+fn wrong_types_are_explained_in_kubernetes_words() {
+    let manifest = "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata: {name: a}\nspec:\n  image: nginx:1.9.1\n  pullPolicy: {timeoutSeconds: \"600\"}\n---\napiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata: {name: b}\nspec:\n  image: nginx:1.9.1\n  parallelism: 1e+32\n---\napiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata: {name: c}\nspec:\n  image: nginx:1.9.1\n  parallelism: \"2147483648\"\n---\napiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata: {name: d}\nspec:\n  image: nginx:1.9.1\n  selector: {names: node-1}\n";
+    let (code, stdout, _) = validate(&[GATE_ON, "-"], manifest);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("<stdin>:6:16: error: ImagePullJob a (document 1): spec.pullPolicy.timeoutSeconds: Invalid value: \"600\": must be an integer"), "{stdout}");
+    let int32 = "must be at most 2147483647 (an int32), or a percentage such as \"25%\"";
+    assert!(
+        stdout.contains(&format!(
+            "ImagePullJob b (document 2): spec.parallelism: Invalid value: 1e+32: {int32}"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "ImagePullJob c (document 3): spec.parallelism: Invalid value: \"2147483648\": {int32}"
+        )),
+        "unquoted and quoted alike: {stdout}"
+    );
+    assert!(
+        stdout.contains("ImagePullJob d (document 4): spec.selector.names: Invalid value: \"node-1\": must be a list"),
+        "{stdout}"
+    );
+    for jargon in ["invalid type", "expected", "i32", "IntOrString", "sequence"] {
+        assert!(!stdout.contains(jargon), "{jargon}: {stdout}");
+    }
+}
+
+#[test]
+fn a_yaml_syntax_error_names_its_line_and_document_once() {
+    let (code, stdout, _) = validate(
+        &[GATE_ON, "-"],
+        "apiVersion: v1\nkind: ImagePullJob\nmetadata:\n  name: x\n   bad: 1\n",
+    );
+    assert_eq!(code, 1, "{stdout}");
+    assert_eq!(
+        stdout.lines().next(),
+        Some("<stdin>:5:7: error: document 1: YAML syntax error: mapping values are not allowed in this context")
+    );
 }

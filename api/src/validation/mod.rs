@@ -9,6 +9,7 @@ mod template;
 
 use serde_json::Value;
 
+use crate::admission::Kind;
 use crate::field::{FieldError, FieldPath, Report};
 use crate::spec::Spec;
 use crate::v1beta1::{ImageListPullJobSpec, ImagePullJobSpec, NodeImageSpec};
@@ -19,7 +20,7 @@ pub use images::MAX_LIST_IMAGES;
 pub fn image_pull_job(spec: Spec<'_>, old: Option<Spec<'_>>) -> Report {
     let mut report = Report::default();
     let path = FieldPath::new("spec");
-    let Some(typed) = spec.decode_or_report::<ImagePullJobSpec>(&mut report) else {
+    let Some(typed) = spec.decode_or_report::<ImagePullJobSpec>(Kind::ImagePullJob, &mut report) else {
         return report;
     };
     let template = typed.template();
@@ -45,7 +46,7 @@ pub fn image_pull_job(spec: Spec<'_>, old: Option<Spec<'_>>) -> Report {
 pub fn image_list_pull_job(spec: Spec<'_>) -> Report {
     let mut report = Report::default();
     let path = FieldPath::new("spec");
-    let Some(typed) = spec.decode_or_report::<ImageListPullJobSpec>(&mut report) else {
+    let Some(typed) = spec.decode_or_report::<ImageListPullJobSpec>(Kind::ImageListPullJob, &mut report) else {
         return report;
     };
     let template = typed.template();
@@ -66,7 +67,7 @@ pub fn node_image(spec: Spec<'_>) -> Report {
     if spec.is_absent_or_null() {
         return report;
     }
-    if let Some(typed) = spec.decode_or_report::<NodeImageSpec>(&mut report)
+    if let Some(typed) = spec.decode_or_report::<NodeImageSpec>(Kind::NodeImage, &mut report)
         && let Some(images) = &typed.images
     {
         node_image::images(&mut report, &FieldPath::new("spec").child("images"), images);

@@ -15,7 +15,7 @@ use clap::Args;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prewarm_api::gates::FeatureGates;
 
-pub use check::{DocumentReport, OldObjects, Problem, Settings, Status, check_chunk};
+pub use check::{DocumentReport, OldObjects, Problem, Settings, Status, UnknownFields, check_chunk};
 pub use output::{Format, Summary, render};
 
 #[derive(Debug, Args)]
@@ -39,6 +39,10 @@ pub struct ValidateArgs {
     /// Fail documents of kinds prewarm does not validate instead of skipping them.
     #[arg(long)]
     pub reject_unknown: bool,
+    /// Fields the kind's schema does not have (as a cluster's strict field
+    /// validation refuses them): error, warn, or ignore.
+    #[arg(long, value_enum, default_value_t = UnknownFields::Error)]
+    pub unknown_fields: UnknownFields,
     /// Validate the inputs as UPDATEs of the objects in this file or directory,
     /// matched by kind, namespace and name.
     #[arg(long, value_name = "PATH")]
@@ -66,6 +70,7 @@ pub fn run(args: ValidateArgs) -> ExitCode {
     let settings = Settings {
         gates: args.feature_gates,
         reject_unknown: args.reject_unknown,
+        unknown_fields: args.unknown_fields,
         old,
         keep_defaulted: args.show_defaults,
     };

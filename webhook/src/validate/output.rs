@@ -103,7 +103,12 @@ fn problem_text(problem: &Problem) -> String {
 fn text(reports: &[DocumentReport], summary: &Summary) -> String {
     let mut out = String::new();
     for report in reports {
-        let label = format!("{} ({})", object_label(report), position_label(report));
+        // A document that could not be read has no kind: its position alone names it.
+        let label = if report.kind.is_empty() && report.name.is_empty() {
+            position_label(report)
+        } else {
+            format!("{} ({})", object_label(report), position_label(report))
+        };
         for (severity, problems) in [("error", &report.errors), ("warning", &report.warnings)] {
             for problem in problems {
                 let _ = writeln!(
