@@ -152,7 +152,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     let admin = tokio::spawn(axum::serve(listener, admin::router(metrics.clone(), world.clone())).into_future());
     let watches = world::watch(&client, &world, writers);
     tracing::info!(%identity, feature_gates = %cli.feature_gates, "waiting for the caches");
-    let terminated = terminated();
+    let terminated = prewarm_process::terminated();
     tokio::pin!(terminated);
     tokio::select! {
         () = world.synced() => {}
@@ -288,20 +288,4 @@ fn default_identity() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "prewarm-controller".to_owned());
     format!("{host}_{}", std::process::id())
-}
-
-/// SIGTERM (what kubelet sends) or Ctrl-C.
-async fn terminated() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut sigterm) => {
-            tokio::select! {
-                _ = sigterm.recv() => {}
-                _ = ctrl_c => {}
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
 }

@@ -132,23 +132,7 @@ async fn run(args: RunArgs) -> ExitCode {
         status_interval: Duration::from_millis(args.status_interval_ms),
         secret_namespace: args.secret_namespace,
     };
-    agent::run(client, cri, config, terminated()).await;
+    agent::run(client, cri, config, prewarm_process::terminated()).await;
     health.abort();
     ExitCode::SUCCESS
-}
-
-/// SIGTERM (what kubelet sends) or Ctrl-C.
-async fn terminated() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut sigterm) => {
-            tokio::select! {
-                _ = sigterm.recv() => {}
-                _ = ctrl_c => {}
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
 }

@@ -137,6 +137,7 @@ impl Admission {
         object: Option<Value>,
         old: Option<&Value>,
         dry_run: bool,
+        warnings: &mut Vec<String>,
     ) -> Result<Option<Value>, ApiError> {
         // As in kube-apiserver, webhook configurations are not subject to webhooks.
         if rt.group == "admissionregistration.k8s.io" {
@@ -184,6 +185,16 @@ impl Admission {
                             )));
                         }
                     };
+                    // A webhook's warnings reach the client whatever it decided.
+                    warnings.extend(
+                        response
+                            .get("warnings")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned),
+                    );
                     if response.get("allowed") != Some(&Value::Bool(true)) {
                         return Err(denial(name, &response));
                     }

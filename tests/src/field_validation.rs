@@ -79,6 +79,13 @@ impl FieldValidation {
         Ok(())
     }
 
+    /// Warnings from elsewhere in the request (admission webhooks).
+    pub(crate) fn add_warnings(&self, more: Vec<String>) {
+        if let Ok(mut warnings) = self.warnings.lock() {
+            warnings.extend(more);
+        }
+    }
+
     pub(crate) fn warnings(&self) -> Vec<String> {
         self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
     }

@@ -90,6 +90,20 @@ async fn kubectl_sees_defaults_denials_gates_and_dry_run() {
             assert!(yaml.contains(defaulted), "{defaulted} missing from\n{yaml}");
         }
 
+        // The webhook's warnings reach kubectl as `Warning:` headers, as kube-apiserver forwards them.
+        let paused = write(
+            dir.path(),
+            "paused.yaml",
+            "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata:\n  name: paused\nspec:\n  image: nginx:1.9.1\n  parallelism: 0\n",
+        );
+        let warned = kubectl.apply(&paused, &[]);
+        assert!(warned.ok, "{}", warned.stderr);
+        assert!(
+            warned.stderr.contains("Warning: spec.parallelism: 0 pauses the job"),
+            "kubectl prints the webhook's warning: {}",
+            warned.stderr
+        );
+
         // A denial prints the webhook's message with every field error.
         let denied = kubectl.apply(&both_selectors, &[]);
         assert!(!denied.ok);

@@ -29,28 +29,12 @@ fn main() -> ExitCode {
 async fn serve(config: ServeConfig) -> ExitCode {
     match Server::bind(config).await {
         Ok(server) => {
-            server.run(terminated()).await;
+            server.run(prewarm_process::terminated()).await;
             ExitCode::SUCCESS
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// SIGTERM (what kubelet sends) or Ctrl-C.
-async fn terminated() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut sigterm) => {
-            tokio::select! {
-                _ = sigterm.recv() => {}
-                _ = ctrl_c => {}
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
         }
     }
 }

@@ -183,3 +183,59 @@ async fn sigterm_under_load_loses_no_request() {
     assert!(closed >= after, "every response after SIGTERM closes its connection");
     eprintln!("{answered} requests answered, {after} after SIGTERM, none lost");
 }
+
+/// A first Ctrl-C starts the drain (here 30 s); a second one exits at once.
+#[test]
+fn a_second_ctrl_c_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prewarm-webhook"))
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--health-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--shutdown-delay", "30s"])
+        .arg("--cert-dir")
+        .arg(dir.path().join("certs"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut logs = BufReader::new(child.stderr.take().unwrap()).lines();
+    let interrupt = || {
+        let sent = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    loop {
+        let line = logs.next().expect("the server exited before serving").unwrap();
+        if line.contains("serving admission webhooks") {
+            break;
+        }
+    }
+    interrupt();
+    loop {
+        let line = logs.next().expect("the server exited before draining").unwrap();
+        if line.contains("shutting down") || line.contains("drain") {
+            break;
+        }
+    }
+    interrupt();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still draining after a second Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+}
