@@ -18,7 +18,8 @@ use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob};
 
 use crate::cached_node_image::CachedNodeImage;
 use crate::index::{Index, ObjectKey};
-use crate::plan::image_pull_job::Target;
+use crate::plan::image_pull_job::{Target, Unmatched};
+use crate::plan::node_image::is_virtual_kubelet;
 use crate::plan::selection::{Selection, active_pod_node, selection};
 use crate::queue::Queue;
 
@@ -237,6 +238,66 @@ impl World {
         drop(index);
         targets.sort_by(|a, b| a.0.metadata.name.cmp(&b.0.metadata.name));
         targets
+    }
+
+    /// What `job` selects that has no NodeImage: named nodes that do not
+    /// exist, Ready nodes whose NodeImage is not made yet, or no pod at all.
+    pub fn unmatched(&self, job: &ImagePullJob) -> Unmatched {
+        let awaited = |name: &str| {
+            self.node_image(name).is_none()
+                && self.node(name).is_some_and(|n| {
+                    n.metadata.deletion_timestamp.is_none()
+                        && ready_since(&n).is_some()
+                        && !is_virtual_kubelet(n.metadata.labels.as_ref())
+                })
+        };
+        let mut unmatched = Unmatched::default();
+        match selection(&job.spec) {
+            Selection::All => {
+                unmatched.awaited_nodes = self
+                    .nodes
+                    .state()
+                    .iter()
+                    .map(|n| n.name_any())
+                    .filter(|n| awaited(n))
+                    .collect();
+            }
+            Selection::Names(names) => {
+                let unique: BTreeSet<&String> = names.iter().collect();
+                for name in unique {
+                    if awaited(name) {
+                        unmatched.awaited_nodes.push(name.clone());
+                    } else if self.node(name).is_none() && self.node_image(name).is_none() {
+                        unmatched.missing_nodes.push(name.clone());
+                    }
+                }
+            }
+            Selection::Labels(selector) => {
+                unmatched.awaited_nodes = self
+                    .nodes
+                    .state()
+                    .iter()
+                    .filter(|n| selector.matches(n.metadata.labels.as_ref()))
+                    .map(|n| n.name_any())
+                    .filter(|n| awaited(n))
+                    .collect();
+            }
+            Selection::Pods(selector) => {
+                let namespace = job.namespace().unwrap_or_default();
+                let pods = self.index().pods_in_namespace(&namespace);
+                let nodes: BTreeSet<String> = pods
+                    .iter()
+                    .filter_map(|p| self.pods.get(&ObjectRef::new(p).within(&namespace)))
+                    .filter(|p| selector.matches(p.metadata.labels.as_ref()))
+                    .filter_map(|p| active_pod_node(&p).map(str::to_owned))
+                    .collect();
+                if nodes.is_empty() {
+                    unmatched.no_pods_in = Some(namespace);
+                }
+                unmatched.awaited_nodes = nodes.into_iter().filter(|n| awaited(n)).collect();
+            }
+        }
+        unmatched
     }
 
     /// Active jobs that target the node now (labels and pods checked).

@@ -409,3 +409,54 @@ async fn each_distinct_event_message_is_kept() {
     }
     assert!(controller.terminate().await.success());
 }
+
+/// A job that names a node that does not exist, or only such nodes, says so
+/// in a Warning event and its status, instead of completing quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_reaches_nothing_says_why() {
+    let Running {
+        cluster,
+        controller,
+        _agent,
+    } = running(Cluster::start().await, &[]).await;
+    let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
+    let ghost =
+        json!({"image": "nginx:1.24", "selector": {"names": ["ghost"]}, "completionPolicy": {"type": "Always"}});
+    jobs.create(&PostParams::default(), &job("ghost", ghost)).await.unwrap();
+    let done = wait_status(&jobs, "ghost", "completion", 10 * SECONDS, |s| {
+        s["completionTime"].is_string()
+    })
+    .await;
+    assert_eq!(
+        done["message"],
+        "job has completed, no node targeted: node \"ghost\" does not exist"
+    );
+    let notes = event_notes(&cluster, "ghost", "NoTargets").await;
+    assert_eq!(notes, ["nginx:1.24: node \"ghost\" does not exist"]);
+
+    let partly = json!({"image": "nginx:1.24", "selector": {"names": ["node-1", "ghost"]}, "completionPolicy": {"type": "Always"}});
+    jobs.create(&PostParams::default(), &job("partly", partly))
+        .await
+        .unwrap();
+    let done = wait_status(&jobs, "partly", "completion", 10 * SECONDS, |s| {
+        s["completionTime"].is_string()
+    })
+    .await;
+    assert_eq!(done["succeeded"], 1, "{done}");
+    let notes = event_notes(&cluster, "partly", "NodeNotFound").await;
+    assert_eq!(notes, ["nginx:1.24: node \"ghost\" does not exist"]);
+
+    let pods = json!({"image": "nginx:1.24", "podSelector": {"matchLabels": {"app": "none"}}, "completionPolicy": {"type": "Never"}});
+    jobs.create(&PostParams::default(), &job("no-pods", pods))
+        .await
+        .unwrap();
+    let idle = wait_status(&jobs, "no-pods", "a first status", 10 * SECONDS, |s| {
+        s["message"].is_string()
+    })
+    .await;
+    assert_eq!(
+        idle["message"],
+        "job is running, no progress: no running pod matches podSelector in namespace default"
+    );
+    assert!(controller.terminate().await.success());
+}

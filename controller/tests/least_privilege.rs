@@ -175,7 +175,7 @@ async fn the_controller_works_under_its_shipped_rbac_and_needs_every_rule() {
     })
     .await;
     // Tags their node never answered: the controller fails them in the NodeImage
-    // status, with one event whose series counts the second failure.
+    // status, with an event for each (their messages differ).
     let silent = json!({"spec": {"images": {"silent/app": {"tags": [
         {"tag": "v1", "createdAt": "2020-01-01T00:00:00Z", "version": 0},
         {"tag": "v2", "createdAt": "2020-01-01T00:00:00Z", "version": 0}]}}}});
@@ -193,18 +193,41 @@ async fn the_controller_works_under_its_shipped_rbac_and_needs_every_rule() {
     .await;
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "default");
     eventually(
-        "one PullImageFailed event for node-2, seen twice",
+        "a PullImageFailed event for each of node-2's tags",
         10 * SECONDS,
         || async {
             let list = events.list(&ListParams::default()).await.unwrap().items;
-            let failed: Vec<_> = list
+            let mut notes: Vec<String> = list
                 .into_iter()
                 .filter(|e| e.reason.as_deref() == Some("PullImageFailed"))
                 .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("node-2"))
+                .filter_map(|e| e.note)
                 .collect();
-            (failed.len() == 1 && failed[0].series.as_ref().map(|s| s.count) == Some(2)).then_some(())
+            notes.sort();
+            let expected = ["silent/app:v1", "silent/app:v2"];
+            (notes.len() == 2 && notes.iter().zip(expected).all(|(n, tag)| n.contains(tag))).then_some(())
         },
     )
+    .await;
+    // The same failure again (a new version of v1, still unanswered): the same
+    // message, so the event's series grows (a patch) instead of a new event.
+    let again = json!({"spec": {"images": {"silent/app": {"tags": [
+        {"tag": "v1", "createdAt": "2020-01-01T00:00:00Z", "version": 1},
+        {"tag": "v2", "createdAt": "2020-01-01T00:00:00Z", "version": 0}]}}}});
+    node_images
+        .patch("node-2", &PatchParams::default(), &Patch::Merge(again))
+        .await
+        .unwrap();
+    eventually("v1's event seen twice", 10 * SECONDS, || async {
+        let list = events.list(&ListParams::default()).await.unwrap().items;
+        list.into_iter()
+            .filter(|e| e.reason.as_deref() == Some("PullImageFailed"))
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("node-2"))
+            .any(|e| {
+                e.note.as_deref().is_some_and(|n| n.contains("silent/app:v1")) && e.series.map(|s| s.count) == Some(2)
+            })
+            .then_some(())
+    })
     .await;
     assert!(controller.terminate().await.success());
 

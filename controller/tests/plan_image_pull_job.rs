@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use prewarm_api::node_image::ImageTagPullPolicy;
 use prewarm_api::v1beta1::{ImagePullJob, ReferenceObject};
 use prewarm_controller::cached_node_image::CachedNodeImage;
-use prewarm_controller::plan::image_pull_job::{Input, Lifecycle, Notice, Plan, Target, lifecycle, plan};
+use prewarm_controller::plan::image_pull_job::{Input, Lifecycle, Notice, Plan, Target, Unmatched, lifecycle, plan};
 use serde_json::{Value, json};
 
 const UID: &str = "job-uid";
@@ -51,6 +51,16 @@ fn run_not_ready(
     secrets: &[ReferenceObject],
     not_ready: &[Option<&str>],
 ) -> Plan {
+    run_with(job, nodes, secrets, not_ready, &Unmatched::default())
+}
+
+fn run_with(
+    job: &ImagePullJob,
+    nodes: &[CachedNodeImage],
+    secrets: &[ReferenceObject],
+    not_ready: &[Option<&str>],
+    unmatched: &Unmatched,
+) -> Plan {
     let targets: Vec<Target<'_>> = nodes
         .iter()
         .enumerate()
@@ -68,6 +78,7 @@ fn run_not_ready(
             ..Default::default()
         },
         no_response_seconds: 600,
+        unmatched,
         now: now(),
     })
 }
@@ -165,7 +176,11 @@ fn all_succeeded_completes_and_always_with_no_nodes_completes_at_once() {
         &[],
         &[],
     );
-    assert_eq!(never.status.message.as_deref(), Some("job is running, no progress"));
+    // OpenKruise's message, and why.
+    assert_eq!(
+        never.status.message.as_deref(),
+        Some("job is running, no progress: no node has a NodeImage")
+    );
     assert!(never.status.completion_time.is_none());
 }
 
@@ -387,4 +402,74 @@ fn a_node_not_ready_for_the_no_response_window_counts_as_failed() {
         seconds: 600
     }));
     assert_eq!(lost.requeue_after, None);
+}
+
+/// A job that reaches fewer nodes than it names, or none, says why; nodes
+/// about to get their NodeImage are waited for, up to the deadline.
+#[test]
+fn what_a_job_cannot_reach_is_said_and_nodes_to_come_are_awaited() {
+    let names = json!({"image": "nginx:1.20", "selector": {"names": ["node1", "node2"]}, "completionPolicy": {"type": "Always"}});
+    let done = [node(
+        "node1",
+        json!([owned("1.20", 1, UID)]),
+        json!([{"tag": "1.20", "phase": "Succeeded", "version": 1}]),
+    )];
+    let missing = Unmatched {
+        missing_nodes: vec!["node2".into()],
+        ..Unmatched::default()
+    };
+    let some = run_with(&job(names.clone(), started()), &done, &[], &[], &missing);
+    assert_eq!(some.status.message.as_deref(), Some("job has completed"));
+    assert!(
+        some.notices.contains(&Notice::Unmatched {
+            nothing: false,
+            message: "node \"node2\" does not exist".into()
+        }),
+        "{:?}",
+        some.notices
+    );
+
+    let none = run_with(&job(names.clone(), started()), &[], &[], &[], &missing);
+    assert_eq!(
+        none.status.message.as_deref(),
+        Some("job has completed, no node targeted: node \"node2\" does not exist")
+    );
+    assert!(
+        none.notices
+            .iter()
+            .any(|n| matches!(n, Notice::Unmatched { nothing: true, .. }))
+    );
+
+    let coming = Unmatched {
+        awaited_nodes: vec!["node2".into()],
+        ..Unmatched::default()
+    };
+    let waits = run_with(&job(names.clone(), started()), &done, &[], &[], &coming);
+    assert!(
+        waits.status.completion_time.is_none(),
+        "node2's NodeImage is about to be made"
+    );
+    assert_eq!(
+        waits.status.message.as_deref(),
+        Some("job is running, progress 100.0%, 1 targeted node has no NodeImage yet")
+    );
+    let with_deadline = json!({"image": "nginx:1.20", "selector": {"names": ["node1", "node2"]},
+        "completionPolicy": {"type": "Always", "activeDeadlineSeconds": 30}});
+    let late = run_with(&job(with_deadline, started()), &done, &[], &[], &coming);
+    assert_eq!(
+        late.status.message.as_deref(),
+        Some("job exceeds activeDeadlineSeconds"),
+        "the deadline bounds the wait"
+    );
+
+    let pods = json!({"image": "nginx:1.20", "podSelector": {"matchLabels": {"app": "web"}}, "completionPolicy": {"type": "Never"}});
+    let no_pods = Unmatched {
+        no_pods_in: Some("default".into()),
+        ..Unmatched::default()
+    };
+    let idle = run_with(&job(pods, started()), &[], &[], &[], &no_pods);
+    assert_eq!(
+        idle.status.message.as_deref(),
+        Some("job is running, no progress: no running pod matches podSelector in namespace default")
+    );
 }

@@ -15,6 +15,7 @@ use prewarm_api::node_image::{ImageTagPullPolicy, ImageTagSpec, MAX_IMAGES};
 use prewarm_api::reference::ImageReference;
 use prewarm_api::v1beta1::{ImagePullJob, ImageSpec, ReferenceObject};
 
+use super::selection::{Selection, selection};
 use super::tag_policy::is_never;
 use crate::cached_node_image::CachedNodeImage;
 
@@ -98,7 +99,47 @@ pub struct Input<'a> {
     /// A node NotReady this long, with the job's tag unfinished there, counts
     /// as failed (the NodeImage lifecycle's no-response window).
     pub no_response_seconds: i64,
+    /// What the selection names that is not among the targets.
+    pub unmatched: &'a Unmatched,
     pub now: Timestamp,
+}
+
+/// What a job selects that has no NodeImage to write to, so that a job that
+/// reaches fewer nodes, or none, says why instead of completing quietly.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Unmatched {
+    /// Nodes named in `selector.names` that do not exist.
+    pub missing_nodes: Vec<String>,
+    /// Ready nodes the job selects whose NodeImage is not made yet (within
+    /// `--nodeimage-creation-delay`): the job waits for them.
+    pub awaited_nodes: Vec<String>,
+    /// With a podSelector: no running pod of the job's namespace matches it.
+    pub no_pods_in: Option<String>,
+}
+
+impl Unmatched {
+    /// Why a job targets no node, in a sentence.
+    fn why_nothing(&self, selection_is_labels: bool) -> String {
+        if let Some(namespace) = &self.no_pods_in {
+            return format!("no running pod matches podSelector in namespace {namespace}");
+        }
+        if !self.missing_nodes.is_empty() {
+            return missing_nodes(&self.missing_nodes);
+        }
+        if selection_is_labels {
+            "no node matches selector".to_owned()
+        } else {
+            "no node has a NodeImage".to_owned()
+        }
+    }
+}
+
+fn missing_nodes(nodes: &[String]) -> String {
+    let quoted: Vec<String> = nodes.iter().map(|n| format!("{n:?}")).collect();
+    match quoted.as_slice() {
+        [one] => format!("node {one} does not exist"),
+        many => format!("nodes {} do not exist", many.join(", ")),
+    }
 }
 
 /// One NodeImage image entry to store as given, in place of `base`, the entry
@@ -130,6 +171,11 @@ pub enum Notice {
     NodesNotReady {
         nodes: Vec<String>,
         seconds: i64,
+    },
+    /// The job targets fewer nodes than it names (`nothing`: none at all), and why.
+    Unmatched {
+        nothing: bool,
+        message: String,
     },
     Completed {
         succeeded: i32,
@@ -240,7 +286,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
     let elapsed = seconds_between(start.0, now);
 
     if let Some(deadline) = deadline
-        && finished != desired
+        && (finished != desired || !input.unmatched.awaited_nodes.is_empty())
         && elapsed >= deadline
     {
         let succeeded = states.iter().filter(|s| **s == NodeState::Succeeded).count();
@@ -283,13 +329,26 @@ pub fn plan(input: &Input<'_>) -> Plan {
         .collect();
     let failed = failed_nodes.len();
     let waiting_ready = of(NodeState::WaitingReady);
-    let completed = !never && succeeded + failed == desired;
-    let message = if completed {
+    let unmatched = input.unmatched;
+    let awaited = unmatched.awaited_nodes.len();
+    // Nodes about to get their NodeImage are waited for (the deadline bounds it).
+    let completed = !never && succeeded + failed == desired && awaited == 0;
+    let selection_is_labels = matches!(selection(&job.spec), Selection::Labels(_));
+    let message = if completed && desired == 0 {
+        format!(
+            "{MESSAGE_COMPLETED}, no node targeted: {}",
+            unmatched.why_nothing(selection_is_labels)
+        )
+    } else if completed {
         MESSAGE_COMPLETED.to_owned()
-    } else if desired == 0 {
-        MESSAGE_NO_PROGRESS.to_owned()
+    } else if desired == 0 && awaited == 0 {
+        format!("{MESSAGE_NO_PROGRESS}: {}", unmatched.why_nothing(selection_is_labels))
     } else {
-        let progress = 100.0 * (succeeded + failed) as f64 / desired as f64;
+        let progress = if desired == 0 {
+            0.0
+        } else {
+            100.0 * (succeeded + failed) as f64 / desired as f64
+        };
         let mut message = format!("job is running, progress {progress:.1}%");
         if waiting_ready > 0 {
             let nodes = if waiting_ready == 1 { "node is" } else { "nodes are" };
@@ -297,8 +356,27 @@ pub fn plan(input: &Input<'_>) -> Plan {
                 ", {waiting_ready} targeted {nodes} not Ready and will pull once Ready"
             ));
         }
+        if awaited > 0 {
+            let nodes = if awaited == 1 { "node has" } else { "nodes have" };
+            message.push_str(&format!(", {awaited} targeted {nodes} no NodeImage yet"));
+        }
+        if !unmatched.missing_nodes.is_empty() {
+            message.push_str(&format!(", {}", missing_nodes(&unmatched.missing_nodes)));
+        }
         message
     };
+    // Said when the job starts, and again when what is missing changes.
+    let nothing = desired == 0 && awaited == 0;
+    let unmatched_message = if nothing {
+        Some(unmatched.why_nothing(selection_is_labels))
+    } else {
+        (!unmatched.missing_nodes.is_empty()).then(|| missing_nodes(&unmatched.missing_nodes))
+    };
+    if let Some(message) = unmatched_message
+        && old.message.as_deref().is_none_or(|m| !m.contains(&message))
+    {
+        notices.push(Notice::Unmatched { nothing, message });
+    }
     let old_failed: BTreeSet<&String> = old.failed_nodes.iter().flatten().collect();
     let newly_failed: Vec<String> = failed_nodes
         .iter()

@@ -123,6 +123,7 @@ async fn run(
         secrets: &synced.plan.refs,
         tag_policy: &tag_policy,
         no_response_seconds: ctx.settings.no_response_seconds,
+        unmatched: &ctx.world.unmatched(job),
         now: now(),
     });
     let writes: Vec<_> = plan.writes.iter().map(|w| write_entry(ctx, key, w)).collect();
@@ -206,6 +207,11 @@ fn describe(job: &ImagePullJob, notice: &Notice) -> (EventType, &'static str, St
                 nodes.len(),
                 describe_nodes(nodes)
             ),
+        ),
+        Notice::Unmatched { nothing, message } => (
+            EventType::Warning,
+            if *nothing { "NoTargets" } else { "NodeNotFound" },
+            format!("{image}: {message}"),
         ),
         Notice::Completed { succeeded, failed } => (
             EventType::Normal,
