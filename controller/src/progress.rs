@@ -1,12 +1,15 @@
 //! A job's progress node by node, as `kubectl prewarm progress` prints it:
 //! from the job and the NodeImages, the nodes the job has written its tag to,
-//! each with the phase the node agent reports for the job's version of it.
+//! each with the phase the node agent reports for the job's version of it; and
+//! a list job's progress image by image, from its children.
 
 use k8s_openapi::jiff::Timestamp;
 use prewarm_api::reference::ImageReference;
-use prewarm_api::v1beta1::{ImagePullJob, NodeImage};
+use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob, NodeImage};
+use serde::Serialize;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Row {
     pub node: String,
     /// Waiting (written, not started), Pulling, Succeeded or Failed.
@@ -65,19 +68,89 @@ pub fn rows(job: &ImagePullJob, node_images: &[NodeImage], now: Timestamp) -> Re
 
 /// The rows as a table, kubectl-style (columns padded, one line each).
 pub fn render(rows: &[Row]) -> String {
-    let cells: Vec<[String; 5]> =
-        std::iter::once(["NODE", "PHASE", "PROGRESS", "DURATION", "MESSAGE"].map(str::to_owned))
-            .chain(rows.iter().map(|r| {
-                [
-                    r.node.clone(),
-                    r.phase.clone(),
-                    format!("{}%", r.progress),
-                    r.seconds.map_or_else(|| "-".to_owned(), |s| format!("{s}s")),
-                    r.message.replace('\n', " "),
-                ]
-            }))
-            .collect();
-    let widths: Vec<usize> = (0..5)
+    table(
+        ["NODE", "PHASE", "PROGRESS", "DURATION", "MESSAGE"],
+        rows.iter().map(|r| {
+            [
+                r.node.clone(),
+                r.phase.clone(),
+                format!("{}%", r.progress),
+                r.seconds.map_or_else(|| "-".to_owned(), |s| format!("{s}s")),
+                r.message.replace('\n', " "),
+            ]
+        }),
+    )
+}
+
+/// One image of a list job: its child ImagePullJob and how far it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildRow {
+    pub image: String,
+    /// The child ImagePullJob (none yet: the controller has not made it).
+    pub job: Option<String>,
+    pub desired: i32,
+    pub succeeded: i32,
+    pub failed: i32,
+    pub active: i32,
+    pub completed: bool,
+    pub message: String,
+}
+
+/// A row per image of `list`, from its children (the ImagePullJobs it controls).
+pub fn child_rows(list: &ImageListPullJob, jobs: &[ImagePullJob]) -> Vec<ChildRow> {
+    let uid = list.metadata.uid.as_deref();
+    let children: Vec<&ImagePullJob> = jobs
+        .iter()
+        .filter(|j| {
+            j.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
+        })
+        .collect();
+    list.spec
+        .images
+        .iter()
+        .map(|image| {
+            let child = children.iter().find(|c| &c.spec.image == image);
+            let status = child.and_then(|c| c.status.clone()).unwrap_or_default();
+            ChildRow {
+                image: image.clone(),
+                job: child.and_then(|c| c.metadata.name.clone()),
+                desired: status.desired,
+                succeeded: status.succeeded.unwrap_or(0),
+                failed: status.failed.unwrap_or(0),
+                active: status.active.unwrap_or(0),
+                completed: status.completion_time.is_some(),
+                message: status.message.unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+pub fn render_children(rows: &[ChildRow]) -> String {
+    table(
+        ["IMAGE", "JOB", "TOTAL", "SUCCEED", "FAILED", "ACTIVE", "MESSAGE"],
+        rows.iter().map(|r| {
+            [
+                r.image.clone(),
+                r.job.clone().unwrap_or_else(|| "-".to_owned()),
+                r.desired.to_string(),
+                r.succeeded.to_string(),
+                r.failed.to_string(),
+                r.active.to_string(),
+                r.message.replace('\n', " "),
+            ]
+        }),
+    )
+}
+
+/// Columns padded to their widest cell, three spaces apart; the last one as is.
+fn table<const N: usize>(header: [&str; N], rows: impl Iterator<Item = [String; N]>) -> String {
+    let cells: Vec<[String; N]> = std::iter::once(header.map(str::to_owned)).chain(rows).collect();
+    let widths: Vec<usize> = (0..N)
         .map(|c| cells.iter().map(|row| row[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -86,7 +159,7 @@ pub fn render(rows: &[Row]) -> String {
             .iter()
             .enumerate()
             .map(|(c, cell)| {
-                if c == 4 {
+                if c + 1 == N {
                     cell.clone()
                 } else {
                     format!("{cell:<width$}", width = widths[c])
