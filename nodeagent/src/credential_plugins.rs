@@ -268,6 +268,7 @@ impl Plugins {
                 username: auth.username,
                 password: auth.password,
                 identity_token: String::new(),
+                source: format!("credential provider {}", provider.name),
             })
             .collect();
         // Go's `time.ParseDuration` grammar; one the plugin got wrong falls back to the default.

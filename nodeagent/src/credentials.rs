@@ -21,15 +21,23 @@ pub struct Credential {
     pub username: String,
     pub password: String,
     pub identity_token: String,
+    /// Where it came from, for messages (`pull secret default/regcred`,
+    /// `credential provider ecr`): never any of its content.
+    pub source: String,
 }
 
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credential")
             .field("username", &self.username)
+            .field("source", &self.source)
             .finish_non_exhaustive()
     }
 }
+
+/// The Secret a copy in the agent namespace was made from (the controller's
+/// source annotation), so messages name the user's Secret rather than the copy.
+const SOURCE_KEY: &str = "imagepulljobs.kruise.io/source-key";
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {
@@ -94,7 +102,7 @@ fn decode_data<T: DeserializeOwned>(secret: &Value, key: &'static str, name: &st
     serde_json::from_slice(&bytes).map_err(|e| malformed(format!("not a Docker config: {e}")))
 }
 
-fn credential(entry: DockerConfigEntry) -> Credential {
+fn credential(entry: DockerConfigEntry, source: &str) -> Credential {
     let (mut username, mut password) = (entry.username, entry.password);
     if let Some(decoded) = Some(entry.auth)
         .filter(|a| !a.is_empty())
@@ -109,6 +117,7 @@ fn credential(entry: DockerConfigEntry) -> Credential {
         username,
         password,
         identity_token: entry.identitytoken,
+        source: source.to_owned(),
     }
 }
 
@@ -148,8 +157,22 @@ impl Keyring {
                 });
             }
         };
+        let source = match secret
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(SOURCE_KEY))
+            .and_then(Value::as_str)
+        {
+            Some(original) => format!("pull secret {original}"),
+            None => {
+                let namespace = secret
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                format!("pull secret {namespace}/{name}")
+            }
+        };
         for (key, entry) in auths {
-            self.entries.push((normalise_key(&key), credential(entry)));
+            self.entries.push((normalise_key(&key), credential(entry, &source)));
         }
         // Reverse order: longer, more specific keys first, as kubelet sorts them.
         self.entries.sort_by(|a, b| b.0.cmp(&a.0));
@@ -243,7 +266,7 @@ mod tests {
         keyring
             .add_secret(&secret(json!({
                 "registry.private.com": {"username": "host", "password": "p"},
-                "https://registry.private.com/app/": {"auth": BASE64.encode("app:secret")},
+                "https://registry.private.com/app/": {"auth": BASE64.encode("app:pw-7Qz")},
                 "*.example.com:5000": {"username": "glob", "password": "p"},
                 "https://index.docker.io/v1/": {"username": "hub", "password": "p"},
             })))
@@ -264,8 +287,13 @@ mod tests {
             );
         }
         assert!(users(&keyring, "quay.io/team/app").is_empty());
-        assert_eq!(keyring.lookup("registry.private.com/app/x")[0].password, "secret");
-        assert!(!format!("{:?}", keyring.lookup("registry.private.com/app/x")).contains("secret"));
+        assert_eq!(keyring.lookup("registry.private.com/app/x")[0].password, "pw-7Qz");
+        let shown = format!("{:?}", keyring.lookup("registry.private.com/app/x"));
+        assert!(!shown.contains("pw-7Qz"), "{shown}");
+        assert!(
+            shown.contains("source: \"pull secret /s\""),
+            "where it came from is shown: {shown}"
+        );
     }
 
     #[test]

@@ -197,6 +197,23 @@ impl CriError {
     }
 }
 
+impl PullSpec {
+    /// The credentials each attempt tries, for messages: their sources, or anonymous.
+    pub fn credentials_tried(&self) -> String {
+        let mut sources: Vec<&str> = Vec::new();
+        for credential in &self.credentials {
+            if !sources.contains(&credential.source.as_str()) {
+                sources.push(&credential.source);
+            }
+        }
+        if sources.is_empty() {
+            "anonymously (no pull secret or credential provider matched)".to_owned()
+        } else {
+            format!("with {}", sources.join(", then "))
+        }
+    }
+}
+
 /// One attempt: each matching credential in turn, anonymous when none matched,
 /// all within the attempt's one timeout.
 async fn pull_once(cri: &Cri, image: &str, spec: &PullSpec, timeout: Duration) -> Result<String, CriError> {

@@ -158,6 +158,7 @@ async fn credentials_are_tried_in_order_and_sandbox_metadata_is_sent() {
         username: user.into(),
         password: "hunter2".into(),
         identity_token: String::new(),
+        source: "pull secret test/creds".to_owned(),
     };
     let mut spec = spec("127.0.0.1:5001/team/app:1.0");
     spec.credentials = vec![credential("wrong"), credential("right")];
@@ -355,6 +356,7 @@ async fn one_timeout_covers_every_credential_of_an_attempt() {
             username: format!("user{i}"),
             password: "p".into(),
             identity_token: String::new(),
+            source: "pull secret test/creds".to_owned(),
         })
         .collect();
     spec.timeout = Duration::from_millis(300);

@@ -110,6 +110,7 @@ async fn pulls_through_a_real_containerd_from_real_registries() {
         username: "ci".into(),
         password: password.into(),
         identity_token: String::new(),
+        source: "pull secret test/creds".to_owned(),
     };
     let mut right = spec(&private);
     right.credentials = vec![credential("secret")];

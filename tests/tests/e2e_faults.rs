@@ -85,6 +85,12 @@ async fn private_images_pull_with_the_right_secret_and_a_wrong_password_leaks_no
             e2e.kubectl.ok(&["get", "nodeimages", "-o", "json"]),
         )
     });
+    // The failure names the Secret it was tried with (the user's, not the copy), never its content.
+    assert!(
+        node_images.contains("with pull secret default/wrong: "),
+        "{node_images}"
+    );
+    assert!(events.contains("with pull secret default/wrong: "), "{events}");
     let encoded = base64::engine::general_purpose::STANDARD.encode(wrong_password);
     for (place, text) in [
         ("logs", e2e.cluster.logs()),

@@ -105,7 +105,7 @@ impl Task {
                 .await;
         }
         let started = std::time::Instant::now();
-        let outcome = {
+        let (outcome, tried) = {
             let Ok(_permit) = self.shared.limit.acquire().await else {
                 return;
             };
@@ -127,13 +127,26 @@ impl Task {
             };
             let spec = PullSpec::new(reference, &fields, credentials);
             let _in_flight = InFlight::new(&self.config.metrics.in_flight);
-            puller::pull(&self.cri, &spec, self.config.backoff, |_| {}).await
+            let outcome = puller::pull(&self.cri, &spec, self.config.backoff, |_| {}).await;
+            (outcome, spec.credentials_tried())
         };
         self.config.metrics.record(&outcome, started.elapsed());
+        let elapsed = started.elapsed();
+        match &outcome {
+            Outcome::Present { .. } => {
+                tracing::info!(image = %image_name, "already present: not pulled (IfNotPresent)")
+            }
+            Outcome::Pulled { attempts, .. } => {
+                tracing::info!(image = %image_name, attempts, ?elapsed, credentials = %tried, "pulled");
+            }
+            Outcome::Failed { error, attempts } => {
+                tracing::info!(image = %image_name, attempts, ?elapsed, credentials = %tried, %error, "pull failed");
+            }
+        }
         let (reason, text) = match &outcome {
             Outcome::Failed { error, attempts } => (
                 Reason::PullImageFailed,
-                format!("Image {image_name} failed after {attempts} attempts: {error}"),
+                format!("Image {image_name} failed after {attempts} attempts {tried}: {error}"),
             ),
             _ => (
                 Reason::PullImageSucceed,
@@ -154,7 +167,7 @@ impl Task {
                 });
             }
             Outcome::Failed { error, attempts } => self.record(failed(format!(
-                "failed to pull {} after {attempts} attempts: {error}",
+                "failed to pull {} after {attempts} attempts {tried}: {error}",
                 self.key.reference()
             ))),
         }
