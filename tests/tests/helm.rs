@@ -88,6 +88,11 @@ fn start_cluster(runtime: &tokio::runtime::Runtime) -> Cluster {
 impl Cluster {
     /// `helm install|upgrade prewarm charts/prewarm --set …` in the default namespace, as the seed does.
     fn helm(&self, action: &str, sets: &[&str]) -> Value {
+        self.helm_in("default", action, sets)
+    }
+
+    /// The same with `-n namespace`.
+    fn helm_in(&self, namespace: &str, action: &str, sets: &[&str]) -> Value {
         let chart = repo("charts/prewarm");
         let mut args = vec![
             action,
@@ -95,6 +100,8 @@ impl Cluster {
             chart.to_str().unwrap(),
             "--kubeconfig",
             self.kubeconfig.to_str().unwrap(),
+            "--namespace",
+            namespace,
         ];
         for set in sets {
             args.extend(["--set", set]);
@@ -150,14 +157,16 @@ fn the_chart_lints_clean_and_installs_what_kustomize_renders() {
     }
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    // The kustomize base installs into prewarm-system; the chart, unless told, into kruise-system.
+    let namespace = "installation.namespace=prewarm-system";
     for (sets, overlay) in [
-        (vec![], "manifests/base"),
+        (vec![namespace], "manifests/base"),
         (
-            vec!["featureGates=ImagePullJobGate=true"],
+            vec![namespace, "featureGates=ImagePullJobGate=true"],
             "manifests/overlays/image-pull-job-gate",
         ),
         (
-            vec!["featureGates=ImagePullJobGate=true", "certificates.source=certManager"],
+            vec![namespace, "featureGates=ImagePullJobGate=true", "certificates.source=certManager"],
             "manifests/overlays/cert-manager",
         ),
     ] {
@@ -205,10 +214,10 @@ fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
             refused.stderr
         );
     }
-    // helm install … --set featureGates="ImagePullJobGate=true"
+    // helm install … --set featureGates="ImagePullJobGate=true": into kruise-system, as OpenKruise's chart.
     cluster.helm("install", &["featureGates=ImagePullJobGate=true"]);
     for name in ["prewarm-webhook", "prewarm-controller"] {
-        let deployment = cluster.get(&["get", "deployment", "-n", "prewarm-system", name]);
+        let deployment = cluster.get(&["get", "deployment", "-n", "kruise-system", name]);
         assert_eq!(feature_gates(&deployment), "ImagePullJobGate=true", "{name}");
     }
     let status = release_status(&cluster);
@@ -218,17 +227,17 @@ fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
     // would keep the release's values, as Helm does).
     cluster.helm("upgrade", &["featureGates=ImagePullJobGate=false"]);
     for name in ["prewarm-webhook", "prewarm-controller"] {
-        let deployment = cluster.get(&["get", "deployment", "-n", "prewarm-system", name]);
+        let deployment = cluster.get(&["get", "deployment", "-n", "kruise-system", name]);
         assert_eq!(feature_gates(&deployment), "ImagePullJobGate=false", "{name}");
     }
     assert_eq!(release_status(&cluster), "deployed");
     drop(cluster);
 
-    // The credential-provider install of the seed, into a namespace made beforehand.
+    // The seed's credential-provider steps as written: its ConfigMap, byte for
+    // byte, into kruise-system made beforehand, then its helm install.
     let cluster = start_cluster(&runtime);
-    let config_map = cluster.dir.path().join("credential-provider-config.yaml");
-    std::fs::write(&config_map, CREDENTIAL_PROVIDER_CONFIG).unwrap();
-    cluster.kubectl.ok(&["create", "namespace", "prewarm-system"]);
+    let config_map = repo("api/tests/fixtures/seed/06-configmap-credential-provider.yaml");
+    cluster.kubectl.ok(&["create", "namespace", "kruise-system"]);
     cluster.kubectl.ok(&["apply", "-f", config_map.to_str().unwrap()]);
     let release = cluster.helm(
         "install",
@@ -243,9 +252,9 @@ fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
     assert!(
         !release_objects(&release)
             .iter()
-            .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == "prewarm-system")
+            .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == "kruise-system")
     );
-    let agent = cluster.get(&["get", "daemonset", "-n", "prewarm-system", "prewarm-nodeagent"]);
+    let agent = cluster.get(&["get", "daemonset", "-n", "kruise-system", "prewarm-nodeagent"]);
     check_workload("helm, credential provider", &agent, IMAGE);
     let pod = &agent["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
@@ -281,8 +290,21 @@ fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
             .any(|m| m["name"] == "aws-credentials" && m["mountPath"] == "/root/.aws" && m["readOnly"] == true)
     );
     // The mounted ConfigMap key is the file the agent is pointed at.
-    let stored = cluster.get(&["get", "configmap", "-n", "prewarm-system", "credential-provider-config"]);
+    let stored = cluster.get(&["get", "configmap", "-n", "kruise-system", "credential-provider-config"]);
     assert!(stored["data"]["CredentialProviderPlugin.yaml"].is_string());
+    drop(cluster);
+
+    // The user's habit: helm install -n NS into a namespace that exists. The
+    // chart installs there and leaves the namespace alone (it is Helm's).
+    let cluster = start_cluster(&runtime);
+    cluster.kubectl.ok(&["create", "namespace", "pre-warming"]);
+    let release = cluster.helm_in("pre-warming", "install", &[]);
+    assert!(
+        !release_objects(&release).iter().any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == "pre-warming"),
+        "the release namespace is not the chart's to create"
+    );
+    let webhook = cluster.get(&["get", "deployment", "-n", "pre-warming", "prewarm-webhook"]);
+    assert_eq!(webhook["metadata"]["namespace"], "pre-warming");
     drop(cluster);
 }
 
@@ -302,28 +324,3 @@ fn release_status(cluster: &Cluster) -> String {
         .unwrap();
     latest["metadata"]["labels"]["status"].as_str().unwrap().to_owned()
 }
-
-/// The seed's ConfigMap for AWS's credential provider, in prewarm's namespace.
-const CREDENTIAL_PROVIDER_CONFIG: &str = r#"apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: credential-provider-config
-  namespace: prewarm-system
-data:
-  CredentialProviderPlugin.yaml: |
-    apiVersion: kubelet.config.k8s.io/v1
-    kind: CredentialProviderConfig
-    providers:
-    - name: ecr-credential-provider
-      matchImages:
-      - "*.dkr.ecr.*.amazonaws.com"
-      - "*.dkr.ecr.*.amazonaws.com.cn"
-      - "*.dkr.ecr-fips.*.amazonaws.com"
-      - "*.dkr.ecr.us-iso-east-1.c2s.ic.gov"
-      - "*.dkr.ecr.us-isob-east-1.sc2s.sgov.gov"
-      defaultCacheDuration: "12h"
-      apiVersion: credentialprovider.kubelet.k8s.io/v1
-      env:
-      - name: AWS_PROFILE
-        value: temp
-"#;

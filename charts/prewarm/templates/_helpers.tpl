@@ -22,7 +22,13 @@ app.kubernetes.io/component: {{ . }}
 {{- end }}
 
 {{- define "prewarm.namespace" -}}
+{{- if .Values.installation.namespace -}}
 {{ .Values.installation.namespace }}
+{{- else if ne .Release.Namespace "default" -}}
+{{ .Release.Namespace }}
+{{- else -}}
+kruise-system
+{{- end -}}
 {{- end }}
 
 {{/* Scheduling values of a component: nodeSelector, tolerations, affinity. */}}
