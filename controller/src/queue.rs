@@ -46,8 +46,9 @@ impl<K: Ord + Clone + std::hash::Hash> Default for Queue<K> {
 /// looked at again after a day, when its delay is computed afresh.
 pub const MAX_DELAY: Duration = Duration::from_secs(24 * 3600);
 
-/// Retries of a failing key wait 100 ms, doubling up to this.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+/// Retries of a failing key wait 100 ms, doubling up to this: a write the API
+/// server refused while a webhook was down is tried again within seconds of its return.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 impl<K: Ord + Clone + std::hash::Hash> Queue<K> {

@@ -235,3 +235,48 @@ async fn the_controller_works_under_its_shipped_rbac_and_needs_every_rule() {
     assert!(report.rules.len() >= 10, "{:#?}", report.rules);
     assert_eq!(report.problems(), Vec::<String>::new());
 }
+
+/// The webhook is down (`failurePolicy: Fail`): users' job writes are refused,
+/// but the controller's own metadata-only updates skip it through the shipped
+/// configurations' matchConditions, so deleting a job still finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_job_finishes_while_the_webhook_is_down() {
+    let cluster = Cluster::start().await;
+    install_rbac(&cluster).await;
+    let kubeconfig = cluster.api_kubeconfig_for(ACCOUNT.0, ACCOUNT.1);
+    three_nodes(&cluster).await;
+    let _agent = spawn_agent(cluster.client.clone());
+    let controller = cluster.controller_as(&kubeconfig, &[]);
+    let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
+    let spec = json!({"image": "nginx:1.9.1", "completionPolicy": {"type": "Never"}});
+    jobs.create(&PostParams::default(), &job("kept", spec)).await.unwrap();
+    eventually("the finalizer added", 10 * SECONDS, || async {
+        let job = jobs.get("kept").await.unwrap();
+        (!job.metadata.finalizers.unwrap_or_default().is_empty()).then_some(())
+    })
+    .await;
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    cluster
+        .api
+        .set_service_endpoint("prewarm-system/prewarm-webhook", closed);
+    let refused = jobs
+        .patch(
+            "kept",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"parallelism": 2}})),
+        )
+        .await;
+    assert!(refused.is_err(), "a user's spec change still needs the webhook");
+    jobs.delete("kept", &DeleteParams::default()).await.unwrap();
+    eventually(
+        "the job gone, its finalizer removed by the controller",
+        15 * SECONDS,
+        || async { jobs.get_opt("kept").await.unwrap().is_none().then_some(()) },
+    )
+    .await;
+    assert!(controller.terminate().await.success());
+}

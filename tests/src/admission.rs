@@ -59,6 +59,8 @@ struct Attributes<'a> {
     operation: Operation,
     namespace: &'a str,
     sub_resource: Option<&'a str>,
+    /// `userInfo` of the request.
+    user: &'a Value,
     dry_run: bool,
 }
 
@@ -106,6 +108,52 @@ fn selector_matches(selector: Option<&Value>, labels: Option<&Value>) -> bool {
         .unwrap_or(false)
 }
 
+/// A webhook's `matchConditions`, as kube-apiserver evaluates them: CEL
+/// expressions over `object`, `oldObject` and `request` (null where absent);
+/// the webhook is called only when every one is true. An expression that does
+/// not compile or evaluate, or is not a boolean, is an error (which the
+/// webhook's failurePolicy decides). `authorizer` is not offered.
+fn match_conditions(
+    webhook: &Value,
+    a: &Attributes<'_>,
+    object: Option<&Value>,
+    old: Option<&Value>,
+) -> Result<bool, String> {
+    let conditions = webhook.get("matchConditions").and_then(Value::as_array);
+    let Some(conditions) = conditions.filter(|c| !c.is_empty()) else {
+        return Ok(true);
+    };
+    let request = json!({
+        "kind": {"group": a.rt.group, "version": a.version, "kind": a.rt.kind},
+        "resource": {"group": a.rt.group, "version": a.version, "resource": a.rt.plural},
+        "subResource": a.sub_resource, "namespace": a.namespace,
+        "name": object.or(old).map(|o| text(o, "/metadata/name")).unwrap_or_default(),
+        "operation": a.operation.as_str(), "userInfo": a.user, "dryRun": a.dry_run,
+    });
+    let mut context = cel_interpreter::Context::default();
+    for (variable, value) in [
+        ("object", object.cloned()),
+        ("oldObject", old.cloned()),
+        ("request", Some(request)),
+    ] {
+        context
+            .add_variable(variable, value.unwrap_or(Value::Null))
+            .map_err(|e| format!("matchConditions: {e}"))?;
+    }
+    for condition in conditions {
+        let name = text(condition, "/name");
+        let program = cel_interpreter::Program::compile(text(condition, "/expression"))
+            .map_err(|e| format!("matchCondition {name:?} does not compile: {e}"))?;
+        match program.execute(&context) {
+            Ok(cel_interpreter::Value::Bool(true)) => {}
+            Ok(cel_interpreter::Value::Bool(false)) => return Ok(false),
+            Ok(other) => return Err(format!("matchCondition {name:?} gave {other:?}, not a boolean")),
+            Err(e) => return Err(format!("matchCondition {name:?} failed: {e}")),
+        }
+    }
+    Ok(true)
+}
+
 impl Admission {
     pub fn new(service_endpoints: HashMap<String, SocketAddr>) -> Self {
         Self {
@@ -134,6 +182,7 @@ impl Admission {
         operation: Operation,
         namespace: &str,
         sub_resource: Option<&str>,
+        user: &Value,
         object: Option<Value>,
         old: Option<&Value>,
         dry_run: bool,
@@ -149,6 +198,7 @@ impl Admission {
             operation,
             namespace,
             sub_resource,
+            user,
             dry_run,
         };
         let mut object = object;
@@ -169,10 +219,23 @@ impl Admission {
                     else {
                         continue;
                     };
+                    let name = text(webhook, "/name");
+                    match match_conditions(webhook, &attributes, object.as_ref(), old) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) if webhook.get("failurePolicy").and_then(Value::as_str) == Some("Ignore") => {
+                            tracing::warn!(webhook = name, error = %e, "matchConditions failed; ignored by failurePolicy");
+                            continue;
+                        }
+                        Err(e) => {
+                            return Err(ApiError::internal(format!(
+                                "Internal error occurred: failed calling webhook \"{name}\": {e}"
+                            )));
+                        }
+                    }
                     let answer = self
                         .call(webhook, &attributes, &matched_version, object.as_ref(), old)
                         .await;
-                    let name = text(webhook, "/name");
                     let response = match answer {
                         Ok(response) => response,
                         Err(e) if webhook.get("failurePolicy").and_then(Value::as_str) == Some("Ignore") => {
@@ -342,7 +405,7 @@ impl Admission {
                 "name": object.or(old).map(|o| text(o, "/metadata/name")).unwrap_or_default(),
                 "namespace": a.namespace,
                 "operation": a.operation.as_str(),
-                "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
+                "userInfo": a.user,
                 "object": in_version(object), "oldObject": in_version(old), "dryRun": a.dry_run,
                 "options": {"kind": a.operation.options_kind(), "apiVersion": "meta.k8s.io/v1"},
             }

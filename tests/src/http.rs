@@ -56,6 +56,7 @@ impl AppState {
                 operation,
                 namespace,
                 sub_resource,
+                &target.user,
                 object,
                 old,
                 dry_run,
@@ -136,6 +137,8 @@ pub(crate) struct Target {
     pub(crate) subresource: Option<String>,
     /// `?fieldValidation=`, and the warnings it gives.
     pub(crate) fields: crate::field_validation::FieldValidation,
+    /// Who asks, as admission webhooks see it (`userInfo`).
+    pub(crate) user: Value,
 }
 
 async fn route(
@@ -205,6 +208,7 @@ async fn route(
         name,
         subresource,
         fields: crate::field_validation::FieldValidation::parse(query.get("fieldValidation"))?,
+        user: json!({"username": identity.username(), "groups": identity.groups()}),
     };
     let verb = match (
         method.as_str(),

@@ -170,6 +170,7 @@ pub(crate) fn watch(
         name: None,
         subresource: None,
         fields: Default::default(),
+        user: Value::Null,
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
     let mut epoch = state.store.watch_epoch();

@@ -166,7 +166,11 @@ fn the_chart_lints_clean_and_installs_what_kustomize_renders() {
             "manifests/overlays/image-pull-job-gate",
         ),
         (
-            vec![namespace, "featureGates=ImagePullJobGate=true", "certificates.source=certManager"],
+            vec![
+                namespace,
+                "featureGates=ImagePullJobGate=true",
+                "certificates.source=certManager",
+            ],
             "manifests/overlays/cert-manager",
         ),
     ] {
@@ -300,7 +304,9 @@ fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
     cluster.kubectl.ok(&["create", "namespace", "pre-warming"]);
     let release = cluster.helm_in("pre-warming", "install", &[]);
     assert!(
-        !release_objects(&release).iter().any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == "pre-warming"),
+        !release_objects(&release)
+            .iter()
+            .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == "pre-warming"),
         "the release namespace is not the chart's to create"
     );
     let webhook = cluster.get(&["get", "deployment", "-n", "pre-warming", "prewarm-webhook"]);
