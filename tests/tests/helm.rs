@@ -47,7 +47,7 @@ struct Cluster {
     _api: TestApi,
     kubectl: Kubectl,
     kubeconfig: std::path::PathBuf,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 /// A test API server that also serves cert-manager's Issuer and Certificate, as a
@@ -81,7 +81,7 @@ fn start_cluster(runtime: &tokio::runtime::Runtime) -> Cluster {
         _api: api,
         kubectl,
         kubeconfig,
-        dir,
+        _dir: dir,
     }
 }
 
