@@ -342,6 +342,23 @@ impl LocalCluster {
     }
 
     /// An image of the open registry, by its seed name (`nginx:1.9.1`).
+    /// What `up` prints: where everything is, and how to reach it.
+    pub fn summary(&self) -> String {
+        let nodes: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+        format!(
+            "kubeconfig: {kubeconfig}\nnodes: {nodes}\nregistry: 127.0.0.1:{open} (images: {images})\nprivate registry: 127.0.0.1:{private} (user {user}, password {password}, image {PRIVATE_IMAGE})\nlogs: {logs}\n",
+            kubeconfig = self.kubeconfig.display(),
+            nodes = nodes.join(", "),
+            open = self.registry_port,
+            images = IMAGES.join(", "),
+            private = self.private_registry_port,
+            user = PRIVATE_USER.0,
+            // A throwaway credential of this machine's test registry, printed so it can be used.
+            password = PRIVATE_USER.1,
+            logs = self.dir.join("logs").display(),
+        )
+    }
+
     pub fn image(&self, seed_name: &str) -> String {
         format!("127.0.0.1:{}/library/{seed_name}", self.registry_port)
     }

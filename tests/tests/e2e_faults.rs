@@ -17,6 +17,15 @@ async fn private_images_pull_with_the_right_secret_and_a_wrong_password_leaks_no
     let e2e = up(true).await;
     let private = e2e.cluster.private_image();
     let registry = format!("127.0.0.1:{}", e2e.cluster.private_registry_port);
+    // `up` prints the credentials the right Secret below is made of.
+    let summary = e2e.cluster.summary();
+    assert!(
+        summary.contains(&format!(
+            "private registry: {registry} (user {}, password {}",
+            PRIVATE_USER.0, PRIVATE_USER.1
+        )),
+        "{summary}"
+    );
     let dockerconfig = |password: &str| {
         base64::engine::general_purpose::STANDARD.encode(
             serde_json::json!({"auths": {&registry: {"username": PRIVATE_USER.0, "password": password}}}).to_string(),

@@ -44,24 +44,7 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let cluster = LocalCluster::start(&args.dir, &binaries, args.nodes, !args.gate_off).await;
-    let summary = format!(
-        "kubeconfig: {kubeconfig}\nnodes: {nodes}\nregistry: 127.0.0.1:{open} (images: {images})\nprivate registry: 127.0.0.1:{private} (user {user}, password {password}, image {private_image})\nlogs: {logs}\n",
-        kubeconfig = cluster.kubeconfig.display(),
-        nodes = cluster
-            .nodes
-            .iter()
-            .map(|n| n.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        open = cluster.registry_port,
-        images = prewarm_testapi::local_cluster::IMAGES.join(", "),
-        private = cluster.private_registry_port,
-        user = prewarm_testapi::local_cluster::PRIVATE_USER.0,
-        // A throwaway credential of this machine's test registry, printed so it can be used.
-        password = prewarm_testapi::local_cluster::PRIVATE_USER.1,
-        private_image = prewarm_testapi::local_cluster::PRIVATE_IMAGE,
-        logs = args.dir.join("logs").display(),
-    );
+    let summary = cluster.summary();
     print!("{summary}");
     if let Err(e) = std::fs::write(args.dir.join("ready"), &summary) {
         eprintln!(
