@@ -117,7 +117,10 @@ async fn jobs_converge_through_failing_api_writes() {
 async fn a_missing_lease_namespace_is_one_clear_line() {
     use tokio::io::AsyncReadExt;
     let cluster = Cluster::start_without_webhook().await;
-    let mut controller = cluster.controller(&["--leader-elect-namespace=nowhere"]);
+    // README's out-of-cluster form: the cluster named by --kubeconfig, whatever $KUBECONFIG says.
+    let kubeconfig = format!("--kubeconfig={}", cluster.kubeconfig.display());
+    let elsewhere = cluster.kubeconfig.with_file_name("no-such-kubeconfig");
+    let mut controller = cluster.controller_as(&elsewhere, &[&kubeconfig, "--leader-elect-namespace=nowhere"]);
     let status = tokio::time::timeout(10 * SECONDS, controller.child.wait())
         .await
         .expect("the controller exits")
