@@ -58,10 +58,16 @@ fn run(node_image: Option<&CachedNodeImage>, labels: &BTreeMap<String, String>) 
         node_image,
         owner: &jobs,
         secret_exists: &|_, name| name == "secret1",
+        copy_source: &copies,
         creation_delay_seconds: 30,
         no_response_seconds: NO_RESPONSE_SECONDS,
         now: now(),
     })
+}
+
+/// Copies the cache knows: `copy-of-X` was made from a Secret of namespace X.
+fn copies(_namespace: &str, name: &str) -> Option<String> {
+    name.strip_prefix("copy-of-").map(str::to_owned)
 }
 
 fn labels() -> BTreeMap<String, String> {
@@ -207,6 +213,7 @@ fn creation_waits_for_the_delay_and_deletion_spares_fake_node_images() {
             node_image: current,
             owner: &jobs,
             secret_exists: &|_, _| true,
+            copy_source: &copies,
             creation_delay_seconds: 30,
             no_response_seconds: NO_RESPONSE_SECONDS,
             now: now(),
@@ -264,5 +271,55 @@ fn silent_nodes_and_overdue_pulls_are_failed_with_events_for_the_owners() {
         Plan::Nothing {
             requeue_after: Some(480)
         }
+    );
+}
+
+/// A job's copies leave an entry with its last tag there: the agent would use a
+/// copy only for tags of its source's namespace, and none is left.
+#[test]
+fn copies_of_namespaces_without_tags_here_are_dropped() {
+    let batch = |name: &str| json!({"namespace": "kruise-daemon-config", "name": name, "mode": "batch"});
+    let refs = json!([batch("copy-of-default"), batch("copy-of-team-a"), batch("unknown")]);
+    // alive's tag (namespace default) stays; a gone job's tag of team-a goes.
+    let team_a_owner = json!([{"apiVersion": "apps.kruise.io/v1beta1", "kind": "ImagePullJob", "namespace": "team-a", "name": "gone", "uid": "uid-gone"}]);
+    let current = node_image(
+        json!({"zone": "a"}),
+        json!({"nginx": {"pullSecrets": refs, "tags": [tag("1", json!([owner("alive", "uid-alive")])), tag("2", team_a_owner)]}}),
+        json!({}),
+    );
+    let result = run(Some(&current), &labels());
+    let Plan::UpdateSpec { spec, .. } = &result else {
+        panic!("{result:?}")
+    };
+    let kept: Vec<String> = spec.images.as_ref().unwrap()["nginx"]
+        .pull_secrets
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|r| r.name.clone().unwrap())
+        .collect();
+    assert_eq!(
+        kept,
+        ["copy-of-default", "unknown"],
+        "team-a's copy went with its tag; an unknown one stays"
+    );
+    assert!(
+        reasons(&result)
+            .iter()
+            .any(|r| r.contains("pull secrets [copy-of-team-a] of jobs no longer on it")),
+        "{:?}",
+        reasons(&result)
+    );
+
+    // An ownerless tag (an admin's) keeps every copy, as in OpenKruise.
+    let admins = node_image(
+        json!({"zone": "a"}),
+        json!({"nginx": {"pullSecrets": [batch("copy-of-team-a")], "tags": [tag("1", json!([]))]}}),
+        json!({}),
+    );
+    let kept = run(Some(&admins), &labels());
+    assert!(
+        !matches!(kept, Plan::UpdateSpec { .. }),
+        "the spec keeps its copies: {kept:?}"
     );
 }

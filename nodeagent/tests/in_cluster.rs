@@ -497,3 +497,72 @@ async fn a_verdict_written_by_the_controller_is_adopted() {
     stop.send(()).unwrap();
     agent.await.unwrap();
 }
+
+/// Credentials are a tenant's, not an image's: on an entry that lists two
+/// tenants' copies, a tag owned by team-b's job is pulled with team-b's copy
+/// only, never team-a's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_is_pulled_only_with_its_owners_copies() {
+    let (_api_server, client, _) = cluster().await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "kruise-daemon-config"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), "kruise-daemon-config");
+    for (copy, source, user) in [("copy-a", "team-a/regcred", "a"), ("copy-b", "team-b/regcred", "b")] {
+        let config = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            json!({"auths": {"127.0.0.1:5001": {"username": user, "password": "pw"}}}).to_string(),
+        );
+        let secret = serde_json::from_value(json!({
+            "metadata": {"name": copy, "namespace": "kruise-daemon-config",
+                "annotations": {"imagepulljobs.kruise.io/source-key": source}},
+            "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": config}
+        }))
+        .unwrap();
+        secrets.create(&PostParams::default(), &secret).await.unwrap();
+    }
+    let owned_by = |namespace: &str, tag_name: &str| {
+        let mut tag = tag(tag_name, 0);
+        tag["ownerReferences"] = json!([{"apiVersion": "apps.kruise.io/v1beta1", "kind": "ImagePullJob",
+            "namespace": namespace, "name": "job", "uid": format!("{namespace}-uid")}]);
+        tag
+    };
+    let node_images: Api<NodeImage> = Api::all(client.clone());
+    let node_image: NodeImage = serde_json::from_value(json!({
+        "apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage", "metadata": {"name": "node-1"},
+        "spec": {"images": {"127.0.0.1:5001/shared/app": {
+            "pullSecrets": [{"namespace": "kruise-daemon-config", "name": "copy-a", "mode": "batch"},
+                            {"namespace": "kruise-daemon-config", "name": "copy-b", "mode": "batch"}],
+            "tags": [owned_by("team-b", "b1")]
+        }}}
+    }))
+    .unwrap();
+    node_images.create(&PostParams::default(), &node_image).await.unwrap();
+    // The registry would take either tenant's credentials.
+    let fake = serve(Behaviour {
+        accepted_users: vec!["a".into(), "b".into()],
+        ..Behaviour::default()
+    })
+    .await;
+    let cri = Cri::connect(&fake.socket).await.unwrap();
+    let metrics = Arc::new(AgentMetrics::default());
+    let (stop, agent) = start_agent(&client, &cri, &metrics);
+    let done = wait_until(&node_images, "team-b's tag", |s| s["succeeded"].as_i64() == Some(1)).await;
+    assert_eq!(done["succeeded"], 1, "{done:#}");
+    let users: Vec<String> = fake
+        .behaviour
+        .pulls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.auth.as_ref().map(|a| a.username.clone()))
+        .collect();
+    assert_eq!(users, ["b"], "team-a's credentials were offered for team-b's tag");
+    stop.send(()).unwrap();
+    agent.await.unwrap();
+}

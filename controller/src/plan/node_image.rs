@@ -2,7 +2,7 @@
 //! equal to the Node's, tags pruned when their owner jobs are gone or their
 //! TTL ran out, and tags the node never answered for failed with a message.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -54,6 +54,9 @@ pub struct Input<'a> {
     pub owner: &'a dyn Fn(&str, &str) -> Option<OwnerFacts>,
     /// Whether the Secret `namespace/name` exists.
     pub secret_exists: &'a dyn Fn(&str, &str) -> bool,
+    /// The namespace a copy `namespace/name` was made from (its source
+    /// annotation), when it is a copy the cache knows.
+    pub copy_source: &'a dyn Fn(&str, &str) -> Option<String>,
     pub creation_delay_seconds: i64,
     /// How long a tag may go unanswered (or unfinished past its deadline)
     /// before it is failed: [`NO_RESPONSE_SECONDS`] but in tests.
@@ -201,20 +204,49 @@ fn prune_spec(
             reasons.push(format!("no longer has {name} image spec"));
             continue;
         }
+        // A job's copies go with its last tag here: the agent uses a copy only
+        // for tags of its source's namespace, and none is left.
+        let ownerless = tags
+            .iter()
+            .any(|t| t.owner_references.as_ref().is_none_or(Vec::is_empty));
+        let owner_namespaces: BTreeSet<&str> = tags
+            .iter()
+            .flat_map(|t| t.owner_references.iter().flatten())
+            .filter_map(|o| o.namespace.as_deref())
+            .collect();
         let pull_secrets = image.pull_secrets.as_ref().map(|refs| {
-            let kept: Vec<_> = refs
-                .iter()
-                .filter(|r| {
-                    r.mode.as_deref() == Some(SECRET_MODE_BATCH)
-                        || (input.secret_exists)(
-                            r.namespace.as_deref().unwrap_or_default(),
-                            r.name.as_deref().unwrap_or_default(),
-                        )
-                })
-                .cloned()
-                .collect();
-            if kept.len() != refs.len() {
+            let (mut missing, mut unused) = (false, Vec::new());
+            let mut kept = Vec::with_capacity(refs.len());
+            for r in refs {
+                let (ns, secret) = (
+                    r.namespace.as_deref().unwrap_or_default(),
+                    r.name.as_deref().unwrap_or_default(),
+                );
+                let keep = if r.mode.as_deref() == Some(SECRET_MODE_BATCH) {
+                    let serves_a_tag = ownerless
+                        || (input.copy_source)(ns, secret)
+                            .is_none_or(|source| owner_namespaces.contains(source.as_str()));
+                    if !serves_a_tag {
+                        unused.push(secret);
+                    }
+                    serves_a_tag
+                } else {
+                    let exists = (input.secret_exists)(ns, secret);
+                    missing |= !exists;
+                    exists
+                };
+                if keep {
+                    kept.push(r.clone());
+                }
+            }
+            if missing {
                 reasons.push(format!("image {name} has pull secrets that no longer exist"));
+            }
+            if !unused.is_empty() {
+                reasons.push(format!(
+                    "image {name} has pull secrets [{}] of jobs no longer on it",
+                    unused.join(", ")
+                ));
             }
             kept
         });

@@ -41,6 +41,17 @@ pub async fn reconcile(ctx: &Context, name: String) -> Result<Option<Duration>, 
         })
     };
     let secret_exists = |namespace: &str, secret: &str| world.secret(namespace, secret).is_some();
+    let copy_source = |namespace: &str, secret: &str| {
+        let copy = world.secret(namespace, secret)?;
+        let source = copy
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(crate::plan::secrets::SOURCE_KEY)?;
+        source
+            .split_once('/')
+            .map(|(source_namespace, _)| source_namespace.to_owned())
+    };
     let plan = node_image::plan(&Input {
         name: &name,
         node: node.as_deref().map(|n| NodeFacts {
@@ -50,6 +61,7 @@ pub async fn reconcile(ctx: &Context, name: String) -> Result<Option<Duration>, 
         node_image: node_image.as_deref(),
         owner: &owner,
         secret_exists: &secret_exists,
+        copy_source: &copy_source,
         creation_delay_seconds: ctx.settings.creation_delay_seconds,
         no_response_seconds: ctx.settings.no_response_seconds,
         now: now(),

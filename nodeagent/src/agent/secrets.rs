@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::GetParams;
 use kube::{Api, Client};
@@ -29,6 +30,29 @@ pub enum SecretRefusal {
     },
 }
 
+/// The controller's annotation on a copy: `namespace/name` of the Secret it copies.
+const SOURCE_KEY: &str = "imagepulljobs.kruise.io/source-key";
+
+/// Whether a tag owned by `owners` may be pulled with `secret`: credentials are
+/// a tenant's, not an image's, so a copy serves only tags one of whose owners
+/// lives in the namespace it was copied from (only the controller writes that
+/// annotation, in a namespace tenants cannot write). A Secret that is no copy
+/// belongs to the agent's namespace. A tag without owners (added by an admin
+/// who may write NodeImages) uses every Secret of its image, as in OpenKruise.
+pub fn usable_by(secret: &serde_json::Value, agent_namespace: &str, owners: &[ObjectReference]) -> bool {
+    if owners.is_empty() {
+        return true;
+    }
+    let source_namespace = secret
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(SOURCE_KEY))
+        .and_then(serde_json::Value::as_str)
+        .map_or(agent_namespace, |key| {
+            key.split_once('/').map_or(key, |(namespace, _)| namespace)
+        });
+    owners.iter().any(|o| o.namespace.as_deref() == Some(source_namespace))
+}
+
 pub struct Secrets {
     client: Client,
     namespace: String,
@@ -49,10 +73,11 @@ impl Secrets {
         }
     }
 
-    /// The credentials of the Secrets an image names, and the references refused
-    /// (each reported once per cache period).
-    /// Secrets that cannot be read are logged and skipped, as kruise-daemon does.
-    pub async fn keyring(&self, image: &ImageSpec) -> (Keyring, Vec<SecretRefusal>) {
+    /// The credentials of the Secrets an image names that a tag owned by
+    /// `owners` may use, and the references refused (each reported once per
+    /// cache period). Secrets that cannot be read are logged and skipped, as
+    /// kruise-daemon does.
+    pub async fn keyring(&self, image: &ImageSpec, owners: &[ObjectReference]) -> (Keyring, Vec<SecretRefusal>) {
         let mut keyring = Keyring::default();
         let mut refused = Vec::new();
         for reference in image.pull_secrets.iter().flatten() {
@@ -69,9 +94,14 @@ impl Secrets {
                 }
                 continue;
             }
-            if let Some(secret) = self.get(name).await
-                && let Err(e) = keyring.add_secret(&secret)
-            {
+            let Some(secret) = self.get(name).await else {
+                continue;
+            };
+            if !usable_by(&secret, &self.namespace, owners) {
+                tracing::debug!(secret = %name, "not a copy of the tag's owners' secrets: not used for it");
+                continue;
+            }
+            if let Err(e) = keyring.add_secret(&secret) {
                 tracing::warn!(error = %e, "ignoring a pull secret");
             }
         }
@@ -123,5 +153,49 @@ impl Secrets {
             cache.insert(name.to_owned(), (Instant::now() + CACHE_FOR, secret.clone()));
         }
         secret
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn owner(namespace: &str) -> ObjectReference {
+        ObjectReference {
+            namespace: Some(namespace.to_owned()),
+            name: Some("job".to_owned()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_copy_serves_only_tags_of_its_sources_namespace() {
+        let copy_of = |source: &str| {
+            json!({"metadata": {"namespace": "kruise-daemon-config",
+            "annotations": {SOURCE_KEY: source}}})
+        };
+        let team_a = copy_of("team-a/regcred");
+        assert!(usable_by(&team_a, "kruise-daemon-config", &[owner("team-a")]));
+        assert!(
+            !usable_by(&team_a, "kruise-daemon-config", &[owner("team-b")]),
+            "another tenant's credentials"
+        );
+        assert!(usable_by(
+            &team_a,
+            "kruise-daemon-config",
+            &[owner("team-b"), owner("team-a")]
+        ));
+        assert!(
+            usable_by(&team_a, "kruise-daemon-config", &[]),
+            "an admin's ownerless tag"
+        );
+        let own = json!({"metadata": {"namespace": "kruise-daemon-config"}});
+        assert!(usable_by(
+            &own,
+            "kruise-daemon-config",
+            &[owner("kruise-daemon-config")]
+        ));
+        assert!(!usable_by(&own, "kruise-daemon-config", &[owner("team-a")]));
     }
 }

@@ -98,7 +98,7 @@ impl Task {
                 return;
             }
         };
-        let (keyring, refused) = self.shared.secrets.keyring(&image).await;
+        let (keyring, refused) = self.shared.secrets.keyring(&image, &owners).await;
         for refusal in refused {
             self.events
                 .publish(Reason::PullSecretRefused, &refusal.to_string(), &[])
