@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -109,8 +109,11 @@ struct Provider {
     env: Vec<(String, String)>,
 }
 
-/// Cached answers: (provider, cache key) → (expiry, credentials).
-type Cache = HashMap<(String, String), (Instant, Vec<Credential>)>;
+/// A provider's answer: image patterns (`*.dkr.ecr.*.amazonaws.com`) and their credentials.
+type AuthMap = Arc<Vec<(String, Credential)>>;
+
+/// Cached answers: (provider, cache key) → (expiry, the whole auth map).
+type Cache = HashMap<(String, String), (Instant, AuthMap)>;
 
 /// The providers of one config file, with their cache.
 #[derive(Debug)]
@@ -201,7 +204,9 @@ impl Plugins {
         credentials
     }
 
-    fn cached(&self, provider: &str, repository: &str) -> Option<Vec<Credential>> {
+    /// The provider's whole answer cached for `repository` (under its own key,
+    /// its registry's, or the global one, as the answer's cacheKeyType said).
+    fn cached(&self, provider: &str, repository: &str) -> Option<AuthMap> {
         let registry = repository.split('/').next().unwrap_or(repository);
         let cache = self.cache.lock().ok()?;
         [repository, registry, "global"].iter().find_map(|key| {
@@ -212,10 +217,24 @@ impl Plugins {
         })
     }
 
+    /// Credentials for `repository` from one provider. As kubelet does, the
+    /// provider's whole auth map is cached and matched against each image, so
+    /// an answer cached for one image (under a registry or global key) offers
+    /// another image only the entries that match it.
     async fn provide_one(&self, provider: &Provider, repository: &str) -> Result<Vec<Credential>, PluginError> {
-        if let Some(credentials) = self.cached(&provider.name, repository) {
-            return Ok(credentials);
-        }
+        let auth = match self.cached(&provider.name, repository) {
+            Some(auth) => auth,
+            None => self.exec(provider, repository).await?,
+        };
+        Ok(auth
+            .iter()
+            .filter(|(pattern, _)| matches(pattern, repository))
+            .map(|(_, credential)| credential.clone())
+            .collect())
+    }
+
+    /// Runs the provider for `repository`; caches and returns its auth map.
+    async fn exec(&self, provider: &Provider, repository: &str) -> Result<AuthMap, PluginError> {
         let exec_error = |message: String| PluginError::Exec {
             name: provider.name.clone(),
             message,
@@ -260,17 +279,21 @@ impl Plugins {
                 response.api_version, provider.api_version
             )));
         }
-        let credentials: Vec<Credential> = response
-            .auth
-            .into_iter()
-            .filter(|(pattern, _)| matches(pattern, repository))
-            .map(|(_, auth)| Credential {
-                username: auth.username,
-                password: auth.password,
-                identity_token: String::new(),
-                source: format!("credential provider {}", provider.name),
-            })
-            .collect();
+        let auth: AuthMap = Arc::new(
+            response
+                .auth
+                .into_iter()
+                .map(|(pattern, auth)| {
+                    let credential = Credential {
+                        username: auth.username,
+                        password: auth.password,
+                        identity_token: String::new(),
+                        source: format!("credential provider {}", provider.name),
+                    };
+                    (pattern, credential)
+                })
+                .collect(),
+        );
         // Go's `time.ParseDuration` grammar; one the plugin got wrong falls back to the default.
         let duration = match response.cache_duration.as_deref() {
             Some(text) => prewarm_api::duration::parse(text).unwrap_or_else(|e| {
@@ -287,13 +310,10 @@ impl Plugins {
                 _ => repository.to_owned(),
             };
             if let Ok(mut cache) = self.cache.lock() {
-                cache.insert(
-                    (provider.name.clone(), key),
-                    (Instant::now() + duration, credentials.clone()),
-                );
+                cache.insert((provider.name.clone(), key), (Instant::now() + duration, auth.clone()));
             }
         }
-        Ok(credentials)
+        Ok(auth)
     }
 }
 

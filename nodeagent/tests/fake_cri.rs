@@ -342,6 +342,77 @@ async fn a_credential_provider_plugin_supplies_cached_credentials() {
     assert_eq!(users.iter().filter(|u| *u == "plugin-user").count(), 2, "{users:?}");
 }
 
+/// Kubelet's rule: a provider's whole answer is cached (here under the global
+/// key) and matched against each image, so credentials it gave for one host
+/// are never offered to another, and an image without an entry does not make
+/// the cache empty for the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_globally_cached_answer_is_matched_per_image() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = serve(Behaviour {
+        accepted_users: vec!["host-one".into()],
+        ..Behaviour::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = dir.path().join("plugins");
+    std::fs::create_dir(&bin_dir).unwrap();
+    let plugin = bin_dir.join("global-provider");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\ncat > /dev/null\nprintf '%s' '{\"apiVersion\":\"credentialprovider.kubelet.k8s.io/v1\",\"kind\":\"CredentialProviderResponse\",\"cacheKeyType\":\"Global\",\"cacheDuration\":\"5m\",\"auth\":{\"127.0.0.1:5001\":{\"username\":\"host-one\",\"password\":\"pw\"}}}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n- name: global-provider\n  matchImages: [\"127.0.0.1:5001\", \"127.0.0.2:5001\"]\n  defaultCacheDuration: 1m\n  apiVersion: credentialprovider.kubelet.k8s.io/v1\n",
+    )
+    .unwrap();
+    let job = dir.path().join("job.yaml");
+    std::fs::write(&job, "apiVersion: apps.kruise.io/v1beta1\nkind: ImageListPullJob\nmetadata: {name: l}\nspec:\n  images: [127.0.0.2:5001/two:1, 127.0.0.1:5001/one:1, 127.0.0.1:5001/one:2]\n  pullPolicy: {backoffLimit: 0}\n  completionPolicy: {type: Always}\n").unwrap();
+    let socket = server.socket.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_prewarm-nodeagent"))
+            .args([
+                "pull",
+                "-f",
+                job.to_str().unwrap(),
+                "--cri-socket",
+                socket.to_str().unwrap(),
+            ])
+            .args(["--credential-provider-config", config.to_str().unwrap()])
+            .args(["--credential-provider-bin-dir", bin_dir.to_str().unwrap()])
+            .args(["--retry-backoff", "10ms", "--max-retry-backoff", "20ms"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let pulls: Vec<(String, String)> = server
+        .behaviour
+        .pulls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let image = p.image.clone().unwrap_or_default().image;
+            (image, p.auth.clone().map(|a| a.username).unwrap_or_default())
+        })
+        .collect();
+    for (image, user) in &pulls {
+        let expected = if image.contains("127.0.0.1:5001") {
+            "host-one"
+        } else {
+            ""
+        };
+        assert_eq!(user, expected, "{image}: {pulls:?}\n{stdout}");
+    }
+    assert_eq!(pulls.iter().filter(|(_, u)| u == "host-one").count(), 2, "{pulls:?}");
+}
+
 #[tokio::test]
 async fn one_timeout_covers_every_credential_of_an_attempt() {
     let server = serve(Behaviour {
