@@ -632,3 +632,34 @@ fn a_million_problems_are_listed_as_the_first_hundred_and_a_count() {
         errors[100]
     );
 }
+
+#[test]
+fn pull_policies_that_keep_nodes_busy_are_warned_about() {
+    let report = check(
+        Kind::ImagePullJob,
+        &with(
+            job(),
+            &[("/spec/pullPolicy", json!({"timeoutSeconds": 7200, "backoffLimit": 50}))],
+        ),
+    );
+    assert!(report.errors.is_empty(), "legal, as in OpenKruise: {:?}", report.errors);
+    let warned = |field: &str| report.warnings.iter().any(|w| w.starts_with(field));
+    assert!(
+        warned("spec.pullPolicy.timeoutSeconds: 7200 s per attempt"),
+        "{:?}",
+        report.warnings
+    );
+    assert!(
+        warned("spec.pullPolicy.backoffLimit: 50 retries"),
+        "{:?}",
+        report.warnings
+    );
+    let usual = check(
+        Kind::ImagePullJob,
+        &with(
+            job(),
+            &[("/spec/pullPolicy", json!({"timeoutSeconds": 3600, "backoffLimit": 20}))],
+        ),
+    );
+    assert!(usual.warnings.is_empty(), "{:?}", usual.warnings);
+}

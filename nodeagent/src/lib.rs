@@ -8,3 +8,4 @@ pub mod health;
 pub mod jobs;
 pub mod pull_command;
 pub mod puller;
+pub mod slots;

@@ -17,6 +17,7 @@ use crate::jobs::JobError;
 const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
 use crate::cri;
 use crate::puller::{self, Backoff, Outcome, Progress};
+use crate::slots::FairSlots;
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
@@ -128,15 +129,14 @@ pub async fn run(args: PullArgs) -> ExitCode {
         initial: args.retry_backoff,
         max: args.max_retry_backoff,
     };
-    let limit = Arc::new(tokio::sync::Semaphore::new(args.max_concurrent_pulls.max(1)));
+    let slots = Arc::new(FairSlots::new(args.max_concurrent_pulls));
     let mut tasks = Vec::new();
     for spec in specs {
-        let (cri, limit) = (cri.clone(), limit.clone());
+        let (cri, slots) = (cri.clone(), slots.clone());
         tasks.push(tokio::spawn(async move {
             let image = spec.reference.to_string();
             println!("{image}: waiting");
-            let _permit = limit.acquire().await;
-            let outcome = puller::pull(&cri, &spec, backoff, |progress| match progress {
+            let outcome = puller::pull(&cri, &spec, backoff, &slots, "", |progress| match progress {
                 Progress::Attempt { number, of } => println!("{image}: pulling (attempt {number} of {of})"),
                 Progress::Retrying { after, error } => println!("{image}: {error}; retrying in {after:?}"),
             })

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::credentials::Credential;
 use crate::cri::{Cri, CriError, Sandbox};
+use crate::slots::FairSlots;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
@@ -126,7 +127,16 @@ pub enum Progress {
     Retrying { after: Duration, error: CriError },
 }
 
-pub async fn pull(cri: &Cri, spec: &PullSpec, backoff: Backoff, mut progress: impl FnMut(Progress)) -> Outcome {
+/// Pulls `spec`, each attempt within a slot of `slots` (as `namespace`), given
+/// back while it backs off so that other pulls go on meanwhile.
+pub async fn pull(
+    cri: &Cri,
+    spec: &PullSpec,
+    backoff: Backoff,
+    slots: &FairSlots,
+    namespace: &str,
+    mut progress: impl FnMut(Progress),
+) -> Outcome {
     let image = spec.reference.canonical();
     let started = Instant::now();
     // A deadline too far away to represent is no deadline at all.
@@ -147,11 +157,14 @@ pub async fn pull(cri: &Cri, spec: &PullSpec, backoff: Backoff, mut progress: im
                 attempts: attempt - 1,
             };
         }
+        let slot = slots.take(namespace).await;
         progress(Progress::Attempt {
             number: attempt,
             of: attempts,
         });
-        match pull_once(cri, &image, spec, timeout).await {
+        let pulled = pull_once(cri, &image, spec, timeout).await;
+        drop(slot);
+        match pulled {
             Ok(image_ref) => {
                 return Outcome::Pulled {
                     image_ref,

@@ -12,7 +12,13 @@ use std::time::{Duration, Instant};
 use prewarm_api::reference::ImageReference;
 use prewarm_nodeagent::credentials::Credential;
 use prewarm_nodeagent::cri::{Cri, CriError, Sandbox, discover};
-use prewarm_nodeagent::puller::{Backoff, Outcome, Policy, PullSpec, pull};
+use prewarm_nodeagent::puller::{Backoff, Outcome, Policy, Progress, PullSpec};
+use prewarm_nodeagent::slots::FairSlots;
+
+/// One pull on its own, with a slot of its own.
+async fn pull(cri: &Cri, spec: &PullSpec, backoff: Backoff, progress: impl FnMut(Progress)) -> Outcome {
+    prewarm_nodeagent::puller::pull(cri, spec, backoff, &FairSlots::new(1), "", progress).await
+}
 
 mod common;
 
@@ -340,6 +346,61 @@ async fn a_credential_provider_plugin_supplies_cached_credentials() {
         .map(|p| p.auth.clone().map(|a| a.username).unwrap_or_default())
         .collect();
     assert_eq!(users.iter().filter(|u| *u == "plugin-user").count(), 2, "{users:?}");
+}
+
+/// One slot, two failing pulls: each gives the slot back while it backs off,
+/// so their attempts interleave instead of one waiting out the other's retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_backing_off_holds_no_slot() {
+    let server = serve(Behaviour {
+        accepted_users: vec!["nobody-anonymous".into()],
+        ..Behaviour::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.yaml");
+    std::fs::write(&job, "apiVersion: apps.kruise.io/v1beta1\nkind: ImageListPullJob\nmetadata: {name: l}\nspec:\n  images: [registry.example/a:1, registry.example/b:1]\n  pullPolicy: {backoffLimit: 2}\n  completionPolicy: {type: Always}\n").unwrap();
+    let socket = server.socket.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_prewarm-nodeagent"))
+            .args([
+                "pull",
+                "-f",
+                job.to_str().unwrap(),
+                "--cri-socket",
+                socket.to_str().unwrap(),
+            ])
+            .args([
+                "--max-concurrent-pulls",
+                "1",
+                "--retry-backoff",
+                "300ms",
+                "--max-retry-backoff",
+                "300ms",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        !output.status.success(),
+        "both fail: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let images: Vec<String> = server
+        .behaviour
+        .pulls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.image.clone().unwrap_or_default().image)
+        .collect();
+    assert_eq!(images.len(), 6, "{images:?}");
+    assert_ne!(
+        images[0], images[1],
+        "the second pull went while the first backed off: {images:?}"
+    );
 }
 
 /// Kubelet's rule: a provider's whole answer is cached (here under the global

@@ -12,7 +12,13 @@ use std::time::{Duration, Instant};
 use prewarm_api::reference::ImageReference;
 use prewarm_nodeagent::credentials::Credential;
 use prewarm_nodeagent::cri::{Cri, CriError};
-use prewarm_nodeagent::puller::{Backoff, Outcome, Policy, PullSpec, pull};
+use prewarm_nodeagent::puller::{Backoff, Outcome, Policy, Progress, PullSpec};
+use prewarm_nodeagent::slots::FairSlots;
+
+/// One pull on its own, with a slot of its own.
+async fn pull(cri: &Cri, spec: &PullSpec, backoff: Backoff, progress: impl FnMut(Progress)) -> Outcome {
+    prewarm_nodeagent::puller::pull(cri, spec, backoff, &FairSlots::new(1), "", progress).await
+}
 use prewarm_testapi::infra::{containerd, free_port, push, registry};
 
 fn spec(image: &str) -> PullSpec {

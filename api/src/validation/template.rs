@@ -140,15 +140,33 @@ pub(super) fn timeout_and_retries(report: &mut Report, path: &FieldPath, timeout
             "must be greater than 0",
         ));
     }
-    if let Some(backoff) = backoff
-        && backoff < 0
+    if let Some(timeout) = timeout
+        && timeout > LONG_TIMEOUT_SECONDS
     {
         report.warn(
-            &path.child("backoffLimit"),
-            format_args!("{backoff} is negative and is treated as the default, 3"),
+            &path.child("timeoutSeconds"),
+            format_args!("{timeout} s per attempt: against a registry that does not answer, each attempt holds one of a node's few pull slots that long; {LONG_TIMEOUT_SECONDS} or less is usual"),
         );
     }
+    if let Some(backoff) = backoff {
+        if backoff < 0 {
+            report.warn(
+                &path.child("backoffLimit"),
+                format_args!("{backoff} is negative and is treated as the default, 3"),
+            );
+        } else if backoff > MANY_RETRIES {
+            report.warn(
+                &path.child("backoffLimit"),
+                format_args!("{backoff} retries keep a failing pull going for hours on every node; {MANY_RETRIES} or less is usual"),
+            );
+        }
+    }
 }
+
+/// Above these a pull policy is legal (OpenKruise accepts any value) but
+/// likely a mistake that keeps nodes busy: the webhook warns.
+const LONG_TIMEOUT_SECONDS: i32 = 3600;
+const MANY_RETRIES: i32 = 20;
 
 fn completion_policy(
     report: &mut Report,

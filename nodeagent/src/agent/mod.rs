@@ -22,7 +22,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use prewarm_api::node_image::NodeImageStatus;
 use prewarm_api::v1beta1::{NodeImage, NodeImageSpec};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
+
+use crate::slots::FairSlots;
 use tokio::task::AbortHandle;
 
 use crate::credential_plugins::Plugins;
@@ -77,7 +79,7 @@ impl State {
 struct Shared {
     state: Mutex<State>,
     changed: Notify,
-    limit: Semaphore,
+    slots: FairSlots,
     secrets: Secrets,
 }
 
@@ -122,7 +124,7 @@ pub async fn run(client: Client, cri: Cri, config: AgentConfig, shutdown: impl s
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
         changed: Notify::new(),
-        limit: Semaphore::new(config.max_concurrent_pulls.max(1)),
+        slots: FairSlots::new(config.max_concurrent_pulls),
         secrets: Secrets::new(client.clone(), config.secret_namespace.clone()),
     });
     let writer = tokio::spawn(writer::write_status(api.clone(), shared.clone(), config.clone()));

@@ -15,7 +15,7 @@ use super::plan::TagKey;
 use super::status::{Phase, TagState};
 use super::{AgentConfig, Shared, now};
 use crate::cri::Cri;
-use crate::puller::{self, Outcome, PolicyFields, PullSpec};
+use crate::puller::{self, Outcome, PolicyFields, Progress, PullSpec};
 
 pub(super) struct Task {
     pub cri: Cri,
@@ -105,14 +105,9 @@ impl Task {
                 .await;
         }
         let started = std::time::Instant::now();
+        // The tenant whose turn this pull takes: its first owner's namespace.
+        let namespace = owners.first().and_then(|o| o.namespace.clone()).unwrap_or_default();
         let (outcome, tried) = {
-            let Ok(_permit) = self.shared.limit.acquire().await else {
-                return;
-            };
-            self.record(|s| {
-                s.phase = Phase::Pulling;
-                s.start_time = Some(now());
-            });
             let mut credentials = keyring.lookup(&reference.full_name());
             if let Some(plugins) = &self.config.plugins {
                 credentials.extend(plugins.provide(&reference.full_name()).await);
@@ -127,7 +122,25 @@ impl Task {
             };
             let spec = PullSpec::new(reference, &fields, credentials);
             let _in_flight = InFlight::new(&self.config.metrics.in_flight);
-            let outcome = puller::pull(&self.cri, &spec, self.config.backoff, |_| {}).await;
+            // Pulling from the first attempt on, which starts once a slot is free.
+            let started_pulling = |progress: Progress| {
+                if let Progress::Attempt { number: 1, .. } = progress {
+                    self.record(|s| {
+                        s.phase = Phase::Pulling;
+                        s.start_time = Some(now());
+                    });
+                }
+            };
+            let slots = &self.shared.slots;
+            let outcome = puller::pull(
+                &self.cri,
+                &spec,
+                self.config.backoff,
+                slots,
+                &namespace,
+                started_pulling,
+            )
+            .await;
             (outcome, spec.credentials_tried())
         };
         self.config.metrics.record(&outcome, started.elapsed());
