@@ -10,6 +10,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use prewarm_api::gates::{FeatureGates, Gate};
 use prewarm_controller::admin::{self, ControllerName, Metrics};
 use prewarm_controller::leader::{Elector, LeaseConfig};
+use prewarm_controller::plan::excluded::ExcludedNodes;
 use prewarm_controller::plan::secrets::DEFAULT_AGENT_NAMESPACE;
 use prewarm_controller::plan::tag_policy::MAX_DEFAULT_TTL_FOR_ALWAYS;
 use prewarm_controller::reconcile::{self, Context, Settings, first_to_stop, run_workers};
@@ -36,6 +37,11 @@ struct Cli {
     /// whose tag is unfinished there (Go duration; OpenKruise's 10m).
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     node_no_response_timeout: Duration,
+    /// Nodes no job targets, whatever its selector says: a label selector
+    /// (`key`, `!key`, `key=value`, `key!=value`, comma-separated). By default
+    /// control-plane nodes, whose disk etcd shares; empty excludes nothing.
+    #[arg(long, default_value = "node-role.kubernetes.io/control-plane", value_parser = ExcludedNodes::parse)]
+    excluded_nodes: ExcludedNodes,
     /// Seconds added to the TTL of tags written by Always jobs (0 to 2678400).
     #[arg(long = "default-ttlseconds-for-always-nodeimage", default_value_t = 300,
           value_parser = clap::value_parser!(i64).range(0..=MAX_DEFAULT_TTL_FOR_ALWAYS))]
@@ -196,6 +202,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             default_ttl_for_always: cli.default_ttl_for_always,
             creation_delay_seconds: i64::try_from(cli.nodeimage_creation_delay.as_secs()).unwrap_or(i64::MAX),
             no_response_seconds: i64::try_from(cli.node_no_response_timeout.as_secs()).unwrap_or(i64::MAX),
+            excluded_nodes: cli.excluded_nodes.clone(),
         },
     };
     world.enqueue_all();

@@ -18,6 +18,7 @@ use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob};
 
 use crate::cached_node_image::CachedNodeImage;
 use crate::index::{Index, ObjectKey};
+use crate::plan::excluded::ExcludedNodes;
 use crate::plan::image_pull_job::{Target, Unmatched};
 use crate::plan::node_image::is_virtual_kubelet;
 use crate::plan::selection::{Selection, active_pod_node, selection};
@@ -201,8 +202,12 @@ impl World {
         }
     }
 
-    /// The NodeImages a job targets, sorted by name, with their readiness.
-    pub fn targets(&self, job: &ImagePullJob) -> Vec<(Arc<CachedNodeImage>, Option<Timestamp>)> {
+    /// The NodeImages a job targets (none of `excluded`), sorted by name, with their readiness.
+    pub fn targets(
+        &self,
+        job: &ImagePullJob,
+        excluded: &ExcludedNodes,
+    ) -> Vec<(Arc<CachedNodeImage>, Option<Timestamp>)> {
         let namespace = job.namespace().unwrap_or_default();
         let node_images: Vec<Arc<CachedNodeImage>> = match selection(&job.spec) {
             Selection::All => self.node_images.state(),
@@ -227,6 +232,15 @@ impl World {
                 nodes.iter().filter_map(|n| self.node_image(n)).collect()
             }
         };
+        let node_images: Vec<Arc<CachedNodeImage>> = node_images
+            .into_iter()
+            .filter(|n| {
+                !excluded.excludes(
+                    self.node_labels(n.metadata.name.as_deref().unwrap_or_default())
+                        .as_ref(),
+                )
+            })
+            .collect();
         let index = self.index();
         let mut targets: Vec<(Arc<CachedNodeImage>, Option<Timestamp>)> = node_images
             .into_iter()
@@ -242,9 +256,10 @@ impl World {
 
     /// What `job` selects that has no NodeImage: named nodes that do not
     /// exist, Ready nodes whose NodeImage is not made yet, or no pod at all.
-    pub fn unmatched(&self, job: &ImagePullJob) -> Unmatched {
+    pub fn unmatched(&self, job: &ImagePullJob, excluded: &ExcludedNodes) -> Unmatched {
         let awaited = |name: &str| {
             self.node_image(name).is_none()
+                && !excluded.excludes(self.node_labels(name).as_ref())
                 && self.node(name).is_some_and(|n| {
                     n.metadata.deletion_timestamp.is_none()
                         && ready_since(&n).is_some()

@@ -249,3 +249,55 @@ async fn a_node_that_stays_not_ready_does_not_keep_a_job_running() {
     );
     assert!(controller.terminate().await.success());
 }
+
+/// A job with no selector targets every node but control-plane ones (their
+/// disk is etcd's): `--excluded-nodes`, whose default excludes them; empty, it
+/// excludes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_nodes_are_never_targeted_by_default() {
+    let Running {
+        cluster,
+        controller,
+        _agent,
+    } = running(Cluster::start().await, &[]).await;
+    cluster
+        .add_node(
+            "control-plane-1",
+            json!({"node-role.kubernetes.io/control-plane": ""}),
+            true,
+        )
+        .await;
+    let node_images: Api<NodeImage> = Api::all(cluster.client.clone());
+    eventually("the control-plane node's NodeImage too", 10 * SECONDS, || async {
+        node_images.get_opt("control-plane-1").await.unwrap().map(|_| ())
+    })
+    .await;
+    let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
+    let spec = json!({"image": "nginx:1.26", "parallelism": 4, "completionPolicy": {"type": "Always"}});
+    jobs.create(&PostParams::default(), &job("everywhere", spec))
+        .await
+        .unwrap();
+    let done = wait_status(&jobs, "everywhere", "completion", 10 * SECONDS, |s| {
+        s["completionTime"].is_string()
+    })
+    .await;
+    assert_eq!(
+        (done["desired"].clone(), done["succeeded"].clone()),
+        (json!(3), json!(3)),
+        "{done}"
+    );
+    assert_eq!(tag_owners(&cluster, "control-plane-1", "nginx", "1.26").await, None);
+    assert!(controller.terminate().await.success());
+
+    let controller = cluster.controller(&["--excluded-nodes="]);
+    let spec = json!({"image": "nginx:1.27", "parallelism": 4, "completionPolicy": {"type": "Always"}});
+    jobs.create(&PostParams::default(), &job("really-everywhere", spec))
+        .await
+        .unwrap();
+    let done = wait_status(&jobs, "really-everywhere", "completion", 10 * SECONDS, |s| {
+        s["completionTime"].is_string()
+    })
+    .await;
+    assert_eq!(done["succeeded"], 4, "{done}");
+    assert!(controller.terminate().await.success());
+}

@@ -104,7 +104,7 @@ async fn run(
     if !ctx.world.pending_writes.settled(&key.to_string(), cached_version) {
         return Ok(Some(EXPECTATION_RETRY));
     }
-    let targets = ctx.world.targets(job);
+    let targets = ctx.world.targets(job, &ctx.settings.excluded_nodes);
     let synced = secrets::sync(
         ctx,
         JobSecrets {
@@ -123,7 +123,7 @@ async fn run(
         secrets: &synced.plan.refs,
         tag_policy: &tag_policy,
         no_response_seconds: ctx.settings.no_response_seconds,
-        unmatched: &ctx.world.unmatched(job),
+        unmatched: &ctx.world.unmatched(job, &ctx.settings.excluded_nodes),
         now: now(),
     });
     let writes: Vec<_> = plan.writes.iter().map(|w| write_entry(ctx, key, w)).collect();

@@ -29,6 +29,8 @@ pub struct Settings {
     pub creation_delay_seconds: i64,
     /// A tag unanswered this long fails; a node NotReady this long fails its jobs.
     pub no_response_seconds: i64,
+    /// Nodes no job targets.
+    pub excluded_nodes: crate::plan::excluded::ExcludedNodes,
 }
 
 #[derive(Clone)]
