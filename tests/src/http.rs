@@ -269,6 +269,10 @@ async fn route(
     let shape = if accept.contains("as=Table") {
         Shape::Table
     } else if accept.contains("as=PartialObjectMetadata") {
+        // Counted apart too, so tests can tell metadata-only readers.
+        state
+            .store
+            .count(&format!("{verb} as metadata"), &target.rt.group, &target.rt.plural);
         Shape::Metadata
     } else {
         Shape::Object
