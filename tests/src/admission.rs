@@ -220,22 +220,15 @@ impl Admission {
                         continue;
                     };
                     let name = text(webhook, "/name");
-                    match match_conditions(webhook, &attributes, object.as_ref(), old) {
-                        Ok(true) => {}
+                    // A matchCondition that fails is decided by failurePolicy, as a failed call.
+                    let answer = match match_conditions(webhook, &attributes, object.as_ref(), old) {
                         Ok(false) => continue,
-                        Err(e) if webhook.get("failurePolicy").and_then(Value::as_str) == Some("Ignore") => {
-                            tracing::warn!(webhook = name, error = %e, "matchConditions failed; ignored by failurePolicy");
-                            continue;
+                        Ok(true) => {
+                            self.call(webhook, &attributes, &matched_version, object.as_ref(), old)
+                                .await
                         }
-                        Err(e) => {
-                            return Err(ApiError::internal(format!(
-                                "Internal error occurred: failed calling webhook \"{name}\": {e}"
-                            )));
-                        }
-                    }
-                    let answer = self
-                        .call(webhook, &attributes, &matched_version, object.as_ref(), old)
-                        .await;
+                        Err(e) => Err(e),
+                    };
                     let response = match answer {
                         Ok(response) => response,
                         Err(e) if webhook.get("failurePolicy").and_then(Value::as_str) == Some("Ignore") => {

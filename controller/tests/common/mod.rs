@@ -394,7 +394,8 @@ pub async fn tag_owners(cluster: &Cluster, node: &str, image: &str, tag: &str) -
     )
 }
 
-pub async fn event_reasons(cluster: &Cluster, name: &str) -> BTreeSet<String> {
+/// The events about the object `name` in `default`.
+async fn events_about(cluster: &Cluster, name: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(cluster.client.clone(), "default");
     events
         .list(&ListParams::default())
@@ -403,20 +404,22 @@ pub async fn event_reasons(cluster: &Cluster, name: &str) -> BTreeSet<String> {
         .items
         .into_iter()
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+pub async fn event_reasons(cluster: &Cluster, name: &str) -> BTreeSet<String> {
+    events_about(cluster, name)
+        .await
+        .into_iter()
         .filter_map(|e| e.reason)
         .collect()
 }
 
 /// The notes of the events with `reason` about the object `name` in `default`.
 pub async fn event_notes(cluster: &Cluster, name: &str, reason: &str) -> Vec<String> {
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(cluster.client.clone(), "default");
-    events
-        .list(&ListParams::default())
+    events_about(cluster, name)
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .filter(|e| e.reason.as_deref() == Some(reason))
         .filter_map(|e| e.note)
         .collect()
