@@ -29,7 +29,7 @@ revision=$(git rev-parse HEAD)
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
 for binary in "${BINARIES[@]}"; do
-    install -m 0755 "target/$TARGET/release/$binary" "$context/$binary"
+    install -m 0755 "${CARGO_TARGET_DIR:-target}/$TARGET/release/$binary" "$context/$binary"
 done
 cp images/Containerfile "$context/"
 image="$IMAGE_REPOSITORY:$IMAGE_TAG"
