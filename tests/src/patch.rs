@@ -70,6 +70,7 @@ async fn patch_once(
         ("application/json-patch+json", Some(mut current)) => {
             let patch: json_patch::Patch =
                 serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            let patch = null_tests_of_absent_members_pass(&current, patch);
             json_patch::patch(&mut current, &patch).map_err(|e| {
                 ApiError::invalid(
                     &target.rt.kind,
@@ -131,5 +132,70 @@ async fn patch_once(
     match write(state, target, patched, dry_run).await {
         Err(e) if e.code == 409 && unchanged_version => Err(PatchError::Raced(e)),
         other => Ok(other?),
+    }
+}
+
+/// kube-apiserver applies JSON patches with evanphx/json-patch, whose `test`
+/// of a member that is absent (in an object that exists) against `null`
+/// succeeds (`if val == nil { if op.value().raw == nil { return nil } … }` in v4,
+/// `ov.isNull()` in v5), where RFC 6902, and the `json_patch` crate, fail it.
+/// Clients rely on it to add a member only if it is absent; here such tests are
+/// dropped before the patch is applied, operation by operation, as they hold.
+fn null_tests_of_absent_members_pass(document: &serde_json::Value, patch: json_patch::Patch) -> json_patch::Patch {
+    let mut current = document.clone();
+    let mut kept = Vec::with_capacity(patch.0.len());
+    for operation in patch.0 {
+        if let json_patch::PatchOperation::Test(test) = &operation
+            && test.value.is_null()
+        {
+            let path = test.path.to_string();
+            let (parent, _) = path.rsplit_once('/').unwrap_or(("", ""));
+            let parent_exists = parent.is_empty() || current.pointer(parent).is_some_and(serde_json::Value::is_object);
+            if parent_exists && current.pointer(&path).is_none() {
+                continue;
+            }
+        }
+        // Later tests see the document as the operations before them left it.
+        let _ = json_patch::patch(&mut current, std::slice::from_ref(&operation));
+        kept.push(operation);
+    }
+    json_patch::Patch(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn apply(document: serde_json::Value, operations: serde_json::Value) -> Result<serde_json::Value, String> {
+        let patch: json_patch::Patch = serde_json::from_value(operations).map_err(|e| e.to_string())?;
+        let mut document = document;
+        let patch = null_tests_of_absent_members_pass(&document, patch);
+        json_patch::patch(&mut document, &patch).map_err(|e| e.to_string())?;
+        Ok(document)
+    }
+
+    #[test]
+    fn a_null_test_adds_only_what_is_absent_as_kube_apiserver_does() {
+        let add_b = json!([{"op": "test", "path": "/images/b", "value": null},
+                           {"op": "add", "path": "/images/b", "value": 2}]);
+        assert_eq!(
+            apply(json!({"images": {"a": 1}}), add_b.clone()),
+            Ok(json!({"images": {"a": 1, "b": 2}}))
+        );
+        assert!(
+            apply(json!({"images": {"a": 1, "b": 3}}), add_b.clone()).is_err(),
+            "b is there: the test fails"
+        );
+        assert!(
+            apply(json!({}), add_b).is_err(),
+            "no images object: the path is missing"
+        );
+        let twice = json!([{"op": "add", "path": "/images/b", "value": 2},
+                           {"op": "test", "path": "/images/b", "value": null}]);
+        assert!(
+            apply(json!({"images": {}}), twice).is_err(),
+            "a test sees what the operations before it did"
+        );
     }
 }

@@ -151,6 +151,9 @@ pub struct EntryWrite {
     pub image: String,
     pub entry: ImageSpec,
     pub base: Option<ImageSpec>,
+    /// Whether the snapshot's NodeImage had `spec.images` (a new entry is
+    /// added into it; without it the whole map is written).
+    pub base_has_images: bool,
     /// The NodeImage's resourceVersion in the snapshot the plan read.
     pub base_resource_version: Option<String>,
 }
@@ -553,6 +556,7 @@ fn sync(input: &Input<'_>, image: &str, tag: &str, states: &mut [NodeState]) -> 
                 image: image.to_owned(),
                 entry,
                 base: current.cloned(),
+                base_has_images: target.node_image.spec.images.is_some(),
                 base_resource_version: target.node_image.metadata.resource_version.clone(),
             });
         }

@@ -251,12 +251,13 @@ async fn set_finalizer(ctx: &Context, api: &Api<ImagePullJob>, job: &ImagePullJo
 /// Stores one image entry of a NodeImage, conditional on the entry being as the
 /// plan saw it (`write.base`), so that the agents' status writes and other jobs'
 /// entries on the same NodeImage do not make it conflict: a JSON Patch that tests
-/// the old entry and replaces it. Where that cannot be said in JSON Patch (a new
-/// entry: it cannot test for absence) or the test fails (the entry changed, or is
-/// spelled differently on the server), the entry goes as a merge patch conditional
-/// on the resourceVersion of the snapshot the plan read; a 409 then retries the
-/// pass from fresh caches. Never conditional on the cache as it is now: content
-/// built from the snapshot must not replace an entry newer than the snapshot.
+/// the old entry, or for a new entry tests it against `null` (kube-apiserver's
+/// JSON Patch passes that test only for an absent member), and puts the new one.
+/// Where the test fails (the entry changed, is spelled differently on the
+/// server, or the NodeImage has no images yet), the entry goes as a merge patch
+/// conditional on the resourceVersion of the snapshot the plan read; a 409 then
+/// retries the pass from fresh caches. Never conditional on the cache as it is
+/// now: content built from the snapshot must not replace an entry newer than it.
 async fn write_entry(ctx: &Context, job: &ObjectKey, write: &EntryWrite) -> Result<(), Error> {
     let to_value = |v: &_| serde_json::to_value(v).map_err(|e| Error::Other(e.to_string()));
     let new = to_value(&write.entry)?;
@@ -264,11 +265,16 @@ async fn write_entry(ctx: &Context, job: &ObjectKey, write: &EntryWrite) -> Resu
     let params = PatchParams::default();
     let action = format!("updating NodeImage {}", write.node);
     let mut written = None;
-    if let Some(base) = &write.base {
+    let has_images = write.base.is_some() || write.base_has_images;
+    if has_images {
         let path = format!("/spec/images/{}", write.image.replace('~', "~0").replace('/', "~1"));
+        let base = match &write.base {
+            Some(base) => to_value(base)?,
+            None => serde_json::Value::Null,
+        };
         let operations = json!([
-            {"op": "test", "path": path, "value": to_value(base)?},
-            {"op": "replace", "path": path, "value": new},
+            {"op": "test", "path": path, "value": base},
+            {"op": "add", "path": path, "value": new},
         ]);
         let patch: json_patch_kube::Patch =
             serde_json::from_value(operations).map_err(|e| Error::Other(e.to_string()))?;
