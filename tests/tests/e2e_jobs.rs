@@ -222,7 +222,13 @@ async fn every_seed_example_as_written() {
     for file in &files {
         let name = file.trim_end_matches(".yaml").to_lowercase();
         let manifest = e2e.seed(file, &name);
-        let applied = tokio::task::block_in_place(|| e2e.apply(&manifest));
+        let mut applied = tokio::task::block_in_place(|| e2e.apply(&manifest));
+        // The seed's NodeImage `node-xxx` names no Node, so the controller deletes
+        // it (as OpenKruise's does); an apply that read it just before is answered
+        // NotFound. Applied again, it is created.
+        if !applied.ok && manifest.contains("kind: NodeImage") && applied.stderr.contains("(NotFound)") {
+            applied = tokio::task::block_in_place(|| e2e.apply(&manifest));
+        }
         let refused = file.starts_with("01-") || file.starts_with("09-");
         if refused {
             assert!(!applied.ok, "{file} was accepted");
