@@ -202,6 +202,20 @@ impl World {
         }
     }
 
+    /// Whether `excluded` names the node (by its Node's labels, or a lone NodeImage's),
+    /// without copying the labels: it runs for every target on every pass.
+    fn is_excluded(&self, name: &str, excluded: &ExcludedNodes) -> bool {
+        if excluded.is_empty() {
+            return false;
+        }
+        match self.node(name) {
+            Some(node) => excluded.excludes(node.metadata.labels.as_ref()),
+            None => self
+                .node_image(name)
+                .is_some_and(|n| excluded.excludes(n.metadata.labels.as_ref())),
+        }
+    }
+
     /// The NodeImages a job targets (none of `excluded`), sorted by name, with their readiness.
     pub fn targets(
         &self,
@@ -234,12 +248,7 @@ impl World {
         };
         let node_images: Vec<Arc<CachedNodeImage>> = node_images
             .into_iter()
-            .filter(|n| {
-                !excluded.excludes(
-                    self.node_labels(n.metadata.name.as_deref().unwrap_or_default())
-                        .as_ref(),
-                )
-            })
+            .filter(|n| !self.is_excluded(n.metadata.name.as_deref().unwrap_or_default(), excluded))
             .collect();
         let index = self.index();
         let mut targets: Vec<(Arc<CachedNodeImage>, Option<Timestamp>)> = node_images
@@ -259,7 +268,7 @@ impl World {
     pub fn unmatched(&self, job: &ImagePullJob, excluded: &ExcludedNodes) -> Unmatched {
         let awaited = |name: &str| {
             self.node_image(name).is_none()
-                && !excluded.excludes(self.node_labels(name).as_ref())
+                && !self.is_excluded(name, excluded)
                 && self.node(name).is_some_and(|n| {
                     n.metadata.deletion_timestamp.is_none()
                         && ready_since(&n).is_some()
@@ -273,8 +282,7 @@ impl World {
                     .nodes
                     .state()
                     .iter()
-                    .map(|n| n.name_any())
-                    .filter(|n| awaited(n))
+                    .filter_map(|n| n.metadata.name.as_deref().filter(|n| awaited(n)).map(str::to_owned))
                     .collect();
             }
             Selection::Names(names) => {
@@ -293,8 +301,7 @@ impl World {
                     .state()
                     .iter()
                     .filter(|n| selector.matches(n.metadata.labels.as_ref()))
-                    .map(|n| n.name_any())
-                    .filter(|n| awaited(n))
+                    .filter_map(|n| n.metadata.name.as_deref().filter(|n| awaited(n)).map(str::to_owned))
                     .collect();
             }
             Selection::Pods(selector) => {

@@ -48,6 +48,10 @@ impl ExcludedNodes {
         })
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+
     /// Whether a node with `labels` is excluded.
     pub fn excludes(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
         let value = |key: &str| labels.and_then(|l| l.get(key));
