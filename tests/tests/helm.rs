@@ -21,6 +21,13 @@ fn by_identity(objects: Vec<Value>) -> BTreeMap<(String, String, String), Value>
     objects
         .into_iter()
         .map(|mut object| {
+            // Helm's own: what `helm uninstall` keeps.
+            if let Some(annotations) = object["metadata"]["annotations"].as_object_mut() {
+                annotations.remove("helm.sh/resource-policy");
+                if annotations.is_empty() {
+                    object["metadata"].as_object_mut().map(|m| m.remove("annotations"));
+                }
+            }
             if let Some(labels) = object["metadata"]["labels"].as_object_mut() {
                 for helm_only in [
                     "app.kubernetes.io/instance",
@@ -296,6 +303,27 @@ fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
     // The mounted ConfigMap key is the file the agent is pointed at.
     let stored = cluster.get(&["get", "configmap", "-n", "kruise-system", "credential-provider-config"]);
     assert!(stored["data"]["CredentialProviderPlugin.yaml"].is_string());
+    drop(cluster);
+
+    // One webhook replica gets no PodDisruptionBudget (minAvailable 1 would
+    // block every drain); the CRDs are kept by helm uninstall.
+    let cluster = start_cluster(&runtime);
+    let release = cluster.helm("install", &["webhook.replicas=1"]);
+    let objects = release_objects(&release);
+    assert!(
+        !objects.iter().any(|o| o["kind"] == "PodDisruptionBudget"),
+        "no PDB for one replica"
+    );
+    let crds: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+        .collect();
+    assert_eq!(crds.len(), 3);
+    assert!(
+        crds.iter()
+            .all(|c| c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"),
+        "{crds:?}"
+    );
     drop(cluster);
 
     // The user's habit: helm install -n NS into a namespace that exists. The
