@@ -360,29 +360,19 @@ async fn a_pull_backing_off_holds_no_slot() {
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("job.yaml");
     std::fs::write(&job, "apiVersion: apps.kruise.io/v1beta1\nkind: ImageListPullJob\nmetadata: {name: l}\nspec:\n  images: [registry.example/a:1, registry.example/b:1]\n  pullPolicy: {backoffLimit: 2}\n  completionPolicy: {type: Always}\n").unwrap();
-    let socket = server.socket.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_prewarm-nodeagent"))
-            .args([
-                "pull",
-                "-f",
-                job.to_str().unwrap(),
-                "--cri-socket",
-                socket.to_str().unwrap(),
-            ])
-            .args([
-                "--max-concurrent-pulls",
-                "1",
-                "--retry-backoff",
-                "300ms",
-                "--max-retry-backoff",
-                "300ms",
-            ])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = pull_cli(
+        &job,
+        &server.socket,
+        &[
+            "--max-concurrent-pulls",
+            "1",
+            "--retry-backoff",
+            "300ms",
+            "--max-retry-backoff",
+            "300ms",
+        ],
+    )
+    .await;
     assert!(
         !output.status.success(),
         "both fail: {}",
@@ -433,24 +423,19 @@ async fn a_globally_cached_answer_is_matched_per_image() {
     .unwrap();
     let job = dir.path().join("job.yaml");
     std::fs::write(&job, "apiVersion: apps.kruise.io/v1beta1\nkind: ImageListPullJob\nmetadata: {name: l}\nspec:\n  images: [127.0.0.2:5001/two:1, 127.0.0.1:5001/one:1, 127.0.0.1:5001/one:2]\n  pullPolicy: {backoffLimit: 0}\n  completionPolicy: {type: Always}\n").unwrap();
-    let socket = server.socket.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_prewarm-nodeagent"))
-            .args([
-                "pull",
-                "-f",
-                job.to_str().unwrap(),
-                "--cri-socket",
-                socket.to_str().unwrap(),
-            ])
-            .args(["--credential-provider-config", config.to_str().unwrap()])
-            .args(["--credential-provider-bin-dir", bin_dir.to_str().unwrap()])
-            .args(["--retry-backoff", "10ms", "--max-retry-backoff", "20ms"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let (config, bin_dir) = (config.display().to_string(), bin_dir.display().to_string());
+    let args = [
+        "--credential-provider-config",
+        &config,
+        "--credential-provider-bin-dir",
+        &bin_dir,
+    ];
+    let output = pull_cli(
+        &job,
+        &server.socket,
+        &[&args[..], &["--retry-backoff", "10ms", "--max-retry-backoff", "20ms"]].concat(),
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let pulls: Vec<(String, String)> = server
         .behaviour
@@ -532,4 +517,19 @@ async fn every_pull_carries_the_pulling_image_by_annotation() {
         .clone()
         .expect("a sandbox config is always sent");
     assert_eq!(sandbox.annotations["apps.kruise.io/pulling-image-by"], "kruise-daemon");
+}
+
+/// `prewarm-nodeagent pull -f JOB --cri-socket SOCKET ARGS…`, run to the end.
+async fn pull_cli(job: &std::path::Path, socket: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_prewarm-nodeagent"));
+    command
+        .arg("pull")
+        .arg("-f")
+        .arg(job)
+        .arg("--cri-socket")
+        .arg(socket)
+        .args(args);
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
 }

@@ -35,6 +35,7 @@ pub mod selectors;
 pub mod store;
 pub mod strategic;
 pub mod table;
+mod warnings;
 pub mod watch;
 
 use std::collections::HashMap;

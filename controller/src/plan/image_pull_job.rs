@@ -17,6 +17,8 @@ use prewarm_api::v1beta1::{ImagePullJob, ImageSpec, ReferenceObject};
 
 use super::selection::{Selection, selection};
 use super::tag_policy::is_never;
+pub use super::unmatched::Unmatched;
+use super::unmatched::missing_nodes;
 use crate::cached_node_image::CachedNodeImage;
 
 /// The finalizer that keeps a job until its secret copies are released.
@@ -102,44 +104,6 @@ pub struct Input<'a> {
     /// What the selection names that is not among the targets.
     pub unmatched: &'a Unmatched,
     pub now: Timestamp,
-}
-
-/// What a job selects that has no NodeImage to write to, so that a job that
-/// reaches fewer nodes, or none, says why instead of completing quietly.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Unmatched {
-    /// Nodes named in `selector.names` that do not exist.
-    pub missing_nodes: Vec<String>,
-    /// Ready nodes the job selects whose NodeImage is not made yet (within
-    /// `--nodeimage-creation-delay`): the job waits for them.
-    pub awaited_nodes: Vec<String>,
-    /// With a podSelector: no running pod of the job's namespace matches it.
-    pub no_pods_in: Option<String>,
-}
-
-impl Unmatched {
-    /// Why a job targets no node, in a sentence.
-    fn why_nothing(&self, selection_is_labels: bool) -> String {
-        if let Some(namespace) = &self.no_pods_in {
-            return format!("no running pod matches podSelector in namespace {namespace}");
-        }
-        if !self.missing_nodes.is_empty() {
-            return missing_nodes(&self.missing_nodes);
-        }
-        if selection_is_labels {
-            "no node matches selector".to_owned()
-        } else {
-            "no node has a NodeImage".to_owned()
-        }
-    }
-}
-
-fn missing_nodes(nodes: &[String]) -> String {
-    let quoted: Vec<String> = nodes.iter().map(|n| format!("{n:?}")).collect();
-    match quoted.as_slice() {
-        [one] => format!("node {one} does not exist"),
-        many => format!("nodes {} do not exist", many.join(", ")),
-    }
 }
 
 /// One NodeImage image entry to store as given, in place of `base`, the entry

@@ -9,3 +9,4 @@ pub mod node_image;
 pub mod secrets;
 pub mod selection;
 pub mod tag_policy;
+pub mod unmatched;
