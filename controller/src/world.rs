@@ -24,7 +24,9 @@ use crate::plan::node_image::is_virtual_kubelet;
 use crate::plan::selection::{Selection, active_pod_node, selection};
 use crate::queue::Queue;
 
+mod passes;
 mod watch;
+pub use passes::{Basis, Memo, Passes, Position};
 pub use watch::watch;
 
 pub type SecretMeta = PartialObjectMeta<Secret>;
@@ -47,6 +49,8 @@ pub struct World {
     pub pending_writes: PendingWrites,
     /// Job events that arrive within this window are handled in one pass.
     pub job_debounce: Duration,
+    /// What each job's last pass knew, and the NodeImage changes since.
+    pub passes: Passes,
     index: Mutex<Index>,
 }
 
@@ -82,6 +86,7 @@ impl World {
             expectations: Expectations::default(),
             pending_writes: PendingWrites::default(),
             job_debounce,
+            passes: Passes::default(),
             index: Mutex::default(),
         };
         (
@@ -146,14 +151,17 @@ impl World {
         self.secrets.get(&ObjectRef::new(name).within(namespace))
     }
 
-    /// Queues a job after its batch window: `--job-batch-window`, stretched
-    /// by 100 µs per targeted node, so that a pass over N nodes runs at most
-    /// about once per N × 100 µs and a job's CPU grows linearly with its nodes.
+    /// Queues a job after its batch window (`--job-batch-window`). A pass
+    /// that must look at every target (the first, or after the targets may
+    /// have changed) waits at least 100 µs per targeted node, so that such
+    /// passes over N nodes run at most about once per N × 100 µs.
     pub fn enqueue_job(&self, key: ObjectKey) {
-        let targeted = self
-            .job(&key)
+        let job = self.job(&key);
+        let current = job.as_ref().is_some_and(|j| self.passes.is_current(&key, j));
+        let targeted = job
             .and_then(|j| j.status.as_ref().map(|s| s.desired))
             .and_then(|d| u32::try_from(d).ok())
+            .filter(|_| !current)
             .unwrap_or(0);
         let window = self.job_debounce.max(Duration::from_micros(100) * targeted);
         self.job_queue.add_after(key, window);
@@ -165,6 +173,7 @@ impl World {
         self.expectations
             .forget(&crate::reconcile::image_pull_job::job_expectation(key));
         self.pending_writes.forget(&key.to_string());
+        self.passes.forget(key);
     }
 
     /// Drops the expectation of a list job that is gone.

@@ -6,15 +6,17 @@
 //! written, and a full NodeImage fails its node with a message.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use prewarm_api::job::{ImagePullJobStatus, Parallelism};
-use prewarm_api::node_image::{ImageTagPullPolicy, ImageTagSpec, MAX_IMAGES};
+use prewarm_api::node_image::{ImageTagPullPolicy, ImageTagSpec};
 use prewarm_api::reference::ImageReference;
 use prewarm_api::v1beta1::{ImagePullJob, ImageSpec, ReferenceObject};
 
+use super::job_nodes::{JobNodes, NodeState, node_state};
 use super::selection::{Selection, selection};
 use super::tag_policy::is_never;
 pub use super::unmatched::Unmatched;
@@ -165,41 +167,49 @@ pub struct Plan {
     pub requeue_after: Option<i64>,
 }
 
-/// How one target stands for this job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum NodeState {
-    /// Our tag is there and not finished at its version.
-    Active,
-    Succeeded,
-    Failed,
-    /// Our tag is not there yet (absent, or owned only by others).
-    NotSynced,
-    /// Not there yet, and the node is not Ready.
-    WaitingReady,
-    /// Not there yet, and the NodeImage has no room for another image.
-    Full,
-    /// Unfinished, on a node NotReady for the no-response window or longer:
-    /// counted as failed, so a job without a deadline still completes.
-    LostNotReady,
+/// Which targets a pass looks at.
+#[derive(Clone, Copy)]
+pub enum Looked<'a> {
+    /// `Input::targets` are every target, and the pass starts from nothing.
+    Everything,
+    /// `Input::targets` are the targets whose NodeImage changed since the pass
+    /// that left the `JobNodes` (and those not Ready); the others are as it
+    /// left them, and `find` reads the NodeImage of any target.
+    Changed {
+        find: &'a dyn Fn(&str) -> Option<Arc<CachedNodeImage>>,
+    },
 }
 
-impl NodeState {
-    fn failed(self) -> bool {
-        matches!(self, Self::Failed | Self::Full | Self::LostNotReady)
+impl std::fmt::Debug for Looked<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Everything => "Everything",
+            Self::Changed { .. } => "Changed",
+        })
     }
 }
 
+/// One pass over every target.
 pub fn plan(input: &Input<'_>) -> Plan {
+    pass(input, &mut JobNodes::default(), Looked::Everything)
+}
+
+/// One pass: `nodes` is what the last pass left (empty with
+/// [`Looked::Everything`]), brought up to date with the targets looked at.
+pub fn pass(input: &Input<'_>, nodes: &mut JobNodes, looked: Looked<'_>) -> Plan {
     let Input { job, targets, now, .. } = *input;
     let old = job.status.clone().unwrap_or_default();
     let start = old.start_time.clone().unwrap_or(Time(now));
     let mut notices = Vec::new();
-    if old.start_time.is_none() {
-        notices.push(Notice::Started { desired: targets.len() });
-    }
     let reference = match ImageReference::parse(&job.spec.image) {
         Ok(reference) => reference,
         Err(e) => {
+            for target in targets {
+                nodes.set(target.name(), NodeState::NotSynced, target.not_ready_since);
+            }
+            if old.start_time.is_none() {
+                notices.push(Notice::Started { desired: nodes.len() });
+            }
             let message = format!("invalid image reference {:?} in spec.image: {e}", job.spec.image);
             if old.message.as_deref() != Some(message.as_str()) {
                 notices.push(Notice::InvalidImage {
@@ -208,7 +218,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
             }
             let status = ImagePullJobStatus {
                 start_time: Some(start),
-                desired: count(targets.len()),
+                desired: count(nodes.len()),
                 active: Some(0),
                 succeeded: Some(0),
                 failed: Some(0),
@@ -225,24 +235,21 @@ pub fn plan(input: &Input<'_>) -> Plan {
     };
     let (image, tag) = (reference.familiar_name(), reference.tag_or_digest().to_owned());
     let uid = job.metadata.uid.as_deref().unwrap_or_default();
-    let mut states: Vec<NodeState> = targets
-        .iter()
-        .map(|t| {
-            let state = node_state(t, &image, &tag, uid);
-            let lost = t
-                .not_ready_since
-                .is_some_and(|since| seconds_between(since, now) >= input.no_response_seconds);
-            match state {
-                NodeState::Active | NodeState::NotSynced | NodeState::WaitingReady if lost => NodeState::LostNotReady,
-                other => other,
-            }
-        })
-        .collect();
-    let desired = targets.len();
-    let finished = states
-        .iter()
-        .filter(|s| **s == NodeState::Succeeded || s.failed())
-        .count();
+    for target in targets {
+        let lost = target
+            .not_ready_since
+            .is_some_and(|since| seconds_between(since, now) >= input.no_response_seconds);
+        let state = match node_state(target, &image, &tag, uid) {
+            NodeState::Active | NodeState::NotSynced | NodeState::WaitingReady if lost => NodeState::LostNotReady,
+            other => other,
+        };
+        nodes.set(target.name(), state, target.not_ready_since);
+    }
+    if old.start_time.is_none() {
+        notices.push(Notice::Started { desired: nodes.len() });
+    }
+    let desired = nodes.len();
+    let finished = nodes.count(NodeState::Succeeded) + nodes.failed().count();
     let never = is_never(&job.spec);
     let deadline = job
         .spec
@@ -256,12 +263,11 @@ pub fn plan(input: &Input<'_>) -> Plan {
         && (finished != desired || !input.unmatched.awaited_nodes.is_empty())
         && elapsed >= deadline
     {
-        let succeeded = states.iter().filter(|s| **s == NodeState::Succeeded).count();
-        let failed_nodes: Vec<String> = targets
+        let succeeded = nodes.count(NodeState::Succeeded);
+        let failed_nodes: Vec<String> = nodes
             .iter()
-            .zip(&states)
-            .filter(|(_, s)| **s != NodeState::Succeeded)
-            .map(|(t, _)| t.name().to_owned())
+            .filter(|(_, s)| *s != NodeState::Succeeded)
+            .map(|(name, _)| name.to_owned())
             .collect();
         notices.push(Notice::DeadlineExceeded {
             failed: count(failed_nodes.len()),
@@ -284,18 +290,12 @@ pub fn plan(input: &Input<'_>) -> Plan {
         };
     }
 
-    let writes = sync(input, &image, &tag, &mut states);
+    let writes = sync(input, &image, &tag, nodes, looked);
 
-    let of = |state: NodeState| states.iter().filter(|s| **s == state).count();
-    let (active, succeeded) = (of(NodeState::Active), of(NodeState::Succeeded));
-    let failed_nodes: Vec<String> = targets
-        .iter()
-        .zip(&states)
-        .filter(|(_, s)| s.failed())
-        .map(|(t, _)| t.name().to_owned())
-        .collect();
+    let (active, succeeded) = (nodes.count(NodeState::Active), nodes.count(NodeState::Succeeded));
+    let failed_nodes: Vec<String> = nodes.failed().map(str::to_owned).collect();
     let failed = failed_nodes.len();
-    let waiting_ready = of(NodeState::WaitingReady);
+    let waiting_ready = nodes.count(NodeState::WaitingReady);
     let unmatched = input.unmatched;
     let awaited = unmatched.awaited_nodes.len();
     // Nodes about to get their NodeImage are waited for (the deadline bounds it).
@@ -350,19 +350,17 @@ pub fn plan(input: &Input<'_>) -> Plan {
         .filter(|n| !old_failed.contains(n))
         .cloned()
         .collect();
-    for (target, state) in targets.iter().zip(&states) {
-        if *state == NodeState::Full && newly_failed.iter().any(|n| n == target.name()) {
-            notices.push(Notice::NodeImageFull {
-                node: target.name().to_owned(),
-            });
-        }
+    let newly = |state: NodeState| -> Vec<String> {
+        newly_failed
+            .iter()
+            .filter(|n| nodes.state(n) == Some(state))
+            .cloned()
+            .collect()
+    };
+    for node in newly(NodeState::Full) {
+        notices.push(Notice::NodeImageFull { node });
     }
-    let lost: Vec<String> = targets
-        .iter()
-        .zip(&states)
-        .filter(|(t, s)| **s == NodeState::LostNotReady && newly_failed.iter().any(|n| n == t.name()))
-        .map(|(t, _)| t.name().to_owned())
-        .collect();
+    let lost = newly(NodeState::LostNotReady);
     if !lost.is_empty() {
         notices.push(Notice::NodesNotReady {
             nodes: lost,
@@ -379,12 +377,10 @@ pub fn plan(input: &Input<'_>) -> Plan {
         });
     }
     // Look again at the deadline, and when a waiting NotReady node's window ends.
-    let window_ends = targets
-        .iter()
-        .zip(&states)
-        .filter(|(_, s)| matches!(s, NodeState::Active | NodeState::WaitingReady))
-        .filter_map(|(t, _)| t.not_ready_since)
-        .map(|since| {
+    let window_ends = nodes
+        .not_ready()
+        .filter(|(name, _)| matches!(nodes.state(name), Some(NodeState::Active | NodeState::WaitingReady)))
+        .map(|(_, since)| {
             input
                 .no_response_seconds
                 .saturating_sub(seconds_between(since, now))
@@ -429,47 +425,10 @@ pub fn describe_nodes(nodes: &[String]) -> String {
     }
 }
 
-fn node_state(target: &Target<'_>, image: &str, tag: &str, uid: &str) -> NodeState {
-    let images = target.node_image.spec.images.as_ref();
-    let entry = images.and_then(|i| i.get(image));
-    let spec_tag = entry.and_then(|e| e.tags.iter().find(|t| t.tag == tag));
-    let Some(spec_tag) = spec_tag.filter(|t| owned_by(t, uid)) else {
-        return if target.not_ready_since.is_some() {
-            NodeState::WaitingReady
-        } else if entry.is_none() && images.is_some_and(|i| i.len() >= MAX_IMAGES) {
-            NodeState::Full
-        } else {
-            NodeState::NotSynced
-        };
-    };
-    let status_tag = target
-        .node_image
-        .status
-        .as_ref()
-        .and_then(|s| s.image_statuses.as_ref())
-        .and_then(|s| s.get(image))
-        .and_then(|s| s.tags.iter().find(|t| t.tag == tag));
-    match status_tag {
-        Some(s) if s.version.unwrap_or(0) == spec_tag.version.unwrap_or(0) => match s.phase.as_str() {
-            "Succeeded" => NodeState::Succeeded,
-            "Failed" => NodeState::Failed,
-            _ => NodeState::Active,
-        },
-        _ => NodeState::Active,
-    }
-}
-
-fn owned_by(tag: &ImageTagSpec, uid: &str) -> bool {
-    tag.owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.uid.as_deref() == Some(uid))
-}
-
 /// Chooses the writes: missing secret refs on any node that has our tag, and
 /// new tags on not-synced nodes in name order within the parallelism window.
 /// Nodes given a tag become active.
-fn sync(input: &Input<'_>, image: &str, tag: &str, states: &mut [NodeState]) -> Vec<EntryWrite> {
+fn sync(input: &Input<'_>, image: &str, tag: &str, nodes: &mut JobNodes, looked: Looked<'_>) -> Vec<EntryWrite> {
     let job = input.job;
     let parallelism = job
         .spec
@@ -477,22 +436,14 @@ fn sync(input: &Input<'_>, image: &str, tag: &str, states: &mut [NodeState]) -> 
         .as_ref()
         .and_then(|p| Parallelism::parse(p).ok())
         .unwrap_or(Parallelism::DEFAULT);
-    let active = states.iter().filter(|s| **s == NodeState::Active).count();
-    let mut slots = parallelism.nodes(input.targets.len()).saturating_sub(active);
+    let slots = parallelism
+        .nodes(nodes.len())
+        .saturating_sub(nodes.count(NodeState::Active));
     let owner = owner_reference(job);
-    let mut writes = Vec::new();
-    for (target, state) in input.targets.iter().zip(states.iter_mut()) {
-        let joins = match *state {
-            NodeState::NotSynced if slots > 0 => {
-                slots -= 1;
-                true
-            }
-            NodeState::Active | NodeState::Succeeded | NodeState::Failed => false,
-            _ => continue,
-        };
-        let current = target.node_image.spec.images.as_ref().and_then(|i| i.get(image));
+    let entry_write = |node_image: &CachedNodeImage, joins: bool| {
+        let current = node_image.spec.images.as_ref().and_then(|i| i.get(image));
         if !joins && !lacks_secrets(current, input.secrets) {
-            continue;
+            return None;
         }
         let mut entry = current.cloned().unwrap_or_default();
         add_missing_secrets(&mut entry, input.secrets);
@@ -503,8 +454,7 @@ fn sync(input: &Input<'_>, image: &str, tag: &str, states: &mut [NodeState]) -> 
             if let Some(sandbox) = &job.spec.sandbox_config {
                 entry.sandbox_config = Some(sandbox.clone());
             }
-            let status_version = target
-                .node_image
+            let status_version = node_image
                 .status
                 .as_ref()
                 .and_then(|s| s.image_statuses.as_ref())
@@ -512,19 +462,52 @@ fn sync(input: &Input<'_>, image: &str, tag: &str, states: &mut [NodeState]) -> 
                 .and_then(|s| s.tags.iter().find(|t| t.tag == tag))
                 .map(|t| t.version.unwrap_or(0));
             join_tag(&mut entry, tag, &owner, input, status_version);
-            *state = NodeState::Active;
         }
-        if current != Some(&entry) {
-            writes.push(EntryWrite {
-                node: target.name().to_owned(),
-                image: image.to_owned(),
-                entry,
-                base: current.cloned(),
-                base_has_images: target.node_image.spec.images.is_some(),
-                base_resource_version: target.node_image.metadata.resource_version.clone(),
-            });
-        }
+        (current != Some(&entry)).then(|| EntryWrite {
+            node: node_image.metadata.name.clone().unwrap_or_default(),
+            image: image.to_owned(),
+            entry,
+            base: current.cloned(),
+            base_has_images: node_image.spec.images.is_some(),
+            base_resource_version: node_image.metadata.resource_version.clone(),
+        })
+    };
+    // Secret references missing where our tag is: only the targets looked at,
+    // since a change of the job's secrets makes the pass look at every target.
+    let mut writes: Vec<EntryWrite> = input
+        .targets
+        .iter()
+        .filter(|t| {
+            matches!(
+                nodes.state(t.name()),
+                Some(NodeState::Active | NodeState::Succeeded | NodeState::Failed)
+            )
+        })
+        .filter_map(|t| entry_write(t.node_image, false))
+        .collect();
+    let joining: Vec<String> = nodes.not_synced().take(slots).map(str::to_owned).collect();
+    for name in joining {
+        let looked_at = input
+            .targets
+            .binary_search_by(|t| t.name().cmp(&name))
+            .ok()
+            .and_then(|i| input.targets.get(i));
+        let found;
+        let node_image = match (looked_at, looked) {
+            (Some(target), _) => target.node_image,
+            (None, Looked::Changed { find }) => match find(&name) {
+                Some(node_image) => {
+                    found = node_image;
+                    &*found
+                }
+                None => continue,
+            },
+            (None, Looked::Everything) => continue,
+        };
+        writes.extend(entry_write(node_image, true));
+        nodes.set(&name, NodeState::Active, None);
     }
+    writes.sort_by(|a, b| a.node.cmp(&b.node));
     writes
 }
 

@@ -5,6 +5,7 @@
 pub mod excluded;
 pub mod image_list_pull_job;
 pub mod image_pull_job;
+pub mod job_nodes;
 pub mod node_image;
 pub mod secrets;
 pub mod selection;

@@ -13,10 +13,11 @@ use serde_json::json;
 use super::{Context, Error, delete_after_ttl, is_status, now, random_fraction, secrets, status_patch};
 use crate::index::ObjectKey;
 use crate::patch::merge_diff;
-use crate::plan::image_pull_job::{self, EntryWrite, FINALIZER, Input, Lifecycle, Notice, describe_nodes};
+use crate::plan::image_pull_job::{self, EntryWrite, FINALIZER, Input, Lifecycle, Looked, Notice, describe_nodes};
+use crate::plan::job_nodes::JobNodes;
 use crate::plan::secrets::JobSecrets;
 use crate::plan::tag_policy::tag_pull_policy;
-use crate::world::as_targets;
+use crate::world::{Basis, Memo, as_targets};
 
 /// How long to wait for the caches to show this controller's own last write.
 const EXPECTATION_RETRY: Duration = Duration::from_millis(200);
@@ -45,6 +46,7 @@ pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>
     let pull_secrets = job.spec.pull_secrets.clone().unwrap_or_default();
     match image_pull_job::lifecycle(&job, now) {
         Lifecycle::Deleting => {
+            ctx.world.passes.forget(&key);
             release(ctx, &api, &key, &job, &pull_secrets).await?;
             Ok(None)
         }
@@ -52,13 +54,22 @@ pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>
             delete_now,
             requeue_after,
         } => {
+            ctx.world.passes.forget(&key);
             release(ctx, &api, &key, &job, &pull_secrets).await?;
             if delete_now {
                 delete_after_ttl(ctx, &api, &key, job.metadata.uid.clone(), "imagepulljobs").await?;
             }
             Ok(requeue_after.map(|s| Duration::from_secs(s.unsigned_abs())))
         }
-        Lifecycle::Running => run(ctx, &api, &key, &job, &pull_secrets).await,
+        Lifecycle::Running => {
+            let passed = run(ctx, &api, &key, &job, &pull_secrets).await;
+            if passed.is_err() {
+                // A write refused on stale knowledge must not be tried again
+                // from it: the next pass looks at every target.
+                ctx.world.passes.forget(&key);
+            }
+            passed
+        }
     }
 }
 
@@ -104,7 +115,7 @@ async fn run(
     if !ctx.world.pending_writes.settled(&key.to_string(), cached_version) {
         return Ok(Some(EXPECTATION_RETRY));
     }
-    let targets = ctx.world.targets(job, &ctx.settings.excluded_nodes);
+    let at = ctx.world.passes.position();
     let synced = secrets::sync(
         ctx,
         JobSecrets {
@@ -116,16 +127,42 @@ async fn run(
     )
     .await?;
     let tag_policy = tag_pull_policy(&job.spec, ctx.settings.default_ttl_for_always, random_fraction());
-    let targets = as_targets(&targets);
-    let plan = image_pull_job::plan(&Input {
-        job,
-        targets: &targets,
-        secrets: &synced.plan.refs,
-        tag_policy: &tag_policy,
-        no_response_seconds: ctx.settings.no_response_seconds,
-        unmatched: &ctx.world.unmatched(job, &ctx.settings.excluded_nodes),
-        now: now(),
-    });
+    let basis = Basis::new(job, at, &synced.plan.refs);
+    let excluded = &ctx.settings.excluded_nodes;
+    let (mut nodes, unmatched, targets, everything) = match ctx.world.passes.take(key, &basis) {
+        Some((memo, to_look_at)) => {
+            let targets: Vec<_> = to_look_at
+                .iter()
+                .filter_map(|name| Some((ctx.world.node_image(name)?, memo.nodes.not_ready_since(name))))
+                .collect();
+            (memo.nodes, memo.unmatched, targets, false)
+        }
+        None => (
+            JobNodes::default(),
+            ctx.world.unmatched(job, excluded),
+            ctx.world.targets(job, excluded),
+            true,
+        ),
+    };
+    let find = |name: &str| ctx.world.node_image(name);
+    let looked = if everything {
+        Looked::Everything
+    } else {
+        Looked::Changed { find: &find }
+    };
+    let plan = image_pull_job::pass(
+        &Input {
+            job,
+            targets: &as_targets(&targets),
+            secrets: &synced.plan.refs,
+            tag_policy: &tag_policy,
+            no_response_seconds: ctx.settings.no_response_seconds,
+            unmatched: &unmatched,
+            now: now(),
+        },
+        &mut nodes,
+        looked,
+    );
     let writes: Vec<_> = plan.writes.iter().map(|w| write_entry(ctx, key, w)).collect();
     let writes = futures_util::stream::iter(writes)
         .buffer_unordered(CONCURRENT_WRITES)
@@ -171,6 +208,13 @@ async fn run(
             .expectations
             .expect(job_expectation(key), written.metadata.resource_version.as_deref());
     }
+    let memo = Memo {
+        basis,
+        seq: at.seq,
+        nodes,
+        unmatched,
+    };
+    ctx.world.passes.keep(key.clone(), memo);
     Ok(plan.requeue_after.map(|s| Duration::from_secs(s.unsigned_abs())))
 }
 

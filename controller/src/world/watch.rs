@@ -12,7 +12,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob};
 
-use super::{SecretMeta, World, Writers, not_ready_since, ready_since};
+use super::{SecretMeta, World, Writers, not_ready_since};
 use crate::cached_node_image::CachedNodeImage;
 use crate::index::ObjectKey;
 use crate::plan::selection::{Selection, active_pod_node, selection};
@@ -184,10 +184,14 @@ fn on_node_image(world: &World, old: Option<&CachedNodeImage>, new: Option<&Cach
     let name = any.name_any();
     world.index().set_node_image(&name, new);
     world.node_queue.add(name.clone());
+    world.passes.node_image_changed(&name);
     let membership_changed = match (old, new) {
         (Some(old), Some(new)) => old.metadata.labels != new.metadata.labels,
         _ => true,
     };
+    if membership_changed {
+        world.passes.nodes_moved();
+    }
     // Room freed on a NodeImage that was full: the jobs that found it full retry.
     let image_count = |n: Option<&CachedNodeImage>| n.and_then(|n| n.spec.images.as_ref()).map_or(0, |i| i.len());
     let room_freed = image_count(old) >= MAX_IMAGES && image_count(new) < MAX_IMAGES;
@@ -215,7 +219,7 @@ fn on_node(world: &World, old: Option<&Node>, new: Option<&Node>) {
         n.map(|n| {
             (
                 n.metadata.labels.clone(),
-                ready_since(n).is_some(),
+                not_ready_since(n),
                 n.metadata.deletion_timestamp.is_some(),
             )
         })
@@ -224,6 +228,7 @@ fn on_node(world: &World, old: Option<&Node>, new: Option<&Node>) {
     if facts(old) == facts(new) {
         return;
     }
+    world.passes.nodes_moved();
     world.node_queue.add(name.clone());
     // The jobs that select the node now, and those that selected it by the
     // labels it had: a relabelled node may have left a job's selection.
@@ -254,6 +259,7 @@ fn on_pod(world: &World, old: Option<&Pod>, new: Option<&Pod>) {
             p.as_ref().is_some_and(|(_, labels)| selector.matches(labels.as_ref()))
         };
         if matched(&before) || matched(&after) {
+            world.passes.pods_moved();
             world.enqueue_job(job_key);
         }
     }
