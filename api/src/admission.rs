@@ -7,6 +7,7 @@ use json_patch::PatchOperation;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::Value;
 
+use crate::caps::Caps;
 use crate::field::{FieldError, Report};
 use crate::gates::{FeatureGates, Gate};
 use crate::spec::Spec;
@@ -101,9 +102,14 @@ impl Kind {
 
     /// [`Kind::validate`] of an object with this spec; `old` is the stored one's.
     pub fn validate_spec(self, spec: Spec<'_>, old: Option<Spec<'_>>) -> Report {
+        self.validate_spec_within(spec, old, &Caps::NONE)
+    }
+
+    /// [`Kind::validate_spec`], with the admin's caps on jobs' pull policies.
+    pub fn validate_spec_within(self, spec: Spec<'_>, old: Option<Spec<'_>>, caps: &Caps) -> Report {
         match self {
-            Self::ImagePullJob => validation::image_pull_job(spec, old),
-            Self::ImageListPullJob => validation::image_list_pull_job(spec),
+            Self::ImagePullJob => validation::image_pull_job(spec, old, caps),
+            Self::ImageListPullJob => validation::image_list_pull_job(spec, caps),
             Self::NodeImage => validation::node_image(spec),
         }
     }
@@ -180,10 +186,29 @@ impl Decision {
     }
 }
 
+/// What a decision depends on besides the request: the feature gates, and the
+/// caps an admin put on jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub gates: FeatureGates,
+    pub caps: Caps,
+}
+
+impl Policy {
+    /// The gates alone, no caps (OpenKruise's behaviour).
+    pub fn gates(gates: FeatureGates) -> Self {
+        Self {
+            gates,
+            caps: Caps::NONE,
+        }
+    }
+}
+
 /// Decides one request. Deletes, subresource writes and updates that leave the
 /// spec alone always pass, so neither a disabled gate nor a rule added since the
 /// object was stored can block cleanup (finalizer removal, labels, status).
-pub fn validate(request: &Request<'_>, gates: &FeatureGates) -> Decision {
+pub fn validate(request: &Request<'_>, policy: &Policy) -> Decision {
+    let gates = &policy.gates;
     let allowed = Decision::Allowed { warnings: Vec::new() };
     if matches!(request.operation, Operation::Delete | Operation::Connect) || request.sub_resource.is_some() {
         return allowed;
@@ -203,7 +228,10 @@ pub fn validate(request: &Request<'_>, gates: &FeatureGates) -> Decision {
             message: gate_message(request.kind, *gate),
         };
     }
-    let (errors, warnings) = request.kind.validate_spec(object, old).into_parts();
+    let (errors, warnings) = request
+        .kind
+        .validate_spec_within(object, old, &policy.caps)
+        .into_parts();
     if errors.is_empty() {
         Decision::Allowed { warnings }
     } else {

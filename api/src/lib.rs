@@ -3,6 +3,7 @@
 //! feature gates. Pure functions only: no clients, no I/O, no async runtime.
 
 pub mod admission;
+pub mod caps;
 pub mod crd;
 pub mod defaults;
 pub mod duration;

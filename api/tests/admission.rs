@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use prewarm_api::admission::{self, Decision, Kind, Operation, Request};
+use prewarm_api::caps::Caps;
 use prewarm_api::gates::{FeatureGates, Gate, GateError};
 use prewarm_api::spec::Spec;
 use serde_json::{Value, json};
@@ -107,7 +108,7 @@ fn decide(
         object: Some(Spec::of(object)),
         old_object: old.map(Spec::of),
     };
-    admission::validate(&request, gates)
+    admission::validate(&request, &admission::Policy::gates(*gates))
 }
 
 #[test]
@@ -255,6 +256,65 @@ fn enabled_gates_lead_to_validation() {
     match decide(Kind::ImagePullJob, Operation::Create, None, &job("Nginx"), None, &on) {
         Decision::Invalid { errors, .. } => assert_eq!(errors[0].path.as_str(), "spec.image"),
         other => panic!("expected invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_admins_caps_refuse_jobs_above_them_and_name_the_cap() {
+    let capped = admission::Policy {
+        gates: gates("ImagePullJobGate=true"),
+        caps: Caps {
+            max_timeout_seconds: Some(3600),
+            max_backoff_limit: Some(10),
+        },
+    };
+    let mut greedy = job("nginx:1.25");
+    greedy["spec"]["pullPolicy"] = json!({"timeoutSeconds": 7200, "backoffLimit": 30});
+    let mut list = greedy.clone();
+    list["kind"] = json!("ImageListPullJob");
+    list["spec"]["images"] = json!(["nginx:1.25"]);
+    list["spec"].as_object_mut().unwrap().remove("image");
+    for (kind, object) in [(Kind::ImagePullJob, &greedy), (Kind::ImageListPullJob, &list)] {
+        let decide = |policy: &admission::Policy| {
+            let request = Request {
+                kind,
+                operation: Operation::Create,
+                sub_resource: None,
+                object: Some(Spec::of(object)),
+                old_object: None,
+            };
+            admission::validate(&request, policy)
+        };
+        match decide(&capped) {
+            Decision::Invalid { errors, .. } => {
+                let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                assert_eq!(
+                    messages,
+                    [
+                        "spec.pullPolicy.timeoutSeconds: Invalid value: 7200: must be at most 3600, the most this cluster allows (prewarm-webhook --max-timeout-seconds)",
+                        "spec.pullPolicy.backoffLimit: Invalid value: 30: must be at most 10, the most this cluster allows (prewarm-webhook --max-backoff-limit)",
+                    ],
+                    "{kind}"
+                );
+            }
+            other => panic!("{kind}: expected invalid, got {other:?}"),
+        }
+        // Uncapped, as in OpenKruise: allowed, with the webhook's warnings.
+        let uncapped = admission::Policy::gates(capped.gates);
+        assert!(decide(&uncapped).is_allowed(), "{kind}");
+    }
+    // At the caps, and without the fields (the defaults are below any cap): allowed.
+    let mut at_caps = job("nginx:1.25");
+    at_caps["spec"]["pullPolicy"] = json!({"timeoutSeconds": 3600, "backoffLimit": 10});
+    for object in [&at_caps, &job("nginx:1.25")] {
+        let request = Request {
+            kind: Kind::ImagePullJob,
+            operation: Operation::Create,
+            sub_resource: None,
+            object: Some(Spec::of(object)),
+            old_object: None,
+        };
+        assert!(admission::validate(&request, &capped).is_allowed(), "{object}");
     }
 }
 

@@ -32,7 +32,7 @@ fn create(kind: Kind, object: &Value) -> Decision {
         object: Some(Spec::of(object)),
         old_object: None,
     };
-    admission::validate(&request, &gates_on())
+    admission::validate(&request, &admission::Policy::gates(gates_on()))
 }
 
 fn assert_round_trip<T: DeserializeOwned + Serialize>(file: &str, object: &Value) {

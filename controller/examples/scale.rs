@@ -7,6 +7,10 @@
 //!
 //! cargo build --release -p prewarm-controller --bin prewarm-controller --example scale
 //! target/release/examples/scale [N ...]          (default: 1000 2000 5000)
+//! target/release/examples/scale --baseline=PATH [N ...]
+//!
+//! With `--baseline`, each N also runs the controller binary at PATH (an
+//! older build), right after this build's run, so both meet the same machine.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -307,12 +311,17 @@ async fn run(nodes: usize, controller_bin: &Path) -> (Phase, Phase) {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() {
         vec![1000, 2000, 5000]
     } else {
         sizes
     };
+    let baseline = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--baseline="))
+        .map(std::path::PathBuf::from);
     let controller_bin = std::env::current_exe()
         .unwrap()
         .parent()
@@ -320,42 +329,61 @@ async fn main() {
         .map(|dir| dir.join("prewarm-controller"))
         .filter(|p| p.exists())
         .expect("build the controller first: cargo build --release -p prewarm-controller --bin prewarm-controller");
+    let mut binaries = vec![("this", controller_bin)];
+    if let Some(baseline) = baseline {
+        assert!(baseline.exists(), "--baseline: {} does not exist", baseline.display());
+        binaries.push(("base", baseline));
+    }
     println!(
-        "{:>6} {:>5} {:>9} {:>8} {:>9} {:>12} {:>10} {:>9} {:>10} {:>12}",
-        "nodes", "jobs", "seconds", "cpu_s", "rss_MiB", "ni_writes", "minimum", "ratio", "status_w", "lists_after"
+        "{:>5} {:>6} {:>5} {:>9} {:>8} {:>9} {:>12} {:>10} {:>9} {:>10} {:>12}",
+        "build",
+        "nodes",
+        "jobs",
+        "seconds",
+        "cpu_s",
+        "rss_MiB",
+        "ni_writes",
+        "minimum",
+        "ratio",
+        "status_w",
+        "lists_after"
     );
-    let mut cpu_one = BTreeMap::new();
+    let mut cpu = BTreeMap::new();
     for nodes in sizes {
-        let (one, many) = run(nodes, &controller_bin).await;
-        for phase in [&one, &many] {
-            let minimum = (nodes * phase.jobs) as f64;
+        for (build, binary) in &binaries {
+            let (one, many) = run(nodes, binary).await;
+            for phase in [&one, &many] {
+                let minimum = (nodes * phase.jobs) as f64;
+                println!(
+                    "{:>5} {:>6} {:>5} {:>9.1} {:>8.2} {:>9.1} {:>12} {:>10} {:>9.3} {:>10} {:>12}   (+{} other writes)",
+                    build,
+                    nodes,
+                    phase.jobs,
+                    phase.seconds,
+                    phase.cpu,
+                    phase.rss,
+                    phase.node_image_writes,
+                    minimum,
+                    phase.node_image_writes / minimum,
+                    phase.status_writes,
+                    phase.lists_after_sync,
+                    phase.other_writes,
+                );
+            }
+            cpu.insert((*build, nodes), (one.cpu, many.cpu));
+        }
+    }
+    for (build, _) in &binaries {
+        let mine: Vec<&(f64, f64)> = cpu.iter().filter(|((b, _), _)| b == build).map(|(_, c)| c).collect();
+        if let (Some(small), Some(large)) = (mine.first(), mine.last())
+            && mine.len() > 1
+        {
             println!(
-                "{:>6} {:>5} {:>9.1} {:>8.2} {:>9.1} {:>12} {:>10} {:>9.3} {:>10} {:>12}   (+{} other writes)",
-                nodes,
-                phase.jobs,
-                phase.seconds,
-                phase.cpu,
-                phase.rss,
-                phase.node_image_writes,
-                minimum,
-                phase.node_image_writes / minimum,
-                phase.status_writes,
-                phase.lists_after_sync,
-                phase.other_writes,
+                "{build}: CPU growth, smallest to largest N: one job {:.2}x, {MANY_JOBS} jobs {:.2}x (targets for 1000 -> 5000: one job <= 5.5, {MANY_JOBS} jobs <= 6)",
+                large.0 / small.0,
+                large.1 / small.1
             );
         }
-        cpu_one.insert(nodes, (one.cpu, many.cpu));
     }
-    if let (Some((_, small)), Some((_, large))) = (cpu_one.first_key_value(), cpu_one.last_key_value())
-        && cpu_one.len() > 1
-    {
-        println!(
-            "CPU growth, smallest to largest N: one job {:.2}x, {MANY_JOBS} jobs {:.2}x (target <= 6 for 1000 -> 5000)",
-            large.0 / small.0,
-            large.1 / small.1
-        );
-    }
-    println!(
-        "targets: ni_writes/minimum <= 1.2 (with status writes bounded), peak RSS < 150 MiB at 5000 nodes, lists_after = 0"
-    );
+    println!("targets: ni_writes/minimum <= 1.2 (with status writes bounded), peak RSS < 150 MiB, lists_after = 0");
 }

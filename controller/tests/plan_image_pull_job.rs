@@ -473,3 +473,28 @@ fn what_a_job_cannot_reach_is_said_and_nodes_to_come_are_awaited() {
         Some("job is running, no progress: no running pod matches podSelector in namespace default")
     );
 }
+
+#[test]
+fn only_progress_is_held_back_never_a_start_a_failure_or_the_end() {
+    use prewarm_api::job::ImagePullJobStatus;
+    use prewarm_controller::plan::image_pull_job::only_progress;
+    let status = |v: Value| -> ImagePullJobStatus { serde_json::from_value(v).unwrap() };
+    let running = status(json!({"startTime": "2026-11-29T11:59:00Z", "desired": 4, "active": 2,
+        "succeeded": 1, "failed": 0, "failedNodes": [], "message": "job is running, progress 25.0%"}));
+    let further = status(json!({"startTime": "2026-11-29T11:59:00Z", "desired": 4, "active": 2,
+        "succeeded": 2, "failed": 0, "failedNodes": [], "message": "job is running, progress 50.0%"}));
+    assert!(only_progress(&running, &further));
+    let mut failing = further.clone();
+    failing.failed_nodes = Some(vec!["n1".into()]);
+    let mut done = further.clone();
+    done.completion_time = further.start_time.clone();
+    let mut grown = further.clone();
+    grown.desired = 5;
+    for other in [failing, done, grown] {
+        assert!(!only_progress(&running, &other), "{other:?}");
+    }
+    assert!(
+        !only_progress(&ImagePullJobStatus::default(), &running),
+        "the first status"
+    );
+}

@@ -10,8 +10,8 @@ use hyper_util::rt::TokioIo;
 use prewarm_proto::runtime::v1::image_service_client::ImageServiceClient;
 use prewarm_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
 use prewarm_proto::runtime::v1::{
-    AuthConfig, ImageSpec, ImageStatusRequest, PodSandboxConfig, PodSandboxMetadata, PullImageRequest, VersionRequest,
-    VersionResponse,
+    AuthConfig, ImageFsInfoRequest, ImageSpec, ImageStatusRequest, PodSandboxConfig, PodSandboxMetadata,
+    PullImageRequest, VersionRequest, VersionResponse,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -159,6 +159,26 @@ impl Cri {
             .map_err(|_| CriError::DeadlineExceeded(timeout))?
             .map_err(|s| classify(&s, timeout))?;
         Ok(response.into_inner().image.map(|i| i.id))
+    }
+
+    /// Where the runtime keeps images, and what they take there: each image
+    /// filesystem's mountpoint and used bytes (CRI `ImageFsInfo`).
+    pub async fn image_filesystems(&self, timeout: Duration) -> Result<Vec<(String, u64)>, CriError> {
+        let request = Self::request(ImageFsInfoRequest {}, timeout);
+        let mut client = self.images.clone();
+        let response = tokio::time::timeout(timeout, client.image_fs_info(request))
+            .await
+            .map_err(|_| CriError::DeadlineExceeded(timeout))?
+            .map_err(|s| classify(&s, timeout))?;
+        Ok(response
+            .into_inner()
+            .image_filesystems
+            .into_iter()
+            .filter_map(|fs| {
+                let mountpoint = fs.fs_id?.mountpoint;
+                (!mountpoint.is_empty()).then(|| (mountpoint, fs.used_bytes.map_or(0, |u| u.value)))
+            })
+            .collect())
     }
 
     /// Pulls `image`; returns the image reference the runtime reports.

@@ -3,7 +3,7 @@
 //! by result, pull durations and pulls in flight (labels from closed sets only).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -30,6 +30,8 @@ pub struct AgentMetrics {
     pulls: Family<ResultLabels, Counter>,
     duration: Histogram,
     pub in_flight: Gauge,
+    /// How full the fullest image filesystem was before the last pull, 0 to 1.
+    pub image_fs_usage: Gauge<f64, AtomicU64>,
     /// Whether the NodeImage watch has listed once: unhealthy until then.
     pub watch_synced: AtomicBool,
 }
@@ -40,7 +42,7 @@ impl Default for AgentMetrics {
         let pulls = Family::<ResultLabels, Counter>::default();
         registry.register(
             "pulls",
-            "Finished pulls by result: pulled, present (IfNotPresent) or failed",
+            "Finished pulls by result: pulled, present (IfNotPresent), failed, or refused (image filesystem too full)",
             pulls.clone(),
         );
         let duration = Histogram::new([0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]);
@@ -51,11 +53,18 @@ impl Default for AgentMetrics {
         );
         let in_flight = Gauge::default();
         registry.register("pulls_in_flight", "Pulls running now", in_flight.clone());
+        let image_fs_usage = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "image_fs_usage_ratio",
+            "Used share of the fullest image filesystem, measured before the last pull (0 to 1)",
+            image_fs_usage.clone(),
+        );
         Self {
             registry,
             pulls,
             duration,
             in_flight,
+            image_fs_usage,
             watch_synced: AtomicBool::new(false),
         }
     }
@@ -67,6 +76,7 @@ impl AgentMetrics {
             Outcome::Present { .. } => "present",
             Outcome::Pulled { .. } => "pulled",
             Outcome::Failed { .. } => "failed",
+            Outcome::Refused { .. } => "refused",
         };
         self.pulls.get_or_create(&ResultLabels { result }).inc();
         self.duration.observe(elapsed.as_secs_f64());

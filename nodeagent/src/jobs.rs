@@ -61,7 +61,7 @@ pub fn pulls(object: &Value, keyring: &Keyring) -> Result<Vec<PullSpec>, JobErro
         object: Some(Spec::of(&defaulted)),
         old_object: None,
     };
-    if let Decision::Invalid { errors, .. } = admission::validate(&request, &gates) {
+    if let Decision::Invalid { errors, .. } = admission::validate(&request, &admission::Policy::gates(gates)) {
         return Err(JobError::Invalid {
             kind,
             name: name.to_owned(),

@@ -5,6 +5,7 @@ pub mod credential_plugins;
 pub mod credentials;
 pub mod cri;
 pub mod health;
+pub mod image_fs;
 pub mod jobs;
 pub mod pull_command;
 pub mod puller;

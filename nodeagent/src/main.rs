@@ -13,6 +13,7 @@ use prewarm_nodeagent::agent::{self, AgentConfig};
 use prewarm_nodeagent::credential_plugins::Plugins;
 use prewarm_nodeagent::cri;
 use prewarm_nodeagent::health::{self, AgentMetrics};
+use prewarm_nodeagent::image_fs::UsageLimit;
 use prewarm_nodeagent::pull_command::{self, PullArgs};
 use prewarm_nodeagent::puller::Backoff;
 
@@ -59,6 +60,12 @@ struct RunArgs {
     /// job secrets there); references to other namespaces are refused with an event.
     #[arg(long, default_value = "kruise-daemon-config", env = "PREWARM_SECRET_NAMESPACE")]
     secret_namespace: String,
+    /// No pull starts while the runtime's image filesystem is fuller than this
+    /// percentage (below kubelet's 85 % image garbage collection threshold);
+    /// 100 turns the check off. The filesystem must be visible to the agent at
+    /// the path the runtime reports (the chart mounts it).
+    #[arg(long, default_value = "80", value_parser = UsageLimit::parse)]
+    max_image_fs_usage: UsageLimit,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PREWARM_LOG_FORMAT")]
     log_format: LogFormat,
@@ -131,6 +138,7 @@ async fn run(args: RunArgs) -> ExitCode {
         backoff: Backoff::default(),
         status_interval: Duration::from_millis(args.status_interval_ms),
         secret_namespace: args.secret_namespace,
+        max_image_fs_usage: args.max_image_fs_usage,
     };
     agent::run(client, cri, config, prewarm_process::terminated()).await;
     health.abort();

@@ -139,14 +139,16 @@ pub async fn run(args: PullArgs) -> ExitCode {
             let outcome = puller::pull(&cri, &spec, backoff, &slots, "", |progress| match progress {
                 Progress::Attempt { number, of } => println!("{image}: pulling (attempt {number} of {of})"),
                 Progress::Retrying { after, error } => println!("{image}: {error}; retrying in {after:?}"),
+                Progress::ImageFs { .. } => {}
             })
             .await;
             match &outcome {
                 Outcome::Present { image_id } => println!("{image}: present ({image_id}), not pulled (IfNotPresent)"),
                 Outcome::Pulled { image_ref, attempts } => println!("{image}: pulled {image_ref} (attempt {attempts})"),
                 Outcome::Failed { error, attempts } => println!("{image}: failed after {attempts} attempts: {error}"),
+                Outcome::Refused { reason } => println!("{image}: {reason}"),
             }
-            !matches!(outcome, Outcome::Failed { .. })
+            !matches!(outcome, Outcome::Failed { .. } | Outcome::Refused { .. })
         }));
     }
     let mut all_ok = true;

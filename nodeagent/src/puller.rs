@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::credentials::Credential;
 use crate::cri::{Cri, CriError, Sandbox};
+use crate::image_fs::{self, FsUsage, UsageLimit};
 use crate::slots::FairSlots;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +65,8 @@ pub struct PullSpec {
     pub active_deadline: Option<Duration>,
     pub sandbox: Option<Sandbox>,
     pub credentials: Vec<Credential>,
+    /// Refuse to start when an image filesystem is fuller than this; `None`: no check.
+    pub image_fs_limit: Option<UsageLimit>,
 }
 
 /// The pull fields of an ImagePullJob template or of a NodeImage tag, as written.
@@ -99,6 +102,7 @@ impl PullSpec {
                 annotations: s.annotations.clone().unwrap_or_default().into_iter().collect(),
             }),
             credentials,
+            image_fs_limit: None,
         }
     }
 }
@@ -118,13 +122,27 @@ pub enum Outcome {
         error: CriError,
         attempts: u32,
     },
+    /// Not started: an image filesystem is fuller than the limit (the reason says which).
+    Refused {
+        reason: String,
+    },
 }
 
 /// Progress, for the terminal or the NodeImage status.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Progress {
-    Attempt { number: u32, of: u32 },
-    Retrying { after: Duration, error: CriError },
+    /// How full the fullest image filesystem is, 0.0 to 1.0, before the pull.
+    ImageFs {
+        used_ratio: f64,
+    },
+    Attempt {
+        number: u32,
+        of: u32,
+    },
+    Retrying {
+        after: Duration,
+        error: CriError,
+    },
 }
 
 /// Pulls `spec`, each attempt within a slot of `slots` (as `namespace`), given
@@ -146,6 +164,11 @@ pub async fn pull(
         && let Ok(Some(image_id)) = cri.image_id(&image, spec.timeout.min(Duration::from_secs(30))).await
     {
         return Outcome::Present { image_id };
+    }
+    if let Some(limit) = spec.image_fs_limit
+        && let Err(reason) = room_for_images(cri, limit, &mut progress).await
+    {
+        return Outcome::Refused { reason };
     }
     let attempts = spec.backoff_limit + 1;
     let mut last_error = CriError::Other("no attempt was made".to_owned());
@@ -190,6 +213,42 @@ pub async fn pull(
         last_error
     };
     Outcome::Failed { error, attempts }
+}
+
+/// Said once per process: every pull would repeat it.
+static UNMEASURED_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the runtime's image filesystems have room under `limit`. One that
+/// cannot be measured (the runtime does not say where, or the path is not
+/// visible to this process) does not stop the pull: it is logged.
+async fn room_for_images(cri: &Cri, limit: UsageLimit, progress: &mut impl FnMut(Progress)) -> Result<(), String> {
+    let filesystems = match cri.image_filesystems(Duration::from_secs(10)).await {
+        Ok(filesystems) => filesystems,
+        Err(e) => {
+            tracing::warn!(error = %e, "ImageFsInfo failed: the image filesystem's usage is not checked");
+            return Ok(());
+        }
+    };
+    let mut measured = Vec::new();
+    for (mountpoint, image_bytes) in filesystems {
+        match image_fs::capacity(std::path::Path::new(&mountpoint)) {
+            Ok((capacity_bytes, available_bytes)) => measured.push(FsUsage {
+                mountpoint,
+                image_bytes,
+                capacity_bytes,
+                available_bytes,
+            }),
+            Err(e) => {
+                if !UNMEASURED_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "the image filesystem's usage is not checked: mount it into the agent at the same path");
+                }
+            }
+        }
+    }
+    if let Some(fullest) = measured.iter().map(FsUsage::used_ratio).reduce(f64::max) {
+        progress(Progress::ImageFs { used_ratio: fullest });
+    }
+    image_fs::verdict(&measured, limit)
 }
 
 fn deadline_error(spec: &PullSpec, last: CriError) -> CriError {

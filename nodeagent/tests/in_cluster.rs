@@ -20,6 +20,7 @@ use prewarm_api::v1beta1::NodeImage;
 use prewarm_nodeagent::agent::{self, AgentConfig};
 use prewarm_nodeagent::cri::Cri;
 use prewarm_nodeagent::health::AgentMetrics;
+use prewarm_nodeagent::image_fs::UsageLimit;
 use prewarm_nodeagent::puller::Backoff;
 use prewarm_testapi::{Options, TestApi};
 use serde_json::{Value, json};
@@ -27,6 +28,15 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 fn start_agent(client: &Client, cri: &Cri, metrics: &Arc<AgentMetrics>) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    start_agent_with(client, cri, metrics, UsageLimit::DEFAULT)
+}
+
+fn start_agent_with(
+    client: &Client,
+    cri: &Cri,
+    metrics: &Arc<AgentMetrics>,
+    max_image_fs_usage: UsageLimit,
+) -> (oneshot::Sender<()>, JoinHandle<()>) {
     let config = AgentConfig {
         node_name: "node-1".into(),
         metrics: metrics.clone(),
@@ -38,6 +48,7 @@ fn start_agent(client: &Client, cri: &Cri, metrics: &Arc<AgentMetrics>) -> (ones
         },
         status_interval: Duration::from_millis(50),
         secret_namespace: "kruise-daemon-config".into(),
+        max_image_fs_usage,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(agent::run(client.clone(), cri.clone(), config, async move {
@@ -322,6 +333,71 @@ async fn pull_secrets_named_by_the_node_image_are_used() {
     let auth = fake.behaviour.pulls.lock().unwrap()[0].auth.clone().unwrap();
     assert_eq!((auth.username.as_str(), auth.password.as_str()), ("ci", "secret"));
     assert!(!done.to_string().contains("secret\""), "no credentials in the status");
+    stop.send(()).unwrap();
+    agent.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_pull_starts_on_an_image_filesystem_above_the_limit() {
+    let (_api_server, client, node_images) = cluster().await;
+    let owner = json!([{"apiVersion": "apps.kruise.io/v1beta1", "kind": "ImagePullJob",
+        "name": "big", "namespace": "default", "uid": "u1"}]);
+    let mut owned = tag("1.0", 0);
+    owned["ownerReferences"] = owner;
+    create_node_image(&node_images, json!({"127.0.0.1:5001/team/huge": {"tags": [owned]}})).await;
+    // A real directory: its filesystem (this machine's) is surely more than 1 % full.
+    let disk = tempfile::tempdir().unwrap();
+    let fake = serve(Behaviour {
+        image_fs: Some((disk.path().display().to_string(), 30 << 20)),
+        ..Behaviour::default()
+    })
+    .await;
+    let cri = Cri::connect(&fake.socket).await.unwrap();
+    let metrics = Arc::new(AgentMetrics::default());
+    let one_percent = UsageLimit::parse("1").unwrap();
+    let (stop, agent) = start_agent_with(&client, &cri, &metrics, one_percent);
+    let done = wait_until(&node_images, "the refusal", |s| s["failed"] == 1).await;
+    let message = done["imageStatuses"]["127.0.0.1:5001/team/huge"]["tags"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains(&format!("the image filesystem {} is", disk.path().display()))
+            && message.contains("above the node agent's --max-image-fs-usage of 1%"),
+        "{message}"
+    );
+    assert!(fake.behaviour.pulls.lock().unwrap().is_empty(), "nothing was pulled");
+    let found = wait_for_events(&client, "default", "PullImageFailed on the job", |e| {
+        e.iter()
+            .any(|(name, reason, _)| name == "big" && reason == "PullImageFailed")
+    })
+    .await;
+    assert!(
+        found.iter().any(|(_, _, m)| m.contains("--max-image-fs-usage")),
+        "{found:#?}"
+    );
+    let exposed = metrics.render();
+    let usage = exposed
+        .lines()
+        .find_map(|l| l.strip_prefix("prewarm_nodeagent_image_fs_usage_ratio "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap();
+    assert!(usage > 0.01 && usage <= 1.0, "{exposed}");
+    assert!(
+        exposed.contains("prewarm_nodeagent_pulls_total{result=\"refused\"} 1"),
+        "{exposed}"
+    );
+    stop.send(()).unwrap();
+    agent.await.unwrap();
+
+    // Below the limit (100 %: off) the same tag, at a new version, is pulled.
+    let metrics = Arc::new(AgentMetrics::default());
+    let (stop, agent) = start_agent_with(&client, &cri, &metrics, UsageLimit::parse("100").unwrap());
+    let mut again = tag("1.0", 1);
+    again["ownerReferences"] = json!([{"apiVersion": "apps.kruise.io/v1beta1", "kind": "ImagePullJob",
+        "name": "big", "namespace": "default", "uid": "u1"}]);
+    set_images(&node_images, json!({"127.0.0.1:5001/team/huge": {"tags": [again]}})).await;
+    wait_until(&node_images, "the pull", |s| s["succeeded"] == 1).await;
     stop.send(()).unwrap();
     agent.await.unwrap();
 }

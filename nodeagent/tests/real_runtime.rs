@@ -30,6 +30,7 @@ fn spec(image: &str) -> PullSpec {
         active_deadline: None,
         sandbox: None,
         credentials: Vec::new(),
+        image_fs_limit: None,
     }
 }
 

@@ -80,6 +80,9 @@ pub struct LocalCluster {
     webhook: Option<Daemon>,
     webhook_port: u16,
     controller: Option<Daemon>,
+    /// Flags the controller starts with besides the cluster's own (a test
+    /// sets them, then restarts it with `stop_controller` and `start_controller`).
+    pub controller_flags: Vec<String>,
     _registries: Vec<Daemon>,
 }
 
@@ -206,6 +209,7 @@ impl LocalCluster {
             webhook: None,
             webhook_port: free_port(),
             controller: None,
+            controller_flags: Vec::new(),
             _registries: vec![open, private],
         };
         cluster.start_webhook();
@@ -269,16 +273,22 @@ impl LocalCluster {
     pub fn start_controller(&mut self) {
         let admin = free_port();
         let kubeconfig = self.kubeconfig_of("controller");
+        let mut flags = vec![
+            format!("--feature-gates={}", self.gates),
+            "--nodeimage-creation-delay=0s".to_owned(),
+            "--leader-elect-namespace=prewarm-system".to_owned(),
+            "--leader-elect-lease-duration=3s".to_owned(),
+            "--leader-elect-retry-period=500ms".to_owned(),
+            format!("--admin-listen=127.0.0.1:{admin}"),
+        ];
+        // A test's flag replaces the cluster's flag of that name.
+        let name = |flag: &str| flag.split('=').next().unwrap_or_default().to_owned();
+        flags.retain(|f| !self.controller_flags.iter().any(|own| name(own) == name(f)));
+        flags.extend(self.controller_flags.iter().cloned());
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let daemon = spawn_with_env(
             &self.binary("prewarm-controller"),
-            &[
-                &format!("--feature-gates={}", self.gates),
-                "--nodeimage-creation-delay=0s",
-                "--leader-elect-namespace=prewarm-system",
-                "--leader-elect-lease-duration=3s",
-                "--leader-elect-retry-period=500ms",
-                &format!("--admin-listen=127.0.0.1:{admin}"),
-            ],
+            &flags,
             &[("KUBECONFIG", &kubeconfig)],
             &self.log("controller"),
         );

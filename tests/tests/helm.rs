@@ -308,8 +308,33 @@ fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
     // One webhook replica gets no PodDisruptionBudget (minAvailable 1 would
     // block every drain); the CRDs are kept by helm uninstall.
     let cluster = start_cluster(&runtime);
-    let release = cluster.helm("install", &["webhook.replicas=1"]);
+    let release = cluster.helm(
+        "install",
+        &[
+            "webhook.replicas=1",
+            "webhook.maxTimeoutSeconds=3600",
+            "webhook.maxBackoffLimit=10",
+        ],
+    );
     let objects = release_objects(&release);
+    // An admin's caps reach the webhook; a cap below the defaults is refused by the schema.
+    let webhook = cluster.get(&["get", "deployment", "-n", "kruise-system", "prewarm-webhook"]);
+    let args = strings(&webhook["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert!(
+        args.contains(&"--max-timeout-seconds=3600") && args.contains(&"--max-backoff-limit=10"),
+        "{args:?}"
+    );
+    let chart = repo("charts/prewarm");
+    let low = helm(&[
+        "install",
+        "capped-low",
+        chart.to_str().unwrap(),
+        "--kubeconfig",
+        cluster.kubeconfig.to_str().unwrap(),
+        "--set",
+        "webhook.maxTimeoutSeconds=300",
+    ]);
+    assert!(!low.ok && low.stderr.contains("maxTimeoutSeconds"), "{}", low.stderr);
     assert!(
         !objects.iter().any(|o| o["kind"] == "PodDisruptionBudget"),
         "no PDB for one replica"

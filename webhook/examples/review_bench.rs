@@ -72,7 +72,7 @@ const ROUNDS: u32 = 7;
 fn main() {
     let iterations: u32 = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(200_000);
     let per_round = (iterations / ROUNDS).max(1);
-    let gates = FeatureGates::parse("ImagePullJobGate=true").unwrap();
+    let policy = prewarm_api::admission::Policy::gates(FeatureGates::parse("ImagePullJobGate=true").unwrap());
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let bodies = [("minimal", body()), ("as after kubectl apply", as_applied())];
     let routes: Vec<Route> = Route::all().filter(|r| r.kind.name() == "ImagePullJob").collect();
@@ -86,7 +86,7 @@ fn main() {
         for (i, (route, _, body)) in cases.iter().enumerate() {
             let started = Instant::now();
             for _ in 0..per_round {
-                answered[i] = review(*route, body, &gates, &now).body.len();
+                answered[i] = review(*route, body, &policy, &now).body.len();
             }
             rounds[i].push(started.elapsed().as_secs_f64() * 1e6 / f64::from(per_round));
         }

@@ -17,7 +17,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prewarm_api::admission::Operation;
-use prewarm_api::gates::FeatureGates;
+use prewarm_api::admission::Policy;
 
 use crate::limits::{BUDGET_WAIT, Budget, Held, LimitsConfig, MAX_REQUEST_TIMEOUT, SMALL_BODY};
 use crate::log_limit::LogLimit;
@@ -36,7 +36,7 @@ const BODY_STEP: usize = SMALL_BODY;
 /// What admission handlers share.
 #[derive(Debug)]
 pub struct AdmitState {
-    pub gates: FeatureGates,
+    pub policy: Policy,
     pub metrics: Arc<Metrics>,
     pub budget: Budget,
     pub decision_log: LogLimit,
@@ -46,9 +46,9 @@ pub struct AdmitState {
 }
 
 impl AdmitState {
-    pub fn new(gates: FeatureGates, metrics: Arc<Metrics>, limits: &LimitsConfig) -> Self {
+    pub fn new(policy: Policy, metrics: Arc<Metrics>, limits: &LimitsConfig) -> Self {
         Self {
-            gates,
+            policy,
             metrics,
             budget: Budget::new(limits),
             decision_log: LogLimit::new(limits.max_decision_lines_per_second),
@@ -178,15 +178,15 @@ where
         };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let outcome = if bytes.len() <= SMALL_BODY {
-        review::review(route, &bytes, &state.gates, &now)
+        review::review(route, &bytes, &state.policy, &now)
     } else {
         // Large bodies take long enough to decode and check that they would
         // stall the connections sharing this thread: a few at a time, elsewhere.
         let Some(_turn) = state.budget.large_review(wait).await else {
             return busy("too many large requests being reviewed");
         };
-        let gates = state.gates;
-        let review = tokio::task::spawn_blocking(move || review::review(route, &bytes, &gates, &now));
+        let policy = state.policy;
+        let review = tokio::task::spawn_blocking(move || review::review(route, &bytes, &policy, &now));
         match tokio::time::timeout_at(deadline, review).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => return failure(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "the review failed"),

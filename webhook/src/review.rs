@@ -9,9 +9,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prewarm_api::GROUP;
-use prewarm_api::admission::{self, Decision, Kind, Operation, Request};
+use prewarm_api::admission::{self, Decision, Kind, Operation, Policy, Request};
 use prewarm_api::field::FieldError;
-use prewarm_api::gates::FeatureGates;
 use prewarm_api::spec::Spec;
 use serde::Serialize;
 
@@ -115,7 +114,7 @@ impl Verdict {
 }
 
 /// Handles one AdmissionReview body for `route`.
-pub fn review(route: Route, body: &[u8], gates: &FeatureGates, now: &Time) -> Outcome {
+pub fn review(route: Route, body: &[u8], policy: &Policy, now: &Time) -> Outcome {
     let envelope = match Envelope::parse(body) {
         Ok(envelope) => envelope,
         Err(message) => return unreadable(message),
@@ -141,7 +140,7 @@ pub fn review(route: Route, body: &[u8], gates: &FeatureGates, now: &Time) -> Ou
         verdict: Verdict::BadRequest,
         dry_run: request.dry_run.unwrap_or(false),
     };
-    let response = match answer(route, &request, &mut summary, gates, now) {
+    let response = match answer(route, &request, &mut summary, policy, now) {
         Ok(response) => response,
         Err(message) => {
             summary.verdict = Verdict::BadRequest;
@@ -297,7 +296,7 @@ fn answer<'a>(
     route: Route,
     request: &'a RequestFields<'a>,
     summary: &mut Summary,
-    gates: &FeatureGates,
+    policy: &Policy,
     now: &Time,
 ) -> Result<Response<'a>, String> {
     let operation_text = request.operation.as_deref().unwrap_or_default();
@@ -328,7 +327,7 @@ fn answer<'a>(
                 old_object: old_object.map(|o| o.spec()),
             };
             let name = object.and_then(|o| o.name.as_deref()).filter(|n| !n.is_empty());
-            validate(route.kind, admission::validate(&request, gates), name, summary)
+            validate(route.kind, admission::validate(&request, policy), name, summary)
         }
     };
     Ok(response)

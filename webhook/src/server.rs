@@ -18,6 +18,7 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use prewarm_api::admission::Policy;
 use prewarm_api::gates::FeatureGates;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -76,6 +77,8 @@ pub struct ServeConfig {
     /// Feature gates, as in Kubernetes: ImagePullJobGate=true,KruiseDaemon=true.
     #[arg(long, default_value = "", value_parser = FeatureGates::parse, env = "PREWARM_FEATURE_GATES")]
     pub feature_gates: FeatureGates,
+    #[command(flatten)]
+    pub caps: crate::cli::CapsConfig,
     /// After the shutdown signal: how long to keep serving while endpoints drop this replica.
     #[arg(long, default_value = "5s", value_parser = prewarm_api::duration::parse)]
     pub shutdown_delay: Duration,
@@ -238,7 +241,14 @@ impl Server {
             metrics,
             cluster,
         } = self;
-        let admit_state = Arc::new(AdmitState::new(config.feature_gates, metrics.clone(), &config.limits));
+        let admit_state = Arc::new(AdmitState::new(
+            Policy {
+                gates: config.feature_gates,
+                caps: config.caps.caps(),
+            },
+            metrics.clone(),
+            &config.limits,
+        ));
         let health_state = Arc::new(HealthState {
             metrics: metrics.clone(),
             certs: certs.clone(),

@@ -137,7 +137,7 @@ proptest! {
         let gates = if gates_on { FeatureGates::parse("ImagePullJobGate=true").unwrap() } else { FeatureGates::default() };
         let now = Time("2026-11-25T10:00:00Z".parse().unwrap());
         for route in Route::all() {
-            let outcome = review(route, &body, &gates, &now);
+            let outcome = review(route, &body, &prewarm_api::admission::Policy::gates(gates), &now);
             let answer: Value = serde_json::from_slice(&outcome.body).expect("every answer is JSON");
             match readable_uid(&body) {
                 Some(uid) => {

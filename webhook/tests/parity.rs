@@ -9,7 +9,8 @@ use std::path::Path;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use prewarm_api::admission::Kind;
+use prewarm_api::admission::{Kind, Policy};
+use prewarm_api::caps::Caps;
 use prewarm_api::gates::FeatureGates;
 use prewarm_webhook::review::{Endpoint, Route, review};
 use prewarm_webhook::validate::yaml::split_documents;
@@ -39,7 +40,7 @@ fn webhook(
     kind: Kind,
     object: &Value,
     old: Option<&Value>,
-    gates: &FeatureGates,
+    policy: &Policy,
 ) -> (Value, bool, Vec<(String, String, String)>, String) {
     let operation = if old.is_some() { "UPDATE" } else { "CREATE" };
     let mutate = review(
@@ -48,7 +49,7 @@ fn webhook(
             endpoint: Endpoint::Mutate,
         },
         &envelope(kind, operation, object, old),
-        gates,
+        policy,
         &now(),
     );
     let answer: Value = serde_json::from_slice(&mutate.body).unwrap();
@@ -63,7 +64,7 @@ fn webhook(
             endpoint: Endpoint::Validate,
         },
         &envelope(kind, operation, &defaulted, old),
-        gates,
+        policy,
         &now(),
     );
     let answer: Value = serde_json::from_slice(&validate.body).unwrap();
@@ -97,9 +98,9 @@ fn documents(dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-fn compare(file: &str, text: &str, gates: &FeatureGates, old: &OldObjects) -> usize {
+fn compare(file: &str, text: &str, policy: &Policy, old: &OldObjects) -> usize {
     let settings = Settings {
-        gates: *gates,
+        policy: *policy,
         reject_unknown: false,
         // The webhook never sees unknown fields: the API server refuses or prunes them first.
         unknown_fields: UnknownFields::Ignore,
@@ -123,7 +124,7 @@ fn compare(file: &str, text: &str, gates: &FeatureGates, old: &OldObjects) -> us
             };
             let key = (report.kind.clone(), report.namespace.clone(), report.name.clone());
             let stored = old.get(&key).map(|o| kind.with_defaults(o, &now()));
-            let (defaulted, allowed, causes, message) = webhook(kind, &object, stored.as_ref(), gates);
+            let (defaulted, allowed, causes, message) = webhook(kind, &object, stored.as_ref(), policy);
             let label = format!("{file} document {} ({})", index + 1, report.name);
             assert_eq!(output, &defaulted, "{label}: defaulted objects differ");
             assert_eq!(
@@ -152,10 +153,22 @@ fn validate_and_the_webhook_agree_on_every_fixture() {
     let mut inputs = documents(&root.join("../api/tests/fixtures/seed"));
     inputs.extend(documents(&root.join("tests/fixtures/validate")));
     let mut compared = 0;
-    for gates in ["ImagePullJobGate=true", "", "KruiseDaemon=false"] {
-        let gates = FeatureGates::parse(gates).unwrap();
+    let capped = Caps {
+        max_timeout_seconds: Some(600),
+        max_backoff_limit: Some(3),
+    };
+    for (gates, caps) in [
+        ("ImagePullJobGate=true", Caps::NONE),
+        ("", Caps::NONE),
+        ("KruiseDaemon=false", Caps::NONE),
+        ("ImagePullJobGate=true", capped),
+    ] {
+        let policy = Policy {
+            gates: FeatureGates::parse(gates).unwrap(),
+            caps,
+        };
         for (file, text) in &inputs {
-            compared += compare(file, text, &gates, &OldObjects::new());
+            compared += compare(file, text, &policy, &OldObjects::new());
         }
     }
     assert!(compared > 60, "only {compared} documents compared");
@@ -177,7 +190,12 @@ fn updates_agree_too() {
     let changed = std::fs::read_to_string(dir.join("changed.yaml")).unwrap();
     for gates in ["ImagePullJobGate=true", ""] {
         assert_eq!(
-            compare("changed.yaml", &changed, &FeatureGates::parse(gates).unwrap(), &old),
+            compare(
+                "changed.yaml",
+                &changed,
+                &Policy::gates(FeatureGates::parse(gates).unwrap()),
+                &old
+            ),
             2
         );
     }

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 async fn post(gates: FeatureGates, path: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
     let state = Arc::new(AdmitState::new(
-        gates,
+        prewarm_api::admission::Policy::gates(gates),
         Arc::new(Metrics::default()),
         &LimitsConfig::default(),
     ));
@@ -370,7 +370,7 @@ async fn timeout_query_is_understood() {
 #[tokio::test]
 async fn unknown_paths_and_methods_are_refused() {
     let state = Arc::new(AdmitState::new(
-        FeatureGates::default(),
+        prewarm_api::admission::Policy::gates(FeatureGates::default()),
         Arc::new(Metrics::default()),
         &LimitsConfig::default(),
     ));

@@ -292,6 +292,27 @@ fn unreadable_input_and_usage_errors_exit_2() {
 }
 
 #[test]
+fn an_admins_caps_apply_offline_as_in_the_cluster() {
+    let job = "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata:\n  name: greedy\nspec:\n  image: nginx:1.25\n  pullPolicy:\n    timeoutSeconds: 7200\n    backoffLimit: 3\n  completionPolicy:\n    type: Always\n";
+    let (code, stdout, _) = validate(&[GATE_ON, "-"], job);
+    assert_eq!(code, 0, "uncapped, as OpenKruise: {stdout}");
+    let (code, stdout, _) = validate(&[GATE_ON, "--max-timeout-seconds=3600", "-"], job);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("spec.pullPolicy.timeoutSeconds: Invalid value: 7200: must be at most 3600, the most this cluster allows (prewarm-webhook --max-timeout-seconds)"),
+        "{stdout}"
+    );
+    // A cap below the default every job without the field gets is refused at once.
+    let (code, _, stderr) = validate(&[GATE_ON, "--max-backoff-limit=1", "-"], job);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--max-backoff-limit")
+            && stderr.contains("1 is below 3, the backoffLimit a job without one is given"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn old_objects_make_updates_with_immutability() {
     let (code, report) = json_report(&[
         GATE_ON,

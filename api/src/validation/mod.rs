@@ -10,6 +10,7 @@ mod template;
 use serde_json::Value;
 
 use crate::admission::Kind;
+use crate::caps::Caps;
 use crate::field::{FieldError, FieldPath, Report};
 use crate::spec::Spec;
 use crate::v1beta1::{ImageListPullJobSpec, ImagePullJobSpec, NodeImageSpec};
@@ -17,7 +18,7 @@ use crate::v1beta1::{ImageListPullJobSpec, ImagePullJobSpec, NodeImageSpec};
 pub use images::MAX_LIST_IMAGES;
 
 /// Validates an ImagePullJob's spec (either version); `old` is the stored spec on UPDATE.
-pub fn image_pull_job(spec: Spec<'_>, old: Option<Spec<'_>>) -> Report {
+pub fn image_pull_job(spec: Spec<'_>, old: Option<Spec<'_>>, caps: &Caps) -> Report {
     let mut report = Report::default();
     let path = FieldPath::new("spec");
     let Some(typed) = spec.decode_or_report::<ImagePullJobSpec>(Kind::ImagePullJob, &mut report) else {
@@ -38,12 +39,12 @@ pub fn image_pull_job(spec: Spec<'_>, old: Option<Spec<'_>>) -> Report {
             old,
         );
     }
-    template::template(&mut report, &path, &template);
+    template::template(&mut report, &path, &template, caps);
     report
 }
 
 /// Validates an ImageListPullJob's spec (either version).
-pub fn image_list_pull_job(spec: Spec<'_>) -> Report {
+pub fn image_list_pull_job(spec: Spec<'_>, caps: &Caps) -> Report {
     let mut report = Report::default();
     let path = FieldPath::new("spec");
     let Some(typed) = spec.decode_or_report::<ImageListPullJobSpec>(Kind::ImageListPullJob, &mut report) else {
@@ -56,7 +57,7 @@ pub fn image_list_pull_job(spec: Spec<'_>) -> Report {
         &typed.images,
         template.image_pull_policy,
     );
-    template::template(&mut report, &path, &template);
+    template::template(&mut report, &path, &template, caps);
     report
 }
 

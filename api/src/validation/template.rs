@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use crate::caps::Caps;
 use crate::defaults::DEFAULT_TIMEOUT_SECONDS;
 use crate::field::{FieldError, FieldPath, Report};
 use crate::job::{
@@ -12,7 +13,7 @@ use crate::names;
 
 use super::selector;
 
-pub(super) fn template(report: &mut Report, spec: &FieldPath, template: &TemplateRef<'_>) {
+pub(super) fn template(report: &mut Report, spec: &FieldPath, template: &TemplateRef<'_>, caps: &Caps) {
     pull_secrets(report, &spec.child("pullSecrets"), template.pull_secrets);
     node_selector(report, spec, template);
     if let Some(parallelism) = template.parallelism {
@@ -32,6 +33,7 @@ pub(super) fn template(report: &mut Report, spec: &FieldPath, template: &Templat
             policy.timeout_seconds,
             policy.backoff_limit,
         );
+        within_caps(report, &spec.child("pullPolicy"), policy, caps);
     }
     completion_policy(report, spec, template.completion_policy, template.pull_policy);
     if let Some(policy) = template.image_pull_policy
@@ -159,6 +161,35 @@ pub(super) fn timeout_and_retries(report: &mut Report, path: &FieldPath, timeout
                 &path.child("backoffLimit"),
                 format_args!("{backoff} retries keep a failing pull going for hours on every node; {MANY_RETRIES} or less is usual"),
             );
+        }
+    }
+}
+
+/// The admin's caps (`--max-timeout-seconds`, `--max-backoff-limit`).
+fn within_caps(report: &mut Report, path: &FieldPath, policy: &PullPolicy, caps: &Caps) {
+    let checks = [
+        (
+            "timeoutSeconds",
+            policy.timeout_seconds,
+            caps.max_timeout_seconds,
+            "--max-timeout-seconds",
+        ),
+        (
+            "backoffLimit",
+            policy.backoff_limit,
+            caps.max_backoff_limit,
+            "--max-backoff-limit",
+        ),
+    ];
+    for (field, value, cap, flag) in checks {
+        if let (Some(value), Some(cap)) = (value, cap)
+            && value > cap
+        {
+            report.error(FieldError::invalid(
+                path.child(field),
+                value,
+                format!("must be at most {cap}, the most this cluster allows (prewarm-webhook {flag})"),
+            ));
         }
     }
 }

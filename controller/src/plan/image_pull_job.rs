@@ -411,6 +411,17 @@ pub fn pass(input: &Input<'_>, nodes: &mut JobNodes, looked: Looked<'_>) -> Plan
     }
 }
 
+/// Whether `new` differs from `old` only in how far the job has got (its
+/// counts and progress message): no start, no completion, no newly failed node.
+pub fn only_progress(old: &ImagePullJobStatus, new: &ImagePullJobStatus) -> bool {
+    old.start_time.is_some()
+        && old.start_time == new.start_time
+        && new.completion_time.is_none()
+        && old.completion_time.is_none()
+        && old.failed_nodes == new.failed_nodes
+        && old.desired == new.desired
+}
+
 /// A list of node names for an event, shortened past ten names.
 pub fn describe_nodes(nodes: &[String]) -> String {
     let shown = nodes

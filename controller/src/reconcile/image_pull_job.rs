@@ -13,7 +13,9 @@ use serde_json::json;
 use super::{Context, Error, delete_after_ttl, is_status, now, random_fraction, secrets, status_patch};
 use crate::index::ObjectKey;
 use crate::patch::merge_diff;
-use crate::plan::image_pull_job::{self, EntryWrite, FINALIZER, Input, Lifecycle, Looked, Notice, describe_nodes};
+use crate::plan::image_pull_job::{
+    self, EntryWrite, FINALIZER, Input, Lifecycle, Looked, Notice, describe_nodes, only_progress,
+};
 use crate::plan::job_nodes::JobNodes;
 use crate::plan::secrets::JobSecrets;
 use crate::plan::tag_policy::tag_pull_policy;
@@ -21,6 +23,8 @@ use crate::world::{Basis, Memo, as_targets};
 
 /// How long to wait for the caches to show this controller's own last write.
 const EXPECTATION_RETRY: Duration = Duration::from_millis(200);
+/// The least time between two status writes that only move a job's progress.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// NodeImage entries written at once.
 const CONCURRENT_WRITES: usize = 16;
 
@@ -129,21 +133,24 @@ async fn run(
     let tag_policy = tag_pull_policy(&job.spec, ctx.settings.default_ttl_for_always, random_fraction());
     let basis = Basis::new(job, at, &synced.plan.refs);
     let excluded = &ctx.settings.excluded_nodes;
-    let (mut nodes, unmatched, targets, everything) = match ctx.world.passes.take(key, &basis) {
+    let (mut nodes, unmatched, targets, status_written) = match ctx.world.passes.take(key, &basis) {
         Some((memo, to_look_at)) => {
             let targets: Vec<_> = to_look_at
                 .iter()
                 .filter_map(|name| Some((ctx.world.node_image(name)?, memo.nodes.not_ready_since(name))))
                 .collect();
-            (memo.nodes, memo.unmatched, targets, false)
+            (memo.nodes, memo.unmatched, targets, Some(memo.status_written))
         }
         None => (
             JobNodes::default(),
             ctx.world.unmatched(job, excluded),
             ctx.world.targets(job, excluded),
-            true,
+            None,
         ),
     };
+    let everything = status_written.is_none();
+    let mut status_written = status_written.flatten();
+    tracing::debug!(job = %key, everything, looked_at = targets.len(), "pass");
     let find = |name: &str| ctx.world.node_image(name);
     let looked = if everything {
         Looked::Everything
@@ -198,7 +205,16 @@ async fn run(
         let (type_, reason, note) = describe(job, notice);
         ctx.event(&reference, type_, reason, note).await;
     }
-    if let Some(patch) = status_patch(&job.status, &plan.status) {
+    let mut requeue_after = plan.requeue_after.map(|s| Duration::from_secs(s.unsigned_abs()));
+    // Progress alone is written at most once per STATUS_INTERVAL: a pass may
+    // run every batch window, and each would otherwise write a new percentage.
+    let since_written = status_written.map(|at| at.elapsed()).filter(|e| *e < STATUS_INTERVAL);
+    let hold = since_written.filter(|_| job.status.as_ref().is_some_and(|old| only_progress(old, &plan.status)));
+    if let Some(elapsed) = hold {
+        let due = STATUS_INTERVAL.saturating_sub(elapsed);
+        requeue_after = Some(requeue_after.map_or(due, |r| r.min(due)));
+    } else if let Some(patch) = status_patch(&job.status, &plan.status) {
+        status_written = Some(tokio::time::Instant::now());
         ctx.metrics.wrote("patch", "imagepulljobs/status");
         let written = api
             .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(patch))
@@ -213,9 +229,10 @@ async fn run(
         seq: at.seq,
         nodes,
         unmatched,
+        status_written,
     };
     ctx.world.passes.keep(key.clone(), memo);
-    Ok(plan.requeue_after.map(|s| Duration::from_secs(s.unsigned_abs())))
+    Ok(requeue_after)
 }
 
 fn describe(job: &ImagePullJob, notice: &Notice) -> (EventType, &'static str, String) {

@@ -68,6 +68,8 @@ pub struct Memo {
     pub seq: u64,
     pub nodes: JobNodes,
     pub unmatched: Unmatched,
+    /// When a pass of this job last wrote its status.
+    pub status_written: Option<tokio::time::Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -188,6 +190,7 @@ mod tests {
             seq: at.seq,
             nodes: known,
             unmatched: Unmatched::default(),
+            status_written: None,
         }
     }
 

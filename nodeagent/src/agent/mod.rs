@@ -24,6 +24,7 @@ use prewarm_api::node_image::NodeImageStatus;
 use prewarm_api::v1beta1::{NodeImage, NodeImageSpec};
 use tokio::sync::Notify;
 
+use crate::image_fs::UsageLimit;
 use crate::slots::FairSlots;
 use tokio::task::AbortHandle;
 
@@ -48,6 +49,8 @@ pub struct AgentConfig {
     pub status_interval: Duration,
     /// The only namespace pull secrets are read from.
     pub secret_namespace: String,
+    /// No pull starts while an image filesystem is fuller than this.
+    pub max_image_fs_usage: UsageLimit,
 }
 
 /// A pull in progress; `id` tells it apart from a later pull of the same tag.

@@ -120,16 +120,19 @@ impl Task {
                 active_deadline_seconds: policy.active_deadline_seconds,
                 sandbox: image.sandbox_config.as_ref(),
             };
-            let spec = PullSpec::new(reference, &fields, credentials);
+            let mut spec = PullSpec::new(reference, &fields, credentials);
+            spec.image_fs_limit = Some(self.config.max_image_fs_usage);
             let _in_flight = InFlight::new(&self.config.metrics.in_flight);
             // Pulling from the first attempt on, which starts once a slot is free.
-            let started_pulling = |progress: Progress| {
-                if let Progress::Attempt { number: 1, .. } = progress {
-                    self.record(|s| {
-                        s.phase = Phase::Pulling;
-                        s.start_time = Some(now());
-                    });
+            let started_pulling = |progress: Progress| match progress {
+                Progress::Attempt { number: 1, .. } => self.record(|s| {
+                    s.phase = Phase::Pulling;
+                    s.start_time = Some(now());
+                }),
+                Progress::ImageFs { used_ratio } => {
+                    self.config.metrics.image_fs_usage.set(used_ratio);
                 }
+                _ => {}
             };
             let slots = &self.shared.slots;
             let outcome = puller::pull(
@@ -155,12 +158,14 @@ impl Task {
             Outcome::Failed { error, attempts } => {
                 tracing::info!(image = %image_name, attempts, ?elapsed, credentials = %tried, %error, "pull failed");
             }
+            Outcome::Refused { reason } => tracing::warn!(image = %image_name, %reason, "pull refused"),
         }
         let (reason, text) = match &outcome {
             Outcome::Failed { error, attempts } => (
                 Reason::PullImageFailed,
                 format!("Image {image_name} failed after {attempts} attempts {tried}: {error}"),
             ),
+            Outcome::Refused { reason } => (Reason::PullImageFailed, format!("Image {image_name} {reason}")),
             _ => (
                 Reason::PullImageSucceed,
                 format!("Image {image_name}, elapsed time {:?}", started.elapsed()),
@@ -183,6 +188,7 @@ impl Task {
                 "failed to pull {} after {attempts} attempts {tried}: {error}",
                 self.key.reference()
             ))),
+            Outcome::Refused { reason } => self.record(failed(format!("{} {reason}", self.key.reference()))),
         }
         let owners = if reason == Reason::PullImageFailed {
             owners

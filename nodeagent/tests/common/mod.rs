@@ -23,6 +23,8 @@ pub struct Behaviour {
     pub present: Vec<String>,
     /// Usernames whose pulls succeed; others get containerd's 401 text. Empty: all succeed.
     pub accepted_users: Vec<String>,
+    /// The image filesystem `ImageFsInfo` reports: a mountpoint and used bytes.
+    pub image_fs: Option<(String, u64)>,
     pub pulls: Mutex<Vec<PullImageRequest>>,
     pub in_flight: AtomicUsize,
     pub max_in_flight: AtomicUsize,
@@ -87,7 +89,23 @@ impl ImageService for Fake {
     }
 
     async fn image_fs_info(&self, _: Request<ImageFsInfoRequest>) -> Result<Response<ImageFsInfoResponse>, Status> {
-        Ok(Response::new(ImageFsInfoResponse::default()))
+        let image_filesystems = self
+            .0
+            .image_fs
+            .iter()
+            .map(|(mountpoint, used)| FilesystemUsage {
+                timestamp: 0,
+                fs_id: Some(FilesystemIdentifier {
+                    mountpoint: mountpoint.clone(),
+                }),
+                used_bytes: Some(UInt64Value { value: *used }),
+                inodes_used: None,
+            })
+            .collect();
+        Ok(Response::new(ImageFsInfoResponse {
+            image_filesystems,
+            container_filesystems: Vec::new(),
+        }))
     }
 }
 

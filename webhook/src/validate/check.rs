@@ -7,8 +7,7 @@ use std::collections::HashMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prewarm_api::GROUP;
-use prewarm_api::admission::{self, Decision, Kind, Operation, Request};
-use prewarm_api::gates::FeatureGates;
+use prewarm_api::admission::{self, Decision, Kind, Operation, Policy, Request};
 use prewarm_api::spec::Spec;
 use serde_json::Value;
 
@@ -19,7 +18,7 @@ pub type OldObjects = HashMap<(String, String, String), Value>;
 
 #[derive(Debug)]
 pub struct Settings {
-    pub gates: FeatureGates,
+    pub policy: Policy,
     pub reject_unknown: bool,
     pub unknown_fields: UnknownFields,
     pub old: OldObjects,
@@ -272,7 +271,7 @@ fn judge(file: &str, index: usize, line: usize, object: Value, settings: &Settin
         object: Some(Spec::of(&defaulted)),
         old_object: old.as_ref().map(Spec::of),
     };
-    match admission::validate(&request, &settings.gates) {
+    match admission::validate(&request, &settings.policy) {
         Decision::Allowed { warnings } => report.warnings.extend(warnings.iter().map(|w| warning(w, line))),
         Decision::Forbidden { message, .. } => document_error(&mut report, message),
         Decision::Invalid { errors, warnings } => {

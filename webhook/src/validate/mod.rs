@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::Args;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use prewarm_api::admission::Policy;
 use prewarm_api::gates::FeatureGates;
 
 pub use check::{DocumentReport, OldObjects, Problem, Settings, Status, UnknownFields, check_chunk};
@@ -50,6 +51,8 @@ pub struct ValidateArgs {
     /// Feature gates, as the server takes them: ImagePullJobGate=true,KruiseDaemon=true.
     #[arg(long, default_value = "", value_parser = FeatureGates::parse)]
     pub feature_gates: FeatureGates,
+    #[command(flatten)]
+    pub caps: crate::cli::CapsConfig,
 }
 
 /// Exit codes: 0 valid, 1 invalid (or warnings with --fail-on-warning), 2 unreadable input.
@@ -68,7 +71,10 @@ pub fn run(args: ValidateArgs) -> ExitCode {
         eprintln!("prewarm-webhook validate: {message}");
     }
     let settings = Settings {
-        gates: args.feature_gates,
+        policy: Policy {
+            gates: args.feature_gates,
+            caps: args.caps.caps(),
+        },
         reject_unknown: args.reject_unknown,
         unknown_fields: args.unknown_fields,
         old,
