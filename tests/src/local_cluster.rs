@@ -334,6 +334,9 @@ impl LocalCluster {
                 &format!("--cri-socket={}", node.socket.display()),
                 "--health-listen=127.0.0.1:0",
                 "--status-interval-ms=200",
+                // The nodes share this machine's disk, however full it is; the
+                // check itself is tested with a disk the test controls.
+                "--max-image-fs-usage=100",
             ],
             &[("KUBECONFIG", &kubeconfig)],
             &self.log(&format!("nodeagent-{}", node.name)),
