@@ -13,6 +13,7 @@ use crate::cached_node_image::CachedNodeImage;
 use crate::index::ObjectKey;
 use crate::interned::Named;
 use crate::plan::node_image::job_owner;
+use prewarm_api::node_image::MAX_IMAGES;
 
 fn spec_entry<'a>(node_image: Option<&'a CachedNodeImage>, image: &str) -> Option<&'a ImageSpec> {
     spec_shared(node_image, image).map(|e| &e.value)
@@ -114,4 +115,18 @@ pub fn owners_of_changed_tags(old: Option<&CachedNodeImage>, new: Option<&Cached
         }
     }
     owners
+}
+
+/// Whether a change may move a job's standing on a full NodeImage: it filled
+/// up or freed room, or, full, its set of images changed (an entry for the
+/// job's image may now be there, or gone). Such changes concern every job
+/// that targets the node, not only the owners of changed tags.
+pub fn room_changed(old: Option<&CachedNodeImage>, new: Option<&CachedNodeImage>) -> bool {
+    fn names(n: Option<&CachedNodeImage>) -> Vec<&String> {
+        n.and_then(|n| n.spec.images.as_ref())
+            .map(|i| i.keys().collect())
+            .unwrap_or_default()
+    }
+    let (before, after) = (names(old), names(new));
+    (before.len() >= MAX_IMAGES || after.len() >= MAX_IMAGES) && before != after
 }

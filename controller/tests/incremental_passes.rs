@@ -1,5 +1,6 @@
-//! A pass that looks only at the NodeImages changed since the last pass must
-//! decide exactly what a pass over every target decides. Random histories of
+//! A pass that looks only at the nodes the watch marked for the job since its
+//! last pass (the owners of changed tags, room filled or freed) must decide exactly what
+//! a pass over every target decides. Random histories of
 //! agent reports, other jobs' writes, tags removed by hand, NodeImages filling
 //! and emptying, nodes not Ready and the clock moving: after every step both
 //! passes are made, and their plans compared whole.
@@ -13,6 +14,8 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use prewarm_api::node_image::ImageTagPullPolicy;
 use prewarm_api::v1beta1::{ImagePullJob, ReferenceObject};
 use prewarm_controller::cached_node_image::CachedNodeImage;
+use prewarm_controller::changes::{owners_of_changed_tags, room_changed};
+use prewarm_controller::index::ObjectKey;
 use prewarm_controller::plan::image_pull_job::{Input, Looked, Plan, Target, Unmatched, pass, plan};
 use prewarm_controller::plan::job_nodes::JobNodes;
 use serde_json::{Value, json};
@@ -86,6 +89,10 @@ fn change(node: &mut Value, random: &mut Random) {
             }
         }
     }
+    bump(node);
+}
+
+fn bump(node: &mut Value) {
     let version = node["metadata"]["resourceVersion"]
         .as_str()
         .unwrap()
@@ -122,6 +129,7 @@ fn passes_over_changes_decide_as_passes_over_every_target() {
             .map(|_| (random.below(8) == 0).then(|| "2026-11-29T11:55:00Z".parse().unwrap()))
             .collect();
         let mut now: Timestamp = "2026-11-29T12:00:00Z".parse().unwrap();
+        let key = ObjectKey::new("default", "job");
         let mut known = JobNodes::default();
         let mut changed: BTreeSet<String> = BTreeSet::new();
         let unmatched = Unmatched::default();
@@ -162,15 +170,27 @@ fn passes_over_changes_decide_as_passes_over_every_target() {
             assert_eq!(incremental, everything, "seed {seed}, step {step}");
 
             // The plan's writes land, the status is stored, time passes, and
-            // things happen to a few NodeImages.
+            // things happen to a few NodeImages. Each change is one watch
+            // event, and the watch marks the node for the job only when that
+            // event concerns it: the owners of changed tags, or a NodeImage
+            // filling or freeing room.
             changed.clear();
+            let mut observe = |i: usize, nodes: &[Value], changed: &mut BTreeSet<String>| {
+                let new = cached(&nodes[i]);
+                let (old, now): (Option<&CachedNodeImage>, _) = (Some(all[i].as_ref()), Some(&*new));
+                if room_changed(old, now) || owners_of_changed_tags(old, now).contains(&key) {
+                    changed.insert(nodes[i]["metadata"]["name"].as_str().unwrap().to_owned());
+                }
+                all[i] = new;
+            };
             for write in &everything.writes {
-                let node = nodes
-                    .iter_mut()
-                    .find(|n| n["metadata"]["name"] == write.node.as_str())
+                let i = nodes
+                    .iter()
+                    .position(|n| n["metadata"]["name"] == write.node.as_str())
                     .unwrap();
-                node["spec"]["images"][&write.image] = serde_json::to_value(&write.entry).unwrap();
-                changed.insert(write.node.clone());
+                nodes[i]["spec"]["images"][&write.image] = serde_json::to_value(&write.entry).unwrap();
+                bump(&mut nodes[i]);
+                observe(i, &nodes, &mut changed);
             }
             job.status = Some(everything.status.clone());
             if everything.status.completion_time.is_some() {
@@ -180,12 +200,7 @@ fn passes_over_changes_decide_as_passes_over_every_target() {
             for _ in 0..random.below(6) {
                 let i = random.below(NODES);
                 change(&mut nodes[i], &mut random);
-                changed.insert(nodes[i]["metadata"]["name"].as_str().unwrap().to_owned());
-            }
-            for (node, cache) in nodes.iter().zip(all.iter_mut()) {
-                if changed.contains(node["metadata"]["name"].as_str().unwrap()) {
-                    *cache = cached(node);
-                }
+                observe(i, &nodes, &mut changed);
             }
         }
     }

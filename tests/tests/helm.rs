@@ -335,6 +335,28 @@ fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
         "webhook.maxTimeoutSeconds=300",
     ]);
     assert!(!low.ok && low.stderr.contains("maxTimeoutSeconds"), "{}", low.stderr);
+    // The agents' namespace is theirs alone: not where the CA key is, not kube-system.
+    for shared in ["kruise-system", "kube-system"] {
+        let refused = helm(&[
+            "install",
+            "shared-agents",
+            chart.to_str().unwrap(),
+            "--kubeconfig",
+            cluster.kubeconfig.to_str().unwrap(),
+            "--set",
+            &format!("agentNamespace={shared}"),
+        ]);
+        assert!(
+            !refused.ok && refused.stderr.contains(&format!("agentNamespace is \"{shared}\"")),
+            "{}",
+            refused.stderr
+        );
+    }
+    let agent_namespace = cluster.get(&["get", "namespace", "kruise-daemon-config"]);
+    assert_eq!(
+        agent_namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
     assert!(
         !objects.iter().any(|o| o["kind"] == "PodDisruptionBudget"),
         "no PDB for one replica"

@@ -62,4 +62,8 @@ securityContext:
 {{- if not (has .Values.logFormat (list "json" "text")) }}
 {{- fail (printf "logFormat is %q: expected json or text" .Values.logFormat) }}
 {{- end }}
+{{- $namespace := include "prewarm.namespace" . }}
+{{- if or (eq .Values.agentNamespace $namespace) (eq .Values.agentNamespace "kube-system") }}
+{{- fail (printf "agentNamespace is %q: every node agent may read the Secrets there, so it must be a namespace of its own, not the install namespace %q (the webhook's CA key is there) nor kube-system" .Values.agentNamespace $namespace) }}
+{{- end }}
 {{- end }}

@@ -496,8 +496,17 @@ fn sync(input: &Input<'_>, image: &str, tag: &str, nodes: &mut JobNodes, looked:
         })
         .filter_map(|t| entry_write(t.node_image, false))
         .collect();
-    let joining: Vec<String> = nodes.not_synced().take(slots).map(str::to_owned).collect();
-    for name in joining {
+    // Each candidate is read again before it is written: another job may
+    // have filled its NodeImage since this job last looked (that change is
+    // not this job's to hear of).
+    let uid = job.metadata.uid.as_deref().unwrap_or_default();
+    let mut joined = 0;
+    let mut after: Option<String> = None;
+    while joined < slots {
+        let Some(name) = nodes.not_synced_after(after.as_deref()).map(str::to_owned) else {
+            break;
+        };
+        after = Some(name.clone());
         let looked_at = input
             .targets
             .binary_search_by(|t| t.name().cmp(&name))
@@ -515,8 +524,18 @@ fn sync(input: &Input<'_>, image: &str, tag: &str, nodes: &mut JobNodes, looked:
             },
             (None, Looked::Everything) => continue,
         };
+        let now = Target {
+            node_image,
+            not_ready_since: None,
+        };
+        let state = node_state(&now, image, tag, uid);
+        if state != NodeState::NotSynced {
+            nodes.set(&name, state, None);
+            continue;
+        }
         writes.extend(entry_write(node_image, true));
         nodes.set(&name, NodeState::Active, None);
+        joined += 1;
     }
     writes.sort_by(|a, b| a.node.cmp(&b.node));
     writes

@@ -112,6 +112,13 @@ impl JobNodes {
         self.not_synced.iter().map(String::as_str)
     }
 
+    /// The first target the job may write its tag to after `after` by name.
+    pub fn not_synced_after(&self, after: Option<&str>) -> Option<&str> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, |a| Excluded(a.to_owned()));
+        self.not_synced.range((from, Unbounded)).next().map(String::as_str)
+    }
+
     pub fn failed(&self) -> impl Iterator<Item = &str> {
         self.failed.iter().map(String::as_str)
     }

@@ -226,7 +226,6 @@ async fn run(
     }
     let memo = Memo {
         basis,
-        seq: at.seq,
         nodes,
         unmatched,
         status_written,

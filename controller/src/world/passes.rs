@@ -1,10 +1,11 @@
 //! What each job's last pass knew of its targets, and what changed since: the
-//! NodeImages changed (a bounded log of names), and whether the set of targets
-//! may have changed (epochs moved by Node, NodeImage and Pod membership
-//! changes). A pass whose basis still holds looks only at the NodeImages the
-//! log names; any other pass looks at every target.
+//! nodes whose NodeImage changed in a way that concerns the job (marked by the
+//! watch for the owners of changed tags, so a job hears only of its own), and
+//! whether the set of targets may have changed (epochs moved by Node,
+//! NodeImage and Pod membership changes). A pass whose basis still holds looks
+//! only at the nodes marked for it; any other pass looks at every target.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use prewarm_api::v1beta1::{ImagePullJob, ReferenceObject};
@@ -14,15 +15,9 @@ use crate::plan::image_pull_job::Unmatched;
 use crate::plan::job_nodes::JobNodes;
 use crate::plan::selection::{Selection, selection};
 
-/// NodeImage changes remembered; a pass that fell further behind looks at
-/// every target (about 2 MB of names at most).
-const LOG_CAPACITY: usize = 1 << 16;
-
 /// Where the world stands, read at the start of a pass, before the caches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Position {
-    /// Changes logged so far.
-    pub seq: u64,
     pub node_epoch: u64,
     pub pod_epoch: u64,
 }
@@ -64,8 +59,6 @@ impl Basis {
 #[derive(Debug)]
 pub struct Memo {
     pub basis: Basis,
-    /// The log position the pass read the caches at.
-    pub seq: u64,
     pub nodes: JobNodes,
     pub unmatched: Unmatched,
     /// When a pass of this job last wrote its status.
@@ -79,13 +72,18 @@ pub struct Passes {
 
 #[derive(Debug, Default)]
 struct State {
-    /// The sequence number of `log`'s first name.
-    log_start: u64,
-    log: VecDeque<String>,
     node_epoch: u64,
     pod_epoch: u64,
-    /// Per job: the basis of its last pass, and its memo unless a pass holds it.
-    jobs: HashMap<ObjectKey, (Basis, Option<Memo>)>,
+    jobs: HashMap<ObjectKey, Slot>,
+}
+
+/// One job: the basis of its last pass, its memo unless a pass holds it, and
+/// the nodes marked since that pass read them.
+#[derive(Debug)]
+struct Slot {
+    basis: Basis,
+    memo: Option<Memo>,
+    dirty: HashSet<String>,
 }
 
 impl Passes {
@@ -96,13 +94,12 @@ impl Passes {
         }
     }
 
-    /// A NodeImage changed (after the cache shows it).
-    pub fn node_image_changed(&self, name: &str) {
-        let mut state = self.lock();
-        state.log.push_back(name.to_owned());
-        if state.log.len() > LOG_CAPACITY {
-            state.log.pop_front();
-            state.log_start += 1;
+    /// `node`'s NodeImage changed in a way that concerns `job` (after the
+    /// cache shows it). Only jobs with a memo need to hear it: any other's
+    /// next pass looks at every target.
+    pub fn mark(&self, job: &ObjectKey, node: &str) {
+        if let Some(slot) = self.lock().jobs.get_mut(job) {
+            slot.dirty.insert(node.to_owned());
         }
     }
 
@@ -119,29 +116,39 @@ impl Passes {
     pub fn position(&self) -> Position {
         let state = self.lock();
         Position {
-            seq: state.log_start + state.log.len() as u64,
             node_epoch: state.node_epoch,
             pod_epoch: state.pod_epoch,
         }
     }
 
-    /// The last pass's memo, if its basis still holds, with the targets to look
-    /// at now; `None`: look at every target.
+    /// Starts a pass of `key`, before it reads the caches: the last pass's
+    /// memo, if its basis still holds, with the targets to look at now;
+    /// `None`: look at every target. Either way the marks so far are taken.
     pub fn take(&self, key: &ObjectKey, basis: &Basis) -> Option<(Memo, BTreeSet<String>)> {
         let mut state = self.lock();
-        let memo = state.jobs.get_mut(key)?.1.take()?;
-        if memo.basis != *basis {
-            return None;
-        }
-        let skip = usize::try_from(memo.seq.checked_sub(state.log_start)?).ok()?;
-        let changed = state.log.iter().skip(skip).map(String::as_str);
-        let to_look_at = memo.nodes.to_look_at(changed);
+        // From here on the job hears of changes, also during a first pass:
+        // what it writes and what agents answer meanwhile must not be lost.
+        let slot = state.jobs.entry(key.clone()).or_insert_with(|| Slot {
+            basis: basis.clone(),
+            memo: None,
+            dirty: HashSet::new(),
+        });
+        let dirty = std::mem::take(&mut slot.dirty);
+        let memo = slot.memo.take().filter(|memo| memo.basis == *basis)?;
+        let to_look_at = memo.nodes.to_look_at(dirty.iter().map(String::as_str));
         Some((memo, to_look_at))
     }
 
-    /// Keeps a pass's knowledge for the next pass.
+    /// Keeps a pass's knowledge for the next pass (with what was marked meanwhile).
     pub fn keep(&self, key: ObjectKey, memo: Memo) {
-        self.lock().jobs.insert(key, (memo.basis.clone(), Some(memo)));
+        let mut state = self.lock();
+        let dirty = state.jobs.remove(&key).map(|slot| slot.dirty).unwrap_or_default();
+        let slot = Slot {
+            basis: memo.basis.clone(),
+            memo: Some(memo),
+            dirty,
+        };
+        state.jobs.insert(key, slot);
     }
 
     pub fn forget(&self, key: &ObjectKey) {
@@ -154,7 +161,7 @@ impl Passes {
         self.lock()
             .jobs
             .get(key)
-            .is_some_and(|(basis, _)| basis.holds_for(job, at))
+            .is_some_and(|slot| slot.basis.holds_for(job, at))
     }
 
     /// Jobs remembered.
@@ -180,14 +187,12 @@ mod tests {
     }
 
     fn memo(passes: &Passes, job: &ImagePullJob, nodes: &[&str]) -> Memo {
-        let at = passes.position();
         let mut known = JobNodes::default();
         for node in nodes {
             known.set(node, NodeState::Active, None);
         }
         Memo {
-            basis: Basis::new(job, at, &[]),
-            seq: at.seq,
+            basis: Basis::new(job, passes.position(), &[]),
             nodes: known,
             unmatched: Unmatched::default(),
             status_written: None,
@@ -196,19 +201,32 @@ mod tests {
 
     #[test]
     #[allow(clippy::panic)]
-    fn a_memo_serves_while_its_basis_holds_and_the_log_covers_it() {
+    fn a_memo_serves_while_its_basis_holds_with_the_nodes_marked_for_it() {
         let passes = Passes::default();
         let key = ObjectKey::new("default", "j");
+        let other = ObjectKey::new("default", "other");
         let job1 = job(1);
+        passes.mark(&key, "a");
+        assert!(passes.is_empty(), "a job no pass has started hears nothing");
         passes.keep(key.clone(), memo(&passes, &job1, &["a", "b"]));
-        passes.node_image_changed("a");
-        passes.node_image_changed("other");
+        passes.mark(&key, "b");
+        passes.mark(&key, "not-a-target");
+        passes.mark(&other, "a");
         let basis = Basis::new(&job1, passes.position(), &[]);
         let (taken, look) = passes.take(&key, &basis).unwrap_or_else(|| panic!("memo"));
-        assert_eq!(look, BTreeSet::from(["a".to_owned()]));
+        assert_eq!(
+            look,
+            BTreeSet::from(["b".to_owned()]),
+            "marked since the memo, and targets only"
+        );
         assert!(passes.take(&key, &basis).is_none(), "a pass holds it");
         assert!(passes.is_current(&key, &job1), "held, still current");
+        passes.mark(&key, "a");
         passes.keep(key.clone(), taken);
+        let (taken, look) = passes.take(&key, &basis).unwrap_or_else(|| panic!("memo"));
+        assert_eq!(look, BTreeSet::from(["a".to_owned()]), "marked during the pass");
+        passes.keep(key.clone(), taken);
+        assert_eq!(passes.len(), 1);
 
         // A new spec, a membership change, other secrets: every target again.
         assert!(!passes.is_current(&key, &job(2)));
@@ -226,14 +244,15 @@ mod tests {
         passes.nodes_moved();
         assert!(!passes.is_current(&key, &job1));
         assert!(passes.take(&key, &Basis::new(&job1, passes.position(), &[])).is_none());
-
-        // A log that dropped what the memo had not seen: every target again.
-        passes.keep(key.clone(), memo(&passes, &job1, &["a"]));
-        for _ in 0..=LOG_CAPACITY {
-            passes.node_image_changed("x");
-        }
-        assert!(passes.take(&key, &Basis::new(&job1, passes.position(), &[])).is_none());
         passes.forget(&key);
         assert!(passes.is_empty());
+
+        // A first pass (no memo yet) hears what happens while it runs.
+        let basis = Basis::new(&job1, passes.position(), &[]);
+        assert!(passes.take(&key, &basis).is_none());
+        passes.mark(&key, "a");
+        passes.keep(key.clone(), memo(&passes, &job1, &["a"]));
+        let (_, look) = passes.take(&key, &basis).unwrap_or_else(|| panic!("memo"));
+        assert_eq!(look, BTreeSet::from(["a".to_owned()]));
     }
 }

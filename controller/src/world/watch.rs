@@ -17,7 +17,6 @@ use crate::cached_node_image::CachedNodeImage;
 use crate::index::ObjectKey;
 use crate::plan::selection::{Selection, active_pod_node, selection};
 use crate::trim;
-use prewarm_api::node_image::MAX_IMAGES;
 
 /// Starts the watch loops. Each returns only when its stream ends.
 pub fn watch(client: &Client, world: &Arc<World>, writers: Writers) -> Vec<tokio::task::JoinHandle<()>> {
@@ -184,7 +183,6 @@ fn on_node_image(world: &World, old: Option<&CachedNodeImage>, new: Option<&Cach
     let name = any.name_any();
     world.index().set_node_image(&name, new);
     world.node_queue.add(name.clone());
-    world.passes.node_image_changed(&name);
     let membership_changed = match (old, new) {
         (Some(old), Some(new)) => old.metadata.labels != new.metadata.labels,
         _ => true,
@@ -192,10 +190,8 @@ fn on_node_image(world: &World, old: Option<&CachedNodeImage>, new: Option<&Cach
     if membership_changed {
         world.passes.nodes_moved();
     }
-    // Room freed on a NodeImage that was full: the jobs that found it full retry.
-    let image_count = |n: Option<&CachedNodeImage>| n.and_then(|n| n.spec.images.as_ref()).map_or(0, |i| i.len());
-    let room_freed = image_count(old) >= MAX_IMAGES && image_count(new) < MAX_IMAGES;
-    let mut jobs = if membership_changed || room_freed {
+    // A NodeImage filling up or freeing room: the jobs that target it look again.
+    let mut jobs = if membership_changed || crate::changes::room_changed(old, new) {
         let mut jobs = world.jobs_for_node(&name);
         // A NodeImage without a Node is selected by its own labels: the jobs of
         // the labels it had lose it.
@@ -208,6 +204,7 @@ fn on_node_image(world: &World, old: Option<&CachedNodeImage>, new: Option<&Cach
     };
     jobs.extend(crate::changes::owners_of_changed_tags(old, new));
     for job in jobs {
+        world.passes.mark(&job, &name);
         world.enqueue_job(job);
     }
 }
@@ -292,6 +289,7 @@ fn on_secret(world: &World, old: Option<&SecretMeta>, new: Option<&SecretMeta>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prewarm_api::node_image::MAX_IMAGES;
     use serde_json::json;
 
     fn job(completed: bool) -> ImagePullJob {
