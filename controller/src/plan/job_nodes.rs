@@ -107,11 +107,6 @@ impl JobNodes {
         }
     }
 
-    /// The targets the job may write its tag to next, in name order.
-    pub fn not_synced(&self) -> impl Iterator<Item = &str> {
-        self.not_synced.iter().map(String::as_str)
-    }
-
     /// The first target the job may write its tag to after `after` by name.
     pub fn not_synced_after(&self, after: Option<&str>) -> Option<&str> {
         use std::ops::Bound::{Excluded, Unbounded};
@@ -198,10 +193,11 @@ mod tests {
         nodes.set("b", NodeState::NotSynced, None);
         nodes.set("a", NodeState::NotSynced, None);
         nodes.set("c", NodeState::Full, None);
-        assert_eq!(nodes.not_synced().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(nodes.not_synced_after(None), Some("a"));
+        assert_eq!(nodes.not_synced_after(Some("a")), Some("b"));
         nodes.set("a", NodeState::Active, None);
         nodes.set("b", NodeState::LostNotReady, "2026-01-01T00:00:00Z".parse().ok());
-        assert_eq!(nodes.not_synced().count(), 0);
+        assert_eq!(nodes.not_synced_after(None), None);
         assert_eq!(nodes.failed().collect::<Vec<_>>(), ["b", "c"]);
         assert_eq!(
             (
