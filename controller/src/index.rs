@@ -171,9 +171,6 @@ impl Index {
 
     /// Records which jobs (by uid) a NodeImage's tags name as owners.
     pub fn set_node_image(&mut self, name: &str, node_image: Option<&CachedNodeImage>) {
-        for uid in self.owners_of_node.remove(name).unwrap_or_default() {
-            remove_from(&mut self.nodes_by_owner, &uid, &name.to_owned());
-        }
         let owners: BTreeSet<String> = node_image
             .and_then(|n| n.spec.images.as_ref())
             .into_iter()
@@ -182,7 +179,13 @@ impl Index {
             .flat_map(|tag| tag.owner_references.iter().flatten())
             .filter_map(|o| o.uid.clone())
             .collect();
-        for uid in &owners {
+        // Only the owners that came or went touch the per-owner sets: most
+        // events (an agent's status, another tag) leave them as they are.
+        let before = self.owners_of_node.remove(name).unwrap_or_default();
+        for uid in before.difference(&owners) {
+            remove_from(&mut self.nodes_by_owner, uid, &name.to_owned());
+        }
+        for uid in owners.difference(&before) {
             self.nodes_by_owner
                 .entry(uid.clone())
                 .or_default()
@@ -290,4 +293,40 @@ pub struct Candidates {
     pub by_labels: Vec<ObjectKey>,
     pub pods: Vec<ObjectKey>,
     pub pod_jobs: Vec<ObjectKey>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owned_by(uids: &[&str]) -> CachedNodeImage {
+        let tags: Vec<serde_json::Value> = uids
+            .iter()
+            .map(|uid| serde_json::json!({"tag": *uid, "ownerReferences": [{"uid": uid, "name": uid}]}))
+            .collect();
+        serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "n"}, "spec": {"images": {"nginx": {"tags": tags}}}}),
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    #[test]
+    fn owners_follow_each_change_of_a_node_image() {
+        let mut index = Index::default();
+        index.set_node_image("n", Some(&owned_by(&["a", "b"])));
+        index.set_node_image("m", Some(&owned_by(&["a"])));
+        assert_eq!(index.nodes_owned_by("a"), ["m", "n"]);
+        index.set_node_image("n", Some(&owned_by(&["b", "c"])));
+        assert_eq!(
+            (
+                index.nodes_owned_by("a"),
+                index.nodes_owned_by("b"),
+                index.nodes_owned_by("c")
+            ),
+            (vec!["m".to_owned()], vec!["n".to_owned()], vec!["n".to_owned()])
+        );
+        index.set_node_image("n", None);
+        assert!(index.nodes_owned_by("b").is_empty() && index.nodes_owned_by("c").is_empty());
+        assert_eq!(index.nodes_owned_by("a"), ["m"]);
+    }
 }
