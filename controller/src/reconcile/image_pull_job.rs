@@ -133,23 +133,22 @@ async fn run(
     let tag_policy = tag_pull_policy(&job.spec, ctx.settings.default_ttl_for_always, random_fraction());
     let basis = Basis::new(job, at, &synced.plan.refs);
     let excluded = &ctx.settings.excluded_nodes;
-    let (mut nodes, unmatched, targets, status_written) = match ctx.world.passes.take(key, &basis) {
+    let (mut nodes, unmatched, targets, mut status_written, everything) = match ctx.world.passes.take(key, &basis) {
         Some((memo, to_look_at)) => {
             let targets: Vec<_> = to_look_at
                 .iter()
                 .filter_map(|name| Some((ctx.world.node_image(name)?, memo.nodes.not_ready_since(name))))
                 .collect();
-            (memo.nodes, memo.unmatched, targets, Some(memo.status_written))
+            (memo.nodes, memo.unmatched, targets, memo.status_written, false)
         }
         None => (
             JobNodes::default(),
             ctx.world.unmatched(job, excluded),
             ctx.world.targets(job, excluded),
             None,
+            true,
         ),
     };
-    let everything = status_written.is_none();
-    let mut status_written = status_written.flatten();
     tracing::debug!(job = %key, everything, looked_at = targets.len(), "pass");
     let find = |name: &str| ctx.world.node_image(name);
     let looked = if everything {
