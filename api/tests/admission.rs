@@ -101,6 +101,18 @@ fn decide(
     old: Option<&Value>,
     gates: &FeatureGates,
 ) -> Decision {
+    let policy = admission::Policy::gates(*gates);
+    decide_under(kind, operation, sub_resource, object, old, &policy)
+}
+
+fn decide_under(
+    kind: Kind,
+    operation: Operation,
+    sub_resource: Option<&str>,
+    object: &Value,
+    old: Option<&Value>,
+    policy: &admission::Policy,
+) -> Decision {
     let request = Request {
         kind,
         operation,
@@ -108,7 +120,7 @@ fn decide(
         object: Some(Spec::of(object)),
         old_object: old.map(Spec::of),
     };
-    admission::validate(&request, &admission::Policy::gates(*gates))
+    admission::validate(&request, policy)
 }
 
 #[test]
@@ -275,16 +287,7 @@ fn an_admins_caps_refuse_jobs_above_them_and_name_the_cap() {
     list["spec"]["images"] = json!(["nginx:1.25"]);
     list["spec"].as_object_mut().unwrap().remove("image");
     for (kind, object) in [(Kind::ImagePullJob, &greedy), (Kind::ImageListPullJob, &list)] {
-        let decide = |policy: &admission::Policy| {
-            let request = Request {
-                kind,
-                operation: Operation::Create,
-                sub_resource: None,
-                object: Some(Spec::of(object)),
-                old_object: None,
-            };
-            admission::validate(&request, policy)
-        };
+        let decide = |policy: &admission::Policy| decide_under(kind, Operation::Create, None, object, None, policy);
         match decide(&capped) {
             Decision::Invalid { errors, .. } => {
                 let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -307,14 +310,8 @@ fn an_admins_caps_refuse_jobs_above_them_and_name_the_cap() {
     let mut at_caps = job("nginx:1.25");
     at_caps["spec"]["pullPolicy"] = json!({"timeoutSeconds": 3600, "backoffLimit": 10});
     for object in [&at_caps, &job("nginx:1.25")] {
-        let request = Request {
-            kind: Kind::ImagePullJob,
-            operation: Operation::Create,
-            sub_resource: None,
-            object: Some(Spec::of(object)),
-            old_object: None,
-        };
-        assert!(admission::validate(&request, &capped).is_allowed(), "{object}");
+        let decision = decide_under(Kind::ImagePullJob, Operation::Create, None, object, None, &capped);
+        assert!(decision.is_allowed(), "{object}");
     }
 }
 

@@ -26,16 +26,12 @@ fn status_tags<'a>(node_image: Option<&'a CachedNodeImage>, image: &str) -> &'a 
 }
 
 fn image_names(node_image: Option<&CachedNodeImage>) -> impl Iterator<Item = &String> {
-    let spec = node_image
-        .and_then(|n| n.spec.images.as_ref())
-        .into_iter()
-        .flat_map(|i| i.keys());
     let status = node_image
         .and_then(|n| n.status.as_ref())
         .and_then(|s| s.image_statuses.as_ref())
         .into_iter()
         .flat_map(|s| s.keys());
-    spec.chain(status)
+    spec_image_names(node_image).chain(status)
 }
 
 fn same<V>(a: Option<&Arc<Named<V>>>, b: Option<&Arc<Named<V>>>) -> bool {
@@ -122,11 +118,14 @@ pub fn owners_of_changed_tags(old: Option<&CachedNodeImage>, new: Option<&Cached
 /// job's image may now be there, or gone). Such changes concern every job
 /// that targets the node, not only the owners of changed tags.
 pub fn room_changed(old: Option<&CachedNodeImage>, new: Option<&CachedNodeImage>) -> bool {
-    fn names(n: Option<&CachedNodeImage>) -> Vec<&String> {
-        n.and_then(|n| n.spec.images.as_ref())
-            .map(|i| i.keys().collect())
-            .unwrap_or_default()
-    }
-    let (before, after) = (names(old), names(new));
-    (before.len() >= MAX_IMAGES || after.len() >= MAX_IMAGES) && before != after
+    // It runs for every NodeImage event: counts first, names only when full.
+    let count = |n: Option<&CachedNodeImage>| n.and_then(|n| n.spec.images.as_ref()).map_or(0, |i| i.len());
+    (count(old) >= MAX_IMAGES || count(new) >= MAX_IMAGES) && spec_image_names(old).ne(spec_image_names(new))
+}
+
+fn spec_image_names(node_image: Option<&CachedNodeImage>) -> impl Iterator<Item = &String> {
+    node_image
+        .and_then(|n| n.spec.images.as_ref())
+        .into_iter()
+        .flat_map(|i| i.keys())
 }

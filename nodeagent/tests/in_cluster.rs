@@ -7,144 +7,19 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::cluster::{cluster, create_node_image, set_images, start_agent, status, tag, wait_for_events, wait_until};
 use common::{Behaviour, serve};
 use k8s_openapi::api::core::v1::Event;
+use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use prewarm_api::v1beta1::NodeImage;
-use prewarm_nodeagent::agent::{self, AgentConfig};
 use prewarm_nodeagent::cri::Cri;
 use prewarm_nodeagent::health::AgentMetrics;
-use prewarm_nodeagent::image_fs::UsageLimit;
-use prewarm_nodeagent::puller::Backoff;
-use prewarm_testapi::{Options, TestApi};
-use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-fn start_agent(client: &Client, cri: &Cri, metrics: &Arc<AgentMetrics>) -> (oneshot::Sender<()>, JoinHandle<()>) {
-    start_agent_with(client, cri, metrics, UsageLimit::DEFAULT)
-}
-
-fn start_agent_with(
-    client: &Client,
-    cri: &Cri,
-    metrics: &Arc<AgentMetrics>,
-    max_image_fs_usage: UsageLimit,
-) -> (oneshot::Sender<()>, JoinHandle<()>) {
-    let config = AgentConfig {
-        node_name: "node-1".into(),
-        metrics: metrics.clone(),
-        plugins: None,
-        max_concurrent_pulls: 2,
-        backoff: Backoff {
-            initial: Duration::from_millis(10),
-            max: Duration::from_millis(50),
-        },
-        status_interval: Duration::from_millis(50),
-        secret_namespace: "kruise-daemon-config".into(),
-        max_image_fs_usage,
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let handle = tokio::spawn(agent::run(client.clone(), cri.clone(), config, async move {
-        let _ = stopped.await;
-    }));
-    (stop, handle)
-}
-
-async fn status(api: &Api<NodeImage>) -> Value {
-    serde_json::to_value(api.get("node-1").await.unwrap().status).unwrap()
-}
-
-async fn wait_until(api: &Api<NodeImage>, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
-    let started = std::time::Instant::now();
-    loop {
-        let status = status(api).await;
-        if condition(&status) {
-            return status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}; status: {status:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-async fn cluster() -> (TestApi, Client, Api<NodeImage>) {
-    let api_server = TestApi::start(Options::default()).await.unwrap();
-    api_server
-        .load_manifests(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/crds")))
-        .unwrap();
-    let client = Client::try_from(kube::Config::new(api_server.url().parse().unwrap())).unwrap();
-    let node_images = Api::all(client.clone());
-    (api_server, client, node_images)
-}
-
-async fn create_node_image(node_images: &Api<NodeImage>, images: Value) {
-    let node_image: NodeImage = serde_json::from_value(json!({
-        "apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage", "metadata": {"name": "node-1"},
-        "spec": {"images": images}
-    }))
-    .unwrap();
-    node_images.create(&PostParams::default(), &node_image).await.unwrap();
-}
-
-async fn set_images(node_images: &Api<NodeImage>, images: Value) {
-    let patch = json!({"spec": {"images": images}});
-    node_images
-        .patch("node-1", &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .unwrap();
-}
-
-/// Events in `namespace` as (involved object name, reason, message).
-async fn events(client: &Client, namespace: &str) -> Vec<(String, String, String)> {
-    Api::<Event>::namespaced(client.clone(), namespace)
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|e| {
-            (
-                e.involved_object.name.unwrap_or_default(),
-                e.reason.unwrap_or_default(),
-                e.message.unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
-async fn wait_for_events(
-    client: &Client,
-    namespace: &str,
-    what: &str,
-    condition: impl Fn(&[(String, String, String)]) -> bool,
-) -> Vec<(String, String, String)> {
-    let started = std::time::Instant::now();
-    loop {
-        let found = events(client, namespace).await;
-        if condition(&found) {
-            return found;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}; events: {found:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-fn tag(tag: &str, version: i64) -> Value {
-    json!({"tag": tag, "version": version, "createdAt": "2026-11-25T10:00:00Z", "imagePullPolicy": "Always",
-           "pullPolicy": {"ttlSecondsAfterFinished": 300, "timeoutSeconds": 5, "backoffLimit": 1}})
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_image_spec_to_status_with_resume_and_cancellation() {
@@ -333,71 +208,6 @@ async fn pull_secrets_named_by_the_node_image_are_used() {
     let auth = fake.behaviour.pulls.lock().unwrap()[0].auth.clone().unwrap();
     assert_eq!((auth.username.as_str(), auth.password.as_str()), ("ci", "secret"));
     assert!(!done.to_string().contains("secret\""), "no credentials in the status");
-    stop.send(()).unwrap();
-    agent.await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_pull_starts_on_an_image_filesystem_above_the_limit() {
-    let (_api_server, client, node_images) = cluster().await;
-    let owner = json!([{"apiVersion": "apps.kruise.io/v1beta1", "kind": "ImagePullJob",
-        "name": "big", "namespace": "default", "uid": "u1"}]);
-    let mut owned = tag("1.0", 0);
-    owned["ownerReferences"] = owner;
-    create_node_image(&node_images, json!({"127.0.0.1:5001/team/huge": {"tags": [owned]}})).await;
-    // A real directory: its filesystem (this machine's) is surely more than 1 % full.
-    let disk = tempfile::tempdir().unwrap();
-    let fake = serve(Behaviour {
-        image_fs: Some((disk.path().display().to_string(), 30 << 20)),
-        ..Behaviour::default()
-    })
-    .await;
-    let cri = Cri::connect(&fake.socket).await.unwrap();
-    let metrics = Arc::new(AgentMetrics::default());
-    let one_percent = UsageLimit::parse("1").unwrap();
-    let (stop, agent) = start_agent_with(&client, &cri, &metrics, one_percent);
-    let done = wait_until(&node_images, "the refusal", |s| s["failed"] == 1).await;
-    let message = done["imageStatuses"]["127.0.0.1:5001/team/huge"]["tags"][0]["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        message.contains(&format!("the image filesystem {} is", disk.path().display()))
-            && message.contains("above the node agent's --max-image-fs-usage of 1%"),
-        "{message}"
-    );
-    assert!(fake.behaviour.pulls.lock().unwrap().is_empty(), "nothing was pulled");
-    let found = wait_for_events(&client, "default", "PullImageFailed on the job", |e| {
-        e.iter()
-            .any(|(name, reason, _)| name == "big" && reason == "PullImageFailed")
-    })
-    .await;
-    assert!(
-        found.iter().any(|(_, _, m)| m.contains("--max-image-fs-usage")),
-        "{found:#?}"
-    );
-    let exposed = metrics.render();
-    let usage = exposed
-        .lines()
-        .find_map(|l| l.strip_prefix("prewarm_nodeagent_image_fs_usage_ratio "))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap();
-    assert!(usage > 0.01 && usage <= 1.0, "{exposed}");
-    assert!(
-        exposed.contains("prewarm_nodeagent_pulls_total{result=\"refused\"} 1"),
-        "{exposed}"
-    );
-    stop.send(()).unwrap();
-    agent.await.unwrap();
-
-    // Below the limit (100 %: off) the same tag, at a new version, is pulled.
-    let metrics = Arc::new(AgentMetrics::default());
-    let (stop, agent) = start_agent_with(&client, &cri, &metrics, UsageLimit::parse("100").unwrap());
-    let mut again = tag("1.0", 1);
-    again["ownerReferences"] = json!([{"apiVersion": "apps.kruise.io/v1beta1", "kind": "ImagePullJob",
-        "name": "big", "namespace": "default", "uid": "u1"}]);
-    set_images(&node_images, json!({"127.0.0.1:5001/team/huge": {"tags": [again]}})).await;
-    wait_until(&node_images, "the pull", |s| s["succeeded"] == 1).await;
     stop.send(()).unwrap();
     agent.await.unwrap();
 }

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::e2e::{E2e, MINUTE, completed, job, up};
+use common::e2e::{E2e, MINUTE, completed, job, up, wait_until};
 use prewarm_testapi::local_cluster::PRIVATE_USER;
 use serde_json::Value;
 
@@ -63,30 +63,23 @@ async fn private_images_pull_with_the_right_secret_and_a_wrong_password_leaks_no
         let config: Value = serde_json::from_slice(&config).ok()?;
         config["auths"][&registry]["password"].as_str().map(str::to_owned)
     };
-    let wait_for = |what: &str, check: &dyn Fn() -> bool| {
-        let started = Instant::now();
-        while !check() {
-            assert!(started.elapsed() < MINUTE, "{what}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
     let no_copies = || e2e.get(&["secrets", "-n", "kruise-daemon-config"])["items"] == serde_json::json!([]);
     tokio::task::block_in_place(|| {
         // The copies the node agents read from are released once the jobs are done.
-        wait_for("the finished jobs' copies released", &no_copies);
+        wait_until("the finished jobs' copies released", MINUTE, no_copies);
         // A Never job keeps its copy: it follows the source Secret, and goes with the job.
         let never = job("kept", "right", "node-3").replace("type: Always", "type: Never");
         assert!(e2e.apply(&never).ok);
-        wait_for("the copy made", &|| {
+        wait_until("the copy made", MINUTE, || {
             copied_password(&e2e).as_deref() == Some(PRIVATE_USER.1)
         });
         let rotated = secrets.replace(&dockerconfig(PRIVATE_USER.1), &dockerconfig("rotated-pw"));
         assert!(e2e.apply(&rotated).ok);
-        wait_for("the copy following its source", &|| {
+        wait_until("the copy following its source", MINUTE, || {
             copied_password(&e2e).as_deref() == Some("rotated-pw")
         });
         e2e.kubectl.ok(&["delete", "imagepulljob", "kept"]);
-        wait_for("the copy released", &no_copies);
+        wait_until("the copy released", MINUTE, no_copies);
     });
     let (events, node_images) = tokio::task::block_in_place(|| {
         (

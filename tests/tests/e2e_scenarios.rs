@@ -9,18 +9,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::e2e::{E2e, MINUTE, completed, job, up};
+use common::e2e::{E2e, MINUTE, completed, job, up, wait_until};
 use prewarm_testapi::local_cluster::PRIVATE_USER;
 use serde_json::{Value, json};
-
-/// Polls `check` every 200 ms until it holds; fails with `what` after `within`.
-fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < within, "not within {within:?}: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// A NodeImage with no Node that the controller keeps: a node that never answers.
 fn fake_node(e2e: &E2e, name: &str) {

@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::manifests::{check_workload, helm, kustomize, release_objects, strings};
-use common::{Kubectl, repo};
+use common::{Kubectl, Ran, repo};
 use prewarm_testapi::{Options, TestApi};
 use serde_json::{Value, json};
 
@@ -100,10 +100,17 @@ impl Cluster {
 
     /// The same with `-n namespace`.
     fn helm_in(&self, namespace: &str, action: &str, sets: &[&str]) -> Value {
+        let ran = self.try_helm(namespace, action, "prewarm", sets);
+        assert!(ran.ok, "helm {action} {sets:?}: {}", ran.stderr);
+        serde_json::from_str(&ran.stdout).unwrap()
+    }
+
+    /// `helm ACTION RELEASE charts/prewarm -n NAMESPACE --set …`, however it ends.
+    fn try_helm(&self, namespace: &str, action: &str, release: &str, sets: &[&str]) -> Ran {
         let chart = repo("charts/prewarm");
         let mut args = vec![
             action,
-            "prewarm",
+            release,
             chart.to_str().unwrap(),
             "--kubeconfig",
             self.kubeconfig.to_str().unwrap(),
@@ -113,9 +120,7 @@ impl Cluster {
         for set in sets {
             args.extend(["--set", set]);
         }
-        let ran = helm(&args);
-        assert!(ran.ok, "helm {args:?}: {}", ran.stderr);
-        serde_json::from_str(&ran.stdout).unwrap()
+        helm(&args)
     }
 
     fn get(&self, args: &[&str]) -> Value {
@@ -324,28 +329,12 @@ fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
         args.contains(&"--max-timeout-seconds=3600") && args.contains(&"--max-backoff-limit=10"),
         "{args:?}"
     );
-    let chart = repo("charts/prewarm");
-    let low = helm(&[
-        "install",
-        "capped-low",
-        chart.to_str().unwrap(),
-        "--kubeconfig",
-        cluster.kubeconfig.to_str().unwrap(),
-        "--set",
-        "webhook.maxTimeoutSeconds=300",
-    ]);
+    let low = cluster.try_helm("default", "install", "capped-low", &["webhook.maxTimeoutSeconds=300"]);
     assert!(!low.ok && low.stderr.contains("maxTimeoutSeconds"), "{}", low.stderr);
     // The agents' namespace is theirs alone: not where the CA key is, not kube-system.
     for shared in ["kruise-system", "kube-system"] {
-        let refused = helm(&[
-            "install",
-            "shared-agents",
-            chart.to_str().unwrap(),
-            "--kubeconfig",
-            cluster.kubeconfig.to_str().unwrap(),
-            "--set",
-            &format!("agentNamespace={shared}"),
-        ]);
+        let set = format!("agentNamespace={shared}");
+        let refused = cluster.try_helm("default", "install", "shared-agents", &[&set]);
         assert!(
             !refused.ok && refused.stderr.contains(&format!("agentNamespace is \"{shared}\"")),
             "{}",

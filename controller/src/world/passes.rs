@@ -114,11 +114,7 @@ impl Passes {
     }
 
     pub fn position(&self) -> Position {
-        let state = self.lock();
-        Position {
-            node_epoch: state.node_epoch,
-            pod_epoch: state.pod_epoch,
-        }
+        self.lock().position()
     }
 
     /// Starts a pass of `key`, before it reads the caches: the last pass's
@@ -157,20 +153,29 @@ impl Passes {
 
     /// Whether the next pass of `job` may look only at what changed.
     pub fn is_current(&self, key: &ObjectKey, job: &ImagePullJob) -> bool {
-        let at = self.position();
-        self.lock()
-            .jobs
-            .get(key)
-            .is_some_and(|slot| slot.basis.holds_for(job, at))
+        let state = self.lock();
+        let at = state.position();
+        state.jobs.get(key).is_some_and(|slot| slot.basis.holds_for(job, at))
     }
 
     /// Jobs remembered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().jobs.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl State {
+    fn position(&self) -> Position {
+        Position {
+            node_epoch: self.node_epoch,
+            pod_epoch: self.pod_epoch,
+        }
     }
 }
 

@@ -104,6 +104,15 @@ impl E2e {
     }
 }
 
+/// Polls `check` every 200 ms until it holds; fails with `what` after `within`.
+pub fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < within, "not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub fn completed(status: &Value) -> bool {
     status["completionTime"].is_string()
 }
