@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::caps::Caps;
 use crate::field::{FieldError, Report};
 use crate::gates::{FeatureGates, Gate};
+use crate::node_status::{self, Writer};
 use crate::spec::Spec;
 use crate::{GROUP, defaults, validation};
 
@@ -160,6 +161,28 @@ pub struct Request<'a> {
     /// The spec of the object, when there is an object.
     pub object: Option<Spec<'a>>,
     pub old_object: Option<Spec<'a>>,
+    /// The object's name and status, read by the NodeImage `/status` rule.
+    pub name: &'a str,
+    pub status: Option<Spec<'a>>,
+    /// Who asks (`request.userInfo`).
+    pub writer: Writer<'a>,
+}
+
+impl<'a> Request<'a> {
+    /// A write of `object` (with `old` stored before it) by nobody in
+    /// particular, as the offline validator and tests ask.
+    pub fn of(kind: Kind, operation: Operation, object: Option<Spec<'a>>, old_object: Option<Spec<'a>>) -> Self {
+        Self {
+            kind,
+            operation,
+            sub_resource: None,
+            object,
+            old_object,
+            name: "",
+            status: None,
+            writer: Writer::default(),
+        }
+    }
 }
 
 /// The verdict of the validating side.
@@ -168,9 +191,10 @@ pub enum Decision {
     Allowed {
         warnings: Vec<String>,
     },
-    /// A disabled feature gate: HTTP 403.
+    /// HTTP 403: a disabled feature gate, or (`gate: None`) a writer who may
+    /// not make this change.
     Forbidden {
-        gate: Gate,
+        gate: Option<Gate>,
         message: String,
     },
     /// Field errors: HTTP 422, like the API server's own validation.
@@ -186,12 +210,15 @@ impl Decision {
     }
 }
 
-/// What a decision depends on besides the request: the feature gates, and the
-/// caps an admin put on jobs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a decision depends on besides the request: the feature gates, the
+/// caps an admin put on jobs, and who the node agents are.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     pub gates: FeatureGates,
     pub caps: Caps,
+    /// The node agents' username (`system:serviceaccount:NS:NAME`): its
+    /// NodeImage status writes are held to the agent's own node. `None`: not checked.
+    pub node_agent: Option<String>,
 }
 
 impl Policy {
@@ -200,16 +227,28 @@ impl Policy {
         Self {
             gates,
             caps: Caps::NONE,
+            node_agent: None,
         }
     }
 }
 
 /// Decides one request. Deletes, subresource writes and updates that leave the
 /// spec alone always pass, so neither a disabled gate nor a rule added since the
-/// object was stored can block cleanup (finalizer removal, labels, status).
+/// object was stored can block cleanup (finalizer removal, labels, status);
+/// only a node agent's NodeImage status writes are held to its own node.
 pub fn validate(request: &Request<'_>, policy: &Policy) -> Decision {
     let gates = &policy.gates;
     let allowed = Decision::Allowed { warnings: Vec::new() };
+    if let (Kind::NodeImage, Operation::Update, Some("status"), Some(agent)) = (
+        request.kind,
+        request.operation,
+        request.sub_resource,
+        policy.node_agent.as_deref(),
+    ) {
+        let spec = request.object.unwrap_or(Spec::Tree(None));
+        let status = request.status.unwrap_or(Spec::Tree(None));
+        return node_status::decide(request.name, request.writer, agent, spec, status);
+    }
     if matches!(request.operation, Operation::Delete | Operation::Connect) || request.sub_resource.is_some() {
         return allowed;
     }
@@ -224,7 +263,7 @@ pub fn validate(request: &Request<'_>, policy: &Policy) -> Decision {
     }
     if let Some(gate) = request.kind.required_gates().iter().find(|g| !gates.enabled(**g)) {
         return Decision::Forbidden {
-            gate: *gate,
+            gate: Some(*gate),
             message: gate_message(request.kind, *gate),
         };
     }

@@ -13,6 +13,7 @@ pub mod job;
 mod kinds;
 pub mod names;
 pub mod node_image;
+pub mod node_status;
 pub mod reference;
 pub mod schema;
 pub mod spec;

@@ -114,11 +114,8 @@ fn decide_under(
     policy: &admission::Policy,
 ) -> Decision {
     let request = Request {
-        kind,
-        operation,
         sub_resource,
-        object: Some(Spec::of(object)),
-        old_object: old.map(Spec::of),
+        ..Request::of(kind, operation, Some(Spec::of(object)), old.map(Spec::of))
     };
     admission::validate(&request, policy)
 }
@@ -137,7 +134,7 @@ fn a_disabled_gate_refuses_creates_and_spec_changes() {
     let Decision::Forbidden { gate, message } = created else {
         panic!("expected a gate denial, got {created:?}");
     };
-    assert_eq!(gate, Gate::ImagePullJobGate);
+    assert_eq!(gate, Some(Gate::ImagePullJobGate));
     assert!(message.contains("--feature-gates=ImagePullJobGate=true"), "{message}");
 
     let old = job("nginx:1.25");
@@ -243,7 +240,7 @@ fn node_images_need_only_kruise_daemon() {
         matches!(
             denied,
             Decision::Forbidden {
-                gate: Gate::KruiseDaemon,
+                gate: Some(Gate::KruiseDaemon),
                 ..
             }
         ),
@@ -274,11 +271,11 @@ fn enabled_gates_lead_to_validation() {
 #[test]
 fn an_admins_caps_refuse_jobs_above_them_and_name_the_cap() {
     let capped = admission::Policy {
-        gates: gates("ImagePullJobGate=true"),
         caps: Caps {
             max_timeout_seconds: Some(3600),
             max_backoff_limit: Some(10),
         },
+        ..admission::Policy::gates(gates("ImagePullJobGate=true"))
     };
     let mut greedy = job("nginx:1.25");
     greedy["spec"]["pullPolicy"] = json!({"timeoutSeconds": 7200, "backoffLimit": 30});

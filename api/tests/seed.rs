@@ -25,13 +25,7 @@ fn gates_on() -> FeatureGates {
 }
 
 fn create(kind: Kind, object: &Value) -> Decision {
-    let request = Request {
-        kind,
-        operation: Operation::Create,
-        sub_resource: None,
-        object: Some(Spec::of(object)),
-        old_object: None,
-    };
+    let request = Request::of(kind, Operation::Create, Some(Spec::of(object)), None);
     admission::validate(&request, &admission::Policy::gates(gates_on()))
 }
 

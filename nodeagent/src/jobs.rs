@@ -54,13 +54,7 @@ pub fn pulls(object: &Value, keyring: &Keyring) -> Result<Vec<PullSpec>, JobErro
     };
     let defaulted = kind.with_defaults(object, &Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
     let gates = FeatureGates::parse("ImagePullJobGate=true").unwrap_or_default();
-    let request = Request {
-        kind,
-        operation: Operation::Create,
-        sub_resource: None,
-        object: Some(Spec::of(&defaulted)),
-        old_object: None,
-    };
+    let request = Request::of(kind, Operation::Create, Some(Spec::of(&defaulted)), None);
     if let Decision::Invalid { errors, .. } = admission::validate(&request, &admission::Policy::gates(gates)) {
         return Err(JobError::Invalid {
             kind,

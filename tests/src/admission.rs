@@ -154,6 +154,35 @@ fn match_conditions(
     Ok(true)
 }
 
+/// The object validating webhooks see on an UPDATE: kube-apiserver calls
+/// them after the strategy's `PrepareForUpdate`, which for a resource with a
+/// status subresource keeps only the status of a `/status` write (the rest is
+/// the stored object's) and the stored status of a main-resource write.
+/// Mutating webhooks see the object as sent.
+fn prepared_for_update(
+    rt: &ResourceType,
+    operation: Operation,
+    sub_resource: Option<&str>,
+    object: Option<Value>,
+    old: Option<&Value>,
+) -> Option<Value> {
+    let (Operation::Update, true, Some(old)) = (operation, rt.status_subresource, old) else {
+        return object;
+    };
+    let mut object = object?;
+    let (status, mut prepared) = match sub_resource {
+        Some("status") => (object.get("status").cloned(), old.clone()),
+        _ => (old.get("status").cloned(), std::mem::take(&mut object)),
+    };
+    if let Some(map) = prepared.as_object_mut() {
+        match status {
+            Some(status) => map.insert("status".to_owned(), status),
+            None => map.remove("status"),
+        };
+    }
+    Some(prepared)
+}
+
 impl Admission {
     pub fn new(service_endpoints: HashMap<String, SocketAddr>) -> Self {
         Self {
@@ -208,6 +237,9 @@ impl Admission {
             };
             let (configurations, _) = store.list(&config_type, None);
             let mutating = kind.starts_with("mutating");
+            if !mutating {
+                object = prepared_for_update(rt, operation, sub_resource, object, old);
+            }
             for configuration in configurations {
                 for webhook in configuration
                     .get("webhooks")

@@ -49,11 +49,21 @@ impl ApiError {
     }
 
     pub fn conflict(plural: &str, group: &str, name: &str) -> Self {
+        Self::conflict_because(
+            plural,
+            group,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )
+    }
+
+    /// 409 with kube-apiserver's `errors.NewConflict` wording and a reason.
+    pub fn conflict_because(plural: &str, group: &str, name: &str, why: &str) -> Self {
         let what = Self::qualified(&(plural.to_owned(), group.to_owned()));
         Self::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {what} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+            format!("Operation cannot be fulfilled on {what} \"{name}\": {why}"),
         )
         .with_details(json!({"name": name, "group": group, "kind": plural}))
     }

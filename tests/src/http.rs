@@ -97,7 +97,7 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
         tokio::time::sleep(latency).await;
     }
     let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|a| a.to_str().ok());
-    let identity = match state.tokens.identify(authorization) {
+    let identity = match state.tokens.identify(&state.store, authorization) {
         Ok(identity) => identity,
         Err(error) => return error.into_response(),
     };
@@ -190,7 +190,7 @@ async fn route(
         && subresource.as_deref() == Some("token")
         && let (Some(namespace), Some(name)) = (&namespace, &name)
     {
-        return crate::auth::request_token(state, identity, namespace, name, method);
+        return crate::auth::request_token(state, identity, namespace, name, method, &body);
     }
     if let Some(sub) = &subresource
         && !(sub == "status" && rt.status_subresource)
@@ -208,7 +208,7 @@ async fn route(
         name,
         subresource,
         fields: crate::field_validation::FieldValidation::parse(query.get("fieldValidation"))?,
-        user: json!({"username": identity.username(), "groups": identity.groups()}),
+        user: identity.user_info(),
     };
     let verb = match (
         method.as_str(),

@@ -44,9 +44,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::admission::Admission;
+use crate::error::ApiError;
 use crate::http::AppState;
 use crate::store::Store;
 
@@ -195,7 +196,19 @@ impl TestApi {
     /// A kubeconfig that authenticates as ServiceAccount `namespace/name`
     /// (a token issued for it now), authorised by RBAC.
     pub fn kubeconfig_for(&self, namespace: &str, name: &str) -> String {
-        let token = self.state.tokens.issue(namespace, name);
+        self.kubeconfig_with_token(namespace, name, &self.state.tokens.issue(namespace, name))
+    }
+
+    /// [`TestApi::kubeconfig_for`] with a token bound to `reference` (a
+    /// TokenRequest's `boundObjectRef`, e.g. the agent's Node), as kubelet's
+    /// projected tokens are bound to their Pod and node.
+    pub fn kubeconfig_bound(&self, namespace: &str, name: &str, reference: &Value) -> Result<String, ApiError> {
+        let (extra, bound) = auth::bind(&self.state.store, namespace, name, reference)?;
+        let token = self.state.tokens.issue_bound(namespace, name, extra, bound);
+        Ok(self.kubeconfig_with_token(namespace, name, &token))
+    }
+
+    fn kubeconfig_with_token(&self, namespace: &str, name: &str, token: &str) -> String {
         self.kubeconfig()
             .replace(
                 &format!("\"token\": \"{}\"", rbac::ADMIN_TOKEN),

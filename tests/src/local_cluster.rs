@@ -153,7 +153,7 @@ impl LocalCluster {
             .collect();
         std::fs::write(bootstrap.join("zz-nodes.yaml"), node_objects.join("\n---\n")).unwrap();
         api.load_manifests(&bootstrap).unwrap();
-        for account in ["webhook", "controller", "nodeagent"] {
+        for account in ["webhook", "controller"] {
             std::fs::write(
                 dir.join(format!("kubeconfig-{account}")),
                 api.kubeconfig_for("prewarm-system", &format!("prewarm-{account}")),
@@ -247,6 +247,7 @@ impl LocalCluster {
                 &format!("--listen=127.0.0.1:{}", self.webhook_port),
                 &format!("--health-listen=127.0.0.1:{health}"),
                 &format!("--feature-gates={}", self.gates),
+                "--node-agent-service-account=prewarm-system/prewarm-nodeagent",
                 "--shutdown-delay=0s",
             ],
             &[],
@@ -322,10 +323,21 @@ impl LocalCluster {
         self.start_agent(self.nodes.len() - 1);
     }
 
-    /// (Re)starts node `index`'s agent (0-based).
+    /// (Re)starts node `index`'s agent (0-based), with a token bound to its
+    /// Node as kubelet's projected token would be (the webhook lets an agent
+    /// write only its own node's NodeImage status).
     pub fn start_agent(&mut self, index: usize) {
         let node = &self.nodes[index];
-        let kubeconfig = self.kubeconfig_of("nodeagent");
+        let kubeconfig = self.kubeconfig_of(&format!("nodeagent-{}", node.name));
+        let bound = self
+            .api
+            .kubeconfig_bound(
+                "prewarm-system",
+                "prewarm-nodeagent",
+                &json!({"apiVersion": "v1", "kind": "Node", "name": node.name}),
+            )
+            .unwrap();
+        std::fs::write(&kubeconfig, bound).unwrap();
         let daemon = spawn_with_env(
             &self.binary("prewarm-nodeagent"),
             &[

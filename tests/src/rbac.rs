@@ -5,7 +5,7 @@
 //! rules: verbs, API groups, resources and subresources, resource names and
 //! non-resource URLs, `*` wildcards; no aggregation.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use serde_json::{Value, json};
@@ -19,15 +19,34 @@ pub const ADMIN_TOKEN: &str = "testapi";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Identity {
     Admin,
-    ServiceAccount { namespace: String, name: String },
+    ServiceAccount {
+        namespace: String,
+        name: String,
+        /// `userInfo.extra` of a bound token: the Pod or Node it is bound to.
+        extra: Extra,
+    },
 }
+
+/// `userInfo.extra`: key → values.
+pub type Extra = BTreeMap<String, Vec<String>>;
 
 impl Identity {
     pub fn username(&self) -> String {
         match self {
             Self::Admin => "kubernetes-admin".to_owned(),
-            Self::ServiceAccount { namespace, name } => format!("system:serviceaccount:{namespace}:{name}"),
+            Self::ServiceAccount { namespace, name, .. } => format!("system:serviceaccount:{namespace}:{name}"),
         }
+    }
+
+    /// `userInfo` as admission webhooks and SelfSubjectReview see it.
+    pub fn user_info(&self) -> Value {
+        let mut info = json!({"username": self.username(), "groups": self.groups()});
+        if let Self::ServiceAccount { extra, .. } = self
+            && !extra.is_empty()
+        {
+            info["extra"] = json!(extra);
+        }
+        info
     }
 
     pub fn groups(&self) -> Vec<String> {
@@ -44,19 +63,53 @@ impl Identity {
 
 /// Tokens issued for ServiceAccounts.
 #[derive(Debug, Default)]
-pub struct Tokens(Mutex<HashMap<String, (String, String)>>);
+pub struct Tokens(Mutex<HashMap<String, Issued>>);
+
+/// What a token stands for.
+#[derive(Clone, Debug)]
+struct Issued {
+    namespace: String,
+    name: String,
+    extra: Extra,
+    bound: Option<BoundObject>,
+}
+
+/// The object a token is bound to (TokenRequest's `boundObjectRef`): the
+/// token stops authenticating once that object is gone or replaced, as
+/// kube-apiserver's service-account authenticator checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoundObject {
+    /// `pods`, `nodes` or `secrets`.
+    pub plural: &'static str,
+    /// Empty for a Node.
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
 
 impl Tokens {
     pub fn issue(&self, namespace: &str, name: &str) -> String {
+        self.issue_bound(namespace, name, Extra::new(), None)
+    }
+
+    /// A token whose `userInfo.extra` is `extra`, valid while `bound` exists.
+    pub fn issue_bound(&self, namespace: &str, name: &str, extra: Extra, bound: Option<BoundObject>) -> String {
         let token = format!("sa.{}", uuid::Uuid::new_v4().simple());
+        let issued = Issued {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            extra,
+            bound,
+        };
         if let Ok(mut tokens) = self.0.lock() {
-            tokens.insert(token.clone(), (namespace.to_owned(), name.to_owned()));
+            tokens.insert(token.clone(), issued);
         }
         token
     }
 
-    /// The identity behind an `Authorization` header; 401 for an unknown token.
-    pub fn identify(&self, authorization: Option<&str>) -> Result<Identity, ApiError> {
+    /// The identity behind an `Authorization` header; 401 for an unknown
+    /// token, or one whose bound object is gone.
+    pub fn identify(&self, store: &Store, authorization: Option<&str>) -> Result<Identity, ApiError> {
         let Some(token) = authorization.and_then(|a| a.strip_prefix("Bearer ")).map(str::trim) else {
             return Ok(Identity::Admin);
         };
@@ -65,9 +118,24 @@ impl Tokens {
         }
         let known = self.0.lock().ok().and_then(|tokens| tokens.get(token).cloned());
         match known {
-            Some((namespace, name)) => Ok(Identity::ServiceAccount { namespace, name }),
-            None => Err(ApiError::unauthorized()),
+            Some(issued) if issued.bound.as_ref().is_none_or(|bound| bound.exists(store)) => {
+                Ok(Identity::ServiceAccount {
+                    namespace: issued.namespace,
+                    name: issued.name,
+                    extra: issued.extra,
+                })
+            }
+            _ => Err(ApiError::unauthorized()),
         }
+    }
+}
+
+impl BoundObject {
+    fn exists(&self, store: &Store) -> bool {
+        store
+            .resource_type("", "v1", self.plural)
+            .and_then(|rt| store.get(&rt, &self.namespace, &self.name).ok())
+            .is_some_and(|object| object.pointer("/metadata/uid").and_then(Value::as_str) == Some(&self.uid))
     }
 }
 
@@ -212,6 +280,7 @@ pub fn granted_to(objects: &[Value], namespace: &str, name: &str) -> Vec<ScopedR
     let identity = Identity::ServiceAccount {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
+        extra: Extra::new(),
     };
     let role = |kind: &str, role_name: &str, role_namespace: Option<&str>| {
         objects.iter().find(|o| {
@@ -264,7 +333,7 @@ fn list(store: &Store, plural: &str, namespace: Option<&str>) -> Vec<Value> {
 }
 
 fn binds(binding: &Value, identity: &Identity) -> bool {
-    let Identity::ServiceAccount { namespace, name } = identity else {
+    let Identity::ServiceAccount { namespace, name, .. } = identity else {
         return true;
     };
     let groups = identity.groups();

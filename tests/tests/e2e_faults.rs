@@ -231,3 +231,60 @@ async fn agents_controllers_runtimes_and_api_writes_failing() {
         .to_owned();
     assert!(!message.is_empty(), "{node_image:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_agent_s_token_writes_only_its_own_node_s_status() {
+    let e2e = up(true).await;
+    let as_agent_of = |node: &str, args: &[&str]| {
+        let kubeconfig = e2e.cluster.dir.join(format!("kubeconfig-nodeagent-{node}"));
+        let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
+        all.extend_from_slice(args);
+        e2e.kubectl.run(&all)
+    };
+    // A status PUT, as the agent writes it (its role may not read nodeimages/status, which `kubectl patch` would).
+    let patch_status = |node: &str, node_image: &str, status: &str| {
+        let mut object = e2e.get(&["nodeimage", node_image]);
+        for (key, value) in serde_json::from_str::<serde_json::Map<String, Value>>(status).unwrap() {
+            object["status"][key] = value;
+        }
+        let file = e2e.cluster.dir.join(format!("status-{node}-{node_image}.json"));
+        std::fs::write(&file, object.to_string()).unwrap();
+        as_agent_of(node, &["replace", "--subresource=status", "-f", file.to_str().unwrap()])
+    };
+    tokio::task::block_in_place(|| {
+        wait_until("NodeImages for node-1 and node-2", MINUTE, || {
+            e2e.kubectl.run(&["get", "nodeimage", "node-1", "node-2"]).ok
+        });
+        let image = e2e.cluster.image("nginx:1.9.1");
+        assert!(e2e.apply(&job("on-node-2", &image, &["node-2"], "")).ok);
+        e2e.wait_job("imagepulljob", "on-node-2", MINUTE, completed);
+        // Node-1's agent cannot say node-2 has nothing, nor claim images on its own node no job asked for.
+        let refused = patch_status("node-1", "node-2", r#"{"desired": 0, "imageStatuses": null}"#);
+        assert!(!refused.ok);
+        assert!(
+            refused
+                .stderr
+                .contains("on node \"node-1\" may not write the status of NodeImage \"node-2\""),
+            "{}",
+            refused.stderr
+        );
+        let invented = patch_status(
+            "node-1",
+            "node-1",
+            r#"{"imageStatuses": {"evil.example/all": {"tags": [{"tag": "x", "phase": "Succeeded"}]}}}"#,
+        );
+        assert!(!invented.ok);
+        assert!(
+            invented
+                .stderr
+                .contains("status.imageStatuses[evil.example/all]: Invalid value"),
+            "{}",
+            invented.stderr
+        );
+        // Its own node's status it may write (the agents' own writes, which completed the job, passed too).
+        let own = patch_status("node-1", "node-1", r#"{"desired": 0}"#);
+        assert!(own.ok, "{}", own.stderr);
+        let reported = e2e.get(&["nodeimage", "node-2"]);
+        assert_eq!(reported["status"]["succeeded"], 1, "{reported:#}");
+    });
+}

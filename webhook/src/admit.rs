@@ -36,7 +36,7 @@ const BODY_STEP: usize = SMALL_BODY;
 /// What admission handlers share.
 #[derive(Debug)]
 pub struct AdmitState {
-    pub policy: Policy,
+    pub policy: Arc<Policy>,
     pub metrics: Arc<Metrics>,
     pub budget: Budget,
     pub decision_log: LogLimit,
@@ -48,7 +48,7 @@ pub struct AdmitState {
 impl AdmitState {
     pub fn new(policy: Policy, metrics: Arc<Metrics>, limits: &LimitsConfig) -> Self {
         Self {
-            policy,
+            policy: Arc::new(policy),
             metrics,
             budget: Budget::new(limits),
             decision_log: LogLimit::new(limits.max_decision_lines_per_second),
@@ -185,7 +185,7 @@ where
         let Some(_turn) = state.budget.large_review(wait).await else {
             return busy("too many large requests being reviewed");
         };
-        let policy = state.policy;
+        let policy = state.policy.clone();
         let review = tokio::task::spawn_blocking(move || review::review(route, &bytes, &policy, &now));
         match tokio::time::timeout_at(deadline, review).await {
             Ok(Ok(outcome)) => outcome,

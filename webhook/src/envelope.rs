@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use prewarm_api::node_status::NODE_NAME_EXTRA;
 use prewarm_api::spec::Spec;
 use prewarm_api::text::Key;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -35,6 +36,21 @@ pub struct RequestFields<'a> {
     pub kind: Option<GroupVersionKind<'a>>,
     pub object: Object<'a>,
     pub old_object: Object<'a>,
+    /// `request.userInfo`, `None` when absent or not an object.
+    pub user_info: Option<UserInfo<'a>>,
+}
+
+/// The members of `request.userInfo` the webhook reads.
+#[derive(Debug, Default)]
+pub struct UserInfo<'a> {
+    pub username: Option<Cow<'a, str>>,
+    /// `extra["authentication.kubernetes.io/node-name"]`; strings only.
+    pub node_names: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default)]
+struct Extra {
+    node_names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -71,11 +87,17 @@ pub struct ObjectFields<'a> {
     pub name: Option<Cow<'a, str>>,
     /// The text of `spec`, `null` included.
     pub spec: Option<&'a RawValue>,
+    /// The text of `status`, read only on `/status` writes.
+    pub status: Option<&'a RawValue>,
 }
 
 impl<'a> ObjectFields<'a> {
     pub fn spec(&self) -> Spec<'a> {
         Spec::Text(self.spec)
+    }
+
+    pub fn status(&self) -> Spec<'a> {
+        Spec::Text(self.status)
     }
 }
 
@@ -146,9 +168,48 @@ impl<'de> FromMembers<'de> for RequestFields<'de> {
             "kind" => lenient(map, &mut self.kind)?,
             "object" => return object(map, &mut self.object),
             "oldObject" => return object(map, &mut self.old_object),
+            "userInfo" => lenient(map, &mut self.user_info)?,
             _ => return skip(map),
         };
         Ok(())
+    }
+}
+
+impl<'de> FromMembers<'de> for UserInfo<'de> {
+    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "username" => lenient(map, &mut self.username)?,
+            "extra" => {
+                let mut extra = None;
+                lenient::<Extra, A>(map, &mut extra)?;
+                self.node_names = extra.and_then(|e| e.node_names);
+                return Ok(());
+            }
+            _ => return skip(map),
+        };
+        Ok(())
+    }
+}
+
+impl<'de> FromMembers<'de> for Extra {
+    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        if key == NODE_NAME_EXTRA {
+            // A list of strings, as `map[string][]string` holds; any other shape is absent.
+            self.node_names = map.next_value::<Option<Lenient<Vec<String>>>>()?.and_then(|l| l.0);
+            Ok(())
+        } else {
+            skip(map)
+        }
+    }
+}
+
+/// A value of type `T`, or `None` for any other JSON value.
+struct Lenient<T>(Option<T>);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ok(Self(T::deserialize(value).ok()))
     }
 }
 
@@ -186,6 +247,7 @@ impl<'de> FromMembers<'de> for ObjectFields<'de> {
                 self.name = metadata.and_then(|m| m.name);
             }
             "spec" => self.spec = Some(map.next_value::<&'de RawValue>()?),
+            "status" => self.status = Some(map.next_value::<&'de RawValue>()?),
             _ => skip(map)?,
         }
         Ok(())

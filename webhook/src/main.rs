@@ -27,9 +27,10 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn serve(config: ServeConfig) -> ExitCode {
+    let terminated = prewarm_process::terminated();
     match Server::bind(config).await {
         Ok(server) => {
-            server.run(prewarm_process::terminated()).await;
+            server.run(terminated).await;
             ExitCode::SUCCESS
         }
         Err(e) => {

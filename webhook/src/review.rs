@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prewarm_api::GROUP;
 use prewarm_api::admission::{self, Decision, Kind, Operation, Policy, Request};
 use prewarm_api::field::FieldError;
+use prewarm_api::node_status::Writer;
 use prewarm_api::spec::Spec;
 use serde::Serialize;
 
@@ -319,14 +320,21 @@ fn answer<'a>(
             mutate(route.kind, spec, summary, now)
         }
         Endpoint::Validate => {
+            let name = object.and_then(|o| o.name.as_deref()).filter(|n| !n.is_empty());
+            let user = request.user_info.as_ref();
             let request = Request {
                 kind: route.kind,
                 operation,
                 sub_resource,
                 object: object.map(|o| o.spec()),
                 old_object: old_object.map(|o| o.spec()),
+                name: name.unwrap_or(&summary.name),
+                status: object.map(|o| o.status()),
+                writer: Writer {
+                    username: user.and_then(|u| u.username.as_deref()).unwrap_or_default(),
+                    node_names: user.and_then(|u| u.node_names.as_deref()).unwrap_or_default(),
+                },
             };
-            let name = object.and_then(|o| o.name.as_deref()).filter(|n| !n.is_empty());
             validate(route.kind, admission::validate(&request, policy), name, summary)
         }
     };

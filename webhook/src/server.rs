@@ -79,6 +79,11 @@ pub struct ServeConfig {
     pub feature_gates: FeatureGates,
     #[command(flatten)]
     pub caps: crate::cli::CapsConfig,
+    /// The node agents' ServiceAccount (NAMESPACE/NAME): its NodeImage status
+    /// writes are allowed only on its own node's NodeImage (the node its
+    /// token is bound to) and only for the tags the spec asks for. Unset: not checked.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_service_account, env = "PREWARM_NODE_AGENT_SERVICE_ACCOUNT")]
+    pub node_agent_service_account: Option<String>,
     /// After the shutdown signal: how long to keep serving while endpoints drop this replica.
     #[arg(long, default_value = "5s", value_parser = prewarm_api::duration::parse)]
     pub shutdown_delay: Duration,
@@ -115,6 +120,17 @@ impl ServeConfig {
         ];
         <Flags as clap::Parser>::try_parse_from(args).map(|flags| flags.serve)
     }
+}
+
+/// `NAMESPACE/NAME` → the ServiceAccount's username, as admission sees it.
+fn parse_service_account(text: &str) -> Result<String, String> {
+    let (namespace, name) = text.split_once('/').ok_or_else(|| {
+        format!("{text:?} is not NAMESPACE/NAME of a ServiceAccount (e.g. prewarm-system/prewarm-nodeagent)")
+    })?;
+    for (part, value) in [("namespace", namespace), ("name", name)] {
+        prewarm_api::names::dns_subdomain(value).map_err(|e| format!("{part} {value:?} in {text:?}: {e}"))?;
+    }
+    Ok(format!("system:serviceaccount:{namespace}:{name}"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -245,6 +261,7 @@ impl Server {
             Policy {
                 gates: config.feature_gates,
                 caps: config.caps.caps(),
+                node_agent: config.node_agent_service_account.clone(),
             },
             metrics.clone(),
             &config.limits,

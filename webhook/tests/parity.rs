@@ -100,7 +100,7 @@ fn documents(dir: &Path) -> Vec<(String, String)> {
 
 fn compare(file: &str, text: &str, policy: &Policy, old: &OldObjects) -> usize {
     let settings = Settings {
-        policy: *policy,
+        policy: policy.clone(),
         reject_unknown: false,
         // The webhook never sees unknown fields: the API server refuses or prunes them first.
         unknown_fields: UnknownFields::Ignore,
@@ -164,8 +164,8 @@ fn validate_and_the_webhook_agree_on_every_fixture() {
         ("ImagePullJobGate=true", capped),
     ] {
         let policy = Policy {
-            gates: FeatureGates::parse(gates).unwrap(),
             caps,
+            ..Policy::gates(FeatureGates::parse(gates).unwrap())
         };
         for (file, text) in &inputs {
             compared += compare(file, text, &policy, &OldObjects::new());

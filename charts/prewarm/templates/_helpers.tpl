@@ -67,3 +67,10 @@ securityContext:
 {{- fail (printf "agentNamespace is %q: every node agent may read the Secrets there, so it must be a namespace of its own, not the install namespace %q (the webhook's CA key is there) nor kube-system" .Values.agentNamespace $namespace) }}
 {{- end }}
 {{- end }}
+
+{{- /* Non-empty when the API server puts the node of a Pod's token in its
+user (Kubernetes 1.30+): the webhook then holds each node agent to its own
+node's NodeImage status. */ -}}
+{{- define "prewarm.nodeBoundTokens" -}}
+{{- if semverCompare ">=1.30-0" .Capabilities.KubeVersion.Version }}true{{ end }}
+{{- end }}

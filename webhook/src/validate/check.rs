@@ -260,17 +260,12 @@ fn judge(file: &str, index: usize, line: usize, object: Value, settings: &Settin
     let defaulted = kind.with_defaults(&object, now);
     let key = (report.kind.clone(), report.namespace.clone(), report.name.clone());
     let old = settings.old.get(&key).map(|old| kind.with_defaults(old, now));
-    let request = Request {
-        kind,
-        operation: if old.is_some() {
-            Operation::Update
-        } else {
-            Operation::Create
-        },
-        sub_resource: None,
-        object: Some(Spec::of(&defaulted)),
-        old_object: old.as_ref().map(Spec::of),
+    let operation = if old.is_some() {
+        Operation::Update
+    } else {
+        Operation::Create
     };
+    let request = Request::of(kind, operation, Some(Spec::of(&defaulted)), old.as_ref().map(Spec::of));
     match admission::validate(&request, &settings.policy) {
         Decision::Allowed { warnings } => report.warnings.extend(warnings.iter().map(|w| warning(w, line))),
         Decision::Forbidden { message, .. } => document_error(&mut report, message),

@@ -74,6 +74,7 @@ pub fn run(args: ValidateArgs) -> ExitCode {
         policy: Policy {
             gates: args.feature_gates,
             caps: args.caps.caps(),
+            node_agent: None,
         },
         reject_unknown: args.reject_unknown,
         unknown_fields: args.unknown_fields,
