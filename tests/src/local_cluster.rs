@@ -132,6 +132,7 @@ impl LocalCluster {
             "namespaces.yaml",
             "serviceaccounts.yaml",
             "rbac-webhook.yaml",
+            "webhook-ca-secret.yaml",
             "rbac-controller.yaml",
             "rbac-nodeagent.yaml",
         ] {

@@ -1,5 +1,6 @@
 //! `--cert-source secret`: every replica shares one CA kept in a Secret
-//! (created by whichever replica comes first; the API server's create and
+//! (shipped empty with the install and filled by whichever replica comes
+//! first, or created when absent; the API server's create and
 //! resourceVersion checks make concurrent replicas agree), issues its own
 //! serving certificate from it into `--cert-dir` (where the TLS reloader picks
 //! it up), and keeps the trust bundle in prewarm's own webhook configurations,
@@ -198,8 +199,8 @@ impl SecretSource {
     }
 
     /// Reads the Secret, applies the rotation plan, and writes it back with
-    /// create-if-absent or a resourceVersion precondition; on a conflict it
-    /// starts over with what the winner wrote.
+    /// a resourceVersion precondition (create-if-absent when there is none);
+    /// on a conflict it starts over with what the winner wrote.
     async fn settle_secret(&self) -> Result<(CaSet, Option<Change>), ClusterCertError> {
         let (namespace, name) = (&self.config.namespace, &self.config.ca_secret_name);
         let what = || format!("Secret {namespace}/{name}");
@@ -213,6 +214,8 @@ impl SecretSource {
         for _ in 0..ATTEMPTS {
             let stored = self.secrets.get_opt(name).await.map_err(api("reading"))?;
             let current = match &stored {
+                // Shipped empty, so the webhook needs no `create secrets`: filled like an absent one.
+                Some(secret) if secret.data.as_ref().is_none_or(BTreeMap::is_empty) => None,
                 Some(secret) => Some(read_set(secret).map_err(|source| ClusterCertError::Secret {
                     namespace: namespace.clone(),
                     name: name.clone(),
