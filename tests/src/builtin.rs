@@ -11,6 +11,7 @@ use k8s_openapi::api::admissionregistration::v1 as admission;
 use k8s_openapi::api::apps::v1 as apps;
 use k8s_openapi::api::coordination::v1 as coordination;
 use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::networking::v1 as networking;
 use k8s_openapi::api::policy::v1 as policy;
 use k8s_openapi::api::rbac::v1 as rbac;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
@@ -68,6 +69,8 @@ pub fn unknown_fields(group: &str, kind: &str, object: &Value) -> Option<Result<
         ("rbac.authorization.k8s.io", "RoleBinding") => check::<rbac::RoleBinding>(object),
         ("rbac.authorization.k8s.io", "ClusterRoleBinding") => check::<rbac::ClusterRoleBinding>(object),
         ("policy", "PodDisruptionBudget") => check::<policy::PodDisruptionBudget>(object),
+        ("", "ResourceQuota") => check::<core::ResourceQuota>(object),
+        ("networking.k8s.io", "NetworkPolicy") => check::<networking::NetworkPolicy>(object),
         ("coordination.k8s.io", "Lease") => check::<coordination::Lease>(object),
         ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => {
             check::<admission::MutatingWebhookConfiguration>(object)
@@ -130,6 +133,8 @@ pub fn schema(group: &str, kind: &str) -> Option<(Value, serde_json::Map<String,
         ("rbac.authorization.k8s.io", "RoleBinding") => of::<rbac::RoleBinding>(),
         ("rbac.authorization.k8s.io", "ClusterRoleBinding") => of::<rbac::ClusterRoleBinding>(),
         ("policy", "PodDisruptionBudget") => of::<policy::PodDisruptionBudget>(),
+        ("", "ResourceQuota") => of::<core::ResourceQuota>(),
+        ("networking.k8s.io", "NetworkPolicy") => of::<networking::NetworkPolicy>(),
         ("coordination.k8s.io", "Lease") => of::<coordination::Lease>(),
         ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => {
             of::<admission::MutatingWebhookConfiguration>()

@@ -141,6 +141,21 @@ impl ResourceType {
                 false,
             ),
             short(
+                Self::builtin("", "v1", "ResourceQuota", "resourcequotas", true, true),
+                &["quota"],
+            ),
+            short(
+                Self::builtin(
+                    "networking.k8s.io",
+                    "v1",
+                    "NetworkPolicy",
+                    "networkpolicies",
+                    true,
+                    false,
+                ),
+                &["netpol"],
+            ),
+            short(
                 Self::builtin(
                     "policy",
                     "v1",

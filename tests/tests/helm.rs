@@ -319,9 +319,32 @@ fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
             "webhook.replicas=1",
             "webhook.maxTimeoutSeconds=3600",
             "webhook.maxBackoffLimit=10",
+            "networkPolicy.enabled=true",
         ],
     );
     let objects = release_objects(&release);
+    // The webhook is scheduled as the admission path it is, with a quota that
+    // admits its replicas (and a rollout's surge) at that priority.
+    let webhook = cluster.get(&["get", "deployment", "-n", "kruise-system", "prewarm-webhook"]);
+    assert_eq!(
+        webhook["spec"]["template"]["spec"]["priorityClassName"],
+        "system-cluster-critical"
+    );
+    let quota = cluster.get(&["get", "resourcequota", "-n", "kruise-system", "prewarm-critical-pods"]);
+    assert_eq!(quota["spec"]["hard"]["pods"], "2");
+    assert_eq!(
+        quota["spec"]["scopeSelector"]["matchExpressions"][0]["values"],
+        serde_json::json!(["system-cluster-critical"])
+    );
+    // The optional NetworkPolicy lets anyone reach the webhook port only.
+    let policy = cluster.get(&["get", "networkpolicy", "-n", "kruise-system", "prewarm"]);
+    let ingress = &policy["spec"]["ingress"];
+    assert_eq!(
+        ingress[0]["ports"],
+        serde_json::json!([{"protocol": "TCP", "port": 9443}])
+    );
+    assert!(ingress[0].get("from").is_none(), "{policy}");
+    assert_eq!(ingress[1]["from"][0]["namespaceSelector"], serde_json::json!({}));
     // An admin's caps reach the webhook; a cap below the defaults is refused by the schema.
     let webhook = cluster.get(&["get", "deployment", "-n", "kruise-system", "prewarm-webhook"]);
     let args = strings(&webhook["spec"]["template"]["spec"]["containers"][0]["args"]);
@@ -360,6 +383,17 @@ fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
             .all(|c| c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"),
         "{crds:?}"
     );
+    // A priorityClassName of "" leaves both out.
+    cluster.helm("upgrade", &["webhook.replicas=1", "webhook.priorityClassName="]);
+    let plain = cluster.get(&["get", "deployment", "-n", "kruise-system", "prewarm-webhook"]);
+    assert!(
+        plain["spec"]["template"]["spec"].get("priorityClassName").is_none(),
+        "{plain}"
+    );
+    let quota = cluster
+        .kubectl
+        .run(&["get", "resourcequota", "-n", "kruise-system", "prewarm-critical-pods"]);
+    assert!(!quota.ok, "{}", quota.stdout);
     drop(cluster);
 
     // The user's habit: helm install -n NS into a namespace that exists. The
