@@ -124,15 +124,24 @@ pub struct Plugins {
 }
 
 impl Plugins {
-    /// Reads a `CredentialProviderConfig`; binaries are looked up in `bin_dir`.
+    /// Reads a `CredentialProviderConfig` file; binaries are looked up in `bin_dir`.
     pub fn load(config: &Path, bin_dir: &Path, timeout: Duration) -> Result<Self, PluginError> {
-        let error = |message: String| PluginError::Config {
+        let text = std::fs::read_to_string(config).map_err(|e| PluginError::Config {
             path: config.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&config.display().to_string(), &text, bin_dir, timeout)
+    }
+
+    /// A `CredentialProviderConfig` read from `source` (a file, or a
+    /// ConfigMap's key), named in errors.
+    pub fn parse(source: &str, text: &str, bin_dir: &Path, timeout: Duration) -> Result<Self, PluginError> {
+        let error = |message: String| PluginError::Config {
+            path: source.to_owned(),
             message,
         };
-        let text = std::fs::read_to_string(config).map_err(|e| error(e.to_string()))?;
         // Strict, as kubelet decodes this file: a misspelt field is an error, not a silent default.
-        let document: ConfigFile = serde_saphyr::from_str(&text).map_err(|e| error(e.to_string()))?;
+        let document: ConfigFile = serde_saphyr::from_str(text).map_err(|e| error(e.to_string()))?;
         if document.kind != "CredentialProviderConfig" || !CONFIG_API_VERSIONS.contains(&document.api_version.as_str())
         {
             return Err(error(format!(

@@ -9,6 +9,10 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
+/// The ConfigMap key of the CredentialProviderConfig, as OpenKruise's chart names it.
+const CREDENTIAL_PROVIDER_KEY: &str = "CredentialProviderPlugin.yaml";
+
+use k8s_openapi::api::core::v1::ConfigMap;
 use prewarm_nodeagent::agent::{self, AgentConfig};
 use prewarm_nodeagent::credential_plugins::Plugins;
 use prewarm_nodeagent::cri;
@@ -48,8 +52,17 @@ struct RunArgs {
     #[arg(long, default_value_t = 1000)]
     status_interval_ms: u64,
     /// A kubelet CredentialProviderConfig: exec plugins that supply registry credentials.
-    #[arg(long, requires = "credential_provider_bin_dir")]
+    #[arg(
+        long,
+        requires = "credential_provider_bin_dir",
+        conflicts_with = "credential_provider_config_map"
+    )]
     credential_provider_config: Option<PathBuf>,
+    /// The same config as the key `CredentialProviderPlugin.yaml` of a ConfigMap
+    /// (NAMESPACE/NAME), read once at start through the API: the agent runs in
+    /// a namespace of its own, so it cannot mount one from the install namespace.
+    #[arg(long, value_name = "NAMESPACE/NAME", requires = "credential_provider_bin_dir")]
+    credential_provider_config_map: Option<String>,
     /// Where the credential provider plugins' executables are.
     #[arg(long)]
     credential_provider_bin_dir: Option<PathBuf>,
@@ -111,15 +124,12 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     tracing::info!(runtime = %version.runtime_name, version = %version.runtime_version, node = %args.node_name, "pulling for this node");
-    let plugins = match (&args.credential_provider_config, &args.credential_provider_bin_dir) {
-        (Some(config), Some(bin_dir)) => match Plugins::load(config, bin_dir, Duration::from_secs(60)) {
-            Ok(plugins) => Some(Arc::new(plugins)),
-            Err(e) => {
-                eprintln!("prewarm-nodeagent run: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        _ => None,
+    let plugins = match credential_plugins(&client, &args).await {
+        Ok(plugins) => plugins.map(Arc::new),
+        Err(message) => {
+            eprintln!("prewarm-nodeagent run: {message}");
+            return ExitCode::from(2);
+        }
     };
     let metrics = Arc::new(AgentMetrics::default());
     let listener = match tokio::net::TcpListener::bind(args.health_listen).await {
@@ -143,4 +153,39 @@ async fn run(args: RunArgs) -> ExitCode {
     agent::run(client, cri, config, prewarm_process::terminated()).await;
     health.abort();
     ExitCode::SUCCESS
+}
+
+/// The credential-provider plugins `run` is configured with, from a file or a ConfigMap.
+async fn credential_plugins(client: &kube::Client, args: &RunArgs) -> Result<Option<Plugins>, String> {
+    let Some(bin_dir) = &args.credential_provider_bin_dir else {
+        return Ok(None);
+    };
+    let timeout = Duration::from_secs(60);
+    if let Some(config) = &args.credential_provider_config {
+        return Plugins::load(config, bin_dir, timeout)
+            .map(Some)
+            .map_err(|e| e.to_string());
+    }
+    let Some(reference) = &args.credential_provider_config_map else {
+        return Ok(None);
+    };
+    let (namespace, name) = reference.split_once('/').ok_or_else(|| {
+        format!("--credential-provider-config-map {reference:?}: expected NAMESPACE/NAME of a ConfigMap")
+    })?;
+    let config_maps: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), namespace);
+    let config_map = config_maps
+        .get(name)
+        .await
+        .map_err(|e| format!("reading ConfigMap {reference} (--credential-provider-config-map): {e}"))?;
+    let text = config_map
+        .data
+        .as_ref()
+        .and_then(|data| data.get(CREDENTIAL_PROVIDER_KEY))
+        .ok_or_else(|| {
+            format!("ConfigMap {reference} has no key {CREDENTIAL_PROVIDER_KEY} (the CredentialProviderConfig)")
+        })?;
+    let source = format!("ConfigMap {reference} key {CREDENTIAL_PROVIDER_KEY}");
+    Plugins::parse(&source, text, bin_dir, timeout)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }

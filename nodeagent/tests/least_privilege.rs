@@ -18,7 +18,7 @@ use prewarm_api::v1beta1::NodeImage;
 use prewarm_testapi::{Options, TestApi, rbac};
 use serde_json::{Value, json};
 
-const ACCOUNT: (&str, &str) = ("prewarm-system", "prewarm-nodeagent");
+const ACCOUNT: (&str, &str) = ("prewarm-nodeagent", "prewarm-nodeagent");
 
 fn repo(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -43,7 +43,7 @@ async fn the_agent_works_under_its_shipped_rbac_and_needs_every_rule() {
     let api_server = TestApi::start(Options::default()).await.unwrap();
     api_server.load_manifests(&repo("manifests/crds")).unwrap();
     let admin = Client::try_from(kube::Config::new(api_server.url().parse().unwrap())).unwrap();
-    for namespace in ["prewarm-system", "kruise-daemon-config"] {
+    for namespace in ["prewarm-nodeagent", "kruise-daemon-config"] {
         create(
             &Api::<Namespace>::all(admin.clone()),
             json!({"metadata": {"name": namespace}}),
@@ -150,4 +150,110 @@ async fn the_agent_works_under_its_shipped_rbac_and_needs_every_rule() {
         .collect();
     assert!(!reads.is_empty());
     assert!(reads.iter().all(|r| r.name.as_deref() == Some("node-1")), "{reads:#?}");
+}
+
+/// The agent runs in a namespace of its own, so the seed's
+/// `credential-provider-config` ConfigMap (in the install namespace) reaches it
+/// through the API: read once at start, its plugin answers the pulls it
+/// matches, and a ConfigMap without the config stops the start with a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_provider_config_is_read_from_its_config_map() {
+    use std::os::unix::fs::PermissionsExt;
+    let api_server = TestApi::start(Options::default()).await.unwrap();
+    api_server.load_manifests(&repo("manifests/crds")).unwrap();
+    let admin = Client::try_from(kube::Config::new(api_server.url().parse().unwrap())).unwrap();
+    create(
+        &Api::<Namespace>::all(admin.clone()),
+        json!({"metadata": {"name": "kruise-system"}}),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = dir.path().join("plugins");
+    std::fs::create_dir(&bin_dir).unwrap();
+    let plugin = bin_dir.join("test-provider");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\ncat > /dev/null\nprintf '%s' '{\"apiVersion\":\"credentialprovider.kubelet.k8s.io/v1\",\"kind\":\"CredentialProviderResponse\",\"cacheKeyType\":\"Registry\",\"auth\":{\"127.0.0.1:5001\":{\"username\":\"plugin-user\",\"password\":\"pw\"}}}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(admin.clone(), "kruise-system");
+    let config = "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n- name: test-provider\n  matchImages: [\"127.0.0.1:5001\"]\n  defaultCacheDuration: 1m\n  apiVersion: credentialprovider.kubelet.k8s.io/v1\n";
+    create(
+        &config_maps,
+        json!({"metadata": {"name": "credential-provider-config"}, "data": {"CredentialProviderPlugin.yaml": config}}),
+    )
+    .await;
+    create(
+        &config_maps,
+        json!({"metadata": {"name": "misnamed"}, "data": {"config.yaml": config}}),
+    )
+    .await;
+    let node_images: Api<NodeImage> = Api::all(admin.clone());
+    create(
+        &node_images,
+        json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage", "metadata": {"name": "node-1"},
+               "spec": {"images": {"127.0.0.1:5001/team/app": {"tags": [tag("1.0")]}}}}),
+    )
+    .await;
+    let fake = serve(Behaviour {
+        accepted_users: vec!["plugin-user".into()],
+        ..Behaviour::default()
+    })
+    .await;
+    let kubeconfig = dir.path().join("kubeconfig");
+    api_server.write_kubeconfig(&kubeconfig).unwrap();
+    let agent = |config_map: &str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_prewarm-nodeagent"))
+            .env("KUBECONFIG", &kubeconfig)
+            .args([
+                "run",
+                "--node-name=node-1",
+                "--health-listen=127.0.0.1:0",
+                "--status-interval-ms=50",
+            ])
+            .arg(format!("--cri-socket={}", fake.socket.display()))
+            .arg(format!("--credential-provider-config-map={config_map}"))
+            .arg(format!("--credential-provider-bin-dir={}", bin_dir.display()))
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+
+    for (config_map, says) in [
+        (
+            "kruise-system/misnamed",
+            "ConfigMap kruise-system/misnamed has no key CredentialProviderPlugin.yaml",
+        ),
+        ("kruise-system/absent", "reading ConfigMap kruise-system/absent"),
+    ] {
+        let refused = tokio::time::timeout(Duration::from_secs(10), agent(config_map).wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(refused.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(says), "{stderr}");
+    }
+
+    let _running = agent("kruise-system/credential-provider-config");
+    let started = std::time::Instant::now();
+    loop {
+        let status = serde_json::to_value(node_images.get("node-1").await.unwrap().status).unwrap();
+        if status["succeeded"] == 1 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "not pulled: {status:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let users: Vec<String> = fake
+        .behaviour
+        .pulls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.auth.clone().map(|a| a.username).unwrap_or_default())
+        .collect();
+    assert_eq!(users, ["plugin-user"], "the plugin's credentials were used");
 }

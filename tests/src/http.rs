@@ -64,7 +64,60 @@ impl AppState {
             )
             .await;
         target.fields.add_warnings(warnings);
-        admitted
+        let admitted = admitted?;
+        if let Some(object) = &admitted {
+            self.pod_security(target, operation, namespace, object)?;
+        }
+        Ok(admitted)
+    }
+
+    /// The PodSecurity admission plugin: a new Pod that violates its
+    /// namespace's `enforce` level is refused; Pods and workload templates
+    /// that violate its `warn` level get a warning.
+    fn pod_security(
+        &self,
+        target: &Target,
+        operation: Operation,
+        namespace: &str,
+        object: &Value,
+    ) -> Result<(), ApiError> {
+        let template = match (target.rt.group.as_str(), target.rt.kind.as_str()) {
+            ("", "Pod") => "/spec",
+            ("apps", "Deployment" | "DaemonSet" | "StatefulSet" | "ReplicaSet") | ("batch", "Job") => {
+                "/spec/template/spec"
+            }
+            ("batch", "CronJob") => "/spec/jobTemplate/spec/template/spec",
+            _ => return Ok(()),
+        };
+        if target.subresource.is_some() || !matches!(operation, Operation::Create | Operation::Update) {
+            return Ok(());
+        }
+        let Some(pod) = object.pointer(template) else {
+            return Ok(());
+        };
+        let labels = self
+            .store
+            .resource_type("", "v1", "namespaces")
+            .and_then(|rt| self.store.get(&rt, "", namespace).ok());
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if template == "/spec"
+            && operation == Operation::Create
+            && let Some(level) = crate::pod_security::level_of(labels.as_ref(), "enforce")
+            && let Some(verdict) = crate::pod_security::verdict(level, pod)
+        {
+            return Err(ApiError::forbidden(format!(
+                "pods {name:?} is forbidden: violates {verdict}"
+            )));
+        }
+        if let Some(level) = crate::pod_security::level_of(labels.as_ref(), "warn")
+            && let Some(verdict) = crate::pod_security::verdict(level, pod)
+        {
+            target.fields.add_warnings(vec![format!("would violate {verdict}")]);
+        }
+        Ok(())
     }
 }
 

@@ -27,6 +27,7 @@ pub mod infra;
 pub mod local_cluster;
 pub mod openapi;
 pub mod patch;
+pub mod pod_security;
 pub mod protobuf;
 pub mod rbac;
 pub mod resources;

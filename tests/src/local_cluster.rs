@@ -248,7 +248,7 @@ impl LocalCluster {
                 &format!("--listen=127.0.0.1:{}", self.webhook_port),
                 &format!("--health-listen=127.0.0.1:{health}"),
                 &format!("--feature-gates={}", self.gates),
-                "--node-agent-service-account=prewarm-system/prewarm-nodeagent",
+                "--node-agent-service-account=prewarm-nodeagent/prewarm-nodeagent",
                 "--shutdown-delay=0s",
             ],
             &[],
@@ -333,7 +333,7 @@ impl LocalCluster {
         let bound = self
             .api
             .kubeconfig_bound(
-                "prewarm-system",
+                "prewarm-nodeagent",
                 "prewarm-nodeagent",
                 &json!({"apiVersion": "v1", "kind": "Node", "name": node.name}),
             )

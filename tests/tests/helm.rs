@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::manifests::{check_workload, helm, kustomize, release_objects, strings};
+use common::manifests::{check_workload, helm, kustomize, refused_pods, release_objects, strings};
 use common::{Kubectl, Ran, repo};
 use prewarm_testapi::{Options, TestApi};
 use serde_json::{Value, json};
@@ -200,6 +200,13 @@ fn the_chart_lints_clean_and_installs_what_kustomize_renders() {
                 panic!("{overlay}: {key:?} differs at {difference}");
             }
         }
+        // Its Pods meet the Pod Security levels of the namespaces it labels.
+        let objects: Vec<Value> = from_helm.into_values().collect();
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            refused_pods(&cluster.kubectl, &objects, dir.path()),
+            Vec::<String>::new()
+        );
         drop(cluster);
     }
 }
@@ -270,13 +277,14 @@ fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
             .iter()
             .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == "kruise-system")
     );
-    let agent = cluster.get(&["get", "daemonset", "-n", "kruise-system", "prewarm-nodeagent"]);
+    let agent = cluster.get(&["get", "daemonset", "-n", "prewarm-nodeagent", "prewarm-nodeagent"]);
     check_workload("helm, credential provider", &agent, IMAGE);
     let pod = &agent["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
     let args = strings(&container["args"]);
-    let config_file = "--credential-provider-config=/etc/prewarm/credential-provider/CredentialProviderPlugin.yaml";
-    assert!(args.contains(&config_file), "{args:?}");
+    // The agent runs in its own namespace: it reads the ConfigMap by name through the API.
+    let config_map_arg = "--credential-provider-config-map=kruise-system/credential-provider-config";
+    assert!(args.contains(&config_map_arg), "{args:?}");
     assert!(
         args.contains(&"--credential-provider-bin-dir=/etc/prewarm/credential-provider-plugins"),
         "{args:?}"
@@ -294,9 +302,17 @@ fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
         volume("credential-provider-plugins")["hostPath"]["path"],
         "/etc/eks/image-credential-provider"
     );
+    let reader = cluster.get(&[
+        "get",
+        "role",
+        "-n",
+        "kruise-system",
+        "prewarm-nodeagent-credential-provider",
+    ]);
     assert_eq!(
-        volume("credential-provider-config")["configMap"]["name"],
-        "credential-provider-config"
+        reader["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["configmaps"],
+                            "resourceNames": ["credential-provider-config"], "verbs": ["get"]}])
     );
     assert_eq!(volume("aws-credentials")["hostPath"]["path"], "/root/.aws");
     let mounts = container["volumeMounts"].as_array().unwrap();
@@ -305,7 +321,7 @@ fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
             .iter()
             .any(|m| m["name"] == "aws-credentials" && m["mountPath"] == "/root/.aws" && m["readOnly"] == true)
     );
-    // The mounted ConfigMap key is the file the agent is pointed at.
+    // The seed's ConfigMap holds the key the agent reads.
     let stored = cluster.get(&["get", "configmap", "-n", "kruise-system", "credential-provider-config"]);
     assert!(stored["data"]["CredentialProviderPlugin.yaml"].is_string());
     drop(cluster);
@@ -364,11 +380,24 @@ fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
             refused.stderr
         );
     }
-    let agent_namespace = cluster.get(&["get", "namespace", "kruise-daemon-config"]);
-    assert_eq!(
-        agent_namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
-        "restricted"
-    );
+    // The node agents, which need privileged, run apart from the restricted rest.
+    for shared in ["kruise-system", "kruise-daemon-config"] {
+        let set = format!("daemon.namespace={shared}");
+        let refused = cluster.try_helm("default", "install", "shared-daemon", &[&set]);
+        assert!(
+            !refused.ok && refused.stderr.contains(&format!("daemon.namespace is \"{shared}\"")),
+            "{}",
+            refused.stderr
+        );
+    }
+    for (namespace, level) in [
+        ("kruise-daemon-config", "restricted"),
+        ("kruise-system", "restricted"),
+        ("prewarm-nodeagent", "privileged"),
+    ] {
+        let labels = &cluster.get(&["get", "namespace", namespace])["metadata"]["labels"];
+        assert_eq!(labels["pod-security.kubernetes.io/enforce"], level, "{namespace}");
+    }
     assert!(
         !objects.iter().any(|o| o["kind"] == "PodDisruptionBudget"),
         "no PDB for one replica"

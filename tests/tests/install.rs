@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
-use common::manifests::{check_workload, group_of, kustomize};
+use common::manifests::{check_workload, group_of, kustomize, refused_pods};
 use common::{Kubectl, repo};
 use prewarm_testapi::{Options, TestApi};
 use prewarm_webhook::server::{CertSource, ServeConfig, Server};
@@ -436,4 +436,44 @@ async fn a_forced_ca_rotation_under_load_loses_no_request() {
     let report = prewarm_testapi::rbac::least_privilege(&api.audit(), &shipped, "prewarm-system", "prewarm-webhook");
     assert_eq!(report.rules.len(), 3, "{:#?}", report.rules);
     assert_eq!(report.problems(), Vec::<String>::new());
+}
+
+/// Pod Security: every overlay's Pods are admitted in the namespaces it makes
+/// (prewarm-system restricted, the agents' own privileged), and the agent's Pod
+/// would be refused where the rest run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_overlay_s_pods_meet_their_namespaces_pod_security() {
+    for overlay in OVERLAYS {
+        let api = TestApi::start(Options::default()).await.unwrap();
+        let kubectl = Kubectl::new(&api);
+        let dir = tempfile::tempdir().unwrap();
+        tokio::task::block_in_place(|| {
+            let objects = kustomize(&kubectl, overlay);
+            // The namespaces as the overlay makes them (cert-manager's kinds are not served here).
+            let namespaces: Vec<String> = objects
+                .iter()
+                .filter(|o| o["kind"] == "Namespace")
+                .map(Value::to_string)
+                .collect();
+            let file = dir.path().join("namespaces.yaml");
+            std::fs::write(&file, namespaces.join("\n---\n")).unwrap();
+            kubectl.ok(&["apply", "-f", file.to_str().unwrap()]);
+            assert_eq!(
+                refused_pods(&kubectl, &objects, dir.path()),
+                Vec::<String>::new(),
+                "{overlay}"
+            );
+            let mut agent = named(&objects, "DaemonSet", "prewarm-nodeagent").clone();
+            agent["metadata"]["namespace"] = json!("prewarm-system");
+            agent["metadata"]["name"] = json!("misplaced-agent");
+            let refused = refused_pods(&kubectl, &[agent], dir.path());
+            assert_eq!(refused.len(), 1, "{overlay}");
+            assert!(
+                refused[0]
+                    .contains("violates PodSecurity \"restricted:latest\": hostPath volumes (volumes \"cri-socket\""),
+                "{}",
+                refused[0]
+            );
+        });
+    }
 }

@@ -17,7 +17,7 @@ use prewarm_webhook::limits::LimitsConfig;
 use prewarm_webhook::metrics::Metrics;
 use serde_json::{Value, json};
 
-const AGENT: &str = "system:serviceaccount:prewarm-system:prewarm-nodeagent";
+const AGENT: &str = "system:serviceaccount:prewarm-nodeagent:prewarm-nodeagent";
 
 async fn review(node_agent: Option<&str>, node_image: &str, user_info: Value, status: Value) -> Value {
     let policy = Policy {
@@ -57,7 +57,7 @@ async fn review(node_agent: Option<&str>, node_image: &str, user_info: Value, st
 /// (ServiceAccountTokenPodNodeInfo, Kubernetes 1.30+).
 fn agent_on(node: &str) -> Value {
     json!({"username": AGENT, "uid": "0f9a", "groups": ["system:serviceaccounts",
-            "system:serviceaccounts:prewarm-system", "system:authenticated"],
+            "system:serviceaccounts:prewarm-nodeagent", "system:authenticated"],
            "extra": {"authentication.kubernetes.io/credential-id": ["JTI=5d1c"],
                      "authentication.kubernetes.io/node-name": [node],
                      "authentication.kubernetes.io/node-uid": ["9e1b"],

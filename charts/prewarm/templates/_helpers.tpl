@@ -66,6 +66,9 @@ securityContext:
 {{- if or (eq .Values.agentNamespace $namespace) (eq .Values.agentNamespace "kube-system") }}
 {{- fail (printf "agentNamespace is %q: every node agent may read the Secrets there, so it must be a namespace of its own, not the install namespace %q (the webhook's CA key is there) nor kube-system" .Values.agentNamespace $namespace) }}
 {{- end }}
+{{- if or (eq .Values.daemon.namespace $namespace) (eq .Values.daemon.namespace .Values.agentNamespace) }}
+{{- fail (printf "daemon.namespace is %q: the node agents need the privileged Pod Security level, so they run in a namespace of their own, not the install namespace %q nor agentNamespace %q (both restricted)" .Values.daemon.namespace $namespace .Values.agentNamespace) }}
+{{- end }}
 {{- end }}
 
 {{- /* Non-empty when the API server puts the node of a Pod's token in its

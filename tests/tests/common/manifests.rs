@@ -158,3 +158,27 @@ pub fn check_workload(overlay: &str, workload: &Value, image: &str) {
 pub fn strings(array: &Value) -> Vec<&str> {
     array.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect()
 }
+
+/// Creates, as the workload controllers would, one Pod from the template of
+/// every Deployment and DaemonSet among `objects` in its own namespace, so the
+/// API server's PodSecurity admission judges them by that namespace's labels;
+/// returns what kubectl said for each refused Pod.
+pub fn refused_pods(kubectl: &Kubectl, objects: &[Value], dir: &std::path::Path) -> Vec<String> {
+    let mut refused = Vec::new();
+    for workload in objects
+        .iter()
+        .filter(|o| o["kind"] == "Deployment" || o["kind"] == "DaemonSet")
+    {
+        let name = workload["metadata"]["name"].as_str().unwrap();
+        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("{name}-0"), "namespace": workload["metadata"]["namespace"]},
+            "spec": workload["spec"]["template"]["spec"]});
+        let file = dir.join(format!("{name}-pod.json"));
+        std::fs::write(&file, pod.to_string()).unwrap();
+        let ran = kubectl.run(&["create", "-f", file.to_str().unwrap()]);
+        if !ran.ok {
+            refused.push(ran.stderr);
+        }
+    }
+    refused
+}
