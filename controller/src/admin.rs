@@ -8,6 +8,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use prewarm_process::live_gates::GateMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -64,12 +65,17 @@ pub struct Metrics {
     writes: Family<WriteLabels, Counter>,
     jobs: Family<PhaseLabels, Gauge>,
     leader: Gauge,
+    /// The feature gates in force (`prewarm_feature_gate_enabled`).
+    pub gates: GateMetrics,
     ready: AtomicBool,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("prewarm_controller");
+        let mut root = Registry::default();
+        let gates = GateMetrics::default();
+        gates.register(&mut root);
+        let registry = root.sub_registry_with_prefix("prewarm_controller");
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         registry.register(
             "reconciles",
@@ -89,7 +95,8 @@ impl Default for Metrics {
         let leader = Gauge::default();
         registry.register("leader", "1 while this process holds the lease", leader.clone());
         Self {
-            registry,
+            registry: root,
+            gates,
             reconciles,
             queue_depth,
             writes,

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod cached_node_image;
 pub mod changes;
+pub mod crews;
 pub mod index;
 pub mod interned;
 pub mod leader;

@@ -7,14 +7,16 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use kube::runtime::events::{Recorder, Reporter};
-use prewarm_api::gates::{FeatureGates, Gate};
-use prewarm_controller::admin::{self, ControllerName, Metrics};
+use prewarm_api::gates::FeatureGates;
+use prewarm_controller::admin::{self, Metrics};
+use prewarm_controller::crews::{self, Crews, Workers};
 use prewarm_controller::leader::{Elector, LeaseConfig};
 use prewarm_controller::plan::excluded::ExcludedNodes;
 use prewarm_controller::plan::secrets::DEFAULT_AGENT_NAMESPACE;
 use prewarm_controller::plan::tag_policy::MAX_DEFAULT_TTL_FOR_ALWAYS;
-use prewarm_controller::reconcile::{self, Context, Settings, first_to_stop, run_workers};
+use prewarm_controller::reconcile::{Context, Settings, first_to_stop};
 use prewarm_controller::world::{self, World};
+use prewarm_process::live_gates::{self, ConfigMapRef, LiveGates};
 use tracing_subscriber::EnvFilter;
 
 /// prewarm's controller: keeps one NodeImage per Node and turns ImagePullJobs
@@ -24,8 +26,14 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     /// Feature gates, as in Kubernetes: ImagePullJobGate=true,KruiseDaemon=true.
     /// Job reconcile needs ImagePullJobGate; NodeImage lifecycle needs KruiseDaemon.
+    /// With --feature-gates-config-map, the value while that ConfigMap is absent.
     #[arg(long, default_value = "", value_parser = FeatureGates::parse, env = "PREWARM_FEATURE_GATES")]
     feature_gates: FeatureGates,
+    /// A ConfigMap (NAMESPACE/NAME) whose key `featureGates` sets the gates
+    /// live: reconcile starts or idles as they change, without a restart; a
+    /// value that does not parse keeps the last good gates.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = ConfigMapRef::parse, env = "PREWARM_FEATURE_GATES_CONFIG_MAP")]
+    feature_gates_config_map: Option<ConfigMapRef>,
     /// The namespace node agents read pull secrets from; job pull secrets are copied there.
     #[arg(long, default_value = DEFAULT_AGENT_NAMESPACE, env = "KRUISE_DAEMON_CONFIG_NS")]
     agent_namespace: String,
@@ -157,7 +165,19 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         .map_err(|e| format!("binding {}: {e}", cli.admin_listen))?;
     let admin = tokio::spawn(axum::serve(listener, admin::router(metrics.clone(), world.clone())).into_future());
     let watches = world::watch(&client, &world, writers);
-    tracing::info!(%identity, feature_gates = %cli.feature_gates, "waiting for the caches");
+    let (mut gates, gates_watch) = match &cli.feature_gates_config_map {
+        Some(config_map) => {
+            let (gates, task) = live_gates::watch(client.clone(), config_map.clone(), cli.feature_gates).await;
+            (gates, Some(task))
+        }
+        None => (
+            tokio::sync::watch::channel(LiveGates::from_flag(cli.feature_gates)).1,
+            None,
+        ),
+    };
+    let mut in_force = gates.borrow_and_update().clone();
+    metrics.gates.observe(&in_force);
+    tracing::info!(%identity, feature_gates = %in_force.gates, "waiting for the caches");
     let terminated = prewarm_process::terminated();
     tokio::pin!(terminated);
     tokio::select! {
@@ -206,30 +226,52 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         },
     };
     world.enqueue_all();
-    let mut workers = spawn_workers(&ctx, &cli);
+    let mut crews = Crews::new(Workers {
+        node_images: cli.nodeimage_workers,
+        image_pull_jobs: cli.imagepulljob_workers,
+        image_list_pull_jobs: cli.imagelistpulljob_workers,
+    });
+    // The gates may have changed while this replica waited for the lease.
+    in_force = gates.borrow_and_update().clone();
+    metrics.gates.observe(&in_force);
+    crews.apply(&ctx, in_force.gates);
+    let mut watches: Vec<_> = watches.into_iter().chain(gates_watch).collect();
     let lost = async {
         match &mut elector {
             Some(elector) => elector.hold().await,
             None => std::future::pending().await,
         }
     };
-    let mut watches = watches;
-    let code = tokio::select! {
-        () = lost => {
-            tracing::error!("lost the lease: stopping");
-            ExitCode::FAILURE
+    let mut lost = Box::pin(lost);
+    let code = loop {
+        tokio::select! {
+            () = &mut lost => {
+                tracing::error!("lost the lease: stopping");
+                break ExitCode::FAILURE;
+            }
+            stopped = crews.first_to_stop() => {
+                tracing::error!(cause = %stopped, "a reconcile worker stopped: exiting, so that the Pod restarts and a standby takes the lease");
+                break ExitCode::FAILURE;
+            }
+            stopped = first_to_stop(&mut watches) => {
+                tracing::error!(cause = %stopped, "a watch stopped: exiting, so that the Pod restarts and a standby takes the lease");
+                break ExitCode::FAILURE;
+            }
+            Ok(()) = gates.changed() => {
+                let next = gates.borrow_and_update().clone();
+                metrics.gates.observe(&next);
+                crews.apply(&ctx, next.gates);
+                if let Some(config_map) = &cli.feature_gates_config_map {
+                    crews::announce(&ctx, config_map, &in_force, &next).await;
+                }
+                in_force = next;
+            }
+            () = &mut terminated => break ExitCode::SUCCESS,
         }
-        stopped = first_to_stop(&mut workers) => {
-            tracing::error!(cause = %stopped, "a reconcile worker stopped: exiting, so that the Pod restarts and a standby takes the lease");
-            ExitCode::FAILURE
-        }
-        stopped = first_to_stop(&mut watches) => {
-            tracing::error!(cause = %stopped, "a watch stopped: exiting, so that the Pod restarts and a standby takes the lease");
-            ExitCode::FAILURE
-        }
-        () = &mut terminated => ExitCode::SUCCESS,
     };
-    for task in workers.iter().chain(&watches) {
+    drop(lost);
+    crews.abort();
+    for task in &watches {
         task.abort();
     }
     admin.abort();
@@ -240,54 +282,6 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         elector.release().await;
     }
     Ok(code)
-}
-
-/// Workers of one reconciler over its queue, as a task.
-macro_rules! reconciler {
-    ($ctx:expr, $queue:ident, $workers:expr, $name:expr, $reconcile:path) => {{
-        let ctx = $ctx.clone();
-        let workers = $workers;
-        tokio::spawn(async move {
-            run_workers(&ctx.world.$queue, workers, $name, &ctx.metrics, |key| {
-                $reconcile(&ctx, key)
-            })
-            .await;
-        })
-    }};
-}
-
-fn spawn_workers(ctx: &Context, cli: &Cli) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    if cli.feature_gates.enabled(Gate::KruiseDaemon) {
-        tasks.push(reconciler!(
-            ctx,
-            node_queue,
-            cli.nodeimage_workers,
-            ControllerName::NodeImage,
-            reconcile::node_image::reconcile
-        ));
-    } else {
-        tracing::info!("KruiseDaemon is off: NodeImage lifecycle idles");
-    }
-    if cli.feature_gates.enabled(Gate::ImagePullJobGate) {
-        tasks.push(reconciler!(
-            ctx,
-            job_queue,
-            cli.imagepulljob_workers,
-            ControllerName::ImagePullJob,
-            reconcile::image_pull_job::reconcile
-        ));
-        tasks.push(reconciler!(
-            ctx,
-            list_queue,
-            cli.imagelistpulljob_workers,
-            ControllerName::ImageListPullJob,
-            reconcile::image_list_pull_job::reconcile
-        ));
-    } else {
-        tracing::info!("ImagePullJobGate is off: ImagePullJob and ImageListPullJob reconcile idle");
-    }
-    tasks
 }
 
 fn default_identity() -> String {

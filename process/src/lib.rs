@@ -1,5 +1,7 @@
 //! Process scaffolding shared by prewarm's binaries.
 
+pub mod live_gates;
+
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Resolves on the first SIGTERM (what kubelet sends) or Ctrl-C (SIGINT),

@@ -7,8 +7,8 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
@@ -18,6 +18,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prewarm_api::admission::Operation;
 use prewarm_api::admission::Policy;
+use prewarm_api::gates::FeatureGates;
 
 use crate::limits::{BUDGET_WAIT, Budget, Held, LimitsConfig, MAX_REQUEST_TIMEOUT, SMALL_BODY};
 use crate::log_limit::LogLimit;
@@ -36,7 +37,9 @@ const BODY_STEP: usize = SMALL_BODY;
 /// What admission handlers share.
 #[derive(Debug)]
 pub struct AdmitState {
-    pub policy: Arc<Policy>,
+    /// Swapped whole when the live feature gates change; a request keeps the
+    /// one it started with.
+    policy: RwLock<Arc<Policy>>,
     pub metrics: Arc<Metrics>,
     pub budget: Budget,
     pub decision_log: LogLimit,
@@ -48,12 +51,32 @@ pub struct AdmitState {
 impl AdmitState {
     pub fn new(policy: Policy, metrics: Arc<Metrics>, limits: &LimitsConfig) -> Self {
         Self {
-            policy: Arc::new(policy),
+            policy: RwLock::new(Arc::new(policy)),
             metrics,
             budget: Budget::new(limits),
             decision_log: LogLimit::new(limits.max_decision_lines_per_second),
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// The policy requests are decided by now.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(policy) => policy.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Applies new feature gates to the requests that start from now on.
+    pub fn set_gates(&self, gates: FeatureGates) {
+        let mut slot = match self.policy.write() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = Arc::new(Policy {
+            gates,
+            ..Policy::clone(&slot)
+        });
     }
 }
 
@@ -178,14 +201,14 @@ where
         };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let outcome = if bytes.len() <= SMALL_BODY {
-        review::review(route, &bytes, &state.policy, &now)
+        review::review(route, &bytes, &state.policy(), &now)
     } else {
         // Large bodies take long enough to decode and check that they would
         // stall the connections sharing this thread: a few at a time, elsewhere.
         let Some(_turn) = state.budget.large_review(wait).await else {
             return busy("too many large requests being reviewed");
         };
-        let policy = state.policy.clone();
+        let policy = state.policy();
         let review = tokio::task::spawn_blocking(move || review::review(route, &bytes, &policy, &now));
         match tokio::time::timeout_at(deadline, review).await {
             Ok(Ok(outcome)) => outcome,

@@ -55,7 +55,7 @@ pub struct SecretSourceConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterCertError {
-    #[error("no usable Kubernetes configuration for --cert-source secret: {0}")]
+    #[error("no usable Kubernetes configuration (in-cluster, --kubeconfig or $KUBECONFIG): {0}")]
     Config(#[source] kube::Error),
     #[error("--kubeconfig {path}: {message}")]
     Kubeconfig { path: String, message: String },
@@ -317,7 +317,7 @@ impl SecretSource {
     }
 }
 
-async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, ClusterCertError> {
+pub(crate) async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, ClusterCertError> {
     let Some(path) = kubeconfig else {
         return kube::Client::try_default().await.map_err(ClusterCertError::Config);
     };

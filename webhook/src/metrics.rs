@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use prewarm_api::admission::{Kind, Operation};
 
+use prewarm_process::live_gates::GateMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -57,6 +58,8 @@ pub struct Metrics {
     pub certificate_reloads: Family<ReloadLabels, Counter>,
     pub ca_changes: Family<CaChangeLabels, Counter>,
     pub ca_sync_failures: Counter,
+    /// The feature gates in force (`prewarm_feature_gate_enabled`).
+    pub gates: GateMetrics,
     series: Series,
 }
 
@@ -95,7 +98,10 @@ fn operation_label(operation: Option<Operation>) -> (&'static str, usize) {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("prewarm_webhook");
+        let mut root = Registry::default();
+        let gates = GateMetrics::default();
+        gates.register(&mut root);
+        let registry = root.sub_registry_with_prefix("prewarm_webhook");
         let request_duration =
             Family::<RequestLabels, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
         registry.register(
@@ -136,7 +142,8 @@ impl Default for Metrics {
             ca_sync_failures.clone(),
         );
         Self {
-            registry,
+            registry: root,
+            gates,
             request_duration,
             decisions,
             in_flight,

@@ -20,8 +20,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use prewarm_api::admission::Policy;
 use prewarm_api::gates::FeatureGates;
+use prewarm_process::live_gates::{self, ConfigMapRef, LiveGates};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::accept::accept_until;
@@ -75,8 +77,14 @@ pub struct ServeConfig {
     #[arg(long = "dns-name")]
     pub dns_names: Vec<String>,
     /// Feature gates, as in Kubernetes: ImagePullJobGate=true,KruiseDaemon=true.
+    /// With --feature-gates-config-map, the value while that ConfigMap is absent.
     #[arg(long, default_value = "", value_parser = FeatureGates::parse, env = "PREWARM_FEATURE_GATES")]
     pub feature_gates: FeatureGates,
+    /// A ConfigMap (NAMESPACE/NAME) whose key `featureGates` sets the gates
+    /// live: watched, applied to new requests within moments of a change; a
+    /// value that does not parse keeps the last good gates.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = ConfigMapRef::parse, env = "PREWARM_FEATURE_GATES_CONFIG_MAP")]
+    pub feature_gates_config_map: Option<ConfigMapRef>,
     #[command(flatten)]
     pub caps: crate::cli::CapsConfig,
     /// The node agents' ServiceAccount (NAMESPACE/NAME): its NodeImage status
@@ -143,6 +151,8 @@ pub enum CertSource {
 pub enum ServeError {
     #[error("certificates from the cluster: {0}")]
     Cluster(#[from] ClusterCertError),
+    #[error("--feature-gates-config-map: {0}")]
+    LiveGates(#[source] ClusterCertError),
     #[error("preparing certificates: {0}")]
     Bootstrap(#[from] BootstrapError),
     #[error("loading the serving certificate: {0}")]
@@ -172,6 +182,8 @@ pub struct Server {
     certs: Arc<CertStore>,
     metrics: Arc<Metrics>,
     cluster: Option<SecretSource>,
+    /// The live gates and the task that follows their ConfigMap.
+    live_gates: Option<(watch::Receiver<LiveGates>, JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -223,6 +235,15 @@ impl Server {
         metrics.certificate_expiry.set(loaded.not_after);
         let certs = Arc::new(CertStore::new(loaded));
         let acceptor = TlsAcceptor::from(tls::server_config(certs.clone())?);
+        let live_gates = match &config.feature_gates_config_map {
+            Some(config_map) => {
+                let client = cluster_certs::client(config.secret_source.kubeconfig.as_deref())
+                    .await
+                    .map_err(ServeError::LiveGates)?;
+                Some(live_gates::watch(client, config_map.clone(), config.feature_gates).await)
+            }
+            None => None,
+        };
         let listener = bind(config.listen).await?;
         let health_listener = bind(config.health_listen).await?;
         Ok(Self {
@@ -234,6 +255,7 @@ impl Server {
             certs,
             metrics,
             cluster,
+            live_gates,
         })
     }
 
@@ -256,6 +278,7 @@ impl Server {
             certs,
             metrics,
             cluster,
+            live_gates,
         } = self;
         let admit_state = Arc::new(AdmitState::new(
             Policy {
@@ -281,6 +304,7 @@ impl Server {
                 let _ = health_stop_rx.await;
             },
         ));
+        let live_gates = follow_gates(live_gates, config.feature_gates, &admit_state, &metrics);
         let cluster = cluster.map(|source| {
             let metrics = metrics.clone();
             tokio::spawn(cluster_certs::keep_current(source, move |pass| {
@@ -296,7 +320,7 @@ impl Server {
         tracing::info!(
             listen = %listener.local_addr().unwrap_or(config.listen),
             health_listen = %health_addr,
-            feature_gates = %config.feature_gates,
+            feature_gates = %admit_state.policy().gates,
             "serving admission webhooks"
         );
 
@@ -380,6 +404,9 @@ impl Server {
             tracing::warn!(grace = ?config.shutdown_grace, "connections still open after the grace period; closing");
         }
         watcher.abort();
+        for task in live_gates {
+            task.abort();
+        }
         if let Some(cluster) = cluster {
             cluster.abort();
         }
@@ -451,6 +478,33 @@ async fn serve_health(
         });
     };
     accept_until(&listener, stop, &slots, &serve).await;
+}
+
+/// Applies the live gates to admission and metrics now and on every change;
+/// without a ConfigMap, the flag's gates are shown once.
+fn follow_gates(
+    live_gates: Option<(watch::Receiver<LiveGates>, JoinHandle<()>)>,
+    flag: FeatureGates,
+    admit_state: &Arc<AdmitState>,
+    metrics: &Arc<Metrics>,
+) -> Vec<JoinHandle<()>> {
+    let Some((mut receiver, watcher)) = live_gates else {
+        metrics.gates.observe(&LiveGates::from_flag(flag));
+        return Vec::new();
+    };
+    let apply = |live: &LiveGates, admit_state: &AdmitState, metrics: &Metrics| {
+        admit_state.set_gates(live.gates);
+        metrics.gates.observe(live);
+    };
+    apply(&receiver.borrow_and_update(), admit_state, metrics);
+    let (admit_state, metrics) = (admit_state.clone(), metrics.clone());
+    let follower = tokio::spawn(async move {
+        while receiver.changed().await.is_ok() {
+            let live = receiver.borrow_and_update().clone();
+            apply(&live, &admit_state, &metrics);
+        }
+    });
+    vec![watcher, follower]
 }
 
 /// Attempts at the first pass over the CA Secret before startup fails, with

@@ -181,12 +181,14 @@ pub async fn first_to_stop(tasks: &mut [tokio::task::JoinHandle<()>]) -> String 
     }
 }
 
-/// Runs `workers` workers over `queue` until the task is aborted.
+/// Runs `workers` workers over `queue` until `stop` turns true (or its sender
+/// goes): each finishes the key it holds first, so no key stays taken.
 pub async fn run_workers<K, F, Fut>(
     queue: &Queue<K>,
     workers: usize,
     controller: ControllerName,
     metrics: &Metrics,
+    stop: &tokio::sync::watch::Receiver<bool>,
     reconcile: F,
 ) where
     K: Ord + Clone + std::hash::Hash + std::fmt::Display,
@@ -194,8 +196,12 @@ pub async fn run_workers<K, F, Fut>(
     Fut: std::future::Future<Output = Result<Option<Duration>, Error>>,
 {
     let worker = || async {
+        let mut stop = stop.clone();
         loop {
-            let key = queue.next().await;
+            let key = tokio::select! {
+                key = queue.next() => key,
+                _ = stop.wait_for(|stopped| *stopped) => return,
+            };
             let outcome = match reconcile(key.clone()).await {
                 Ok(requeue) => {
                     metrics.reconciled(controller, true);
