@@ -177,7 +177,7 @@ pub async fn announce(ctx: &Context, config_map: &ConfigMapRef, old: &LiveGates,
     let changes: Vec<String> = Gate::ALL
         .into_iter()
         .filter(|gate| old.gates.enabled(*gate) != new.gates.enabled(*gate))
-        .map(|gate| format!("{gate} {} → {}", old.gates.enabled(gate), new.gates.enabled(gate)))
+        .map(|gate| format!("{gate} turned {}", if new.gates.enabled(gate) { "on" } else { "off" }))
         .collect();
     if !changes.is_empty() {
         let source = if new.from_config_map {

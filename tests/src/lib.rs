@@ -279,31 +279,50 @@ impl TestApi {
     pub fn load_manifests(&self, dir: &Path) -> Result<usize, String> {
         let objects = read_manifests(dir)?;
         for object in &objects {
-            let api_version = object
-                .get("apiVersion")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default();
-            let kind = object
-                .get("kind")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default();
-            let rt = self
-                .store
-                .types()
-                .into_iter()
-                .find(|t| t.kind == kind && t.versions.iter().any(|v| t.api_version(&v.name) == api_version))
-                .ok_or_else(|| format!("{}: {api_version} {kind} is not served", dir.display()))?;
-            let namespace = object
-                .pointer("/metadata/namespace")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or("default")
-                .to_owned();
-            let namespace = if rt.namespaced { namespace } else { String::new() };
+            let (rt, namespace) = self.placement(object).map_err(|e| format!("{}: {e}", dir.display()))?;
             self.store
                 .create(&rt, &namespace, object.clone(), false)
                 .map_err(|e| format!("{}: {}", dir.display(), e.message))?;
         }
         Ok(objects.len())
+    }
+
+    /// Stores `object` (created, or replacing the stored one) without
+    /// admission, as an admin's write that the test is not about; watchers see it.
+    pub fn put(&self, object: &Value) -> Result<(), String> {
+        let (rt, namespace) = self.placement(object)?;
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let result = match self.store.get(&rt, &namespace, name) {
+            Ok(stored) => {
+                let mut object = object.clone();
+                object["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"].clone();
+                self.store
+                    .update(&rt, &namespace, name, object, store::Subresource::Main, false)
+            }
+            Err(_) => self.store.create(&rt, &namespace, object.clone(), false),
+        };
+        result.map(|_| ()).map_err(|e| e.message)
+    }
+
+    /// The served type of `object` and the namespace it belongs in.
+    fn placement(&self, object: &Value) -> Result<(resources::ResourceType, String), String> {
+        let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
+        let (api_version, kind) = (text("/apiVersion"), text("/kind"));
+        let rt = self
+            .store
+            .types()
+            .into_iter()
+            .find(|t| t.kind == kind && t.versions.iter().any(|v| t.api_version(&v.name) == api_version))
+            .ok_or_else(|| format!("{api_version} {kind} is not served"))?;
+        let namespace = match object.pointer("/metadata/namespace").and_then(Value::as_str) {
+            _ if !rt.namespaced => String::new(),
+            Some(namespace) => namespace.to_owned(),
+            None => "default".to_owned(),
+        };
+        Ok((rt, namespace))
     }
 }
 

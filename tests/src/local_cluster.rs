@@ -76,14 +76,37 @@ pub struct LocalCluster {
     pub digests: std::collections::BTreeMap<String, String>,
     pub nodes: Vec<Node>,
     binaries: PathBuf,
-    gates: String,
     webhook: Option<Daemon>,
     webhook_port: u16,
+    webhook_health_port: u16,
     controller: Option<Daemon>,
+    controller_admin_port: u16,
     /// Flags the controller starts with besides the cluster's own (a test
     /// sets them, then restarts it with `stop_controller` and `start_controller`).
     pub controller_flags: Vec<String>,
     _registries: Vec<Daemon>,
+}
+
+/// Where the webhook and the controller read the feature gates, live.
+const GATES_FLAG: &str = "--feature-gates-config-map=prewarm-system/prewarm-feature-gates";
+
+/// The feature gate ConfigMap with ImagePullJobGate as `on` says.
+fn gate_config_map(on: bool) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": "prewarm-feature-gates", "namespace": "prewarm-system"},
+           "data": {"featureGates": format!("ImagePullJobGate={on}")}})
+}
+
+/// The whole answer to a plain-HTTP GET on a loopback port, if any.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
 }
 
 /// A file of `manifests/` (paths relative to the repository).
@@ -128,15 +151,24 @@ impl LocalCluster {
         api.load_manifests(&repo("manifests/crds")).unwrap();
         let bootstrap = dir.join("bootstrap");
         std::fs::create_dir_all(&bootstrap).unwrap();
-        for file in [
+        // Loaded in name order: numbered so that the namespaces come first.
+        for (index, file) in [
             "namespaces.yaml",
             "serviceaccounts.yaml",
             "rbac-webhook.yaml",
             "webhook-ca-secret.yaml",
+            "feature-gates.yaml",
             "rbac-controller.yaml",
             "rbac-nodeagent.yaml",
-        ] {
-            std::fs::copy(repo(&format!("manifests/base/{file}")), bootstrap.join(file)).unwrap();
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            std::fs::copy(
+                repo(&format!("manifests/base/{file}")),
+                bootstrap.join(format!("{index:02}-{file}")),
+            )
+            .unwrap();
         }
         std::fs::copy(
             repo("manifests/webhook/webhook-configurations.yaml"),
@@ -154,6 +186,7 @@ impl LocalCluster {
             .collect();
         std::fs::write(bootstrap.join("zz-nodes.yaml"), node_objects.join("\n---\n")).unwrap();
         api.load_manifests(&bootstrap).unwrap();
+        api.put(&gate_config_map(gate_on)).unwrap();
         for account in ["webhook", "controller"] {
             std::fs::write(
                 dir.join(format!("kubeconfig-{account}")),
@@ -206,10 +239,11 @@ impl LocalCluster {
             digests,
             nodes: Vec::new(),
             binaries: binaries.to_owned(),
-            gates: format!("ImagePullJobGate={gate_on}"),
             webhook: None,
             webhook_port: free_port(),
+            webhook_health_port: free_port(),
             controller: None,
+            controller_admin_port: free_port(),
             controller_flags: Vec::new(),
             _registries: vec![open, private],
         };
@@ -236,7 +270,7 @@ impl LocalCluster {
     /// The webhook, with certificates from the shared CA Secret (it injects the
     /// caBundles); returns once it serves.
     pub fn start_webhook(&mut self) {
-        let health = free_port();
+        let health = self.webhook_health_port;
         let cert_dir = self.dir.join("webhook-certs");
         let daemon = spawn_with_env(
             &self.binary("prewarm-webhook"),
@@ -247,7 +281,7 @@ impl LocalCluster {
                 &format!("--cert-dir={}", cert_dir.display()),
                 &format!("--listen=127.0.0.1:{}", self.webhook_port),
                 &format!("--health-listen=127.0.0.1:{health}"),
-                &format!("--feature-gates={}", self.gates),
+                GATES_FLAG,
                 "--node-agent-service-account=prewarm-nodeagent/prewarm-nodeagent",
                 "--shutdown-delay=0s",
             ],
@@ -260,23 +294,15 @@ impl LocalCluster {
             format!("127.0.0.1:{}", self.webhook_port).parse().unwrap(),
         );
         wait("the webhook's readiness", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", health))
-                .and_then(|mut s| {
-                    use std::io::{Read, Write};
-                    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-                    let mut answer = String::new();
-                    s.read_to_string(&mut answer)?;
-                    Ok(answer.starts_with("HTTP/1.1 200"))
-                })
-                .unwrap_or(false)
+            http_get(health, "/readyz").is_some_and(|answer| answer.starts_with("HTTP/1.1 200"))
         });
     }
 
     pub fn start_controller(&mut self) {
-        let admin = free_port();
+        let admin = self.controller_admin_port;
         let kubeconfig = self.kubeconfig_of("controller");
         let mut flags = vec![
-            format!("--feature-gates={}", self.gates),
+            GATES_FLAG.to_owned(),
             "--nodeimage-creation-delay=0s".to_owned(),
             "--leader-elect-namespace=prewarm-system".to_owned(),
             "--leader-elect-lease-duration=3s".to_owned(),
@@ -297,13 +323,20 @@ impl LocalCluster {
         self.controller = Some(daemon);
     }
 
-    /// Stops the webhook and controller and starts them with ImagePullJobGate as `on` says.
+    /// Turns ImagePullJobGate on or off as an admin does, in the feature gate
+    /// ConfigMap (nothing restarts); returns once the webhook and the
+    /// controller both report the new value.
     pub fn set_gate(&mut self, on: bool) {
-        self.webhook = None;
-        self.controller = None;
-        self.gates = format!("ImagePullJobGate={on}");
-        self.start_webhook();
-        self.start_controller();
+        self.api.put(&gate_config_map(on)).unwrap();
+        let reported = format!(
+            "prewarm_feature_gate_enabled{{gate=\"ImagePullJobGate\"}} {}",
+            u8::from(on)
+        );
+        for port in [self.webhook_health_port, self.controller_admin_port] {
+            wait("the new gate in force", Duration::from_secs(10), || {
+                http_get(port, "/metrics").is_some_and(|metrics| metrics.contains(&reported))
+            });
+        }
     }
 
     pub fn stop_controller(&mut self) {

@@ -107,8 +107,11 @@ async fn private_images_pull_with_the_right_secret_and_a_wrong_password_leaks_no
     }
 }
 
+/// The gate is live: the webhook refuses new jobs and the controller idles
+/// (a deleted job keeps its finalizer) while it is off, both resume when it
+/// is on, nothing restarts, and a misspelt value changes nothing but is told.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_gate_refuses_new_jobs_lets_old_ones_go_and_turns_on_with_a_restart() {
+async fn the_gate_refuses_new_jobs_idles_the_controller_and_turns_on_without_a_restart() {
     let mut e2e = up(true).await;
     let nginx = e2e.cluster.image("nginx:1.9.1");
     tokio::task::block_in_place(|| {
@@ -122,8 +125,55 @@ async fn the_gate_refuses_new_jobs_lets_old_ones_go_and_turns_on_with_a_restart(
         "{}",
         refused.stderr
     );
-    tokio::task::block_in_place(|| e2e.kubectl.ok(&["delete", "imagepulljob", "before", "--wait=false"]));
-    tokio::task::block_in_place(|| e2e.cluster.set_gate(true));
+    tokio::task::block_in_place(|| {
+        e2e.kubectl.ok(&["delete", "imagepulljob", "before", "--wait=false"]);
+        // Job reconcile idles: nobody removes the finalizer while the gate is off.
+        std::thread::sleep(Duration::from_secs(2));
+        let waiting = e2e.get(&["imagepulljob", "before"]);
+        assert!(waiting["metadata"]["deletionTimestamp"].is_string(), "{waiting:#}");
+        // A misspelt value keeps the gates in force (off), and says so on the ConfigMap.
+        let typo = r#"{"data":{"featureGates":"ImagePullJobGate=ture"}}"#;
+        e2e.kubectl.ok(&[
+            "-n",
+            "prewarm-system",
+            "patch",
+            "configmap",
+            "prewarm-feature-gates",
+            "--type=merge",
+            "-p",
+            typo,
+        ]);
+        wait_until("the Warning event on the ConfigMap", MINUTE, || {
+            e2e.events_of("prewarm-feature-gates").contains("FeatureGatesRefused")
+        });
+        let events = e2e.events_of("prewarm-feature-gates");
+        assert!(
+            events.contains(
+                "for feature gate ImagePullJobGate: use true or false; the gates stay ImagePullJobGate=false"
+            ),
+            "{events}"
+        );
+        let still = e2e.apply(&e2e.seed("02-imagepulljob-names.yaml", "after"));
+        assert!(
+            !still.ok && still.stderr.contains("ImagePullJobGate"),
+            "{}",
+            still.stderr
+        );
+        e2e.cluster.set_gate(true);
+        // The idle controller resumes: the deleted job goes.
+        wait_until("the deleted job to go", MINUTE, || {
+            !e2e.kubectl.run(&["get", "imagepulljob", "before"]).ok
+        });
+        let events = e2e.events_of("prewarm-feature-gates");
+        assert!(events.contains("ImagePullJobGate turned on"), "{events}");
+    });
+    let controller_log = std::fs::read_to_string(e2e.cluster.dir.join("logs/controller.log")).unwrap();
+    assert!(controller_log.contains("ImagePullJobGate off: ImagePullJob and ImageListPullJob reconcile idle"));
+    assert_eq!(
+        controller_log.matches("waiting for the caches").count(),
+        1,
+        "the controller restarted"
+    );
     let status = tokio::task::block_in_place(|| {
         let applied = e2e.apply(&e2e.seed("02-imagepulljob-names.yaml", "after"));
         assert!(applied.ok, "{}", applied.stderr);

@@ -150,11 +150,18 @@ fn first_difference(helm: &Value, kustomize: &Value, at: String) -> Option<Strin
     }
 }
 
-fn feature_gates(deployment: &Value) -> &Value {
-    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-        .as_array()
-        .unwrap();
-    &env.iter().find(|e| e["name"] == "PREWARM_FEATURE_GATES").unwrap()["value"]
+/// The gates the release wrote into the ConfigMap both components read.
+fn feature_gates(cluster: &Cluster) -> Value {
+    let config_map = cluster.get(&["get", "configmap", "-n", "kruise-system", "prewarm-feature-gates"]);
+    config_map["data"]["featureGates"].clone()
+}
+
+/// The generation of each Deployment: an upgrade that changes a Pod template bumps it.
+fn generations(cluster: &Cluster) -> Vec<Value> {
+    ["prewarm-webhook", "prewarm-controller"]
+        .iter()
+        .map(|name| cluster.get(&["get", "deployment", "-n", "kruise-system", name])["metadata"]["generation"].clone())
+        .collect()
 }
 
 #[test]
@@ -239,20 +246,17 @@ fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
     }
     // helm install … --set featureGates="ImagePullJobGate=true": into kruise-system, as OpenKruise's chart.
     cluster.helm("install", &["featureGates=ImagePullJobGate=true"]);
-    for name in ["prewarm-webhook", "prewarm-controller"] {
-        let deployment = cluster.get(&["get", "deployment", "-n", "kruise-system", name]);
-        assert_eq!(feature_gates(&deployment), "ImagePullJobGate=true", "{name}");
-    }
+    assert_eq!(feature_gates(&cluster), "ImagePullJobGate=true");
     let status = release_status(&cluster);
     assert_eq!(status, "deployed");
+    let before = generations(&cluster);
 
     // An upgrade turns the gate off in both components (an upgrade without --set
-    // would keep the release's values, as Helm does).
+    // would keep the release's values, as Helm does) by the ConfigMap alone:
+    // no Pod template changes, so nothing restarts.
     cluster.helm("upgrade", &["featureGates=ImagePullJobGate=false"]);
-    for name in ["prewarm-webhook", "prewarm-controller"] {
-        let deployment = cluster.get(&["get", "deployment", "-n", "kruise-system", name]);
-        assert_eq!(feature_gates(&deployment), "ImagePullJobGate=false", "{name}");
-    }
+    assert_eq!(feature_gates(&cluster), "ImagePullJobGate=false");
+    assert_eq!(generations(&cluster), before, "the upgrade changed a Deployment");
     assert_eq!(release_status(&cluster), "deployed");
     drop(cluster);
 

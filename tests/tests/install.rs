@@ -93,23 +93,29 @@ fn every_overlay_renders_strictly_typed_hardened_and_consistent_with_the_binarie
             }
         }
         assert_eq!(paths.len(), 6, "{overlay}: {paths:?}");
-        let gates = |name: &str| {
-            let container = &named(&objects, "Deployment", name)["spec"]["template"]["spec"]["containers"][0];
-            container["env"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|e| e["name"] == "PREWARM_FEATURE_GATES")
-                .unwrap()["value"]
-                .clone()
-        };
+        // The gates live in one ConfigMap that both read, not in the Pods.
         let expected = if overlay == "manifests/base" {
             ""
         } else {
             "ImagePullJobGate=true"
         };
-        assert_eq!(gates("prewarm-webhook"), expected, "{overlay}");
-        assert_eq!(gates("prewarm-controller"), expected, "{overlay}");
+        let config_map = named(&objects, "ConfigMap", "prewarm-feature-gates");
+        assert_eq!(config_map["data"]["featureGates"], expected, "{overlay}");
+        for name in ["prewarm-webhook", "prewarm-controller"] {
+            let container = &named(&objects, "Deployment", name)["spec"]["template"]["spec"]["containers"][0];
+            let args = container["args"].as_array().unwrap();
+            assert!(
+                args.contains(&json!(
+                    "--feature-gates-config-map=prewarm-system/prewarm-feature-gates"
+                )),
+                "{overlay}: {name}"
+            );
+            let env = container["env"].as_array().unwrap();
+            assert!(
+                !env.iter().any(|e| e["name"] == "PREWARM_FEATURE_GATES"),
+                "{overlay}: {name}"
+            );
+        }
     }
 }
 

@@ -96,6 +96,7 @@ impl E2e {
         self.kubectl.ok(&[
             "get",
             "events",
+            "--all-namespaces",
             "--field-selector",
             &format!("involvedObject.name={name}"),
             "-o",
