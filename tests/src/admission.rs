@@ -470,7 +470,10 @@ fn ca_bundle(config: &Value) -> Result<Vec<CertificateDer<'static>>, String> {
         .map_err(|e| format!("caBundle: {e}"))
 }
 
-async fn post(
+/// POSTs `body` to a webhook at `address` over TLS as kube-apiserver calls
+/// one (`host` is the name its certificate must carry); tests use it to call
+/// one replica directly.
+pub async fn post(
     address: SocketAddr,
     host: &str,
     path: &str,
