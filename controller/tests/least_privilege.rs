@@ -24,14 +24,32 @@ fn shipped(file: &str) -> Vec<Value> {
     prewarm_testapi::read_manifests(&repo(&format!("manifests/base/{file}"))).unwrap()
 }
 
-/// The controller's ServiceAccount and RBAC, into the install namespace `Cluster` made.
+/// How the shipped Deployment tells the controller where the gates are.
+const LIVE_GATES: &str = "--feature-gates-config-map=prewarm-system/prewarm-feature-gates";
+
+/// The controller's ServiceAccount and RBAC (its own and the gate ConfigMap's,
+/// which is set to turn ImagePullJobGate on), into the install namespace
+/// `Cluster` made.
 async fn install_rbac(cluster: &Cluster) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
-    for file in ["serviceaccounts.yaml", "rbac-controller.yaml"] {
+    std::fs::write(
+        dir.path().join("00-agents-namespace.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: prewarm-nodeagent}\n",
+    )
+    .unwrap();
+    for file in ["serviceaccounts.yaml", "rbac-controller.yaml", "feature-gates.yaml"] {
         std::fs::copy(repo(&format!("manifests/base/{file}")), dir.path().join(file)).unwrap();
     }
     cluster.api.load_manifests(dir.path()).unwrap();
-    shipped("rbac-controller.yaml")
+    cluster
+        .api
+        .put(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": "prewarm-feature-gates", "namespace": "prewarm-system"},
+                      "data": {"featureGates": "ImagePullJobGate=true"}}))
+        .unwrap();
+    let mut objects = shipped("rbac-controller.yaml");
+    objects.extend(shipped("feature-gates.yaml"));
+    objects
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -63,7 +81,7 @@ async fn the_controller_works_under_its_shipped_rbac_and_needs_every_rule() {
     secrets.create(&PostParams::default(), &secret).await.unwrap();
 
     // No --leader-elect-namespace: out of cluster the Lease goes to the install's namespace.
-    let controller = cluster.controller_as(&kubeconfig, &[]);
+    let controller = cluster.controller_as(&kubeconfig, &[LIVE_GATES]);
     let node_images: Api<NodeImage> = Api::all(client.clone());
     eventually("a NodeImage per node", 10 * SECONDS, || async {
         (node_images.list(&ListParams::default()).await.unwrap().items.len() == 3).then_some(())
@@ -256,7 +274,7 @@ async fn deleting_a_job_finishes_while_the_webhook_is_down() {
     let kubeconfig = cluster.api_kubeconfig_for(ACCOUNT.0, ACCOUNT.1);
     three_nodes(&cluster).await;
     let _agent = spawn_agent(cluster.client.clone());
-    let controller = cluster.controller_as(&kubeconfig, &[]);
+    let controller = cluster.controller_as(&kubeconfig, &[LIVE_GATES]);
     let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
     let spec = json!({"image": "nginx:1.9.1", "completionPolicy": {"type": "Never"}});
     jobs.create(&PostParams::default(), &job("kept", spec)).await.unwrap();

@@ -43,7 +43,7 @@ async fn the_agent_works_under_its_shipped_rbac_and_needs_every_rule() {
     let api_server = TestApi::start(Options::default()).await.unwrap();
     api_server.load_manifests(&repo("manifests/crds")).unwrap();
     let admin = Client::try_from(kube::Config::new(api_server.url().parse().unwrap())).unwrap();
-    for namespace in ["prewarm-nodeagent", "kruise-daemon-config"] {
+    for namespace in ["prewarm-system", "prewarm-nodeagent", "kruise-daemon-config"] {
         create(
             &Api::<Namespace>::all(admin.clone()),
             json!({"metadata": {"name": namespace}}),
