@@ -176,7 +176,17 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         ),
     };
     let mut in_force = gates.borrow_and_update().clone();
-    metrics.gates.observe(&in_force);
+    // Every replica shows the gates in force, leading or not.
+    let shown = {
+        let (mut gates, metrics) = (gates.clone(), metrics.clone());
+        metrics.gates.observe(&in_force);
+        tokio::spawn(async move {
+            while gates.changed().await.is_ok() {
+                let live = gates.borrow_and_update().clone();
+                metrics.gates.observe(&live);
+            }
+        })
+    };
     tracing::info!(%identity, feature_gates = %in_force.gates, "waiting for the caches");
     let terminated = prewarm_process::terminated();
     tokio::pin!(terminated);
@@ -233,7 +243,6 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     });
     // The gates may have changed while this replica waited for the lease.
     in_force = gates.borrow_and_update().clone();
-    metrics.gates.observe(&in_force);
     crews.apply(&ctx, in_force.gates);
     let mut watches: Vec<_> = watches.into_iter().chain(gates_watch).collect();
     let lost = async {
@@ -259,7 +268,6 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(()) = gates.changed() => {
                 let next = gates.borrow_and_update().clone();
-                metrics.gates.observe(&next);
                 crews.apply(&ctx, next.gates);
                 if let Some(config_map) = &cli.feature_gates_config_map {
                     crews::announce(&ctx, config_map, &in_force, &next).await;
@@ -271,7 +279,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     };
     drop(lost);
     crews.abort();
-    for task in &watches {
+    for task in watches.iter().chain([&shown]) {
         task.abort();
     }
     admin.abort();
