@@ -14,6 +14,13 @@
 //! workload controllers; identities are the admin (all-powerful) and
 //! ServiceAccounts with issued tokens, authorised by RBAC without aggregation
 //! (see `rbac`).
+//!
+//! How it grows: a behaviour is added only when a product test or a
+//! user-facing command needs it, and each one names the Kubernetes behaviour
+//! it follows (documentation or kube-apiserver source) where it is written,
+//! never what prewarm's code happens to expect. `tests/conformance.rs` runs
+//! against a real cluster too (`PREWARM_CONFORMANCE_KUBECONFIG`), which is how
+//! a difference between this stand-in and kube-apiserver is found.
 
 pub mod admission;
 pub mod auth;
