@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::review::{Route, Verdict};
+use crate::review::{Endpoint, Route, Verdict};
 
 /// From 0.25 ms, where an admission decision lives, up to the 30 s maximum
 /// webhook timeout.
@@ -65,8 +65,45 @@ pub struct Metrics {
 
 /// Label values of the operation: the four operations, or none read.
 const OPERATIONS: usize = 1 + 4;
-const REQUEST_SERIES: usize = Kind::ALL.len() * 2 * OPERATIONS;
+const ENDPOINTS: usize = 2;
+const REQUEST_SERIES: usize = Kind::ALL.len() * ENDPOINTS * OPERATIONS;
 const DECISION_SERIES: usize = REQUEST_SERIES * Verdict::ALL.len() * 2;
+
+/// Where each label value sits in the series arrays. Exhaustive matches, so a
+/// new variant does not compile without a place; one past the arrays (a
+/// variant left out of its `ALL`) is still counted, through its family.
+fn kind_slot(kind: Kind) -> usize {
+    match kind {
+        Kind::ImagePullJob => 0,
+        Kind::ImageListPullJob => 1,
+        Kind::NodeImage => 2,
+    }
+}
+
+fn endpoint_slot(endpoint: Endpoint) -> usize {
+    match endpoint {
+        Endpoint::Mutate => 0,
+        Endpoint::Validate => 1,
+    }
+}
+
+fn verdict_slot(verdict: Verdict) -> usize {
+    match verdict {
+        Verdict::Allowed => 0,
+        Verdict::Patched => 1,
+        Verdict::Invalid => 2,
+        Verdict::Forbidden => 3,
+        Verdict::BadRequest => 4,
+    }
+}
+
+/// The request series of a route and operation, and its decision series.
+fn slots(route: Route, operation: Option<Operation>, verdict: Verdict, dry_run: bool) -> (usize, usize) {
+    let (_, operation_slot) = operation_label(operation);
+    let request = (kind_slot(route.kind) * ENDPOINTS + endpoint_slot(route.endpoint)) * OPERATIONS + operation_slot;
+    let decision = (request * Verdict::ALL.len() + verdict_slot(verdict)) * 2 + usize::from(dry_run);
+    (request, decision)
+}
 
 /// Each admission series, looked up in its family on first use and kept, so
 /// that observing a request takes no family lock and hashes no labels. The
@@ -166,33 +203,31 @@ impl Metrics {
         dry_run: bool,
         elapsed: Duration,
     ) {
-        let (operation, operation_index) = operation_label(operation);
-        let kind_index = Kind::ALL.iter().position(|k| *k == route.kind).unwrap_or(0);
-        let request_index = (kind_index * 2 + route.endpoint as usize) * OPERATIONS + operation_index;
-        let verdict_index = Verdict::ALL.iter().position(|v| *v == verdict).unwrap_or(0);
-        let decision_index = (request_index * Verdict::ALL.len() + verdict_index) * 2 + usize::from(dry_run);
+        let (request_slot, decision_slot) = slots(route, operation, verdict, dry_run);
         let request = RequestLabels {
             kind: route.kind.name(),
             webhook: route.endpoint.as_str(),
-            operation,
+            operation: operation_label(operation).0,
         };
-        if let Some(histogram) = self.series.durations.get(request_index) {
-            histogram
-                .get_or_init(|| self.request_duration.get_or_create(&request).clone())
-                .observe(elapsed.as_secs_f64());
+        let histogram = || self.request_duration.get_or_create(&request).clone();
+        match self.series.durations.get(request_slot) {
+            Some(kept) => kept.get_or_init(histogram).observe(elapsed.as_secs_f64()),
+            None => histogram().observe(elapsed.as_secs_f64()),
         }
-        if let Some(counter) = self.series.decisions.get(decision_index) {
-            let decision = || DecisionLabels {
+        let counter = || {
+            let labels = DecisionLabels {
                 kind: request.kind,
                 webhook: request.webhook,
                 operation: request.operation,
                 result: verdict.as_str(),
                 dry_run: if dry_run { "true" } else { "false" },
             };
-            counter
-                .get_or_init(|| self.decisions.get_or_create(&decision()).clone())
-                .inc();
-        }
+            self.decisions.get_or_create(&labels).clone()
+        };
+        match self.series.decisions.get(decision_slot) {
+            Some(kept) => kept.get_or_init(counter).inc(),
+            None => counter().inc(),
+        };
     }
 
     /// The Prometheus text exposition.
@@ -207,7 +242,38 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::review::Endpoint;
+
+    /// Every combination of label values has a series slot of its own inside
+    /// the arrays: a reordered or added variant cannot count into another's.
+    #[test]
+    fn every_label_combination_has_its_own_slot() {
+        let operations = [
+            None,
+            Some(Operation::Create),
+            Some(Operation::Update),
+            Some(Operation::Delete),
+            Some(Operation::Connect),
+        ];
+        let mut requests = std::collections::BTreeSet::new();
+        let mut decisions = std::collections::BTreeSet::new();
+        for route in Route::all() {
+            for operation in operations {
+                for verdict in Verdict::ALL {
+                    for dry_run in [false, true] {
+                        let (request, decision) = slots(route, operation, verdict, dry_run);
+                        assert!(request < REQUEST_SERIES && decision < DECISION_SERIES);
+                        requests.insert(request);
+                        assert!(
+                            decisions.insert(decision),
+                            "{route:?} {operation:?} {verdict:?} {dry_run} shares a slot"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(requests.len(), REQUEST_SERIES);
+        assert_eq!(decisions.len(), DECISION_SERIES);
+    }
 
     #[test]
     fn each_label_set_is_its_own_series_and_only_used_ones_are_listed() {
