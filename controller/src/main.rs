@@ -1,11 +1,10 @@
 use std::future::IntoFuture;
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use kube::runtime::events::{Recorder, Reporter};
 use prewarm_api::gates::FeatureGates;
 use prewarm_controller::admin::{self, Metrics};
@@ -17,7 +16,7 @@ use prewarm_controller::plan::tag_policy::MAX_DEFAULT_TTL_FOR_ALWAYS;
 use prewarm_controller::reconcile::{Context, Settings, first_to_stop};
 use prewarm_controller::world::{self, World};
 use prewarm_process::live_gates::{self, ConfigMapRef, LiveGates};
-use tracing_subscriber::EnvFilter;
+use prewarm_process::logs::LogFormat;
 
 /// prewarm's controller: keeps one NodeImage per Node and turns ImagePullJobs
 /// into NodeImage entries for the node agents. Kubeconfig or in-cluster config.
@@ -96,12 +95,6 @@ struct Cli {
     log_format: LogFormat,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 fn parse_duration(value: &str) -> Result<Duration, String> {
     prewarm_api::duration::parse(value)
 }
@@ -109,15 +102,7 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
+    prewarm_process::logs::init(cli.log_format);
     match run(cli).await {
         Ok(code) => code,
         Err(message) => {

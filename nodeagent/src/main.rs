@@ -3,11 +3,10 @@ use std::process::ExitCode;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use prewarm_process::logs::LogFormat;
 use std::future::IntoFuture;
-use std::io::IsTerminal;
 use std::sync::Arc;
-use tracing_subscriber::EnvFilter;
 
 /// The ConfigMap key of the CredentialProviderConfig, as OpenKruise's chart names it.
 const CREDENTIAL_PROVIDER_KEY: &str = "CredentialProviderPlugin.yaml";
@@ -84,12 +83,6 @@ struct RunArgs {
     log_format: LogFormat,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -100,15 +93,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> ExitCode {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match args.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
+    prewarm_process::logs::init(args.log_format);
     let client = match kube::Client::try_default().await {
         Ok(client) => client,
         Err(e) => {

@@ -1,6 +1,7 @@
 //! Process scaffolding shared by prewarm's binaries.
 
 pub mod live_gates;
+pub mod logs;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 

@@ -1,6 +1,7 @@
 //! Command-line configuration.
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+pub use prewarm_process::logs::LogFormat;
 
 use prewarm_api::caps::{self, Caps};
 
@@ -39,12 +40,6 @@ impl CapsConfig {
             max_backoff_limit: self.max_backoff_limit,
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]

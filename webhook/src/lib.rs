@@ -14,6 +14,5 @@ pub mod log_limit;
 pub mod metrics;
 pub mod review;
 pub mod server;
-pub mod telemetry;
 pub mod tls;
 pub mod validate;

@@ -5,7 +5,6 @@ use mimalloc::MiMalloc;
 use clap::Parser;
 use prewarm_webhook::cli::{Cli, Command};
 use prewarm_webhook::server::{ServeConfig, Server};
-use prewarm_webhook::telemetry;
 use prewarm_webhook::validate;
 
 /// Admission is allocation-bound (JSON in, JSON out): mimalloc is markedly
@@ -18,7 +17,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(config) => {
             let config = *config;
-            telemetry::init(cli.log_format);
+            prewarm_process::logs::init(cli.log_format);
             serve(config)
         }
         Command::Validate(args) => validate::run(args),

@@ -1,10 +1,16 @@
-//! Logging: text or JSON lines on stderr, filtered by `RUST_LOG` (default `info`).
+//! Logging for every binary: text or JSON lines on stderr, filtered by
+//! `RUST_LOG` (default `info`), colours only on a terminal.
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogFormat;
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
