@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use prewarm_api::gates::{FeatureGates, Gate};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -165,24 +165,11 @@ async fn follow(
     first_read: tokio::sync::oneshot::Sender<()>,
 ) {
     let api: Api<ConfigMap> = Api::namespaced(client, &config_map.namespace);
-    let config = watcher::Config::default().fields(&format!("metadata.name={}", config_map.name));
-    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let mut states = watcher::watch_object(api, &config_map.name).default_backoff().boxed();
     let mut first_read = Some(first_read);
-    // The value seen in the current list, applied when the list is complete.
-    let mut listed: Option<String> = None;
-    while let Some(event) = events.next().await {
-        let value = match event {
-            Ok(Event::Init) => {
-                listed = None;
-                continue;
-            }
-            Ok(Event::InitApply(object)) => {
-                listed = value_of(&object);
-                continue;
-            }
-            Ok(Event::InitDone) => listed.take(),
-            Ok(Event::Apply(object)) => value_of(&object),
-            Ok(Event::Delete(_)) => None,
+    while let Some(state) = states.next().await {
+        let value = match state {
+            Ok(object) => object.as_ref().and_then(value_of),
             Err(error) => {
                 tracing::warn!(config_map = %config_map, %error, "watching the feature gate ConfigMap; retrying");
                 continue;

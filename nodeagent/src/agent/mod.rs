@@ -131,21 +131,18 @@ pub async fn run(client: Client, cri: Cri, config: AgentConfig, shutdown: impl s
         secrets: Secrets::new(client.clone(), config.secret_namespace.clone()),
     });
     let writer = tokio::spawn(writer::write_status(api.clone(), shared.clone(), config.clone()));
-    let watch_config = watcher::Config::default().fields(&format!("metadata.name={}", config.node_name));
-    let mut events = watcher(api, watch_config).default_backoff().boxed();
-    let mut relist = Relist::default();
+    // What this node's NodeImage now is, `None` when it is gone (a relist
+    // that no longer has it included): kube's single-object watch.
+    let mut states = watcher::watch_object(api, &config.node_name).default_backoff().boxed();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            event = events.next() => match event {
-                Some(Ok(event)) => {
-                    if matches!(event, watcher::Event::InitDone) {
-                        config.metrics.watch_synced.store(true, Ordering::Relaxed);
-                    }
-                    if let Some(node_image) = relist.observe(event) {
-                        sync(&client, &cri, &config, &shared, node_image);
-                    }
+            state = states.next() => match state {
+                Some(Ok(node_image)) => {
+                    // The first answer comes once the first list is done.
+                    config.metrics.watch_synced.store(true, Ordering::Relaxed);
+                    sync(&client, &cri, &config, &shared, node_image);
                 }
                 // The stream waits with backoff before it tries again.
                 Some(Err(e)) => tracing::warn!(error = %e, "watching the NodeImage; retrying"),
@@ -157,31 +154,6 @@ pub async fn run(client: Client, cri: Cri, config: AgentConfig, shutdown: impl s
     let mut state = shared.lock();
     for running in std::mem::take(&mut state.running).into_values() {
         running.handle.abort();
-    }
-}
-
-/// Turns watch events into what the NodeImage now is: `Some(None)` when it is
-/// gone, including when a relist no longer has it (deleted while the watch was down).
-#[derive(Debug, Default)]
-struct Relist {
-    seen: bool,
-}
-
-impl Relist {
-    fn observe(&mut self, event: watcher::Event<NodeImage>) -> Option<Option<NodeImage>> {
-        match event {
-            watcher::Event::Apply(node_image) => Some(Some(node_image)),
-            watcher::Event::InitApply(node_image) => {
-                self.seen = true;
-                Some(Some(node_image))
-            }
-            watcher::Event::Delete(_) => Some(None),
-            watcher::Event::Init => {
-                self.seen = false;
-                None
-            }
-            watcher::Event::InitDone => (!self.seen).then_some(None),
-        }
     }
 }
 
@@ -242,28 +214,4 @@ fn sync(client: &Client, cri: &Cri, config: &AgentConfig, shared: &Arc<Shared>, 
     }
     drop(state);
     shared.changed.notify_one();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_relist_without_the_node_image_is_a_deletion() {
-        let node_image = NodeImage::new("node-1", NodeImageSpec::default());
-        let mut relist = Relist::default();
-        assert_eq!(relist.observe(watcher::Event::Init), None);
-        assert_eq!(
-            relist.observe(watcher::Event::InitApply(node_image.clone())),
-            Some(Some(node_image.clone()))
-        );
-        assert_eq!(relist.observe(watcher::Event::InitDone), None);
-        assert_eq!(
-            relist.observe(watcher::Event::Apply(node_image.clone())),
-            Some(Some(node_image))
-        );
-        // The watch broke, and the NodeImage was deleted before the relist.
-        assert_eq!(relist.observe(watcher::Event::Init), None);
-        assert_eq!(relist.observe(watcher::Event::InitDone), Some(None));
-    }
 }
