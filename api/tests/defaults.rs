@@ -97,3 +97,41 @@ fn node_image_keys_with_slashes_are_escaped_in_pointers() {
         json!([{"op": "add", "path": "/spec/images/myregistry:5000~1team~1app/tags/0/pullPolicy", "value": {"backoffLimit": 3, "timeoutSeconds": 600}}])
     );
 }
+
+/// The default templates are untyped JSON: every path they add must be a
+/// field of the kind's schema (a misspelt key would be a bogus patch the API
+/// server prunes), and the values must read back through the typed spec.
+#[test]
+fn every_default_is_a_field_of_the_schema_and_reads_back_typed() {
+    let meta = |kind: &str| json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": kind, "metadata": {"name": "x"}});
+    let mut job = meta("ImagePullJob");
+    job["spec"] = json!({"image": "nginx"});
+    let mut list = meta("ImageListPullJob");
+    list["spec"] = json!({"images": ["nginx"]});
+    let mut node_image = meta("NodeImage");
+    node_image["spec"] = json!({"images": {"nginx": {"tags": [{"tag": "1"}]}}});
+    for (kind, object) in [
+        (Kind::ImagePullJob, &job),
+        (Kind::ImageListPullJob, &list),
+        (Kind::NodeImage, &node_image),
+    ] {
+        let defaulted = defaulted(kind, object);
+        assert_ne!(&defaulted, object, "{kind}: nothing defaulted");
+        assert_eq!(
+            prewarm_api::schema::unknown_fields(kind, &defaulted),
+            [],
+            "{kind}: {defaulted:#}"
+        );
+    }
+    let job: prewarm_api::v1beta1::ImagePullJob = serde_json::from_value(defaulted(Kind::ImagePullJob, &job)).unwrap();
+    let pull = job.spec.pull_policy.unwrap();
+    assert_eq!((pull.timeout_seconds, pull.backoff_limit), (Some(600), Some(3)));
+    assert_eq!(job.spec.completion_policy.unwrap().type_.as_deref(), Some("Always"));
+    assert_eq!(job.spec.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    let node_image: prewarm_api::v1beta1::NodeImage =
+        serde_json::from_value(defaulted(Kind::NodeImage, &node_image)).unwrap();
+    let tag = &node_image.spec.images.unwrap()["nginx"].tags[0];
+    assert!(tag.created_at.is_some());
+    let pull = tag.pull_policy.clone().unwrap();
+    assert_eq!((pull.timeout_seconds, pull.backoff_limit), (Some(600), Some(3)));
+}
