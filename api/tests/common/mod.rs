@@ -126,3 +126,96 @@ pub fn node_image_spec() -> impl Strategy<Value = Value> {
     )
     .prop_map(|images| json!({"images": images}))
 }
+
+/// The schema of `kind`'s spec.
+pub fn spec_schema(kind: Kind) -> &'static Value {
+    &prewarm_api::schema::root(kind).expect("every kind has a schema")["properties"]["spec"]
+}
+
+/// Values of the shape `schema` describes, derived from it so that a field
+/// added to the API is generated without anyone listing it: any subset of an
+/// object's properties (and an unknown one at times), values that fit, and
+/// now and then a value of another type, a number beyond i32, a float, or a
+/// string with escapes.
+pub fn from_schema(schema: &Value) -> BoxedStrategy<Value> {
+    let fitting = fitting(schema);
+    prop_oneof![8 => fitting, 1 => field_value(), 1 => odd_value()].boxed()
+}
+
+fn odd_value() -> BoxedStrategy<Value> {
+    prop_oneof![
+        Just(json!(1.5)),
+        Just(json!(i64::from(i32::MAX) + 1)),
+        Just(json!(-1)),
+        Just(json!("a\u{e9}\"\\\u{1}")),
+        Just(json!("25%")),
+    ]
+    .boxed()
+}
+
+fn fitting(schema: &Value) -> BoxedStrategy<Value> {
+    if schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
+        return prop_oneof![any::<i32>().prop_map(Value::from), Just(json!("50%")), Just(json!("x"))].boxed();
+    }
+    match schema.get("type").and_then(Value::as_str) {
+        Some("object") => {
+            let properties: Vec<(String, BoxedStrategy<Option<Value>>)> = schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(name, property)| (name.clone(), prop::option::of(from_schema(property)).boxed()))
+                .collect();
+            let additional = schema
+                .get("additionalProperties")
+                .filter(|a| a.is_object())
+                .map(|values| prop::collection::btree_map("[a-z/~:.0-9]{1,8}", from_schema(values), 0..3).boxed());
+            let names: Vec<String> = properties.iter().map(|(name, _)| name.clone()).collect();
+            let values: Vec<BoxedStrategy<Option<Value>>> = properties.into_iter().map(|(_, v)| v).collect();
+            let unknown = prop::option::weighted(0.1, from_leaf());
+            (
+                values,
+                unknown,
+                additional.unwrap_or_else(|| Just(Default::default()).boxed()),
+            )
+                .prop_map(move |(values, unknown, extra)| {
+                    let mut object: Map<String, Value> = names
+                        .iter()
+                        .zip(values)
+                        .filter_map(|(name, value)| value.map(|v| (name.clone(), v)))
+                        .collect();
+                    object.extend(extra);
+                    if let Some(value) = unknown {
+                        object.insert("futureField".to_owned(), value);
+                    }
+                    Value::Object(object)
+                })
+                .boxed()
+        }
+        Some("array") => {
+            let items = schema.get("items").cloned().unwrap_or(Value::Null);
+            prop::collection::vec(from_schema(&items), 0..3)
+                .prop_map(Value::Array)
+                .boxed()
+        }
+        Some("integer") => prop_oneof![0i64..700, any::<i32>().prop_map(i64::from)]
+            .prop_map(Value::from)
+            .boxed(),
+        Some("boolean") => any::<bool>().prop_map(Value::from).boxed(),
+        Some("string") => match schema.get("enum").and_then(Value::as_array) {
+            Some(values) => prop::sample::select(values.clone()).boxed(),
+            None => prop_oneof![
+                Just(json!("")),
+                Just(json!("nginx:1.25")),
+                Just(json!("Always")),
+                "[a-z0-9:./-]{0,10}".prop_map(Value::from),
+            ]
+            .boxed(),
+        },
+        _ => from_leaf(),
+    }
+}
+
+fn from_leaf() -> BoxedStrategy<Value> {
+    prop_oneof![Just(Value::Null), Just(json!("")), any::<i32>().prop_map(Value::from)].boxed()
+}
