@@ -47,17 +47,29 @@ macro_rules! job_spec {
         }
 
         impl $name {
-            /// The fields shared by both job kinds.
+            /// The fields shared by both job kinds. Every field is named, so a
+            /// field added above does not compile until it is placed here too.
             pub fn template(&self) -> $crate::job::TemplateRef<'_> {
+                let Self {
+                    $field: _,
+                    pull_secrets,
+                    selector,
+                    pod_selector,
+                    parallelism,
+                    pull_policy,
+                    completion_policy,
+                    sandbox_config,
+                    image_pull_policy,
+                } = self;
                 $crate::job::TemplateRef {
-                    pull_secrets: self.pull_secrets.as_ref(),
-                    selector: self.selector.as_ref(),
-                    pod_selector: self.pod_selector.as_ref(),
-                    parallelism: self.parallelism.as_ref(),
-                    pull_policy: self.pull_policy.as_ref(),
-                    completion_policy: self.completion_policy.as_ref(),
-                    sandbox_config: self.sandbox_config.as_ref(),
-                    image_pull_policy: self.image_pull_policy.as_deref(),
+                    pull_secrets: pull_secrets.as_ref(),
+                    selector: selector.as_ref(),
+                    pod_selector: pod_selector.as_ref(),
+                    parallelism: parallelism.as_ref(),
+                    pull_policy: pull_policy.as_ref(),
+                    completion_policy: completion_policy.as_ref(),
+                    sandbox_config: sandbox_config.as_ref(),
+                    image_pull_policy: image_pull_policy.as_deref(),
                 }
             }
         }
