@@ -67,12 +67,14 @@ fn sample(pid: u32) -> Sample {
     }
 }
 
+/// The sum of the series `name` (`metric{a="x"}`) names, whatever other
+/// labels they carry: builds that add a label stay comparable.
 fn metric(text: &str, name: &str) -> f64 {
+    let prefix = name.strip_suffix('}').unwrap_or(name);
     text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+        .filter(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with([',', '}', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 async fn controller_metrics(port: u16) -> String {

@@ -13,6 +13,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::world::World;
@@ -50,6 +51,7 @@ struct ControllerLabels {
 struct WriteLabels {
     verb: &'static str,
     resource: &'static str,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,6 +63,7 @@ struct PhaseLabels {
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ReconcileLabels, Counter>,
+    reconcile_duration: Family<ControllerLabels, Histogram>,
     queue_depth: Family<ControllerLabels, Gauge>,
     writes: Family<WriteLabels, Counter>,
     jobs: Family<PhaseLabels, Gauge>,
@@ -79,8 +82,16 @@ impl Default for Metrics {
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         registry.register(
             "reconciles",
-            "Reconciles by controller and result (success, error)",
+            "Reconciles by controller and result (success, conflict, api_error, other)",
             reconciles.clone(),
+        );
+        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0])
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time of one reconcile, by controller",
+            reconcile_duration.clone(),
         );
         let queue_depth = Family::<ControllerLabels, Gauge>::default();
         registry.register("queue_depth", "Keys waiting in each work queue", queue_depth.clone());
@@ -98,6 +109,7 @@ impl Default for Metrics {
             registry: root,
             gates,
             reconciles,
+            reconcile_duration,
             queue_depth,
             writes,
             jobs,
@@ -108,19 +120,22 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn reconciled(&self, controller: ControllerName, ok: bool) {
-        let result = if ok { "success" } else { "error" };
+    /// One reconcile: how it ended (`success`, or the kind of error: `conflict`,
+    /// `api_error`, `other`) and how long it took.
+    pub fn reconciled(&self, controller: ControllerName, result: &'static str, took: std::time::Duration) {
+        let controller = controller.label();
         self.reconciles
-            .get_or_create(&ReconcileLabels {
-                controller: controller.label(),
-                result,
-            })
+            .get_or_create(&ReconcileLabels { controller, result })
             .inc();
+        self.reconcile_duration
+            .get_or_create(&ControllerLabels { controller })
+            .observe(took.as_secs_f64());
     }
 
     /// One API write; `resource` is the plural of a kind this controller writes.
-    pub fn wrote(&self, verb: &'static str, resource: &'static str) {
-        self.writes.get_or_create(&WriteLabels { verb, resource }).inc();
+    /// One write the API server answered (or not), from `api_writes`.
+    pub fn wrote(&self, verb: &'static str, resource: &'static str, result: &'static str) {
+        self.writes.get_or_create(&WriteLabels { verb, resource, result }).inc();
     }
 
     pub fn set_leader(&self, leader: bool) {

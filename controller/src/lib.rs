@@ -6,6 +6,7 @@
 //! applies its actions; `leader` the Lease; `admin` health and metrics.
 
 pub mod admin;
+pub mod api_writes;
 pub mod cached_node_image;
 pub mod changes;
 pub mod crews;

@@ -8,6 +8,7 @@ use clap::Parser;
 use kube::runtime::events::{Recorder, Reporter};
 use prewarm_api::gates::FeatureGates;
 use prewarm_controller::admin::{self, Metrics};
+use prewarm_controller::api_writes::CountWrites;
 use prewarm_controller::crews::{self, Crews, Workers};
 use prewarm_controller::leader::{Elector, LeaseConfig};
 use prewarm_controller::plan::excluded::ExcludedNodes;
@@ -126,25 +127,32 @@ fn lease_namespace(flag: Option<&str>) -> String {
         .unwrap_or_else(|| INSTALL_NAMESPACE.to_owned())
 }
 
-async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, String> {
-    let Some(path) = kubeconfig else {
-        return kube::Client::try_default()
+/// The API client, with every write counted in `metrics` (`api_writes`).
+async fn client(kubeconfig: Option<&std::path::Path>, metrics: &Arc<Metrics>) -> Result<kube::Client, String> {
+    let config = match kubeconfig {
+        None => kube::Config::infer()
             .await
-            .map_err(|e| format!("no usable Kubernetes configuration: {e}"));
+            .map_err(|e| format!("no usable Kubernetes configuration: {e}"))?,
+        Some(path) => {
+            let unusable = |e: &dyn std::fmt::Display| format!("--kubeconfig {}: {e}", path.display());
+            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| unusable(&e))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| unusable(&e))?
+        }
     };
-    let unusable = |e: &dyn std::fmt::Display| format!("--kubeconfig {}: {e}", path.display());
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| unusable(&e))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-        .await
-        .map_err(|e| unusable(&e))?;
-    kube::Client::try_from(config).map_err(|e| unusable(&e))
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| format!("building the API client: {e}"))?;
+    let counted = CountWrites {
+        metrics: metrics.clone(),
+    };
+    Ok(builder.with_layer(&counted).build())
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, String> {
-    let client = client(cli.kubeconfig.as_deref()).await?;
+    let metrics = Arc::new(Metrics::default());
+    let client = client(cli.kubeconfig.as_deref(), &metrics).await?;
     let identity = cli.identity.clone().unwrap_or_else(default_identity);
     let (world, writers) = World::new(cli.job_batch_window);
-    let metrics = Arc::new(Metrics::default());
     let listener = tokio::net::TcpListener::bind(cli.admin_listen)
         .await
         .map_err(|e| format!("binding {}: {e}", cli.admin_listen))?;

@@ -75,7 +75,9 @@ async fn node_images_follow_nodes() {
     assert!(names().await.contains("fake-nodeimage"), "a fake NodeImage is kept");
     let metrics = controller.metrics().await;
     assert!(
-        metrics.contains("prewarm_controller_api_writes_total{verb=\"create\",resource=\"nodeimages\"}"),
+        metrics.contains(
+            "prewarm_controller_api_writes_total{verb=\"create\",resource=\"nodeimages\",result=\"success\"}"
+        ),
         "{metrics}"
     );
     assert!(metrics.contains("prewarm_controller_leader 1"), "{metrics}");

@@ -37,7 +37,6 @@ pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>
     let revision = revision(&list);
     if list.metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL)) != Some(&revision) {
         let patch = json!({"metadata": {"labels": {REVISION_LABEL: revision}}});
-        ctx.metrics.wrote("patch", "imagelistpulljobs");
         let written = api
             .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -53,7 +52,7 @@ pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>
     } = lifecycle(&list, now())
     {
         if delete_now {
-            delete_after_ttl(ctx, &api, &key, list.metadata.uid.clone(), "imagelistpulljobs").await?;
+            delete_after_ttl(&api, &key, list.metadata.uid.clone(), "imagelistpulljobs").await?;
         }
         return Ok(requeue_after.map(|s| Duration::from_secs(s.unsigned_abs())));
     }
@@ -65,7 +64,7 @@ pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>
 
     let mut created = 0;
     for child in &plan.create {
-        match create_child(ctx, &jobs, &list, child, &revision).await {
+        match create_child(&jobs, &list, child, &revision).await {
             Ok(made) => created += usize::from(made),
             Err(e) => {
                 let note = format!("creating the ImagePullJob for {}: {e}", child.spec.image);
@@ -82,7 +81,6 @@ pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>
     }
     let mut failures = Vec::new();
     for name in &plan.delete {
-        ctx.metrics.wrote("delete", "imagepulljobs");
         match jobs.delete(name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(e) if is_status(&e, 404) => {}
@@ -101,13 +99,11 @@ pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>
     }
     for name in &plan.resize {
         let patch = json!({"spec": {"parallelism": list.spec.parallelism}});
-        ctx.metrics.wrote("patch", "imagepulljobs");
         jobs.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(Error::api(format!("resizing ImagePullJob {}/{name}", key.namespace)))?;
     }
     if let Some(patch) = status_patch(&list.status, &plan.status) {
-        ctx.metrics.wrote("patch", "imagelistpulljobs/status");
         let written = api
             .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(patch))
             .await
@@ -125,13 +121,11 @@ pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>
 /// name) is left alone and the child is created under a generated name.
 /// Returns whether a child was made.
 async fn create_child(
-    ctx: &Context,
     jobs: &Api<ImagePullJob>,
     list: &ImageListPullJob,
     child: &ImagePullJob,
     revision: &str,
 ) -> Result<bool, kube::Error> {
-    ctx.metrics.wrote("create", "imagepulljobs");
     let error = match jobs.create(&PostParams::default(), child).await {
         Ok(_) => return Ok(true),
         Err(e) if is_status(&e, 409) => e,
@@ -143,7 +137,6 @@ async fn create_child(
         Some(_) => {
             let mut generated = child.clone();
             generated.metadata.name = None;
-            ctx.metrics.wrote("create", "imagepulljobs");
             jobs.create(&PostParams::default(), &generated).await.map(|_| true)
         }
         // Deleted in between: the next pass creates it again.

@@ -61,7 +61,7 @@ pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>
             ctx.world.passes.forget(&key);
             release(ctx, &api, &key, &job, &pull_secrets).await?;
             if delete_now {
-                delete_after_ttl(ctx, &api, &key, job.metadata.uid.clone(), "imagepulljobs").await?;
+                delete_after_ttl(&api, &key, job.metadata.uid.clone(), "imagepulljobs").await?;
             }
             Ok(requeue_after.map(|s| Duration::from_secs(s.unsigned_abs())))
         }
@@ -214,7 +214,6 @@ async fn run(
         requeue_after = Some(requeue_after.map_or(due, |r| r.min(due)));
     } else if let Some(patch) = status_patch(&job.status, &plan.status) {
         status_written = Some(tokio::time::Instant::now());
-        ctx.metrics.wrote("patch", "imagepulljobs/status");
         let written = api
             .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(patch))
             .await
@@ -292,7 +291,6 @@ async fn set_finalizer(ctx: &Context, api: &Api<ImagePullJob>, job: &ImagePullJo
         finalizers.push(FINALIZER.to_owned());
     }
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": job.metadata.resource_version}});
-    ctx.metrics.wrote("patch", "imagepulljobs");
     let name = job.name_any();
     match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(written) => {
@@ -337,7 +335,6 @@ async fn write_entry(ctx: &Context, job: &ObjectKey, write: &EntryWrite) -> Resu
         ]);
         let patch: json_patch_kube::Patch =
             serde_json::from_value(operations).map_err(|e| Error::Other(e.to_string()))?;
-        ctx.metrics.wrote("patch", "nodeimages");
         match api.patch(&write.node, &params, &Patch::Json::<()>(patch)).await {
             Ok(object) => written = Some(object),
             Err(e) if is_status(&e, 422) => {}
@@ -356,7 +353,6 @@ async fn write_entry(ctx: &Context, job: &ObjectKey, write: &EntryWrite) -> Resu
                 "metadata": {"resourceVersion": write.base_resource_version},
                 "spec": {"images": {&write.image: entry}},
             });
-            ctx.metrics.wrote("patch", "nodeimages");
             match api.patch(&write.node, &params, &Patch::Merge(&patch)).await {
                 Ok(object) => object,
                 Err(e) if is_status(&e, 404) => return Ok(()),

@@ -71,6 +71,15 @@ impl Error {
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::Api { source: kube::Error::Api(s), .. } if s.code == 409)
     }
+
+    /// The `result` label of a failed reconcile: a closed set.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            _ if self.is_conflict() => "conflict",
+            Self::Api { .. } => "api_error",
+            Self::Other(_) => "other",
+        }
+    }
 }
 
 pub fn is_status(error: &kube::Error, code: u16) -> bool {
@@ -133,7 +142,6 @@ impl Context {
             note: Some(note),
             secondary: None,
         };
-        self.metrics.wrote("create", "events");
         if let Err(e) = self.recorder.publish(&event, regarding).await {
             tracing::warn!(reason, error = %e, "could not publish an event");
         }
@@ -143,7 +151,6 @@ impl Context {
 /// Deletes a finished job whose TTL ran out, conditional on its uid (a job
 /// made again under the same name is not touched); already gone is fine.
 pub async fn delete_after_ttl<K>(
-    ctx: &Context,
     api: &Api<K>,
     key: &ObjectKey,
     uid: Option<String>,
@@ -159,7 +166,6 @@ where
         }),
         ..DeleteParams::background()
     };
-    ctx.metrics.wrote("delete", resource);
     match api.delete(&key.name, &params).await {
         Ok(_) => Ok(()),
         Err(e) if is_status(&e, 404) => Ok(()),
@@ -202,13 +208,16 @@ pub async fn run_workers<K, F, Fut>(
                 key = queue.next() => key,
                 _ = stop.wait_for(|stopped| *stopped) => return,
             };
-            let outcome = match reconcile(key.clone()).await {
+            let started = std::time::Instant::now();
+            let result = reconcile(key.clone()).await;
+            let took = started.elapsed();
+            let outcome = match result {
                 Ok(requeue) => {
-                    metrics.reconciled(controller, true);
+                    metrics.reconciled(controller, "success", took);
                     Outcome::Success(requeue)
                 }
                 Err(e) => {
-                    metrics.reconciled(controller, false);
+                    metrics.reconciled(controller, e.kind(), took);
                     if e.is_conflict() {
                         tracing::debug!(%key, error = %e, "conflict; retrying");
                     } else {

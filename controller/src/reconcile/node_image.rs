@@ -76,7 +76,6 @@ pub async fn reconcile(ctx: &Context, name: String) -> Result<Option<Duration>, 
                 "metadata": {"name": name, "labels": labels}, "spec": {},
             }))
             .map_err(|e| Error::Other(e.to_string()))?;
-            ctx.metrics.wrote("create", "nodeimages");
             match api.create(&PostParams::default(), &object).await {
                 Ok(_) => Ok(None),
                 Err(e) if is_status(&e, 409) => Ok(None),
@@ -92,7 +91,6 @@ pub async fn reconcile(ctx: &Context, name: String) -> Result<Option<Duration>, 
                 }),
                 ..Default::default()
             };
-            ctx.metrics.wrote("delete", "nodeimages");
             match api.delete(&name, &params).await {
                 Ok(_) => Ok(None),
                 Err(e) if is_status(&e, 404) => Ok(None),
@@ -149,10 +147,8 @@ async fn patch(
     let name = current.metadata.name.clone().unwrap_or_default();
     let params = PatchParams::default();
     let written = if status {
-        ctx.metrics.wrote("patch", "nodeimages/status");
         api.patch_status(&name, &params, &Patch::Merge(&diff)).await
     } else {
-        ctx.metrics.wrote("patch", "nodeimages");
         api.patch(&name, &params, &Patch::Merge(&diff)).await
     }
     .map_err(Error::api(format!("updating NodeImage {name}")))?;

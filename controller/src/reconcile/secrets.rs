@@ -83,7 +83,6 @@ pub async fn sync(ctx: &Context, job: JobSecrets<'_>) -> Result<Synced, Error> {
                     data: Some(source.data.clone()),
                     ..Default::default()
                 };
-                ctx.metrics.wrote("create", "secrets");
                 match api.create(&PostParams::default(), &copy_secret).await {
                     Ok(_) => written.push(copy),
                     // Made by an earlier pass the cache has not shown yet: the
@@ -110,7 +109,6 @@ pub async fn sync(ctx: &Context, job: JobSecrets<'_>) -> Result<Synced, Error> {
                     "resourceVersion": copy_version(copy),
                     "annotations": {REFERENCES: references},
                 }});
-                ctx.metrics.wrote("patch", "secrets");
                 api.patch(copy, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                     .map_err(Error::api(format!(
@@ -140,7 +138,6 @@ pub async fn sync(ctx: &Context, job: JobSecrets<'_>) -> Result<Synced, Error> {
                 ]);
                 let patch: json_patch_kube::Patch =
                     serde_json::from_value(operations).map_err(|e| Error::Other(e.to_string()))?;
-                ctx.metrics.wrote("patch", "secrets");
                 match api
                     .patch(copy, &PatchParams::default(), &Patch::Json::<()>(patch))
                     .await
@@ -167,7 +164,6 @@ pub async fn sync(ctx: &Context, job: JobSecrets<'_>) -> Result<Synced, Error> {
                     }),
                     ..Default::default()
                 };
-                ctx.metrics.wrote("delete", "secrets");
                 match api.delete(copy, &params).await {
                     Ok(_) => {}
                     Err(e) if is_status(&e, 404) => {}
