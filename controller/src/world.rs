@@ -404,6 +404,13 @@ pub fn not_ready_since(node: &Node) -> Option<Timestamp> {
     )
 }
 
+/// A resourceVersion as a number to order writes by, where it is one:
+/// resourceVersions are opaque (kube-apiserver's are etcd revisions), and
+/// where they are not numbers nothing is awaited.
+pub fn revision(resource_version: Option<&str>) -> Option<u64> {
+    resource_version?.parse().ok()
+}
+
 /// Written resourceVersions the caches have not shown yet.
 #[derive(Debug, Default)]
 pub struct Expectations {
@@ -418,10 +425,9 @@ impl Expectations {
         }
     }
 
-    /// After a write that returned `resource_version`. resourceVersions are
-    /// opaque; where they are not numbers, nothing is awaited.
+    /// After a write that returned `resource_version`.
     pub fn expect(&self, key: String, resource_version: Option<&str>) {
-        if let Some(version) = resource_version.and_then(|v| v.parse::<u64>().ok()) {
+        if let Some(version) = revision(resource_version) {
             self.lock().insert(key, version);
         }
     }
@@ -432,7 +438,7 @@ impl Expectations {
         let Some(expected) = pending.get(key).copied() else {
             return true;
         };
-        let reached = cached.and_then(|c| c.parse::<u64>().ok()).is_none_or(|c| c >= expected);
+        let reached = revision(cached).is_none_or(|c| c >= expected);
         if reached {
             pending.remove(key);
         }
@@ -470,7 +476,7 @@ impl PendingWrites {
     }
 
     pub fn expect(&self, job: &str, node: &str, resource_version: Option<&str>) {
-        if let Some(version) = resource_version.and_then(|v| v.parse::<u64>().ok()) {
+        if let Some(version) = revision(resource_version) {
             self.lock()
                 .entry(job.to_owned())
                 .or_default()

@@ -114,7 +114,7 @@ async fn run(
     let cached_version = |node: &str| {
         ctx.world
             .node_image(node)
-            .and_then(|n| n.metadata.resource_version.as_deref()?.parse().ok())
+            .and_then(|n| crate::world::revision(n.metadata.resource_version.as_deref()))
     };
     if !ctx.world.pending_writes.settled(&key.to_string(), cached_version) {
         return Ok(Some(EXPECTATION_RETRY));
@@ -324,17 +324,23 @@ async fn write_entry(ctx: &Context, job: &ObjectKey, write: &EntryWrite) -> Resu
     let mut written = None;
     let has_images = write.base.is_some() || write.base_has_images;
     if has_images {
-        let path = format!("/spec/images/{}", write.image.replace('~', "~0").replace('/', "~1"));
+        use json_patch_kube::{AddOperation, PatchOperation, TestOperation};
+        // Image names hold `/` (and may hold `~`): the pointer escapes them.
+        let path = json_patch_kube::jsonptr::PointerBuf::from_tokens(["spec", "images", write.image.as_str()]);
         let base = match &write.base {
             Some(base) => to_value(base)?,
             None => serde_json::Value::Null,
         };
-        let operations = json!([
-            {"op": "test", "path": path, "value": base},
-            {"op": "add", "path": path, "value": new},
+        let patch = json_patch_kube::Patch(vec![
+            PatchOperation::Test(TestOperation {
+                path: path.clone(),
+                value: base,
+            }),
+            PatchOperation::Add(AddOperation {
+                path,
+                value: new.clone(),
+            }),
         ]);
-        let patch: json_patch_kube::Patch =
-            serde_json::from_value(operations).map_err(|e| Error::Other(e.to_string()))?;
         match api.patch(&write.node, &params, &Patch::Json::<()>(patch)).await {
             Ok(object) => written = Some(object),
             Err(e) if is_status(&e, 422) => {}
