@@ -117,6 +117,12 @@ async fn the_gate_refuses_new_jobs_idles_the_controller_and_turns_on_without_a_r
     tokio::task::block_in_place(|| {
         assert!(e2e.apply(&e2e.seed("02-imagepulljob-names.yaml", "before")).ok);
         e2e.wait_job("imagepulljob", "before", MINUTE, completed);
+        // A job that never finishes holds its finalizer until reconcile releases it.
+        let running = job("running", &nginx, &["node-1"], "").replace("type: Always", "type: Never");
+        assert!(e2e.apply(&running).ok);
+        wait_until("the running job's finalizer", MINUTE, || {
+            e2e.get(&["imagepulljob", "running"])["metadata"]["finalizers"].is_array()
+        });
     });
     tokio::task::block_in_place(|| e2e.cluster.set_gate(false));
     let refused = tokio::task::block_in_place(|| e2e.apply(&e2e.seed("02-imagepulljob-names.yaml", "after")));
@@ -126,10 +132,10 @@ async fn the_gate_refuses_new_jobs_idles_the_controller_and_turns_on_without_a_r
         refused.stderr
     );
     tokio::task::block_in_place(|| {
-        e2e.kubectl.ok(&["delete", "imagepulljob", "before", "--wait=false"]);
+        e2e.kubectl.ok(&["delete", "imagepulljob", "running", "--wait=false"]);
         // Job reconcile idles: nobody removes the finalizer while the gate is off.
         std::thread::sleep(Duration::from_secs(2));
-        let waiting = e2e.get(&["imagepulljob", "before"]);
+        let waiting = e2e.get(&["imagepulljob", "running"]);
         assert!(waiting["metadata"]["deletionTimestamp"].is_string(), "{waiting:#}");
         // A misspelt value keeps the gates in force (off), and says so on the ConfigMap.
         let typo = r#"{"data":{"featureGates":"ImagePullJobGate=ture"}}"#;
@@ -162,7 +168,7 @@ async fn the_gate_refuses_new_jobs_idles_the_controller_and_turns_on_without_a_r
         e2e.cluster.set_gate(true);
         // The idle controller resumes: the deleted job goes.
         wait_until("the deleted job to go", MINUTE, || {
-            !e2e.kubectl.run(&["get", "imagepulljob", "before"]).ok
+            !e2e.kubectl.run(&["get", "imagepulljob", "running"]).ok
         });
         let events = e2e.events_of("prewarm-feature-gates");
         assert!(events.contains("ImagePullJobGate turned on"), "{events}");
