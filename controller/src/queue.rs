@@ -81,6 +81,14 @@ impl<K: Ord + Clone + std::hash::Hash> Queue<K> {
         self.add_after(key, Duration::ZERO);
     }
 
+    /// Takes every waiting key out, whatever its due time: what a test sees queued.
+    #[cfg(test)]
+    pub fn take_all(&self) -> Vec<K> {
+        let mut state = self.lock();
+        state.order.clear();
+        std::mem::take(&mut state.due).into_keys().collect()
+    }
+
     /// Keys waiting (not counting those being worked on).
     pub fn len(&self) -> usize {
         self.lock().due.len()
