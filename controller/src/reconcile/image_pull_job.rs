@@ -324,14 +324,14 @@ async fn write_entry(ctx: &Context, job: &ObjectKey, write: &EntryWrite) -> Resu
     let mut written = None;
     let has_images = write.base.is_some() || write.base_has_images;
     if has_images {
-        use json_patch_kube::{AddOperation, PatchOperation, TestOperation};
+        use json_patch::{AddOperation, PatchOperation, TestOperation};
         // Image names hold `/` (and may hold `~`): the pointer escapes them.
-        let path = json_patch_kube::jsonptr::PointerBuf::from_tokens(["spec", "images", write.image.as_str()]);
+        let path = json_patch::jsonptr::PointerBuf::from_tokens(["spec", "images", write.image.as_str()]);
         let base = match &write.base {
             Some(base) => to_value(base)?,
             None => serde_json::Value::Null,
         };
-        let patch = json_patch_kube::Patch(vec![
+        let patch = json_patch::Patch(vec![
             PatchOperation::Test(TestOperation {
                 path: path.clone(),
                 value: base,

@@ -136,7 +136,7 @@ pub async fn sync(ctx: &Context, job: JobSecrets<'_>) -> Result<Synced, Error> {
                     {"op": "add", "path": "/metadata/annotations", "value": copy_annotations(&source, references, &mode)},
                     {"op": "add", "path": "/data", "value": source.data},
                 ]);
-                let patch: json_patch_kube::Patch =
+                let patch: json_patch::Patch =
                     serde_json::from_value(operations).map_err(|e| Error::Other(e.to_string()))?;
                 match api
                     .patch(copy, &PatchParams::default(), &Patch::Json::<()>(patch))
