@@ -1,4 +1,3 @@
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -156,7 +155,12 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     let listener = tokio::net::TcpListener::bind(cli.admin_listen)
         .await
         .map_err(|e| format!("binding {}: {e}", cli.admin_listen))?;
-    let admin = tokio::spawn(axum::serve(listener, admin::router(metrics.clone(), world.clone())).into_future());
+    let admin = tokio::spawn(prewarm_process::admin_server::serve(
+        listener,
+        admin::router(metrics.clone(), world.clone()),
+        prewarm_process::admin_server::MAX_CONNECTIONS,
+        std::future::pending(),
+    ));
     let watches = world::watch(&client, &world, writers);
     let (mut gates, gates_watch) = match &cli.feature_gates_config_map {
         Some(config_map) => {

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use prewarm_process::logs::LogFormat;
-use std::future::IntoFuture;
 use std::sync::Arc;
 
 /// The ConfigMap key of the CredentialProviderConfig, as OpenKruise's chart names it.
@@ -124,7 +123,12 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let health = tokio::spawn(axum::serve(listener, health::router(metrics.clone())).into_future());
+    let health = tokio::spawn(prewarm_process::admin_server::serve(
+        listener,
+        health::router(metrics.clone()),
+        prewarm_process::admin_server::MAX_CONNECTIONS,
+        std::future::pending(),
+    ));
     let config = AgentConfig {
         node_name: args.node_name,
         metrics,

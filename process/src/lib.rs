@@ -1,6 +1,10 @@
 //! Process scaffolding shared by prewarm's binaries.
 
+pub mod accept;
+pub mod admin_server;
+pub mod idle;
 pub mod live_gates;
+pub mod log_limit;
 pub mod logs;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};

@@ -21,10 +21,10 @@ use prewarm_api::admission::Policy;
 use prewarm_api::gates::FeatureGates;
 
 use crate::limits::{BUDGET_WAIT, Budget, Held, LimitsConfig, MAX_REQUEST_TIMEOUT, SMALL_BODY};
-use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::review::{self, Route};
 use prewarm_api::duration;
+use prewarm_process::log_limit::LogLimit;
 
 /// The largest request body: two 3 MiB objects (object and oldObject) plus the envelope.
 pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;

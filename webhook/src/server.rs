@@ -17,7 +17,6 @@ use std::time::Duration;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use prewarm_api::admission::Policy;
 use prewarm_api::gates::FeatureGates;
 use prewarm_process::live_gates::{self, ConfigMapRef, LiveGates};
@@ -26,15 +25,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::accept::accept_until;
 use crate::admit::{Admission, AdmitState};
 use crate::bootstrap::{self, BootstrapError, Certificates};
 use crate::cluster_certs::{self, ClusterCertError, Pass, SecretSource, SecretSourceConfig};
 use crate::health::{self, HealthState};
-use crate::idle::IdleTimeout;
 use crate::limits::{self, FIRST_REQUEST_DEADLINE, LimitsConfig};
 use crate::metrics::{CaChangeLabels, Metrics, ReloadLabels};
 use crate::tls::{self, CertStore, Reload, TlsError};
+use prewarm_process::accept::accept_until;
+use prewarm_process::idle::IdleTimeout;
 
 /// How long a client has to send a request's headers once it starts (HTTP/1.1).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,8 +47,6 @@ const HTTP2_MAX_HEADER_LIST: u32 = 64 * 1024;
 /// HTTP/2 keep-alive: a peer that does not answer a ping in time is dropped.
 const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
-/// Health connections: short-lived probes and scrapes.
-const HEALTH_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `prewarm-webhook serve` flags.
 #[derive(Clone, Debug, clap::Args)]
@@ -296,7 +293,7 @@ impl Server {
         });
         let health_addr = health_listener.local_addr().unwrap_or(config.health_listen);
         let (health_stop_tx, health_stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let health = tokio::spawn(serve_health(
+        let health = tokio::spawn(prewarm_process::admin_server::serve(
             health_listener,
             health::router(health_state.clone()),
             config.limits.max_health_connections,
@@ -454,30 +451,6 @@ where
         self.seen.store(true, Ordering::Relaxed);
         self.inner.call(request)
     }
-}
-
-/// The plain-HTTP health listener: HTTP/1.1 only, few connections, and silent
-/// ones closed, so probes keep working while the webhook port is under attack.
-async fn serve_health(
-    listener: TcpListener,
-    router: axum::Router,
-    max_connections: usize,
-    stop: impl Future<Output = ()>,
-) {
-    let service = TowerToHyperService::new(router);
-    let mut http1 = http1::Builder::new();
-    http1.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    let http1 = Arc::new(http1);
-    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
-    let serve = |tcp: TcpStream, slot: OwnedSemaphorePermit| {
-        let (http1, service) = (http1.clone(), service.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            let io = TokioIo::new(IdleTimeout::new(tcp, HEALTH_IDLE_TIMEOUT));
-            let _ = http1.serve_connection(io, service).await;
-        });
-    };
-    accept_until(&listener, stop, &slots, &serve).await;
 }
 
 /// Applies the live gates to admission and metrics now and on every change;
