@@ -308,9 +308,6 @@ async fn a_node_agent_s_token_writes_only_its_own_node_s_status() {
         as_agent_of(node, &["replace", "--subresource=status", "-f", file.to_str().unwrap()])
     };
     tokio::task::block_in_place(|| {
-        wait_until("NodeImages for node-1 and node-2", MINUTE, || {
-            e2e.kubectl.run(&["get", "nodeimage", "node-1", "node-2"]).ok
-        });
         let image = e2e.cluster.image("nginx:1.9.1");
         assert!(e2e.apply(&job("on-node-2", &image, &["node-2"], "")).ok);
         e2e.wait_job("imagepulljob", "on-node-2", MINUTE, completed);

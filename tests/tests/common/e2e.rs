@@ -27,10 +27,17 @@ pub fn binaries() -> PathBuf {
         .to_owned()
 }
 
+/// A local cluster of three nodes, up once the controller has made each
+/// node's NodeImage (tests that read a node's NodeImage start from there).
 pub async fn up(gate_on: bool) -> E2e {
     let dir = tempfile::tempdir().unwrap();
     let cluster = LocalCluster::start(dir.path(), &binaries(), 3, gate_on).await;
     let kubectl = Kubectl::new(&cluster.api);
+    tokio::task::block_in_place(|| {
+        wait_until("a NodeImage for each node", MINUTE, || {
+            kubectl.run(&["get", "nodeimage", "node-1", "node-2", "node-3"]).ok
+        })
+    });
     E2e {
         cluster,
         kubectl,
