@@ -38,6 +38,22 @@ where
         .unwrap();
 }
 
+/// `prewarm-nodeagent run` for node-1 on the fake runtime at `socket`.
+fn agent_on_node_1(kubeconfig: &Path, socket: &Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_prewarm-nodeagent"));
+    command
+        .env("KUBECONFIG", kubeconfig)
+        .args([
+            "run",
+            "--node-name=node-1",
+            "--health-listen=127.0.0.1:0",
+            "--status-interval-ms=50",
+        ])
+        .arg(format!("--cri-socket={}", socket.display()))
+        .kill_on_drop(true);
+    command
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_works_under_its_shipped_rbac_and_needs_every_rule() {
     let api_server = TestApi::start(Options::default()).await.unwrap();
@@ -98,18 +114,7 @@ async fn the_agent_works_under_its_shipped_rbac_and_needs_every_rule() {
     .await;
     let kubeconfig = dir.path().join("agent-kubeconfig");
     std::fs::write(&kubeconfig, api_server.kubeconfig_for(ACCOUNT.0, ACCOUNT.1)).unwrap();
-    let mut agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_prewarm-nodeagent"))
-        .env("KUBECONFIG", &kubeconfig)
-        .args([
-            "run",
-            "--node-name=node-1",
-            "--health-listen=127.0.0.1:0",
-            "--status-interval-ms=50",
-        ])
-        .arg(format!("--cri-socket={}", fake.socket.display()))
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut agent = agent_on_node_1(&kubeconfig, &fake.socket).spawn().unwrap();
 
     let started = std::time::Instant::now();
     let status = loop {
@@ -204,19 +209,10 @@ async fn a_credential_provider_config_is_read_from_its_config_map() {
     let kubeconfig = dir.path().join("kubeconfig");
     api_server.write_kubeconfig(&kubeconfig).unwrap();
     let agent = |config_map: &str| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_prewarm-nodeagent"))
-            .env("KUBECONFIG", &kubeconfig)
-            .args([
-                "run",
-                "--node-name=node-1",
-                "--health-listen=127.0.0.1:0",
-                "--status-interval-ms=50",
-            ])
-            .arg(format!("--cri-socket={}", fake.socket.display()))
+        agent_on_node_1(&kubeconfig, &fake.socket)
             .arg(format!("--credential-provider-config-map={config_map}"))
             .arg(format!("--credential-provider-bin-dir={}", bin_dir.display()))
             .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .unwrap()
     };

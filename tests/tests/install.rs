@@ -316,8 +316,16 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> u16 {
     answer.split(' ').nth(1).unwrap().parse().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_forced_ca_rotation_under_load_loses_no_request() {
+/// An overlay applied to a TLS test API server, and a kubeconfig of the
+/// webhook's shipped ServiceAccount for replicas to run as.
+struct Installed {
+    api: std::sync::Arc<TestApi>,
+    kubectl: Kubectl,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+async fn installed(overlay: &str) -> Installed {
     let api = std::sync::Arc::new(
         TestApi::start(Options {
             tls: true,
@@ -328,9 +336,25 @@ async fn a_forced_ca_rotation_under_load_loses_no_request() {
     );
     let kubectl = Kubectl::new(&api);
     let dir = tempfile::tempdir().unwrap();
-    tokio::task::block_in_place(|| apply_k(&kubectl, "manifests/overlays/image-pull-job-gate"));
+    tokio::task::block_in_place(|| apply_k(&kubectl, overlay));
     let kubeconfig = dir.path().join("webhook-kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig_for("prewarm-system", "prewarm-webhook")).unwrap();
+    Installed {
+        api,
+        kubectl,
+        dir,
+        kubeconfig,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forced_ca_rotation_under_load_loses_no_request() {
+    let Installed {
+        api,
+        kubectl,
+        dir,
+        kubeconfig,
+    } = installed("manifests/overlays/image-pull-job-gate").await;
     // A CA lives 24 s: the next is staged 8 s in, and signs 2 s later.
     let fast = |config: &mut ServeConfig| {
         let secret = &mut config.secret_source;
@@ -512,19 +536,12 @@ fn gates_config_map(value: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn toggled_gates_reach_every_replica_within_two_seconds() {
     const BOUND: Duration = Duration::from_secs(2);
-    let api = std::sync::Arc::new(
-        TestApi::start(Options {
-            tls: true,
-            ..Options::default()
-        })
-        .await
-        .unwrap(),
-    );
-    let kubectl = Kubectl::new(&api);
-    let dir = tempfile::tempdir().unwrap();
-    tokio::task::block_in_place(|| apply_k(&kubectl, "manifests/base"));
-    let kubeconfig = dir.path().join("webhook-kubeconfig");
-    std::fs::write(&kubeconfig, api.kubeconfig_for("prewarm-system", "prewarm-webhook")).unwrap();
+    let Installed {
+        api,
+        kubectl: _kubectl,
+        dir,
+        kubeconfig,
+    } = installed("manifests/base").await;
     let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
     let ((a, a_certs), (b, _)) = tokio::join!(
         replica(&a_dir, &kubeconfig, |_| {}),
