@@ -57,12 +57,14 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn image_pull_job_defaulting_is_additive_and_idempotent(spec in job_spec()) {
+    fn image_pull_job_defaulting_is_additive_and_idempotent(spec in from_schema(spec_schema(Kind::ImagePullJob))) {
         check_kind(Kind::ImagePullJob, spec);
     }
 
     #[test]
-    fn image_list_pull_job_defaulting_is_additive_and_idempotent(spec in job_spec()) {
+    fn image_list_pull_job_defaulting_is_additive_and_idempotent(
+        spec in from_schema(spec_schema(Kind::ImageListPullJob)),
+    ) {
         check_kind(Kind::ImageListPullJob, spec);
     }
 

@@ -56,16 +56,6 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn image_pull_job_specs_read_alike(spec in job_spec(), old in job_spec()) {
-        check_forms(Kind::ImagePullJob, &spec, &old);
-    }
-
-    #[test]
-    fn image_list_pull_job_specs_read_alike(spec in job_spec(), old in job_spec()) {
-        check_forms(Kind::ImageListPullJob, &spec, &old);
-    }
-
-    #[test]
     fn node_image_specs_read_alike(spec in node_image_spec()) {
         check_forms(Kind::NodeImage, &spec, &Value::Null);
     }

@@ -72,27 +72,6 @@ pub fn field_value() -> impl Strategy<Value = Value> {
     })
 }
 
-/// A spec with any subset of the known fields and some unknown ones.
-pub fn job_spec() -> impl Strategy<Value = Value> {
-    let keys = [
-        "image",
-        "completionPolicy",
-        "pullPolicy",
-        "imagePullPolicy",
-        "parallelism",
-        "x-unknown",
-        "futureField",
-    ];
-    prop::collection::vec(prop::option::of(field_value()), keys.len()).prop_map(move |values| {
-        let spec: Map<String, Value> = keys
-            .iter()
-            .zip(values)
-            .filter_map(|(key, value)| value.map(|v| ((*key).to_owned(), v)))
-            .collect();
-        Value::Object(spec)
-    })
-}
-
 pub fn tag() -> impl Strategy<Value = Value> {
     (
         prop::option::of(field_value()),
