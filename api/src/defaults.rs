@@ -10,9 +10,12 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use crate::job::{COMPLETION_ALWAYS, PULL_IF_NOT_PRESENT};
+use serde::Serialize;
+
+use crate::job::{COMPLETION_ALWAYS, CompletionPolicy, PULL_IF_NOT_PRESENT, PullPolicy};
+use crate::node_image::ImageTagPullPolicy;
 use crate::spec::Spec;
 use crate::text::Key;
 
@@ -22,18 +25,38 @@ pub const DEFAULT_BACKOFF_LIMIT: i32 = 3;
 /// `completionPolicy.type=Always`, `pullPolicy{timeoutSeconds 600, backoffLimit 3}`
 /// and `imagePullPolicy=IfNotPresent`.
 pub fn image_pull_job(spec: Spec<'_>) -> Vec<PatchOperation> {
-    static TEMPLATE: LazyLock<Value> = LazyLock::new(|| {
-        let mut template = job_template();
-        template["imagePullPolicy"] = json!(PULL_IF_NOT_PRESENT);
-        template
-    });
+    static TEMPLATE: LazyLock<Value> = LazyLock::new(|| job_template(Some(PULL_IF_NOT_PRESENT)));
     spec_defaults(spec, &TEMPLATE)
 }
 
 /// As ImagePullJob but without `imagePullPolicy`: each child ImagePullJob gets it.
 pub fn image_list_pull_job(spec: Spec<'_>) -> Vec<PatchOperation> {
-    static TEMPLATE: LazyLock<Value> = LazyLock::new(job_template);
+    static TEMPLATE: LazyLock<Value> = LazyLock::new(|| job_template(None));
     spec_defaults(spec, &TEMPLATE)
+}
+
+/// What defaulting adds to a job spec, in the spec's own types (a test
+/// checks every path against the kind's schema).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JobDefaults {
+    completion_policy: CompletionPolicy,
+    pull_policy: PullPolicy,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_pull_policy: Option<&'static str>,
+}
+
+/// What defaulting adds to each NodeImage tag.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TagDefaults<'a> {
+    created_at: &'a Time,
+    pull_policy: ImageTagPullPolicy,
+}
+
+/// Serialising these plain structs cannot fail; `Null` adds nothing.
+fn template(defaults: &impl Serialize) -> Value {
+    serde_json::to_value(defaults).unwrap_or(Value::Null)
 }
 
 /// Every tag of every image gets `createdAt` (`now`) and
@@ -47,9 +70,13 @@ pub fn node_image(spec: Spec<'_>, now: &Time) -> Vec<PatchOperation> {
     let Some(images) = spec.get("images").and_then(Value::as_object) else {
         return operations;
     };
-    let template = json!({
-        "createdAt": now,
-        "pullPolicy": {"timeoutSeconds": DEFAULT_TIMEOUT_SECONDS, "backoffLimit": DEFAULT_BACKOFF_LIMIT},
+    let template = template(&TagDefaults {
+        created_at: now,
+        pull_policy: ImageTagPullPolicy {
+            timeout_seconds: Some(DEFAULT_TIMEOUT_SECONDS),
+            backoff_limit: Some(DEFAULT_BACKOFF_LIMIT),
+            ..ImageTagPullPolicy::default()
+        },
     });
     for (name, image) in images {
         let Some(tags) = image.get("tags").and_then(Value::as_array) else {
@@ -64,10 +91,17 @@ pub fn node_image(spec: Spec<'_>, now: &Time) -> Vec<PatchOperation> {
     operations
 }
 
-fn job_template() -> Value {
-    json!({
-        "completionPolicy": {"type": COMPLETION_ALWAYS},
-        "pullPolicy": {"timeoutSeconds": DEFAULT_TIMEOUT_SECONDS, "backoffLimit": DEFAULT_BACKOFF_LIMIT},
+fn job_template(image_pull_policy: Option<&'static str>) -> Value {
+    template(&JobDefaults {
+        completion_policy: CompletionPolicy {
+            type_: Some(COMPLETION_ALWAYS.to_owned()),
+            ..CompletionPolicy::default()
+        },
+        pull_policy: PullPolicy {
+            timeout_seconds: Some(DEFAULT_TIMEOUT_SECONDS),
+            backoff_limit: Some(DEFAULT_BACKOFF_LIMIT),
+        },
+        image_pull_policy,
     })
 }
 
