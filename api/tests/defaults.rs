@@ -100,9 +100,10 @@ fn node_image_keys_with_slashes_are_escaped_in_pointers() {
     );
 }
 
-/// The default templates are untyped JSON: every path they add must be a
-/// field of the kind's schema (a misspelt key would be a bogus patch the API
-/// server prunes), and the values must read back through the typed spec.
+/// The default templates are small serialised structs: every path they add
+/// must be a field of the kind's schema (a misspelt name would be a bogus
+/// patch the API server prunes), and the values must read back through the
+/// typed spec.
 #[test]
 fn every_default_is_a_field_of_the_schema_and_reads_back_typed() {
     let meta = |kind: &str| json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": kind, "metadata": {"name": "x"}});
