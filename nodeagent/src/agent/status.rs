@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prewarm_api::node_image::{ImageStatus, ImageTagStatus, NodeImageStatus};
+use prewarm_api::node_status::MAX_MESSAGE_CHARS;
 use prewarm_api::v1beta1::NodeImageSpec;
 
 use super::plan::{TagKey, desired};
@@ -74,7 +75,7 @@ pub fn status(
                 completion_time: s.completion_time.clone(),
                 version: Some(version),
                 image_id: s.image_id.clone(),
-                message: s.message.clone(),
+                message: s.message.as_deref().map(within_bound),
             });
         let adopted = || {
             stored
@@ -110,5 +111,28 @@ pub fn status(
         waiting: Some(counts[3]),
         image_statuses: (!images.is_empty()).then_some(images),
         first_sync_status: stored.and_then(|s| s.first_sync_status.clone()),
+    }
+}
+
+/// A message as long as the webhook lets a status carry (longer ones would
+/// make the whole status write refused), cut with an ellipsis.
+fn within_bound(message: &str) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS - 1) {
+        Some((cut, _)) if message[cut..].chars().nth(1).is_some() => format!("{}…", &message[..cut]),
+        _ => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_stay_within_what_the_webhook_accepts() {
+        let exact = "é".repeat(MAX_MESSAGE_CHARS);
+        assert_eq!(within_bound(&exact), exact);
+        let long = within_bound(&"é".repeat(MAX_MESSAGE_CHARS + 1));
+        assert_eq!(long.chars().count(), MAX_MESSAGE_CHARS);
+        assert!(long.ends_with('…'));
     }
 }
