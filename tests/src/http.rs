@@ -66,58 +66,9 @@ impl AppState {
         target.fields.add_warnings(warnings);
         let admitted = admitted?;
         if let Some(object) = &admitted {
-            self.pod_security(target, operation, namespace, object)?;
+            crate::pod_security::admit(&self.store, target, operation, namespace, object)?;
         }
         Ok(admitted)
-    }
-
-    /// The PodSecurity admission plugin: a new Pod that violates its
-    /// namespace's `enforce` level is refused; Pods and workload templates
-    /// that violate its `warn` level get a warning.
-    fn pod_security(
-        &self,
-        target: &Target,
-        operation: Operation,
-        namespace: &str,
-        object: &Value,
-    ) -> Result<(), ApiError> {
-        let template = match (target.rt.group.as_str(), target.rt.kind.as_str()) {
-            ("", "Pod") => "/spec",
-            ("apps", "Deployment" | "DaemonSet" | "StatefulSet" | "ReplicaSet") | ("batch", "Job") => {
-                "/spec/template/spec"
-            }
-            ("batch", "CronJob") => "/spec/jobTemplate/spec/template/spec",
-            _ => return Ok(()),
-        };
-        if target.subresource.is_some() || !matches!(operation, Operation::Create | Operation::Update) {
-            return Ok(());
-        }
-        let Some(pod) = object.pointer(template) else {
-            return Ok(());
-        };
-        let labels = self
-            .store
-            .resource_type("", "v1", "namespaces")
-            .and_then(|rt| self.store.get(&rt, "", namespace).ok());
-        let name = object
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if template == "/spec"
-            && operation == Operation::Create
-            && let Some(level) = crate::pod_security::level_of(labels.as_ref(), "enforce")
-            && let Some(verdict) = crate::pod_security::verdict(level, pod)
-        {
-            return Err(ApiError::forbidden(format!(
-                "pods {name:?} is forbidden: violates {verdict}"
-            )));
-        }
-        if let Some(level) = crate::pod_security::level_of(labels.as_ref(), "warn")
-            && let Some(verdict) = crate::pod_security::verdict(level, pod)
-        {
-            target.fields.add_warnings(vec![format!("would violate {verdict}")]);
-        }
-        Ok(())
     }
 }
 
@@ -135,15 +86,7 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
         Ok(bytes) => bytes,
         Err(e) => return ApiError::bad_request(format!("reading the body: {e}")).into_response(),
     };
-    let query: HashMap<String, String> = parts
-        .uri
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-        .filter(|(k, _)| !k.is_empty())
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect();
+    let query = crate::query::parse(parts.uri.query().unwrap_or_default());
     let path = parts.uri.path().trim_end_matches('/').to_owned();
     let latency = state.store.latency();
     if !latency.is_zero() {
@@ -158,27 +101,6 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
-}
-
-/// Percent-decoding for query values (`labelSelector=app%3Dweb`).
-fn decode(text: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut bytes = text.bytes();
-    let mut out = Vec::with_capacity(text.len());
-    while let Some(b) = bytes.next() {
-        match b {
-            b'%' => {
-                let (high, low) = (bytes.next(), bytes.next());
-                match (high.and_then(hex), low.and_then(hex)) {
-                    (Some(h), Some(l)) => out.push(h * 16 + l),
-                    _ => out.extend([Some(b'%'), high, low].into_iter().flatten()),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What a resource path names.

@@ -36,6 +36,7 @@ pub mod openapi;
 pub mod patch;
 pub mod pod_security;
 pub mod protobuf;
+pub mod query;
 pub mod rbac;
 pub mod resources;
 pub mod schema;

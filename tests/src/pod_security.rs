@@ -9,6 +9,11 @@
 
 use serde_json::Value;
 
+use crate::admission::Operation;
+use crate::error::ApiError;
+use crate::http::Target;
+use crate::store::Store;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     Privileged,
@@ -335,6 +340,52 @@ pub fn violations(level: Level, pod: &Value) -> Vec<String> {
         }),
     );
     found
+}
+
+/// The PodSecurity admission plugin: a new Pod that violates its
+/// namespace's `enforce` level is refused; Pods and workload templates
+/// that violate its `warn` level get a warning.
+pub(crate) fn admit(
+    store: &Store,
+    target: &Target,
+    operation: Operation,
+    namespace: &str,
+    object: &Value,
+) -> Result<(), ApiError> {
+    let template = match (target.rt.group.as_str(), target.rt.kind.as_str()) {
+        ("", "Pod") => "/spec",
+        ("apps", "Deployment" | "DaemonSet" | "StatefulSet" | "ReplicaSet") | ("batch", "Job") => "/spec/template/spec",
+        ("batch", "CronJob") => "/spec/jobTemplate/spec/template/spec",
+        _ => return Ok(()),
+    };
+    if target.subresource.is_some() || !matches!(operation, Operation::Create | Operation::Update) {
+        return Ok(());
+    }
+    let Some(pod) = object.pointer(template) else {
+        return Ok(());
+    };
+    let labels = store
+        .resource_type("", "v1", "namespaces")
+        .and_then(|rt| store.get(&rt, "", namespace).ok());
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if template == "/spec"
+        && operation == Operation::Create
+        && let Some(level) = level_of(labels.as_ref(), "enforce")
+        && let Some(verdict) = verdict(level, pod)
+    {
+        return Err(ApiError::forbidden(format!(
+            "pods {name:?} is forbidden: violates {verdict}"
+        )));
+    }
+    if let Some(level) = level_of(labels.as_ref(), "warn")
+        && let Some(verdict) = verdict(level, pod)
+    {
+        target.fields.add_warnings(vec![format!("would violate {verdict}")]);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use prewarm_testapi::TestApi;
 
 pub mod e2e;
+pub mod install;
 pub mod manifests;
 
 /// Where scripts/install-test-deps.sh puts the tools the tests run.
