@@ -277,22 +277,17 @@ fn base64_encode(text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credential_provider_plugin_supplies_cached_credentials() {
-    use std::os::unix::fs::PermissionsExt;
     let server = serve(Behaviour {
         accepted_users: vec!["plugin-user".into()],
         ..Behaviour::default()
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let bin_dir = dir.path().join("plugins");
-    std::fs::create_dir(&bin_dir).unwrap();
-    let plugin = bin_dir.join("test-provider");
-    std::fs::write(
-        &plugin,
-        "#!/bin/sh\necho call >> \"$COUNT_FILE\"\ncat > /dev/null\nprintf '%s' '{\"apiVersion\":\"credentialprovider.kubelet.k8s.io/v1\",\"kind\":\"CredentialProviderResponse\",\"cacheKeyType\":\"Registry\",\"cacheDuration\":\"5m\",\"auth\":{\"127.0.0.1:5001\":{\"username\":\"plugin-user\",\"password\":\"plugin-s3cret\"}}}'\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin_dir = common::plugin(
+        dir.path(),
+        "test-provider",
+        "echo call >> \"$COUNT_FILE\"\ncat > /dev/null\nprintf '%s' '{\"apiVersion\":\"credentialprovider.kubelet.k8s.io/v1\",\"kind\":\"CredentialProviderResponse\",\"cacheKeyType\":\"Registry\",\"cacheDuration\":\"5m\",\"auth\":{\"127.0.0.1:5001\":{\"username\":\"plugin-user\",\"password\":\"plugin-s3cret\"}}}'\n",
+    );
     let count = dir.path().join("count");
     let config = dir.path().join("config.yaml");
     std::fs::write(
@@ -400,22 +395,17 @@ async fn a_pull_backing_off_holds_no_slot() {
 /// the cache empty for the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_globally_cached_answer_is_matched_per_image() {
-    use std::os::unix::fs::PermissionsExt;
     let server = serve(Behaviour {
         accepted_users: vec!["host-one".into()],
         ..Behaviour::default()
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let bin_dir = dir.path().join("plugins");
-    std::fs::create_dir(&bin_dir).unwrap();
-    let plugin = bin_dir.join("global-provider");
-    std::fs::write(
-        &plugin,
-        "#!/bin/sh\ncat > /dev/null\nprintf '%s' '{\"apiVersion\":\"credentialprovider.kubelet.k8s.io/v1\",\"kind\":\"CredentialProviderResponse\",\"cacheKeyType\":\"Global\",\"cacheDuration\":\"5m\",\"auth\":{\"127.0.0.1:5001\":{\"username\":\"host-one\",\"password\":\"pw\"}}}'\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin_dir = common::plugin(
+        dir.path(),
+        "global-provider",
+        "cat > /dev/null\nprintf '%s' '{\"apiVersion\":\"credentialprovider.kubelet.k8s.io/v1\",\"kind\":\"CredentialProviderResponse\",\"cacheKeyType\":\"Global\",\"cacheDuration\":\"5m\",\"auth\":{\"127.0.0.1:5001\":{\"username\":\"host-one\",\"password\":\"pw\"}}}'\n",
+    );
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,

@@ -163,7 +163,6 @@ async fn the_agent_works_under_its_shipped_rbac_and_needs_every_rule() {
 /// matches, and a ConfigMap without the config stops the start with a message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credential_provider_config_is_read_from_its_config_map() {
-    use std::os::unix::fs::PermissionsExt;
     let api_server = TestApi::start(Options::default()).await.unwrap();
     api_server.load_manifests(&repo("manifests/crds")).unwrap();
     let admin = Client::try_from(kube::Config::new(api_server.url().parse().unwrap())).unwrap();
@@ -173,15 +172,11 @@ async fn a_credential_provider_config_is_read_from_its_config_map() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let bin_dir = dir.path().join("plugins");
-    std::fs::create_dir(&bin_dir).unwrap();
-    let plugin = bin_dir.join("test-provider");
-    std::fs::write(
-        &plugin,
-        "#!/bin/sh\ncat > /dev/null\nprintf '%s' '{\"apiVersion\":\"credentialprovider.kubelet.k8s.io/v1\",\"kind\":\"CredentialProviderResponse\",\"cacheKeyType\":\"Registry\",\"auth\":{\"127.0.0.1:5001\":{\"username\":\"plugin-user\",\"password\":\"pw\"}}}'\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin_dir = common::plugin(
+        dir.path(),
+        "test-provider",
+        "cat > /dev/null\nprintf '%s' '{\"apiVersion\":\"credentialprovider.kubelet.k8s.io/v1\",\"kind\":\"CredentialProviderResponse\",\"cacheKeyType\":\"Registry\",\"auth\":{\"127.0.0.1:5001\":{\"username\":\"plugin-user\",\"password\":\"pw\"}}}'\n",
+    );
     let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(admin.clone(), "kruise-system");
     let config = "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n- name: test-provider\n  matchImages: [\"127.0.0.1:5001\"]\n  defaultCacheDuration: 1m\n  apiVersion: credentialprovider.kubelet.k8s.io/v1\n";
     create(

@@ -8,9 +8,9 @@ mod common;
 use common::*;
 use prewarm_testapi::{Options, TestApi};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_service_account_may_do_exactly_what_its_role_grants() {
-    // Over HTTPS: kubectl sends bearer tokens only over a secure connection.
+/// A TLS test API server, its admin's kubectl, and a directory for manifests:
+/// kubectl sends bearer tokens only over a secure connection.
+async fn over_https() -> (TestApi, Kubectl, tempfile::TempDir) {
     let api = TestApi::start(Options {
         tls: true,
         ..Options::default()
@@ -18,7 +18,12 @@ async fn a_service_account_may_do_exactly_what_its_role_grants() {
     .await
     .unwrap();
     let admin = Kubectl::new(&api);
-    let dir = tempfile::tempdir().unwrap();
+    (api, admin, tempfile::tempdir().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_account_may_do_exactly_what_its_role_grants() {
+    let (api, admin, dir) = over_https().await;
     let rbac = dir.path().join("rbac.yaml");
     std::fs::write(
         &rbac,
@@ -117,14 +122,7 @@ subjects: [{kind: ServiceAccount, name: reader, namespace: team}]
 /// stops authenticating when that object is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bound_tokens_name_their_pod_and_node_and_end_with_them() {
-    let api = TestApi::start(Options {
-        tls: true,
-        ..Options::default()
-    })
-    .await
-    .unwrap();
-    let admin = Kubectl::new(&api);
-    let dir = tempfile::tempdir().unwrap();
+    let (_api, admin, dir) = over_https().await;
     let objects = dir.path().join("objects.yaml");
     std::fs::write(
         &objects,

@@ -135,3 +135,15 @@ pub async fn serve(behaviour: Behaviour) -> Server {
         _dir: dir,
     }
 }
+
+/// A credential-provider plugin in `dir/plugins` named `name`: a shell
+/// script whose body is `script`; returns the plugin directory.
+pub fn plugin(dir: &std::path::Path, name: &str, script: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin_dir = dir.join("plugins");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let plugin = bin_dir.join(name);
+    std::fs::write(&plugin, format!("#!/bin/sh\n{script}")).unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin_dir
+}

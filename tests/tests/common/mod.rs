@@ -109,3 +109,17 @@ impl Kubectl {
 pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
+
+/// A ConfigMap named `name` with `labels` and one data key.
+pub fn config_map(name: &str, labels: serde_json::Value) -> k8s_openapi::api::core::v1::ConfigMap {
+    serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}}))
+        .unwrap()
+}
+
+/// The HTTP status of an API error.
+pub fn code(error: kube::Error) -> u16 {
+    match error {
+        kube::Error::Api(status) => status.code,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
