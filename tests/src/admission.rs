@@ -183,6 +183,28 @@ fn prepared_for_update(
     Some(prepared)
 }
 
+/// A custom resource against its served version's schema; 422 in
+/// kube-apiserver's words when it breaks a rule.
+fn validate_against_schema(rt: &ResourceType, version: &str, object: &Value) -> Result<(), ApiError> {
+    let Some(schema) = rt
+        .version(version)
+        .and_then(|v| v.schema.as_ref())
+        .filter(|_| rt.from_crd)
+    else {
+        return Ok(());
+    };
+    let errors = crate::schema_validation::validate(schema, object);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let name = match text(object, "/metadata/name") {
+        "" => text(object, "/metadata/generateName"),
+        name => name,
+    };
+    let causes: Vec<(String, &str, String)> = errors.into_iter().map(|e| (e.field, e.reason, e.message)).collect();
+    Err(ApiError::invalid(&rt.kind, &rt.group, name, &causes))
+}
+
 impl Admission {
     pub fn new(service_endpoints: HashMap<String, SocketAddr>) -> Self {
         Self {
@@ -232,14 +254,18 @@ impl Admission {
         };
         let mut object = object;
         for kind in ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"] {
+            let mutating = kind.starts_with("mutating");
+            if !mutating {
+                object = prepared_for_update(rt, operation, sub_resource, object, old);
+                // The strategy's validation runs between the two phases.
+                if let Some(object) = &object {
+                    validate_against_schema(rt, version, object)?;
+                }
+            }
             let Some(config_type) = store.resource_type("admissionregistration.k8s.io", "v1", kind) else {
                 continue;
             };
             let (configurations, _) = store.list(&config_type, None);
-            let mutating = kind.starts_with("mutating");
-            if !mutating {
-                object = prepared_for_update(rt, operation, sub_resource, object, old);
-            }
             for configuration in configurations {
                 for webhook in configuration
                     .get("webhooks")

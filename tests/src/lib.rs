@@ -40,6 +40,7 @@ pub mod query;
 pub mod rbac;
 pub mod resources;
 pub mod schema;
+pub mod schema_validation;
 pub mod selectors;
 pub mod store;
 pub mod strategic;

@@ -31,6 +31,11 @@ pub fn prune_and_default(rt: &ResourceType, version: &str, object: &mut Value) -
             known
         });
     }
+    drop_non_nullable_nulls(map, |key| {
+        properties
+            .filter(|_| !ROOT_FIELDS.contains(&key))
+            .and_then(|p| p.get(key))
+    });
     for (key, value) in map.iter_mut() {
         if let Some(property) = properties.and_then(|p| p.get(key))
             && !ROOT_FIELDS.contains(&key.as_str())
@@ -40,6 +45,15 @@ pub fn prune_and_default(rt: &ResourceType, version: &str, object: &mut Value) -
     }
     add_defaults(map, properties);
     unknown
+}
+
+/// apiextensions' `PruneNonNullableNullsWithoutDefaults` and `Default`: a
+/// `null` where the schema is not `nullable` is dropped, then defaulted like
+/// an absent field (null array items are left for validation to refuse).
+fn drop_non_nullable_nulls<'s>(map: &mut Map<String, Value>, schema_of: impl Fn(&str) -> Option<&'s Value>) {
+    map.retain(|key, value| {
+        !value.is_null() || schema_of(key).is_none_or(|schema| schema.get("nullable") == Some(&Value::Bool(true)))
+    });
 }
 
 fn add_defaults(map: &mut Map<String, Value>, properties: Option<&Map<String, Value>>) {
@@ -63,6 +77,7 @@ fn prune(value: &mut Value, schema: &Value, path: &str, unknown: &mut Vec<String
         Value::Object(map) => {
             let properties = schema.get("properties").and_then(Value::as_object);
             let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            drop_non_nullable_nulls(map, |key| additional.or_else(|| properties.and_then(|p| p.get(key))));
             if let Some(additional) = additional {
                 for (key, item) in map.iter_mut() {
                     prune(item, additional, &format!("{path}.{key}"), unknown);

@@ -448,3 +448,92 @@ async fn patches_without_a_resource_version_do_not_conflict() {
         .unwrap_err();
     assert_eq!(code(error), 409);
 }
+
+/// kube-apiserver validates custom resources against the CRD's structural
+/// schema on every write, main resource and `/status`, in its own words.
+#[tokio::test]
+async fn custom_resources_are_validated_against_their_schema() {
+    let (_api, client) = start(Options::default()).await;
+    apply_crds(&client).await;
+    let resource = kube::discovery::ApiResource::erase::<ImagePullJob>(&());
+    let jobs: Api<kube::api::DynamicObject> = Api::default_namespaced_with(client.clone(), &resource);
+    let job = |name: &str, spec: serde_json::Value| -> kube::api::DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "apps.kruise.io/v1beta1", "kind": "ImagePullJob",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .unwrap()
+    };
+    let refused = |error: kube::Error| match error {
+        kube::Error::Api(status) => (status.code, status.message),
+        other => panic!("not an API error: {other}"),
+    };
+
+    let error = jobs
+        .create(
+            &PostParams::default(),
+            &job("no-image", json!({"completionPolicy": {"type": "Always"}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused(error),
+        (
+            422,
+            r#"ImagePullJob.apps.kruise.io "no-image" is invalid: spec.image: Required value"#.to_owned()
+        )
+    );
+    let error = jobs
+        .create(
+            &PostParams::default(),
+            &job(
+                "bad-timeout",
+                json!({"image": "nginx", "completionPolicy": {}, "pullPolicy": {"timeoutSeconds": "abc"}}),
+            ),
+        )
+        .await
+        .unwrap_err();
+    let (code, message) = refused(error);
+    assert_eq!(code, 422);
+    assert!(
+        message.contains(r#"spec.pullPolicy.timeoutSeconds: Invalid value: "string": spec.pullPolicy.timeoutSeconds in body must be of type integer: "string""#),
+        "{message}"
+    );
+
+    jobs.create(
+        &PostParams::default(),
+        &job("good", json!({"image": "nginx", "completionPolicy": {}})),
+    )
+    .await
+    .unwrap();
+    let error = jobs
+        .patch(
+            "good",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"parallelism": true}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused(error).0, 422, "a patch is validated as the whole object");
+    let error = jobs
+        .patch_status(
+            "good",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"active": 1}})),
+        )
+        .await
+        .unwrap_err();
+    let (code, message) = refused(error);
+    assert_eq!(code, 422);
+    assert!(message.contains("status.desired: Required value"), "{message}");
+    // A non-nullable null is dropped while decoding, as if it were not sent.
+    let pruned = jobs
+        .patch(
+            "good",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"parallelism": null, "selector": null}})),
+        )
+        .await
+        .unwrap();
+    assert!(pruned.data["spec"].get("selector").is_none());
+}
