@@ -50,6 +50,8 @@ impl Operation {
 #[derive(Debug, Default)]
 pub struct Admission {
     service_endpoints: std::sync::RwLock<HashMap<String, SocketAddr>>,
+    /// Round robin over a Service's ready endpoints.
+    turn: std::sync::atomic::AtomicUsize,
 }
 
 /// The request being admitted.
@@ -76,7 +78,7 @@ fn strings(value: Option<&Value>) -> Vec<&str> {
 }
 
 /// A `metav1.LabelSelector` object against labels.
-fn selector_matches(selector: Option<&Value>, labels: Option<&Value>) -> bool {
+pub(crate) fn selector_matches(selector: Option<&Value>, labels: Option<&Value>) -> bool {
     let Some(selector) = selector else { return true };
     let object = json!({"metadata": {"labels": labels.cloned().unwrap_or(json!({}))}});
     let mut terms: Vec<String> = selector
@@ -209,6 +211,7 @@ impl Admission {
     pub fn new(service_endpoints: HashMap<String, SocketAddr>) -> Self {
         Self {
             service_endpoints: std::sync::RwLock::new(service_endpoints),
+            turn: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -221,6 +224,49 @@ impl Admission {
 
     fn endpoint(&self, service: &str) -> Option<SocketAddr> {
         self.service_endpoints.read().ok().and_then(|e| e.get(service).copied())
+    }
+
+    /// A Ready endpoint of Service `namespace/name` for its port `port`, as
+    /// kube-apiserver's service resolver picks one (round robin here): the
+    /// Endpoints address and the target port of the Service port.
+    fn ready_endpoint(&self, store: &Store, namespace: &str, name: &str, port: u64) -> Result<SocketAddr, String> {
+        let get = |plural: &str| {
+            store
+                .resource_type("", "v1", plural)
+                .and_then(|rt| store.get(&rt, namespace, name).ok())
+        };
+        let service = get("services").ok_or_else(|| format!("service \"{name}\" not found"))?;
+        let port_name = service["spec"]["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["port"].as_u64() == Some(port))
+            .map(|p| p["name"].as_str().unwrap_or_default().to_owned())
+            .ok_or_else(|| format!("service \"{name}\" has no port {port}"))?;
+        let endpoints = get("endpoints").unwrap_or_default();
+        let mut candidates = Vec::new();
+        for subset in endpoints["subsets"].as_array().into_iter().flatten() {
+            let Some(target) = subset["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["name"].as_str().unwrap_or_default() == port_name)
+                .and_then(|p| p["port"].as_u64())
+                .and_then(|p| u16::try_from(p).ok())
+            else {
+                continue;
+            };
+            for address in subset["addresses"].as_array().into_iter().flatten() {
+                if let Ok(ip) = text(address, "/ip").parse::<std::net::IpAddr>() {
+                    candidates.push(SocketAddr::new(ip, target));
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return Err(format!("no endpoints available for service \"{name}\""));
+        }
+        let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(candidates[turn % candidates.len()])
     }
 
     /// Runs the chain; returns the (possibly mutated) object.
@@ -282,7 +328,7 @@ impl Admission {
                     let answer = match match_conditions(webhook, &attributes, object.as_ref(), old) {
                         Ok(false) => continue,
                         Ok(true) => {
-                            self.call(webhook, &attributes, &matched_version, object.as_ref(), old)
+                            self.call(store, webhook, &attributes, &matched_version, object.as_ref(), old)
                                 .await
                         }
                         Err(e) => Err(e),
@@ -392,6 +438,7 @@ impl Admission {
 
     async fn call(
         &self,
+        store: &Store,
         webhook: &Value,
         a: &Attributes<'_>,
         version: &str,
@@ -408,9 +455,11 @@ impl Admission {
         let (address, host, path) = match (config.get("service"), config.get("url").and_then(Value::as_str)) {
             (Some(service), _) => {
                 let (ns, svc) = (text(service, "/namespace"), text(service, "/name"));
-                let address = self
-                    .endpoint(&format!("{ns}/{svc}"))
-                    .ok_or_else(|| format!("service \"{ns}/{svc}\" has no endpoint (start the test API server with --service-endpoint {ns}/{svc}=ADDR)"))?;
+                let port = service.get("port").and_then(Value::as_u64).unwrap_or(443);
+                let address = match self.endpoint(&format!("{ns}/{svc}")) {
+                    Some(address) => address,
+                    None => self.ready_endpoint(store, ns, svc, port)?,
+                };
                 (address, format!("{svc}.{ns}.svc"), text(service, "/path").to_owned())
             }
             (None, Some(url)) => {

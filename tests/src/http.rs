@@ -25,6 +25,8 @@ pub struct AppState {
     pub admission: Admission,
     pub tokens: crate::rbac::Tokens,
     pub audit: crate::rbac::Audit,
+    /// The CA of the server's certificate (empty over HTTP), for `kube-root-ca.crt`.
+    pub ca_pem: String,
 }
 
 impl AppState {
@@ -46,6 +48,20 @@ impl AppState {
         dry_run: bool,
     ) -> Result<Option<Value>, ApiError> {
         let sub_resource = target.subresource.as_deref();
+        let mut object = object;
+        if let Some(pod) = object.as_mut()
+            && sub_resource.is_none()
+        {
+            crate::service_accounts::admit(
+                &self.store,
+                &target.rt.plural,
+                &target.rt.group,
+                operation,
+                namespace,
+                pod,
+                &self.ca_pem,
+            )?;
+        }
         let mut warnings = Vec::new();
         let admitted = self
             .admission
@@ -453,21 +469,47 @@ fn stored_form(target: &Target, object: Value) -> Value {
 pub(crate) async fn store_new(
     state: &AppState,
     target: &Target,
-    mut object: Value,
+    object: Value,
     dry_run: bool,
 ) -> Result<Response, ApiError> {
+    let stored = create_object(state, target, object, dry_run).await?;
+    Ok(created(stored, target, StatusCode::CREATED))
+}
+
+/// [`store_new`]'s write: the stored object.
+pub(crate) async fn create_object(
+    state: &AppState,
+    target: &Target,
+    mut object: Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
     let ns = namespace(target).to_owned();
     target.fields.prune(target, &mut object)?;
     let object = state
         .admit(target, Operation::Create, &ns, Some(object), None, dry_run)
         .await?;
-    let stored = state.store.create(
+    state.store.create(
         &target.rt,
         &ns,
         stored_form(target, object.unwrap_or_default()),
         dry_run,
-    )?;
-    Ok(created(stored, target, StatusCode::CREATED))
+    )
+}
+
+impl Target {
+    /// A create in `namespace` of `rt` by `user` (`userInfo`), as an
+    /// in-process controller of the cluster makes one.
+    pub(crate) fn create_by(rt: ResourceType, namespace: &str, user: Value) -> Self {
+        Self {
+            version: rt.versions.first().map(|v| v.name.clone()).unwrap_or_default(),
+            rt,
+            namespace: Some(namespace.to_owned()),
+            name: None,
+            subresource: None,
+            fields: crate::field_validation::FieldValidation::default(),
+            user,
+        }
+    }
 }
 
 async fn update(state: &AppState, target: &Target, body: &[u8], dry_run: bool) -> Result<Response, ApiError> {

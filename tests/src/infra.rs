@@ -309,8 +309,8 @@ impl PodNetwork {
 /// node (`/run/containerd/containerd.sock`, `/var/lib/containerd`,
 /// `/etc/containerd`): the sandbox image `sandbox_image`, Debian's CNI
 /// plugins, and `network` (bridge + host-local) as its only CNI network.
-/// `localhost/…` images are pulled from the registry at `localhost_registry`
-/// (`127.0.0.1:5000`), as a node's mirror configuration would.
+/// `localhost/…` and Docker Hub images are pulled from the registry at
+/// `localhost_registry` (`127.0.0.1:5000`), as a node's mirror configuration would.
 pub fn containerd_for_pods(
     node_root: &Path,
     sandbox_image: &str,
@@ -344,15 +344,19 @@ pub fn containerd_for_pods(
         }]
     });
     std::fs::write(conf_dir.join("10-prewarm-pods.conflist"), conflist.to_string()).unwrap();
-    let hosts = dir.join("certs.d/localhost");
-    std::fs::create_dir_all(&hosts).unwrap();
-    std::fs::write(
-        hosts.join("hosts.toml"),
-        format!(
-            "server = \"http://{localhost_registry}\"\n[host.\"http://{localhost_registry}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
-        ),
-    )
-    .unwrap();
+    // Images named as users write them (`localhost/prewarm:…`, `nginx:1.9.1`)
+    // come from the local registry, as a node's mirror configuration does it.
+    for host in ["localhost", "docker.io"] {
+        let hosts = dir.join("certs.d").join(host);
+        std::fs::create_dir_all(&hosts).unwrap();
+        std::fs::write(
+            hosts.join("hosts.toml"),
+            format!(
+                "server = \"http://{localhost_registry}\"\n[host.\"http://{localhost_registry}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+            ),
+        )
+        .unwrap();
+    }
     let layout = ContainerdLayout {
         config_dir: dir.clone(),
         root: node_root.join("var/lib/containerd"),

@@ -35,6 +35,7 @@ pub mod kubelet;
 pub mod local_cluster;
 pub mod openapi;
 pub mod patch;
+pub mod pod_cluster;
 pub mod pod_security;
 pub mod protobuf;
 pub mod query;
@@ -43,11 +44,13 @@ pub mod resources;
 pub mod schema;
 pub mod schema_validation;
 pub mod selectors;
+pub mod service_accounts;
 pub mod store;
 pub mod strategic;
 pub mod table;
 mod warnings;
 pub mod watch;
+pub mod workloads;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -71,11 +74,17 @@ pub struct TestApi {
     /// The CA that signs the server's certificate, when serving HTTPS.
     pub ca_pem: Option<String>,
     task: tokio::task::JoinHandle<()>,
+    /// kube-controller-manager's part: namespaces' default ServiceAccount and
+    /// root CA, and the workload controllers once started.
+    controllers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TestApi {
     fn drop(&mut self) {
         self.task.abort();
+        for controller in &self.controllers {
+            controller.abort();
+        }
     }
 }
 
@@ -88,6 +97,10 @@ pub struct Options {
     pub service_endpoints: HashMap<String, SocketAddr>,
     /// Watch events kept for resuming watches (older resourceVersions get 410); 0 means 10 000.
     pub history: usize,
+    /// Also serve on this address, on the same port, and name it in the
+    /// certificate: the pod network's gateway, where Pods reach the API as
+    /// they would reach `kubernetes.default`.
+    pub pod_network_address: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,23 +158,48 @@ impl TestApi {
             Store::with_history(options.history)
         });
         bootstrap_namespaces(&store);
+        let tls = if options.tls {
+            Some(tls_acceptor(options.pod_network_address)?)
+        } else {
+            None
+        };
+        let pod_listener = match options.pod_network_address {
+            Some(ip) => Some(
+                tokio::net::TcpListener::bind((ip, addr.port()))
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        port: addr.port(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        let ca_pem = tls.as_ref().map(|(_, ca)| ca.clone());
         let state = Arc::new(AppState {
             store: store.clone(),
             admission: Admission::new(options.service_endpoints),
             tokens: rbac::Tokens::default(),
             audit: rbac::Audit::default(),
+            ca_pem: ca_pem.clone().unwrap_or_default(),
         });
+        let mut background = vec![tokio::spawn(service_accounts::run_controllers(
+            store.clone(),
+            state.ca_pem.clone(),
+        ))];
         let router = http::router(state.clone());
-        let (task, ca_pem) = if options.tls {
-            let (acceptor, ca) = tls_acceptor()?;
-            (tokio::spawn(serve_tls(listener, acceptor, router)), Some(ca))
-        } else {
-            let task = tokio::spawn(async move {
+        let task = match tls {
+            Some((acceptor, _)) => {
+                if let Some(pod_listener) = pod_listener {
+                    let (acceptor, router) = (acceptor.clone(), router.clone());
+                    background.push(tokio::spawn(serve_tls(pod_listener, acceptor, router)));
+                }
+                tokio::spawn(serve_tls(listener, acceptor, router))
+            }
+            None => tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, router).await {
                     tracing::error!(error = %e, "test API server stopped");
                 }
-            });
-            (task, None)
+            }),
         };
         Ok(Self {
             addr,
@@ -169,7 +207,15 @@ impl TestApi {
             state,
             ca_pem,
             task,
+            controllers: background,
         })
+    }
+
+    /// Starts the workload controllers, the scheduler and the Endpoints
+    /// controller (see [`workloads`]), for a cluster whose Pods kubelets run;
+    /// they stop with the server.
+    pub fn start_workloads(&mut self) {
+        self.controllers.push(tokio::spawn(workloads::run(self.state.clone())));
     }
 
     /// Every request a ServiceAccount made so far, with RBAC's decision.
@@ -346,15 +392,19 @@ fn bootstrap_namespaces(store: &Store) {
     }
 }
 
-fn tls_acceptor() -> Result<(tokio_rustls::TlsAcceptor, String), StartError> {
+fn tls_acceptor(extra_address: Option<std::net::IpAddr>) -> Result<(tokio_rustls::TlsAcceptor, String), StartError> {
     let authority = prewarm_certs::Authority::generate("prewarm-testapi-ca", std::time::Duration::from_secs(86400))
         .map_err(|e| StartError::Certificate(e.to_string()))?;
     let serving = authority
         .issue_serving(
-            &["localhost".to_owned()],
-            &["127.0.0.1"
-                .parse()
-                .map_err(|e: std::net::AddrParseError| StartError::Certificate(e.to_string()))?],
+            &[
+                "localhost".to_owned(),
+                "kubernetes.default".to_owned(),
+                "kubernetes.default.svc".to_owned(),
+            ],
+            &std::iter::once(std::net::IpAddr::from([127, 0, 0, 1]))
+                .chain(extra_address)
+                .collect::<Vec<_>>(),
             std::time::Duration::from_secs(86400),
         )
         .map_err(|e| StartError::Certificate(e.to_string()))?;

@@ -67,6 +67,7 @@ async fn main() -> ExitCode {
         tls: args.tls,
         service_endpoints: args.service_endpoints.into_iter().collect::<HashMap<_, _>>(),
         history: 0,
+        pod_network_address: None,
     };
     let api = match TestApi::start(options).await {
         Ok(api) => api,

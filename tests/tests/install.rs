@@ -401,10 +401,11 @@ async fn every_overlay_s_pods_meet_their_namespaces_pod_security() {
         let dir = tempfile::tempdir().unwrap();
         tokio::task::block_in_place(|| {
             let objects = kustomize(&kubectl, overlay);
-            // The namespaces as the overlay makes them (cert-manager's kinds are not served here).
+            // The namespaces and ServiceAccounts as the overlay makes them (cert-manager's
+            // kinds are not served here): a Pod naming a missing ServiceAccount is refused.
             let namespaces: Vec<String> = objects
                 .iter()
-                .filter(|o| o["kind"] == "Namespace")
+                .filter(|o| o["kind"] == "Namespace" || o["kind"] == "ServiceAccount")
                 .map(Value::to_string)
                 .collect();
             let file = dir.path().join("namespaces.yaml");
@@ -418,6 +419,8 @@ async fn every_overlay_s_pods_meet_their_namespaces_pod_security() {
             let mut agent = named(&objects, "DaemonSet", "prewarm-nodeagent").clone();
             agent["metadata"]["namespace"] = json!("prewarm-system");
             agent["metadata"]["name"] = json!("misplaced-agent");
+            // An account of that namespace, or the ServiceAccount plugin refuses it first.
+            agent["spec"]["template"]["spec"]["serviceAccountName"] = json!("default");
             let refused = refused_pods(&kubectl, &[agent], dir.path());
             assert_eq!(refused.len(), 1, "{overlay}");
             assert!(

@@ -6,111 +6,29 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use prewarm_testapi::infra::{Daemon, LayerFile, PodNetwork, PodRuntime, containerd_for_pods, push_image, registry};
-use prewarm_testapi::kubelet::{self, Node, backoff};
-use prewarm_testapi::{Options, TestApi};
+use prewarm_testapi::pod_cluster::PodCluster;
 use serde_json::{Value, json};
 
-/// The pause image the project builds: Debian's static catatonit in pause mode.
-fn push_pause(port: u16, dir: &Path) -> String {
-    let binary = std::fs::read("/usr/bin/catatonit").expect("catatonit (scripts/install-test-deps.sh installs it)");
-    let file = LayerFile {
-        path: "pause",
-        mode: 0o755,
-        content: &binary,
-    };
-    push_image(
-        port,
-        "prewarm/pause",
-        "1.0",
-        None,
-        dir,
-        &[file],
-        r#"{"Entrypoint":["/pause","-P"]}"#,
-    );
-    format!("127.0.0.1:{port}/prewarm/pause:1.0")
-}
-
-/// A shell image: Debian's static busybox, run as root unless told otherwise.
-fn push_busybox(port: u16, dir: &Path) {
-    let binary = std::fs::read("/bin/busybox").expect("busybox-static (scripts/install-test-deps.sh installs it)");
-    let file = LayerFile {
-        path: "bin/busybox",
-        mode: 0o755,
-        content: &binary,
-    };
-    push_image(
-        port,
-        "busybox",
-        "test",
-        None,
-        dir,
-        &[file],
-        r#"{"Entrypoint":["/bin/busybox"]}"#,
-    );
+async fn cluster(dir: &Path, subnet: &str, bridge: &str) -> Cluster {
+    let pods = PodCluster::start(dir, 1, subnet, bridge, |_| json!({})).await;
+    Cluster { pods }
 }
 
 struct Cluster {
-    api: TestApi,
-    root: PathBuf,
-    _kubelet: tokio::task::JoinHandle<()>,
-    // Dropped after the kubelet stops: sandboxes first, then containerd.
-    _runtime: PodRuntime,
-    _registry: Daemon,
-}
-
-async fn cluster(dir: &Path, subnet: &str, bridge: &str) -> Cluster {
-    let (registry, port, _) = registry(dir, "registry", None);
-    let pause = push_pause(port, dir);
-    push_busybox(port, dir);
-    let network = PodNetwork {
-        bridge: bridge.to_owned(),
-        subnet: subnet.to_owned(),
-        data_dir: dir.join("ipam"),
-    };
-    let root = dir.join("node-1");
-    let (containerd, socket) = containerd_for_pods(&root, &pause, &network, &format!("127.0.0.1:{port}"));
-    let api = TestApi::start(Options::default()).await.unwrap();
-    let node = Node {
-        name: "node-1".to_owned(),
-        root: root.clone(),
-        socket,
-        host_ip: network.gateway().to_string(),
-        api_host: network.gateway().to_string(),
-        api_port: api.addr.port(),
-        ca_pem: String::new(),
-        backoff: backoff::Limits::KUBELET,
-        store: api.store.clone(),
-        tokens: Arc::new(|_| Ok("token".to_owned())),
-    };
-    let kubelet = tokio::spawn(kubelet::run(node));
-    Cluster {
-        api,
-        root,
-        _kubelet: kubelet,
-        _runtime: containerd,
-        _registry: registry,
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self._kubelet.abort();
-    }
+    pods: PodCluster,
 }
 
 impl Cluster {
     fn put(&self, object: Value) {
-        self.api.put(&object).unwrap();
+        self.pods.api.put(&object).unwrap();
     }
 
     fn pod(&self, name: &str) -> Value {
-        let rt = self.api.store.resource_type("", "v1", "pods").unwrap();
-        self.api.store.get(&rt, "default", name).unwrap()
+        let rt = self.pods.api.store.resource_type("", "v1", "pods").unwrap();
+        self.pods.api.store.get(&rt, "default", name).unwrap()
     }
 
     async fn wait_for(&self, name: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
@@ -121,29 +39,20 @@ impl Cluster {
                 return pod;
             }
             if started.elapsed() > Duration::from_secs(60) {
-                let logs = self.log(
-                    &pod,
-                    pod["spec"]["containers"][0]["name"].as_str().unwrap_or_default(),
-                    0,
-                );
+                let container = pod["spec"]["containers"][0]["name"].as_str().unwrap_or_default();
+                let logs = self.log(&pod, container, 0);
                 panic!("timed out waiting for {what}: {:#}\nlog: {logs}", pod["status"]);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    /// The container's output, from its CRI log file (`<time> <stream> <tag> <line>`).
     fn log(&self, pod: &Value, container: &str, instance: u32) -> String {
-        let dir = self.root.join("var/log/pods").join(format!(
-            "default_{}_{}",
-            pod["metadata"]["name"].as_str().unwrap(),
-            pod["metadata"]["uid"].as_str().unwrap()
-        ));
-        let text = std::fs::read_to_string(dir.join(container).join(format!("{instance}.log"))).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| l.splitn(4, ' ').nth(3))
-            .collect::<Vec<_>>()
-            .join("\n")
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        self.pods
+            .log("default", name, container, instance)
+            .trim_end()
+            .to_owned()
     }
 }
 

@@ -121,6 +121,29 @@ impl Node {
     }
 }
 
+/// The output of instance `instance` (0 first) of `container` of `pod` on
+/// the node whose root is `root`, from its CRI log file (lines
+/// `<time> <stream> <P|F> <text>`; `P` marks a line continued by the next).
+pub fn read_log(root: &std::path::Path, pod: &Value, container: &str, instance: u32) -> String {
+    let dir = root.join("var/log/pods").join(format!(
+        "{}_{}_{}",
+        text(pod, "/metadata/namespace"),
+        text(pod, "/metadata/name"),
+        text(pod, "/metadata/uid")
+    ));
+    let file = std::fs::read_to_string(dir.join(container).join(format!("{instance}.log"))).unwrap_or_default();
+    let mut out = String::new();
+    for line in file.lines() {
+        let mut fields = line.splitn(4, ' ');
+        let (_, _, tag, content) = (fields.next(), fields.next(), fields.next(), fields.next());
+        out.push_str(content.unwrap_or_default());
+        if tag != Some("P") {
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Runs the kubelet of `node` until the task is dropped: one worker per Pod
 /// bound to the node, stopped (containers and sandbox torn down) when its
 /// Pod is gone.

@@ -1,0 +1,240 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+//! A cluster whose Pods run: the test API server (HTTPS, RBAC, admission,
+//! the workload controllers and the scheduler), and nodes, each a test
+//! kubelet over its own containerd laid out in the node's root directory,
+//! all on one pod network (a bridge on this machine). Images come from a
+//! local registry that containerd knows as `localhost` and `docker.io`, so
+//! manifests name images as users write them. Everything stops on drop.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::infra::{Daemon, LayerFile, PodNetwork, PodRuntime, containerd_for_pods, push_image, registry};
+use crate::kubelet::{self, backoff};
+use crate::{Options, TestApi};
+
+/// The pause image the project builds: Debian's static catatonit in pause
+/// mode (`-P`), as the sandbox of every Pod.
+pub fn push_pause(registry_port: u16, dir: &Path) -> String {
+    let binary = std::fs::read("/usr/bin/catatonit").expect("catatonit (scripts/install-test-deps.sh installs it)");
+    let file = LayerFile {
+        path: "pause",
+        mode: 0o755,
+        content: &binary,
+    };
+    push_image(
+        registry_port,
+        "prewarm/pause",
+        "1.0",
+        None,
+        dir,
+        &[file],
+        r#"{"Entrypoint":["/pause","-P"]}"#,
+    );
+    format!("127.0.0.1:{registry_port}/prewarm/pause:1.0")
+}
+
+/// A shell image (`localhost/busybox:test`): Debian's static busybox.
+pub fn push_busybox(registry_port: u16, dir: &Path) {
+    let binary = std::fs::read("/bin/busybox").expect("busybox-static (scripts/install-test-deps.sh installs it)");
+    let file = LayerFile {
+        path: "bin/busybox",
+        mode: 0o755,
+        content: &binary,
+    };
+    push_image(
+        registry_port,
+        "busybox",
+        "test",
+        None,
+        dir,
+        &[file],
+        r#"{"Entrypoint":["/bin/busybox"]}"#,
+    );
+}
+
+/// Creates the pod network's bridge with its gateway address before anything
+/// listens there (the CNI bridge plugin adopts it).
+fn bridge(network: &PodNetwork) {
+    let ip = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    ip(&["link", "del", &network.bridge]);
+    assert!(
+        ip(&["link", "add", "name", &network.bridge, "type", "bridge"]),
+        "creating bridge {}",
+        network.bridge
+    );
+    let prefix = network.subnet.split('/').nth(1).unwrap_or("16");
+    assert!(ip(&[
+        "addr",
+        "add",
+        &format!("{}/{prefix}", network.gateway()),
+        "dev",
+        &network.bridge
+    ]));
+    assert!(ip(&["link", "set", &network.bridge, "up"]));
+}
+
+#[derive(Debug)]
+pub struct PodNode {
+    pub name: String,
+    pub root: PathBuf,
+    kubelet: tokio::task::JoinHandle<()>,
+    runtime: Option<PodRuntime>,
+}
+
+#[derive(Debug)]
+pub struct PodCluster {
+    pub api: TestApi,
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub registry_port: u16,
+    pub network: PodNetwork,
+    pub nodes: Vec<PodNode>,
+    pause: String,
+    _registry: Daemon,
+}
+
+impl Drop for PodCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kubelet.abort();
+        }
+        for node in &mut self.nodes {
+            node.runtime.take();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.network.bridge])
+            .status();
+    }
+}
+
+impl PodCluster {
+    /// Starts the API server, a registry (holding the pause and busybox
+    /// images) and `nodes` nodes named `node-1`…, labelled by `labels(index)`,
+    /// on the pod network `subnet` (a /16, such as `10.215.0.0/16`) through
+    /// the bridge `bridge_name`.
+    pub async fn start(
+        dir: &Path,
+        nodes: usize,
+        subnet: &str,
+        bridge_name: &str,
+        labels: impl Fn(usize) -> serde_json::Value,
+    ) -> Self {
+        let network = PodNetwork {
+            bridge: bridge_name.to_owned(),
+            subnet: subnet.to_owned(),
+            data_dir: dir.join("ipam"),
+        };
+        bridge(&network);
+        let gateway = IpAddr::V4(network.gateway());
+        let mut api = TestApi::start(Options {
+            tls: true,
+            pod_network_address: Some(gateway),
+            ..Options::default()
+        })
+        .await
+        .unwrap();
+        api.start_workloads();
+        let kubeconfig = dir.join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig).unwrap();
+        let registry_dir = dir.join("registry");
+        std::fs::create_dir_all(&registry_dir).unwrap();
+        let (registry, registry_port, _) = registry(&registry_dir, "open", None);
+        let pause = push_pause(registry_port, &registry_dir);
+        push_busybox(registry_port, &registry_dir);
+        let mut cluster = Self {
+            api,
+            dir: dir.to_owned(),
+            kubeconfig,
+            registry_port,
+            network,
+            nodes: Vec::new(),
+            pause,
+            _registry: registry,
+        };
+        for index in 1..=nodes {
+            cluster.add_node(index, labels(index));
+        }
+        cluster
+    }
+
+    fn add_node(&mut self, index: usize, labels: serde_json::Value) {
+        let name = format!("node-{index}");
+        let root = self.dir.join(&name);
+        let registry = format!("127.0.0.1:{}", self.registry_port);
+        let (runtime, socket) = containerd_for_pods(&root, &self.pause, &self.network, &registry);
+        self.api
+            .put(&json!({"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "labels": labels},
+                "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+                    "addresses": [{"type": "InternalIP", "address": self.network.gateway().to_string()},
+                                  {"type": "Hostname", "address": name}]}}))
+            .unwrap();
+        let node = kubelet::Node {
+            name: name.clone(),
+            root: root.clone(),
+            socket,
+            host_ip: self.network.gateway().to_string(),
+            api_host: self.network.gateway().to_string(),
+            api_port: self.api.addr.port(),
+            ca_pem: self.api.ca_pem.clone().unwrap_or_default(),
+            backoff: backoff::Limits::KUBELET,
+            store: self.api.store.clone(),
+            tokens: self.api.token_issuer(),
+        };
+        let kubelet = tokio::spawn(kubelet::run(node));
+        self.nodes.push(PodNode {
+            name,
+            root,
+            kubelet,
+            runtime: Some(runtime),
+        });
+    }
+
+    /// The output of `container` of Pod `namespace/name`'s instance
+    /// `instance` (0 first), from its CRI log file.
+    pub fn log(&self, namespace: &str, name: &str, container: &str, instance: u32) -> String {
+        let Some(rt) = self.api.store.resource_type("", "v1", "pods") else {
+            return String::new();
+        };
+        let Ok(pod) = self.api.store.get(&rt, namespace, name) else {
+            return String::new();
+        };
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or_default();
+        let Some(node) = self.nodes.iter().find(|n| n.name == node) else {
+            return String::new();
+        };
+        kubelet::read_log(&node.root, &pod, container, instance)
+    }
+}
+
+/// Gives kubelets a way to request Pod-bound tokens.
+impl TestApi {
+    pub fn token_issuer(&self) -> kubelet::TokenIssuer {
+        let state = self.state.clone();
+        Arc::new(move |pod| {
+            let text = |pointer: &str| {
+                pod.pointer(pointer)
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+            };
+            let reference = json!({"apiVersion": "v1", "kind": "Pod", "name": text("/metadata/name"), "uid": text("/metadata/uid")});
+            let (namespace, account) = (text("/metadata/namespace"), text("/spec/serviceAccountName"));
+            let (extra, bound) =
+                crate::auth::bind(&state.store, namespace, account, &reference).map_err(|e| e.message)?;
+            Ok(state.tokens.issue_bound(namespace, account, extra, bound))
+        })
+    }
+}
