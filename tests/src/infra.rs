@@ -317,11 +317,6 @@ pub fn containerd_for_pods(
     network: &PodNetwork,
     localhost_registry: &str,
 ) -> (PodRuntime, PathBuf) {
-    // A bridge left by a run that was killed would shadow this one's routes.
-    let _ = Command::new("ip")
-        .args(["link", "del", &network.bridge])
-        .stderr(Stdio::null())
-        .status();
     let dir = node_root.join("etc/containerd");
     let conf_dir = dir.join("cni/net.d");
     std::fs::create_dir_all(&conf_dir).unwrap();
@@ -367,7 +362,6 @@ pub fn containerd_for_pods(
     let runtime = PodRuntime {
         daemon: Some(daemon),
         socket: socket.clone(),
-        bridge: network.bridge.clone(),
     };
     (runtime, socket)
 }
@@ -375,12 +369,11 @@ pub fn containerd_for_pods(
 /// containerd running Pods: on drop, every sandbox is stopped and removed
 /// through the CRI (so containers, network namespaces and addresses go with
 /// them, as containerd's shims outlive containerd itself), then containerd
-/// is killed and the bridge removed.
+/// is killed.
 #[derive(Debug)]
 pub struct PodRuntime {
     daemon: Option<Daemon>,
     socket: PathBuf,
-    bridge: String,
 }
 
 impl PodRuntime {
@@ -427,10 +420,6 @@ impl Drop for PodRuntime {
             eprintln!("removing the pod sandboxes of {}: {e}", self.socket.display());
         }
         self.daemon.take();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .stderr(Stdio::null())
-            .status();
     }
 }
 

@@ -58,7 +58,8 @@ pub fn push_busybox(registry_port: u16, dir: &Path) {
 }
 
 /// Creates the pod network's bridge with its gateway address before anything
-/// listens there (the CNI bridge plugin adopts it).
+/// listens there (the CNI bridge plugin adopts it); one left by a run that
+/// was killed goes first, as it would shadow this one's routes.
 fn bridge(network: &PodNetwork) {
     let ip = |args: &[&str]| {
         std::process::Command::new("ip")
@@ -201,6 +202,16 @@ impl PodCluster {
             kubelet,
             runtime: Some(runtime),
         });
+    }
+
+    /// Pushes the seed's images (see [`crate::local_cluster::IMAGES`]) under
+    /// their Docker Hub names, which containerd pulls from this registry.
+    pub fn push_seed_images(&self) {
+        let dir = self.dir.join("registry");
+        for image in crate::local_cluster::IMAGES {
+            let (repository, tag) = image.split_once(':').unwrap();
+            crate::infra::push(self.registry_port, repository, tag, None, &dir);
+        }
     }
 
     /// The output of `container` of Pod `namespace/name`'s instance
