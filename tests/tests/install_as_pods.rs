@@ -19,6 +19,9 @@ use serde_json::Value;
 /// Builds the image (incrementally after the first time) and pushes it to
 /// the registry at `port` as `prewarm:<tag>`.
 fn build_and_push(port: u16) {
+    // One build at a time: the tests of this file share the cargo target and buildah's store.
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _building = BUILD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let out = Command::new(repo("scripts/build-images.sh")).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -133,6 +136,27 @@ async fn the_chart_comes_up_ready_as_pods() {
         a_killed_webhook_restarts_and_admission_goes_on(&kubectl, &cluster);
         deleting_the_leader_hands_the_lease_over(&kubectl, &cluster);
         a_recreated_agent_resumes(&kubectl, &cluster);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_kustomize_base_comes_up_ready_as_pods() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = PodCluster::start(dir.path(), 2, "10.217.0.0/16", "prewarm-i1", node_labels).await;
+    let kubectl = Kubectl::new(&cluster.api);
+    tokio::task::block_in_place(|| {
+        build_and_push(cluster.registry_port);
+        kubectl.ok(&["apply", "-k", repo("manifests/overlays/image-pull-job-gate").to_str().unwrap()]);
+        wait_ready(
+            &kubectl,
+            &cluster,
+            &[
+                ("prewarm-system", "prewarm-webhook-", 2),
+                ("prewarm-system", "prewarm-controller-", 2),
+                ("prewarm-nodeagent", "prewarm-nodeagent-", 2),
+            ],
+        );
+        seed_job_completes(&kubectl, &cluster, "job-with-always");
     });
 }
 
