@@ -27,6 +27,8 @@ pub struct AppState {
     pub audit: crate::rbac::Audit,
     /// The CA of the server's certificate (empty over HTTP), for `kube-root-ca.crt`.
     pub ca_pem: String,
+    /// Each test kubelet's node root, where `pods/log` reads containers' output.
+    pub node_roots: std::sync::RwLock<HashMap<String, std::path::PathBuf>>,
 }
 
 impl AppState {
@@ -182,6 +184,12 @@ async fn route(
         && let (Some(namespace), Some(name)) = (&namespace, &name)
     {
         return crate::auth::request_token(state, identity, namespace, name, method, &body);
+    }
+    if rt.plural == "pods"
+        && subresource.as_deref() == Some("log")
+        && let (Some(namespace), Some(name)) = (&namespace, &name)
+    {
+        return crate::pod_logs::get(state, identity, method, namespace, name, query);
     }
     if let Some(sub) = &subresource
         && !(sub == "status" && rt.status_subresource)

@@ -36,6 +36,7 @@ pub mod local_cluster;
 pub mod openapi;
 pub mod patch;
 pub mod pod_cluster;
+mod pod_logs;
 pub mod pod_security;
 pub mod protobuf;
 pub mod query;
@@ -181,6 +182,7 @@ impl TestApi {
             tokens: rbac::Tokens::default(),
             audit: rbac::Audit::default(),
             ca_pem: ca_pem.clone().unwrap_or_default(),
+            node_roots: std::sync::RwLock::default(),
         });
         let mut background = vec![tokio::spawn(service_accounts::run_controllers(
             store.clone(),
@@ -214,6 +216,13 @@ impl TestApi {
     /// Starts the workload controllers, the scheduler and the Endpoints
     /// controller (see [`workloads`]), for a cluster whose Pods kubelets run;
     /// they stop with the server.
+    /// Serves `pods/log` of Pods on `node` from the kubelet files under `root`.
+    pub fn register_node_root(&self, node: &str, root: &Path) {
+        if let Ok(mut roots) = self.state.node_roots.write() {
+            roots.insert(node.to_owned(), root.to_owned());
+        }
+    }
+
     pub fn start_workloads(&mut self) {
         self.controllers.push(tokio::spawn(workloads::run(self.state.clone())));
     }

@@ -195,6 +195,7 @@ impl PodCluster {
             store: self.api.store.clone(),
             tokens: self.api.token_issuer(),
         };
+        self.api.register_node_root(&name, &root);
         let kubelet = tokio::spawn(kubelet::run(node));
         self.nodes.push(PodNode {
             name,

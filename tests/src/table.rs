@@ -133,11 +133,51 @@ fn pod_ready(pod: &Value) -> Value {
     json!(format!("{ready}/{total}"))
 }
 
+/// kubectl's STATUS of a Pod, as kube-apiserver's `printPod` computes it: the
+/// phase (or `status.reason`), overridden by a container's waiting or
+/// terminated reason (`CrashLoopBackOff`, `Error`, `ExitCode:N`), back to
+/// Running while one container runs and the Pod is Ready; `Terminating`.
 fn pod_status(pod: &Value) -> Value {
     if pod.pointer("/metadata/deletionTimestamp").is_some() {
         return json!("Terminating");
     }
-    text(pod, "/status/phase")
+    let mut reason = match pod.pointer("/status/reason").and_then(Value::as_str) {
+        Some(reason) if !reason.is_empty() => reason.to_owned(),
+        _ => pod
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    let statuses = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut running = false;
+    for status in statuses.iter().rev() {
+        let state = &status["state"];
+        if let Some(waiting) = state["waiting"]["reason"].as_str().filter(|r| !r.is_empty()) {
+            reason = waiting.to_owned();
+        } else if let Some(terminated) = state["terminated"]["reason"].as_str().filter(|r| !r.is_empty()) {
+            reason = terminated.to_owned();
+        } else if state["terminated"].is_object() {
+            reason = match state["terminated"]["signal"].as_i64().filter(|s| *s != 0) {
+                Some(signal) => format!("Signal:{signal}"),
+                None => format!("ExitCode:{}", state["terminated"]["exitCode"].as_i64().unwrap_or(0)),
+            };
+        } else if status["ready"] == true && state["running"].is_object() {
+            running = true;
+        }
+    }
+    if reason == "Completed" && running {
+        let ready = pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        reason = if ready { "Running" } else { "NotReady" }.to_owned();
+    }
+    json!(reason)
 }
 
 fn pod_restarts(pod: &Value) -> Value {

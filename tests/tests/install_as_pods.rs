@@ -146,7 +146,11 @@ async fn the_kustomize_base_comes_up_ready_as_pods() {
     let kubectl = Kubectl::new(&cluster.api);
     tokio::task::block_in_place(|| {
         build_and_push(cluster.registry_port);
-        kubectl.ok(&["apply", "-k", repo("manifests/overlays/image-pull-job-gate").to_str().unwrap()]);
+        kubectl.ok(&[
+            "apply",
+            "-k",
+            repo("manifests/overlays/image-pull-job-gate").to_str().unwrap(),
+        ]);
         wait_ready(
             &kubectl,
             &cluster,

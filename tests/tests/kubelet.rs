@@ -6,9 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::Kubectl;
 use prewarm_testapi::pod_cluster::PodCluster;
 use serde_json::{Value, json};
 
@@ -75,7 +78,7 @@ async fn a_pod_runs_with_kubelets_security_context_volumes_env_and_probes() {
         busybox mkdir -p /scratch/www; echo ok > /scratch/www/index.html; \
         exec busybox httpd -f -p 8080 -h /scratch/www";
     cluster.put(json!({"apiVersion": "v1", "kind": "Pod",
-    "metadata": {"name": "web", "namespace": "default", "uid": "11111111-1111-1111-1111-111111111111"},
+    "metadata": {"name": "web", "namespace": "default"},
     "spec": {
         "nodeName": "node-1",
         "securityContext": {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000},
@@ -143,14 +146,17 @@ async fn a_crashing_container_restarts_at_once_then_backs_off() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = cluster(dir.path(), "10.214.0.0/16", "prewarm-k1").await;
     cluster.put(json!({"apiVersion": "v1", "kind": "Pod",
-    "metadata": {"name": "crash", "namespace": "default", "uid": "22222222-2222-2222-2222-222222222222"},
+    "metadata": {"name": "crash", "namespace": "default"},
     "spec": {
         "nodeName": "node-1",
         "containers": [{
             "name": "crash",
             "image": "localhost/busybox:test",
-            "command": ["/bin/busybox", "sh", "-c", "echo run; exit 3"]
-        }]
+            "command": ["/bin/busybox", "sh", "-c",
+                "n=$(busybox cat /runs/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /runs/n; echo run $n; exit 3"],
+            "volumeMounts": [{"name": "runs", "mountPath": "/runs"}]
+        }],
+        "volumes": [{"name": "runs", "emptyDir": {}}]
     }}));
     // The first exit restarts at once; the second waits kubelet's 10 s.
     let pod = cluster
@@ -172,6 +178,18 @@ async fn a_crashing_container_restarts_at_once_then_backs_off() {
         "restartPolicy Always keeps the Pod Running"
     );
     assert_eq!(condition(&pod, "Ready"), "False");
-    assert_eq!(cluster.log(&pod, "crash", 0), "run");
-    assert_eq!(cluster.log(&pod, "crash", 1), "run", "the restart logs to its own file");
+    assert_eq!(cluster.log(&pod, "crash", 0), "run 1");
+    assert_eq!(
+        cluster.log(&pod, "crash", 1),
+        "run 2",
+        "the restart logs to its own file"
+    );
+    // kubectl logs, through the API server's pods/log.
+    let kubectl = Kubectl::new(&cluster.pods.api);
+    tokio::task::block_in_place(|| {
+        assert_eq!(kubectl.ok(&["logs", "crash"]), "run 2\n");
+        assert_eq!(kubectl.ok(&["logs", "crash", "--previous"]), "run 1\n");
+        let listed = kubectl.ok(&["get", "pod", "crash"]);
+        assert!(listed.contains("CrashLoopBackOff"), "kubectl's STATUS: {listed}");
+    });
 }
