@@ -193,3 +193,77 @@ async fn a_crashing_container_restarts_at_once_then_backs_off() {
         assert!(listed.contains("CrashLoopBackOff"), "kubectl's STATUS: {listed}");
     });
 }
+
+/// The hardened context prewarm's Pods use, seen from inside, as the kernel
+/// reports it: no capabilities (`CapEff` 0), `no_new_privs`, a seccomp
+/// filter (RuntimeDefault), a read-only root; a `medium: Memory` emptyDir is
+/// a tmpfs; and the projected service-account volume the ServiceAccount
+/// admission plugin added holds `token`, `ca.crt` and `namespace`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hardened_pod_created_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(dir.path(), "10.218.0.0/16", "prewarm-k2").await;
+    let kubectl = Kubectl::new(&cluster.pods.api);
+    let script = "busybox grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; \
+        busybox touch /written 2>/dev/null || echo read-only root; \
+        busybox grep ' /memory ' /proc/mounts | busybox cut -d' ' -f3; \
+        busybox ls /var/run/secrets/kubernetes.io/serviceaccount; \
+        echo namespace $(busybox cat /var/run/secrets/kubernetes.io/serviceaccount/namespace); \
+        exec busybox sleep 3600";
+    let pods = json!([
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hardened", "namespace": "default"},
+         "spec": {
+            "nodeName": "node-1",
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "app", "image": "localhost/busybox:test", "command": ["/bin/busybox", "sh", "-c", script],
+                "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [{"name": "memory", "mountPath": "/memory"}]}],
+            "volumes": [{"name": "memory", "emptyDir": {"medium": "Memory"}}]}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root-image", "namespace": "default"},
+         "spec": {"nodeName": "node-1", "securityContext": {"runAsNonRoot": true},
+            "containers": [{"name": "app", "image": "localhost/busybox:test", "command": ["/bin/busybox", "sleep", "3600"]}]}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "host-network", "namespace": "default"},
+         "spec": {"nodeName": "node-1", "hostNetwork": true,
+            "containers": [{"name": "app", "image": "localhost/busybox:test", "command": ["/bin/busybox", "sleep", "3600"]}]}}
+    ]);
+    let file = dir.path().join("pods.yaml");
+    let documents: Vec<String> = pods.as_array().unwrap().iter().map(Value::to_string).collect();
+    std::fs::write(&file, documents.join("\n---\n")).unwrap();
+    tokio::task::block_in_place(|| kubectl.ok(&["apply", "-f", file.to_str().unwrap()]));
+
+    let pod = cluster
+        .wait_for("hardened", "the hardened pod to run", |p| {
+            condition(p, "Ready") == "True" && cluster.log(p, "app", 0).contains("namespace default")
+        })
+        .await;
+    let log = cluster.log(&pod, "app", 0);
+    assert!(log.contains("CapEff:\t0000000000000000"), "{log}");
+    assert!(log.contains("NoNewPrivs:\t1"), "{log}");
+    assert!(log.contains("Seccomp:\t2"), "a seccomp filter: {log}");
+    assert!(log.contains("read-only root"), "{log}");
+    assert!(log.contains("\ntmpfs\n"), "medium: Memory is a tmpfs: {log}");
+    assert!(
+        log.contains("ca.crt\nnamespace\ntoken"),
+        "the projected service-account files: {log}"
+    );
+
+    let refused = cluster
+        .wait_for("root-image", "runAsNonRoot to refuse the image's root user", |p| {
+            p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+        })
+        .await;
+    assert_eq!(
+        refused["status"]["containerStatuses"][0]["state"]["waiting"]["message"],
+        "container has runAsNonRoot and image will run as root (pod: \"root-image\", container: app)"
+    );
+
+    let host = cluster
+        .wait_for("host-network", "the hostNetwork pod to run", |p| {
+            condition(p, "Ready") == "True"
+        })
+        .await;
+    assert_eq!(
+        host["status"]["podIP"], host["status"]["hostIP"],
+        "hostNetwork: the node's address"
+    );
+}
