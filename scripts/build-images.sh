@@ -6,7 +6,7 @@
 # in Cargo.toml>, the image the manifests and the Helm chart name. Reproducible
 # from a commit: timestamps are zeroed, and the commit is the
 # org.opencontainers.image.revision label. Installs what it needs
-# (musl-tools, buildah, the musl Rust target) idempotently; needs root for apt.
+# (musl-tools, buildah, ca-certificates, the musl Rust target) idempotently; needs root for apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/apt-packages.sh
@@ -17,7 +17,7 @@ OUT_DIR=${OUT_DIR:-target/images}
 IMAGE_REPOSITORY=${IMAGE_REPOSITORY:-localhost/prewarm}
 IMAGE_TAG=${IMAGE_TAG:-$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)}
 
-apt_packages musl-tools buildah
+apt_packages musl-tools buildah ca-certificates
 rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET"
 
 packages=()
@@ -32,6 +32,8 @@ for binary in "${BINARIES[@]}"; do
     install -m 0755 "${CARGO_TARGET_DIR:-target}/$TARGET/release/$binary" "$context/$binary"
 done
 cp images/Containerfile "$context/"
+# Debian's CA bundle, for TLS clients in the image (credential-provider plugins).
+install -m 0644 /etc/ssl/certs/ca-certificates.crt "$context/ca-certificates.crt"
 image="$IMAGE_REPOSITORY:$IMAGE_TAG"
 buildah build --quiet --timestamp 0 --layers=false \
     --label "org.opencontainers.image.revision=$revision" \

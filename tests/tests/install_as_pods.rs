@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -285,4 +286,194 @@ fn a_recreated_agent_resumes(kubectl: &Kubectl, cluster: &PodCluster) {
     wait_ready(kubectl, cluster, &[("prewarm-nodeagent", "prewarm-nodeagent-", 3)]);
     assert!(!pod_names(kubectl, "prewarm-nodeagent", "prewarm-nodeagent-").contains(&on_node_1));
     seed_job_completes(kubectl, cluster, "after-agent");
+}
+
+/// A TLS server at `address` with a certificate from `authority`, answering
+/// every request with `body` (JSON); counts the requests it served.
+async fn https_server(
+    address: std::net::SocketAddr,
+    authority: &prewarm_certs::Authority,
+    body: String,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let serving = authority
+        .issue_serving(&[], &[address.ip()], Duration::from_secs(3600))
+        .unwrap();
+    let chain = rustls::pki_types::CertificateDer::pem_slice_iter(serving.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(serving.key_pem.as_bytes()).unwrap();
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = served.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, body, counter) = (acceptor.clone(), body.clone(), counter.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut request = [0u8; 4096];
+                let _ = tls.read(&mut request).await;
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    served
+}
+
+/// Debian's curl with the libraries it links and their loader, copied into
+/// `dir` (a node's plugin directory), so a plugin can run it in the
+/// agent's `FROM scratch` container; returns the command line prefix that
+/// runs it from where the directory is mounted, `mounted`.
+fn copy_curl(dir: &Path, mounted: &str) -> String {
+    let libs = dir.join("lib");
+    std::fs::create_dir_all(&libs).unwrap();
+    let ldd = Command::new("ldd").arg("/usr/bin/curl").output().unwrap();
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = line
+            .split_whitespace()
+            .find(|word| word.starts_with('/'))
+            .unwrap_or_default();
+        if path.is_empty() {
+            continue;
+        }
+        let name = Path::new(path).file_name().unwrap();
+        std::fs::copy(path, libs.join(name)).unwrap();
+    }
+    std::fs::copy("/usr/bin/curl", dir.join("curl")).unwrap();
+    format!("{mounted}/lib/ld-linux-x86-64.so.2 --library-path {mounted}/lib {mounted}/curl")
+}
+
+/// The seed's credential-provider install, with a plugin that gets the
+/// private registry's credentials from an HTTPS endpoint: the plugin runs in
+/// the agent container, verifies the endpoint against the CA bundle at the
+/// standard path (the node's, mounted by `caBundleHostPath`), and the agent
+/// pulls the private image with what it returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_credential_plugin_calls_https_with_the_ca_bundle() {
+    use prewarm_testapi::infra::{free_port, push, registry};
+    use prewarm_testapi::local_cluster::{PRIVATE_IMAGE, PRIVATE_USER};
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = PodCluster::start(dir.path(), 1, "10.219.0.0/16", "prewarm-i2", node_labels).await;
+    let kubectl = Kubectl::new(&cluster.api);
+    let registry_dir = dir.path().join("private");
+    std::fs::create_dir_all(&registry_dir).unwrap();
+    let htpasswd = registry_dir.join("htpasswd");
+    let hashed = Command::new("htpasswd")
+        .args(["-Bbn", PRIVATE_USER.0, PRIVATE_USER.1])
+        .output()
+        .unwrap();
+    std::fs::write(&htpasswd, hashed.stdout).unwrap();
+    let (_private, private_port, _) = registry(&registry_dir, "private", Some(&htpasswd));
+    let (repository, tag) = PRIVATE_IMAGE.split_once(':').unwrap();
+    let user = format!("{}:{}", PRIVATE_USER.0, PRIVATE_USER.1);
+    push(private_port, repository, tag, Some(&user), &registry_dir);
+    let registry_host = format!("127.0.0.1:{private_port}");
+
+    let authority = prewarm_certs::Authority::generate("credentials-ca", Duration::from_secs(3600)).unwrap();
+    let endpoint = std::net::SocketAddr::new(cluster.network.gateway().into(), free_port());
+    let response = serde_json::json!({"apiVersion": "credentialprovider.kubelet.k8s.io/v1", "kind": "CredentialProviderResponse",
+        "cacheKeyType": "Registry", "cacheDuration": "1m",
+        "auth": {registry_host.clone(): {"username": PRIVATE_USER.0, "password": PRIVATE_USER.1}}});
+    let served = https_server(endpoint, &authority, response.to_string()).await;
+
+    // The node's files: the plugins, its CA bundle (holding the endpoint's CA), AWS credentials.
+    let node_root = &cluster.nodes[0].root;
+    let plugins = node_root.join("etc/eks/image-credential-provider");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy("/bin/busybox", plugins.join("busybox")).unwrap();
+    let mounted = "/etc/prewarm/credential-provider-plugins";
+    let curl = copy_curl(&plugins, mounted);
+    let plugin = plugins.join("ecr-credential-provider");
+    std::fs::write(
+        &plugin,
+        format!("#!{mounted}/busybox sh\n{mounted}/busybox cat >/dev/null\nexec {curl} --silent --show-error --fail https://{endpoint}/credentials\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bundle = node_root.join("etc/ssl/certs/ca-certificates.crt");
+    std::fs::create_dir_all(bundle.parent().unwrap()).unwrap();
+    std::fs::write(&bundle, authority.cert_pem()).unwrap();
+    std::fs::create_dir_all(node_root.join("root/.aws")).unwrap();
+    // The plugin's curl does verify: against Debian's bundle alone, the endpoint is refused.
+    let unverified = Command::new("/usr/bin/curl")
+        .args(["--silent", "--fail", "--cacert", "/etc/ssl/certs/ca-certificates.crt"])
+        .arg(format!("https://{endpoint}/credentials"))
+        .status()
+        .unwrap();
+    assert!(!unverified.success(), "the endpoint's CA is not Debian's");
+
+    tokio::task::block_in_place(|| {
+        build_and_push(cluster.registry_port);
+        kubectl.ok(&["create", "namespace", "kruise-system"]);
+        let seed =
+            std::fs::read_to_string(repo("api/tests/fixtures/seed/06-configmap-credential-provider.yaml")).unwrap();
+        let config = seed.replace(
+            "          - \"*.dkr.ecr.*.amazonaws.com\"\n",
+            &format!("          - \"{registry_host}\"\n"),
+        );
+        let file = dir.path().join("credential-provider-config.yaml");
+        std::fs::write(&file, config).unwrap();
+        kubectl.ok(&["apply", "-f", file.to_str().unwrap()]);
+        let chart = repo("charts/prewarm");
+        helm(
+            &cluster,
+            &[
+                "install",
+                "kruise",
+                chart.to_str().unwrap(),
+                "--set",
+                "featureGates=ImagePullJobGate=true",
+                "--set",
+                "installation.createNamespace=false",
+                "--set",
+                "daemon.credentialProvider.enable=true",
+                "--set",
+                "daemon.credentialProvider.hostPath=/etc/eks/image-credential-provider",
+                "--set",
+                "daemon.credentialProvider.configmap=credential-provider-config",
+                "--set",
+                "daemon.credentialProvider.awsCredentialsDir=/root/.aws",
+                "--set",
+                "daemon.credentialProvider.caBundleHostPath=/etc/ssl/certs/ca-certificates.crt",
+            ],
+        );
+        wait_ready(&kubectl, &cluster, &[("prewarm-nodeagent", "prewarm-nodeagent-", 1)]);
+        let job = dir.path().join("private-job.yaml");
+        std::fs::write(
+            &job,
+            format!(
+                "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata:\n  name: private\nspec:\n  image: {registry_host}/{PRIVATE_IMAGE}\n  completionPolicy:\n    type: Always\n"
+            ),
+        )
+        .unwrap();
+        kubectl.ok(&["apply", "-f", job.to_str().unwrap()]);
+        wait("the private image job to end", Duration::from_secs(120), || {
+            get(&kubectl, &["get", "imagepulljob", "private"])["status"]["completionTime"].is_string()
+        });
+        let status = get(&kubectl, &["get", "imagepulljob", "private"])["status"].clone();
+        assert_eq!(status["succeeded"], 1, "{status:#}");
+    });
+    assert!(
+        served.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the plugin called the endpoint"
+    );
 }
