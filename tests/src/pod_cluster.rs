@@ -113,6 +113,8 @@ impl Drop for PodCluster {
         }
         for node in &mut self.nodes {
             node.runtime.take();
+            // The kubelet was stopped without tearing its Pods down: their tmpfs go too.
+            kubelet::volumes::remove_pod_dir(&node.root.join("var/lib/kubelet/pods"));
         }
         let _ = std::process::Command::new("ip")
             .args(["link", "del", &self.network.bridge])
@@ -213,6 +215,96 @@ impl PodCluster {
             let (repository, tag) = image.split_once(':').unwrap();
             crate::infra::push(self.registry_port, repository, tag, None, &dir);
         }
+    }
+
+    /// Pushes `image` (`localhost/prewarm:0.1.0`, as scripts/build-images.sh
+    /// leaves it in buildah's store) to the registry, where containerd finds
+    /// it under the same name.
+    pub fn push_from_buildah(&self, image: &str) -> Result<(), String> {
+        let name = image.strip_prefix("localhost/").unwrap_or(image);
+        let pushed = std::process::Command::new("buildah")
+            .args(["push", "--quiet", "--tls-verify=false", image])
+            .arg(format!("docker://127.0.0.1:{}/{name}", self.registry_port))
+            .output()
+            .map_err(|e| format!("running buildah: {e}"))?;
+        if !pushed.status.success() {
+            return Err(format!(
+                "buildah push {image}: {}",
+                String::from_utf8_lossy(&pushed.stderr)
+            ));
+        }
+        Ok(())
+    }
+
+    /// `helm ARGS` against this cluster, through the real Helm library
+    /// (scripts/helm.py with the Python that scripts/install-test-deps.sh set up).
+    pub fn helm(&self, python: &Path, args: &[&str]) -> Result<String, String> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/helm.py");
+        let out = std::process::Command::new(python)
+            .arg(script)
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .output()
+            .map_err(|e| format!("running {}: {e}", python.display()))?;
+        if !out.status.success() {
+            return Err(format!("helm {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The Pods that are not Ready of those `expected` names (namespace, name
+    /// prefix, count); empty once all are there and Ready.
+    pub fn not_ready(&self, expected: &[(&str, &str, usize)]) -> Vec<String> {
+        let Some(rt) = self.api.store.resource_type("", "v1", "pods") else {
+            return vec!["pods are not served".to_owned()];
+        };
+        let (pods, _) = self.api.store.list(&rt, None);
+        let ready = |pod: &serde_json::Value| {
+            pod["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        };
+        let mut missing = Vec::new();
+        for (namespace, prefix, count) in expected {
+            let matching: Vec<&serde_json::Value> = pods
+                .iter()
+                .filter(|p| p["metadata"]["namespace"] == *namespace)
+                .filter(|p| p["metadata"]["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+                .collect();
+            let ready_count = matching.iter().filter(|p| ready(p)).count();
+            if matching.len() != *count || ready_count != *count {
+                missing.push(format!(
+                    "{namespace}/{prefix}*: {ready_count} of {count} Ready ({} Pods)",
+                    matching.len()
+                ));
+            }
+        }
+        missing
+    }
+
+    /// Every Pod's container statuses and first container's log, for a report.
+    pub fn report(&self) -> String {
+        let Some(rt) = self.api.store.resource_type("", "v1", "pods") else {
+            return String::new();
+        };
+        let (pods, _) = self.api.store.list(&rt, None);
+        let mut report = String::new();
+        for pod in &pods {
+            let text = |p: &str| pod.pointer(p).and_then(serde_json::Value::as_str).unwrap_or_default();
+            let (namespace, name) = (text("/metadata/namespace"), text("/metadata/name"));
+            let container = text("/spec/containers/0/name");
+            let restarts = pod["status"]["containerStatuses"][0]["restartCount"]
+                .as_u64()
+                .unwrap_or(0);
+            let instance = u32::try_from(restarts).unwrap_or(0);
+            report.push_str(&format!(
+                "\n{namespace}/{name}: {:#}\nlog: {}",
+                pod["status"]["containerStatuses"],
+                self.log(namespace, name, container, instance)
+            ));
+        }
+        report
     }
 
     /// The output of `container` of Pod `namespace/name`'s instance

@@ -1,12 +1,17 @@
-//! `prewarm-local-cluster`: the whole system on this machine (see
-//! `prewarm_testapi::local_cluster`), until SIGTERM or Ctrl-C. Needs root (it
-//! runs containerd) and what scripts/install-test-deps.sh installs.
+//! `prewarm-local-cluster`: the whole system on this machine, until SIGTERM
+//! or Ctrl-C. By default the install runs as Pods: the chart, installed with
+//! the real Helm library from the image scripts/build-images.sh built, on
+//! test kubelets over containerd (see `prewarm_testapi::pod_cluster`);
+//! `--processes` starts the binaries as host processes instead (see
+//! `prewarm_testapi::local_cluster`). Needs root (it runs containerd) and what
+//! scripts/install-test-deps.sh installs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use prewarm_testapi::local_cluster::LocalCluster;
+use prewarm_testapi::local_cluster::{IMAGES, LocalCluster, node_labels};
+use prewarm_testapi::pod_cluster::PodCluster;
 
 #[derive(Debug, Parser)]
 #[command(name = "prewarm-local-cluster", version)]
@@ -23,6 +28,60 @@ struct Args {
     /// Start with ImagePullJobGate off (new ImagePullJobs are refused).
     #[arg(long)]
     gate_off: bool,
+    /// Run the binaries as host processes instead of installing the chart as Pods.
+    #[arg(long)]
+    processes: bool,
+    /// The image to install (built by scripts/build-images.sh into buildah's store).
+    #[arg(long, default_value = concat!("localhost/prewarm:", env!("CARGO_PKG_VERSION")))]
+    image: String,
+    /// The Python of the Helm library's venv (scripts/install-test-deps.sh makes it).
+    #[arg(long)]
+    helm_python: Option<PathBuf>,
+}
+
+/// The install's Pods: namespace, name prefix, how many.
+fn expected(nodes: usize) -> [(&'static str, &'static str, usize); 3] {
+    [
+        ("kruise-system", "prewarm-webhook-", 2),
+        ("kruise-system", "prewarm-controller-", 2),
+        ("prewarm-nodeagent", "prewarm-nodeagent-", nodes),
+    ]
+}
+
+/// The chart installed as the seed installs it, on a cluster whose Pods run.
+async fn pods(args: &Args) -> Result<(PodCluster, String), String> {
+    let python = args
+        .helm_python
+        .clone()
+        .ok_or("--helm-python is needed to install the chart (scripts/local-cluster.sh passes it)")?;
+    let cluster = PodCluster::start(&args.dir, args.nodes, "10.220.0.0/16", "prewarm-lc0", node_labels).await;
+    cluster.push_seed_images();
+    cluster.push_from_buildah(&args.image)?;
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/prewarm");
+    let gate = format!("featureGates=ImagePullJobGate={}", !args.gate_off);
+    let chart = chart.to_str().ok_or("the chart's path is not UTF-8")?;
+    cluster.helm(&python, &["install", "kruise", chart, "--set", &gate])?;
+    let started = std::time::Instant::now();
+    while !cluster.not_ready(&expected(args.nodes)).is_empty() {
+        if started.elapsed() > std::time::Duration::from_secs(180) {
+            return Err(format!(
+                "not Ready within 180 s: {:?}{}",
+                cluster.not_ready(&expected(args.nodes)),
+                cluster.report()
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let nodes: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+    let summary = format!(
+        "kubeconfig: {}\nnodes: {}\nregistry: 127.0.0.1:{} (images: {}, as docker.io and localhost)\ninstall: chart charts/prewarm as release kruise ({}), Pods in kruise-system and prewarm-nodeagent\n",
+        cluster.kubeconfig.display(),
+        nodes.join(", "),
+        cluster.registry_port,
+        IMAGES.join(", "),
+        args.image,
+    );
+    Ok((cluster, summary))
 }
 
 #[tokio::main]
@@ -43,8 +102,20 @@ async fn main() -> ExitCode {
         eprintln!("prewarm-local-cluster: creating {}: {e}", args.dir.display());
         return ExitCode::from(2);
     }
-    let cluster = LocalCluster::start(&args.dir, &binaries, args.nodes, !args.gate_off).await;
-    let summary = cluster.summary();
+    // Either kind of cluster, kept (and stopped on drop) until the process ends.
+    let (cluster, summary): (Box<dyn std::any::Any>, String) = if args.processes {
+        let cluster = LocalCluster::start(&args.dir, &binaries, args.nodes, !args.gate_off).await;
+        let summary = cluster.summary();
+        (Box::new(cluster), summary)
+    } else {
+        match pods(&args).await {
+            Ok((cluster, summary)) => (Box::new(cluster), summary),
+            Err(e) => {
+                eprintln!("prewarm-local-cluster: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     print!("{summary}");
     if let Err(e) = std::fs::write(args.dir.join("ready"), &summary) {
         eprintln!(

@@ -58,7 +58,8 @@ pub fn remove_pod_dir(pod_dir: &Path) {
     if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
         for target in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
             if target.starts_with(&prefix) {
-                let _ = std::process::Command::new("umount").arg(target).status();
+                // Lazily: a container process may still be leaving it.
+                let _ = std::process::Command::new("umount").arg("-l").arg(target).status();
             }
         }
     }

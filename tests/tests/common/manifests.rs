@@ -19,7 +19,7 @@ pub fn group_of(object: &Value) -> &str {
     api_version.rsplit_once('/').map_or("", |(group, _)| group)
 }
 
-fn helm_python() -> PathBuf {
+pub fn helm_python() -> PathBuf {
     let path = tools_dir().join("helm-venv/bin/python");
     assert!(
         path.exists(),
