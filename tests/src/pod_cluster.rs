@@ -17,43 +17,54 @@ use crate::infra::{Daemon, LayerFile, PodNetwork, PodRuntime, containerd_for_pod
 use crate::kubelet::{self, backoff};
 use crate::{Options, TestApi};
 
+/// Pushes an image of one static binary of this machine (`binary`, which
+/// `package` from Debian provides) at `path`, run by `config`'s entrypoint.
+fn push_static(
+    registry_port: u16,
+    dir: &Path,
+    image: (&str, &str),
+    binary: &str,
+    package: &str,
+    path: &str,
+    config: &str,
+) {
+    let content = std::fs::read(binary)
+        .unwrap_or_else(|e| panic!("{binary}: {e} (scripts/install-test-deps.sh installs {package})"));
+    let file = LayerFile {
+        path,
+        mode: 0o755,
+        content: &content,
+    };
+    push_image(registry_port, image.0, image.1, None, dir, &[file], config);
+}
+
 /// The pause image the project builds: Debian's static catatonit in pause
 /// mode (`-P`), as the sandbox of every Pod.
 pub fn push_pause(registry_port: u16, dir: &Path) -> String {
-    let binary = std::fs::read("/usr/bin/catatonit").expect("catatonit (scripts/install-test-deps.sh installs it)");
-    let file = LayerFile {
-        path: "pause",
-        mode: 0o755,
-        content: &binary,
-    };
-    push_image(
+    let config = r#"{"Entrypoint":["/pause","-P"]}"#;
+    push_static(
         registry_port,
-        "prewarm/pause",
-        "1.0",
-        None,
         dir,
-        &[file],
-        r#"{"Entrypoint":["/pause","-P"]}"#,
+        ("prewarm/pause", "1.0"),
+        "/usr/bin/catatonit",
+        "catatonit",
+        "pause",
+        config,
     );
     format!("127.0.0.1:{registry_port}/prewarm/pause:1.0")
 }
 
 /// A shell image (`localhost/busybox:test`): Debian's static busybox.
 pub fn push_busybox(registry_port: u16, dir: &Path) {
-    let binary = std::fs::read("/bin/busybox").expect("busybox-static (scripts/install-test-deps.sh installs it)");
-    let file = LayerFile {
-        path: "bin/busybox",
-        mode: 0o755,
-        content: &binary,
-    };
-    push_image(
+    let config = r#"{"Entrypoint":["/bin/busybox"]}"#;
+    push_static(
         registry_port,
-        "busybox",
-        "test",
-        None,
         dir,
-        &[file],
-        r#"{"Entrypoint":["/bin/busybox"]}"#,
+        ("busybox", "test"),
+        "/bin/busybox",
+        "busybox-static",
+        "bin/busybox",
+        config,
     );
 }
 
@@ -260,11 +271,7 @@ impl PodCluster {
             return vec!["pods are not served".to_owned()];
         };
         let (pods, _) = self.api.store.list(&rt, None);
-        let ready = |pod: &serde_json::Value| {
-            pod["status"]["conditions"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-        };
+        let ready = crate::workloads::pod_ready;
         let mut missing = Vec::new();
         for (namespace, prefix, count) in expected {
             let matching: Vec<&serde_json::Value> = pods

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::repo;
 use prewarm_testapi::infra::{containerd, free_port, push, registry};
 use serde_json::{Value, json};
 
@@ -20,20 +19,9 @@ const NAMESPACE: &str = "prewarm-images";
 
 /// Builds the image (incrementally after the first time); returns the OCI archive.
 fn build() -> PathBuf {
-    let out = Command::new(repo("scripts/build-images.sh")).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "build-images.sh failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains(&format!("image {IMAGE} ")), "{stdout}");
-    let archive = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("archive "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap();
-    repo("").join(archive)
+    let built = common::build_image();
+    assert_eq!(built.image, IMAGE);
+    built.archive
 }
 
 fn ctr(socket: &Path, args: &[&str]) -> String {

@@ -20,23 +20,7 @@ use serde_json::Value;
 /// Builds the image (incrementally after the first time) and pushes it to
 /// the cluster's registry.
 fn build_and_push(cluster: &PodCluster) {
-    // One build at a time: the tests of this file share the cargo target and buildah's store.
-    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _building = BUILD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let out = Command::new(repo("scripts/build-images.sh")).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "build-images.sh failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let image = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("image "))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap()
-        .to_owned();
-    cluster.push_from_buildah(&image).unwrap();
+    cluster.push_from_buildah(&common::build_image().image).unwrap();
 }
 
 /// `helm ARGS --kubeconfig <the cluster's>` through the real Helm library.

@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use super::placement;
-use super::{Action, owner_reference, text};
+use super::{Action, pod_from_template, pod_ready as ready, text};
 
 /// `AddOrUpdateDaemonPodTolerations` (pkg/controller/daemon/util): daemon
 /// Pods stay on nodes that are not ready, unreachable, under pressure or
@@ -54,28 +54,13 @@ fn pod_for(daemon_set: &Value, node: &str) -> Value {
     spec["tolerations"] = json!(daemon_tolerations(&template["spec"]));
     spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] = json!({"nodeSelectorTerms": [
         {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]});
-    let mut labels = template["metadata"]["labels"].clone();
-    if !labels.is_object() {
-        labels = json!({});
-    }
-    labels["pod-template-generation"] = json!(generation(daemon_set).to_string());
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "generateName": format!("{}-", text(daemon_set, "/metadata/name")),
-            "namespace": text(daemon_set, "/metadata/namespace"),
-            "labels": labels,
-            "annotations": template["metadata"]["annotations"].clone(),
-            "ownerReferences": [owner_reference(daemon_set, "DaemonSet")],
-        },
-        "spec": spec,
-    })
-}
-
-fn ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    pod_from_template(
+        daemon_set,
+        "DaemonSet",
+        format!("{}-", text(daemon_set, "/metadata/name")),
+        ("pod-template-generation", generation(daemon_set).to_string()),
+        spec,
+    )
 }
 
 /// An int-or-percent of `total` (`default` when unset), a percentage

@@ -10,7 +10,7 @@
 use serde_json::{Value, json};
 
 use super::daemon_sets::scaled;
-use super::{Action, owner_reference, text};
+use super::{Action, pod_from_template, pod_ready as ready, text};
 
 /// The template's hash, as the `pod-template-hash` label (FNV-1a of its JSON,
 /// written in the characters ReplicaSet names use).
@@ -26,30 +26,14 @@ pub fn template_hash(template: &Value) -> String {
         .collect()
 }
 
-fn ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-}
-
 fn pod_for(deployment: &Value, hash: &str) -> Value {
-    let template = &deployment["spec"]["template"];
-    let mut labels = template["metadata"]["labels"].clone();
-    if !labels.is_object() {
-        labels = json!({});
-    }
-    labels["pod-template-hash"] = json!(hash);
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "generateName": format!("{}-{hash}-", text(deployment, "/metadata/name")),
-            "namespace": text(deployment, "/metadata/namespace"),
-            "labels": labels,
-            "annotations": template["metadata"]["annotations"].clone(),
-            "ownerReferences": [owner_reference(deployment, "Deployment")],
-        },
-        "spec": template["spec"].clone(),
-    })
+    pod_from_template(
+        deployment,
+        "Deployment",
+        format!("{}-{hash}-", text(deployment, "/metadata/name")),
+        ("pod-template-hash", hash.to_owned()),
+        deployment["spec"]["template"]["spec"].clone(),
+    )
 }
 
 pub fn reconcile(deployment: &Value, pods: &[&Value]) -> Vec<Action> {

@@ -5,14 +5,8 @@
 
 use serde_json::{Value, json};
 
-use super::text;
+use super::{pod_ready as ready, text};
 use crate::admission::selector_matches;
-
-fn ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-}
 
 /// A Service port's target on `pod`: its number, or the container port of that name.
 fn target_port(port: &Value, pod: &Value) -> Option<u64> {

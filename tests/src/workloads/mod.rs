@@ -53,6 +53,41 @@ pub fn owner_reference(owner: &Value, kind: &str) -> Value {
            "uid": text(owner, "/metadata/uid"), "controller": true, "blockOwnerDeletion": true})
 }
 
+/// A Pod's Ready condition is True.
+pub(crate) fn pod_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// A Pod of `owner`'s template (`spec.template`), named from
+/// `generate_name`, with the template's labels and `label`, and `spec`.
+pub(crate) fn pod_from_template(
+    owner: &Value,
+    kind: &str,
+    generate_name: String,
+    label: (&str, String),
+    spec: Value,
+) -> Value {
+    let template = &owner["spec"]["template"];
+    let mut labels = template["metadata"]["labels"].clone();
+    if !labels.is_object() {
+        labels = json!({});
+    }
+    labels[label.0] = json!(label.1);
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "generateName": generate_name,
+            "namespace": text(owner, "/metadata/namespace"),
+            "labels": labels,
+            "annotations": template["metadata"]["annotations"].clone(),
+            "ownerReferences": [owner_reference(owner, kind)],
+        },
+        "spec": spec,
+    })
+}
+
 fn owned_by<'a>(pods: &'a [Value], owner: &Value) -> Vec<&'a Value> {
     let uid = text(owner, "/metadata/uid");
     pods.iter()

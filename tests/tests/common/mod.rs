@@ -123,3 +123,36 @@ pub fn code(error: kube::Error) -> u16 {
         other => panic!("expected an API error, got {other:?}"),
     }
 }
+
+/// What scripts/build-images.sh built: the image (in buildah's store) and its OCI archive.
+pub struct BuiltImage {
+    pub image: String,
+    pub archive: PathBuf,
+}
+
+/// Runs scripts/build-images.sh (incremental after the first time), one
+/// build at a time in this test binary (builds share the cargo target and
+/// buildah's store).
+pub fn build_image() -> BuiltImage {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _building = BUILD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let out = Command::new(repo("scripts/build-images.sh")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "build-images.sh failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .to_owned()
+    };
+    BuiltImage {
+        image: field("image "),
+        archive: repo("").join(field("archive ")),
+    }
+}
