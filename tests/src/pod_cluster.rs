@@ -97,6 +97,16 @@ fn bridge(network: &PodNetwork) {
     assert!(ip(&["link", "set", &network.bridge, "up"]));
 }
 
+/// The Pods of the chart installed with its defaults (release namespace
+/// kruise-system): namespace, name prefix, how many.
+pub fn chart_pods(agents: usize) -> [(&'static str, &'static str, usize); 3] {
+    [
+        ("kruise-system", "prewarm-webhook-", 2),
+        ("kruise-system", "prewarm-controller-", 2),
+        ("prewarm-nodeagent", "prewarm-nodeagent-", agents),
+    ]
+}
+
 #[derive(Debug)]
 pub struct PodNode {
     pub name: String,

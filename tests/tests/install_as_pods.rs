@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{Kubectl, repo};
 use prewarm_testapi::local_cluster::node_labels;
-use prewarm_testapi::pod_cluster::PodCluster;
+use prewarm_testapi::pod_cluster::{PodCluster, chart_pods};
 use serde_json::Value;
 
 /// Builds the image (incrementally after the first time) and pushes it to
@@ -61,15 +61,7 @@ async fn the_chart_comes_up_ready_as_pods() {
                 "featureGates=ImagePullJobGate=true",
             ],
         );
-        wait_ready(
-            &kubectl,
-            &cluster,
-            &[
-                ("kruise-system", "prewarm-webhook-", 2),
-                ("kruise-system", "prewarm-controller-", 2),
-                ("prewarm-nodeagent", "prewarm-nodeagent-", 3),
-            ],
-        );
+        wait_ready(&kubectl, &cluster, &chart_pods(3));
         every_seed_example_as_written(&kubectl, &cluster);
         a_killed_webhook_restarts_and_admission_goes_on(&kubectl, &cluster);
         deleting_the_leader_hands_the_lease_over(&kubectl, &cluster);
@@ -455,7 +447,7 @@ async fn a_credential_plugin_calls_https_with_the_ca_bundle() {
                 "daemon.credentialProvider.caBundleHostPath=/etc/ssl/certs/ca-certificates.crt",
             ],
         );
-        wait_ready(&kubectl, &cluster, &[("prewarm-nodeagent", "prewarm-nodeagent-", 1)]);
+        wait_ready(&kubectl, &cluster, &chart_pods(1));
         let job = dir.path().join("private-job.yaml");
         std::fs::write(
             &job,

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use prewarm_testapi::local_cluster::{IMAGES, LocalCluster, node_labels};
-use prewarm_testapi::pod_cluster::PodCluster;
+use prewarm_testapi::pod_cluster::{PodCluster, chart_pods};
 
 #[derive(Debug, Parser)]
 #[command(name = "prewarm-local-cluster", version)]
@@ -39,15 +39,6 @@ struct Args {
     helm_python: Option<PathBuf>,
 }
 
-/// The install's Pods: namespace, name prefix, how many.
-fn expected(nodes: usize) -> [(&'static str, &'static str, usize); 3] {
-    [
-        ("kruise-system", "prewarm-webhook-", 2),
-        ("kruise-system", "prewarm-controller-", 2),
-        ("prewarm-nodeagent", "prewarm-nodeagent-", nodes),
-    ]
-}
-
 /// The chart installed as the seed installs it, on a cluster whose Pods run.
 async fn pods(args: &Args) -> Result<(PodCluster, String), String> {
     let python = args
@@ -62,11 +53,11 @@ async fn pods(args: &Args) -> Result<(PodCluster, String), String> {
     let chart = chart.to_str().ok_or("the chart's path is not UTF-8")?;
     cluster.helm(&python, &["install", "kruise", chart, "--set", &gate])?;
     let started = std::time::Instant::now();
-    while !cluster.not_ready(&expected(args.nodes)).is_empty() {
+    while !cluster.not_ready(&chart_pods(args.nodes)).is_empty() {
         if started.elapsed() > std::time::Duration::from_secs(180) {
             return Err(format!(
                 "not Ready within 180 s: {:?}{}",
-                cluster.not_ready(&expected(args.nodes)),
+                cluster.not_ready(&chart_pods(args.nodes)),
                 cluster.report()
             ));
         }
