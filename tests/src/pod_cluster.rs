@@ -300,6 +300,44 @@ impl PodCluster {
         missing
     }
 
+    /// The host pid of the first container of Pod `namespace/name`, as its
+    /// node's containerd reports it (`ContainerStatus`, verbose).
+    pub async fn container_pid(&self, namespace: &str, name: &str) -> Result<u32, String> {
+        let rt = self
+            .api
+            .store
+            .resource_type("", "v1", "pods")
+            .ok_or("pods are not served")?;
+        let pod = self.api.store.get(&rt, namespace, name).map_err(|e| e.message)?;
+        let text = |p: &str| pod.pointer(p).and_then(serde_json::Value::as_str).unwrap_or_default();
+        let id = text("/status/containerStatuses/0/containerID")
+            .strip_prefix("containerd://")
+            .ok_or("the Pod has no container yet")?
+            .to_owned();
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.name == text("/spec/nodeName"))
+            .ok_or("the Pod is on no node of this cluster")?;
+        let socket = node.root.join("run/containerd/containerd.sock");
+        let mut cri = kubelet::cri::Cri::connect(&socket).await?;
+        let status = cri
+            .runtime
+            .container_status(kubelet::cri::api::ContainerStatusRequest {
+                container_id: id,
+                verbose: true,
+            })
+            .await
+            .map_err(|e| e.message().to_owned())?
+            .into_inner();
+        let info: serde_json::Value =
+            serde_json::from_str(status.info.get("info").ok_or("no verbose info")?).map_err(|e| e.to_string())?;
+        info["pid"]
+            .as_u64()
+            .and_then(|pid| u32::try_from(pid).ok())
+            .ok_or_else(|| format!("no pid in {info}"))
+    }
+
     /// Every Pod's container statuses and first container's log, for a report.
     pub fn report(&self) -> String {
         let Some(rt) = self.api.store.resource_type("", "v1", "pods") else {

@@ -197,30 +197,20 @@ fn pod_names(kubectl: &Kubectl, namespace: &str, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// SIGKILL to one webhook container's process: kubelet restarts it, the
+/// SIGKILL to one webhook container's process (its pid from containerd): kubelet restarts it, the
 /// Endpoints drop it while it is not Ready, and every admission meanwhile is
 /// served by the other replica.
 fn a_killed_webhook_restarts_and_admission_goes_on(kubectl: &Kubectl, cluster: &PodCluster) {
-    let pids = Command::new("pgrep")
-        .args(["-f", "^/prewarm-webhook serve"])
-        .output()
+    let webhook = pod_names(kubectl, "kruise-system", "prewarm-webhook-")[0].clone();
+    let runtime = tokio::runtime::Handle::current();
+    let pid = runtime
+        .block_on(cluster.container_pid("kruise-system", &webhook))
         .unwrap();
-    let pids = String::from_utf8_lossy(&pids.stdout);
-    let pid = pids.lines().next().expect("a webhook process");
-    let killed = Command::new("kill").args(["-KILL", pid]).status().unwrap();
+    let killed = Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
     assert!(killed.success());
     let restarted = || {
-        let listed = get(kubectl, &["get", "pods", "-n", "kruise-system"]);
-        listed["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| {
-                p["metadata"]["name"]
-                    .as_str()
-                    .is_some_and(|n| n.starts_with("prewarm-webhook-"))
-            })
-            .any(|p| p["status"]["containerStatuses"][0]["restartCount"] == 1)
+        let pod = get(kubectl, &["get", "pod", "-n", "kruise-system", &webhook]);
+        pod["status"]["containerStatuses"][0]["restartCount"] == 1
     };
     wait("the killed webhook to restart", Duration::from_secs(30), restarted);
     // Admission right away, while the restarted replica may not be Ready yet:
