@@ -147,8 +147,7 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>
             check_count(
                 schema,
                 items.len(),
-                "maxItems",
-                "minItems",
+                ("maxItems", "minItems"),
                 "items",
                 value,
                 path,
@@ -164,8 +163,7 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>
             check_count(
                 schema,
                 map.len(),
-                "maxProperties",
-                "minProperties",
+                ("maxProperties", "minProperties"),
                 "properties",
                 value,
                 path,
@@ -287,12 +285,11 @@ fn bare(number: f64) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// `maxItems`/`minItems` or `maxProperties`/`minProperties` on `count`.
 fn check_count(
     schema: &Value,
     count: usize,
-    max_key: &str,
-    min_key: &str,
+    (max_key, min_key): (&str, &str),
     noun: &str,
     value: &Value,
     path: &str,
