@@ -310,17 +310,39 @@ fn builtin_columns(rt: &ResourceType) -> Option<Vec<Computed>> {
     Some(columns)
 }
 
+/// The columns kube-apiserver adds for `-o wide` (priority 1), after the rest.
+fn builtin_wide_columns(rt: &ResourceType) -> Vec<Computed> {
+    match (rt.group.as_str(), rt.kind.as_str()) {
+        ("", "Pod") => vec![
+            ("IP", "string", |o| text(o, "/status/podIP")),
+            ("Node", "string", |o| text(o, "/spec/nodeName")),
+            ("Nominated Node", "string", |_| json!("<none>")),
+            ("Readiness Gates", "string", |_| json!("<none>")),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 /// Events show their name only with `-o wide` (priority 1), after the rest.
-fn builtin_table(columns: &[Computed], name_last: bool, objects: &[Value], resource_version: u64) -> Value {
+fn builtin_table(
+    columns: &[Computed],
+    wide: &[Computed],
+    name_last: bool,
+    objects: &[Value],
+    resource_version: u64,
+) -> Value {
     let name = json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": u8::from(name_last)});
-    let mut definitions: Vec<Value> = columns
-        .iter()
-        .map(|(name, type_, _)| json!({"name": name, "type": type_, "format": "", "description": "", "priority": 0}))
-        .collect();
+    let definition = |(name, type_, _): &Computed, priority: u8| json!({"name": name, "type": type_, "format": "", "description": "", "priority": priority});
+    let mut definitions: Vec<Value> = columns.iter().map(|c| definition(c, 0)).collect();
     let at = if name_last { definitions.len() } else { 0 };
     definitions.insert(at, name);
+    definitions.extend(wide.iter().map(|c| definition(c, 1)));
     let cells = |object: &Value| {
-        let mut cells: Vec<Value> = columns.iter().map(|(_, _, compute)| compute(object)).collect();
+        let mut cells: Vec<Value> = columns
+            .iter()
+            .chain(wide)
+            .map(|(_, _, compute)| compute(object))
+            .collect();
         cells.insert(at, object.pointer("/metadata/name").cloned().unwrap_or(Value::Null));
         cells
     };
@@ -331,7 +353,13 @@ pub fn table(rt: &ResourceType, version: &str, objects: &[Value], resource_versi
     if !rt.from_crd
         && let Some(columns) = builtin_columns(rt)
     {
-        return builtin_table(&columns, rt.kind == "Event", objects, resource_version);
+        return builtin_table(
+            &columns,
+            &builtin_wide_columns(rt),
+            rt.kind == "Event",
+            objects,
+            resource_version,
+        );
     }
     let columns = columns(rt, version);
     let definitions: Vec<Value> = columns

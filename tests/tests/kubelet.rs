@@ -136,6 +136,12 @@ async fn a_pod_runs_with_kubelets_security_context_volumes_env_and_probes() {
         log.contains("env hi web node-1 10.213.0.1"),
         "env, fieldRefs and the API server's address: {log}"
     );
+    let kubectl = Kubectl::new(&cluster.pods.api);
+    let wide = tokio::task::block_in_place(|| kubectl.ok(&["get", "pod", "web", "-o", "wide"]));
+    assert!(
+        wide.contains(ip) && wide.contains("node-1"),
+        "-o wide shows IP and NODE: {wide}"
+    );
     // The readiness probe reached the Pod's own address.
     let answer = prewarm_testapi::infra::curl(&["--max-time", "5", &format!("http://{ip}:8080/index.html")]);
     assert_eq!(answer.trim(), "ok");
