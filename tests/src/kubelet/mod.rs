@@ -6,6 +6,7 @@
 //! source, cited in each module.
 
 pub mod backoff;
+mod container_inputs;
 pub mod cri;
 mod pod_volumes;
 pub mod probes;
