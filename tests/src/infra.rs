@@ -16,6 +16,13 @@ use sha2::{Digest, Sha256};
 #[derive(Debug)]
 pub struct Daemon(Child);
 
+impl Daemon {
+    /// How the process ended, if it has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().ok().flatten()
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();

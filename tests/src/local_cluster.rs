@@ -288,14 +288,24 @@ impl LocalCluster {
             &[],
             &self.log("webhook"),
         );
-        self.webhook = Some(daemon);
         self.api.set_service_endpoint(
             WEBHOOK_SERVICE,
             format!("127.0.0.1:{}", self.webhook_port).parse().unwrap(),
         );
-        wait("the webhook's readiness", Duration::from_secs(30), || {
-            http_get(health, "/readyz").is_some_and(|answer| answer.starts_with("HTTP/1.1 200"))
-        });
+        let log = self.log("webhook");
+        let webhook = self.webhook.insert(daemon);
+        let started = Instant::now();
+        while !http_get(health, "/readyz").is_some_and(|answer| answer.starts_with("HTTP/1.1 200")) {
+            let ended = webhook.exit_status();
+            assert!(
+                ended.is_none() && started.elapsed() < Duration::from_secs(30),
+                "the webhook is not ready after {:?} (process: {}); its log:\n{}",
+                started.elapsed(),
+                ended.map_or("running".to_owned(), |status| status.to_string()),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn start_controller(&mut self) {

@@ -10,6 +10,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -134,8 +135,18 @@ impl Drop for PodCluster {
         }
         for node in &mut self.nodes {
             node.runtime.take();
-            // The kubelet was stopped without tearing its Pods down: their tmpfs go too.
-            kubelet::volumes::remove_pod_dir(&node.root.join("var/lib/kubelet/pods"));
+        }
+        // The kubelets were stopped without tearing their Pods down: their
+        // tmpfs go too, again while a worker still leaving may mount one.
+        let pods: Vec<PathBuf> = self.nodes.iter().map(|n| n.root.join("var/lib/kubelet/pods")).collect();
+        let started = Instant::now();
+        loop {
+            pods.iter().for_each(|dir| kubelet::volumes::remove_pod_dir(dir));
+            let left = pods.iter().any(|dir| kubelet::volumes::has_mounts_under(dir));
+            if !left || started.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
         let _ = std::process::Command::new("ip")
             .args(["link", "del", &self.network.bridge])

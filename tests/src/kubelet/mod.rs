@@ -145,6 +145,16 @@ pub fn read_log(root: &std::path::Path, pod: &Value, container: &str, instance: 
     out
 }
 
+/// A Pod's worker task, stopped with the kubelet that started it (as the
+/// kubelet process takes its goroutines along when it stops).
+struct Worker(tokio::task::JoinHandle<()>);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs the kubelet of `node` until the task is dropped: one worker per Pod
 /// bound to the node, stopped (containers and sandbox torn down) when its
 /// Pod is gone.
@@ -158,7 +168,7 @@ pub async fn run(node: Node) {
             }
         }
     };
-    let mut workers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut workers: HashMap<String, Worker> = HashMap::new();
     loop {
         let pods = node.pods();
         let live: Vec<String> = pods.iter().map(|p| text(p, "/metadata/uid").to_owned()).collect();
@@ -166,10 +176,10 @@ pub async fn run(node: Node) {
             let uid = text(pod, "/metadata/uid").to_owned();
             workers
                 .entry(uid.clone())
-                .or_insert_with(|| tokio::spawn(worker::run(node.clone(), cri.clone(), uid)));
+                .or_insert_with(|| Worker(tokio::spawn(worker::run(node.clone(), cri.clone(), uid))));
         }
         // A worker ends itself once its Pod is gone and torn down.
-        workers.retain(|uid, handle| live.contains(uid) || !handle.is_finished());
+        workers.retain(|uid, worker| live.contains(uid) || !worker.0.is_finished());
         tokio::time::sleep(SYNC_PERIOD).await;
     }
 }

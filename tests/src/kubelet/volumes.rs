@@ -45,23 +45,30 @@ pub fn empty_dir(pod_dir: &Path, name: &str, fs_group: Option<u32>, memory: bool
 }
 
 fn is_mount_point(dir: &Path) -> bool {
-    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|mounts| {
-        mounts
-            .lines()
-            .any(|line| line.split(' ').nth(1) == Some(&dir.display().to_string()))
-    })
+    mounts_under(dir).iter().any(|target| Path::new(target) == dir)
+}
+
+/// The mount points under `dir`.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|target| target.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn has_mounts_under(dir: &Path) -> bool {
+    !mounts_under(dir).is_empty()
 }
 
 /// Unmounts what `empty_dir` mounted under `pod_dir` and removes the directory.
 pub fn remove_pod_dir(pod_dir: &Path) {
-    let prefix = pod_dir.display().to_string();
-    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-        for target in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
-            if target.starts_with(&prefix) {
-                // Lazily: a container process may still be leaving it.
-                let _ = std::process::Command::new("umount").arg("-l").arg(target).status();
-            }
-        }
+    for target in mounts_under(pod_dir) {
+        // Lazily: a container process may still be leaving it.
+        let _ = std::process::Command::new("umount").arg("-l").arg(target).status();
     }
     let _ = std::fs::remove_dir_all(pod_dir);
 }
