@@ -4,7 +4,8 @@ lint a chart, install or upgrade a release with helm's --set syntax, uninstall.
 Prints the result as JSON on stdout; exits 1 with Helm's message on failure.
 
   helm.py lint CHART
-  helm.py install|upgrade RELEASE CHART --kubeconfig FILE [--namespace NS] [--set K=V ...]
+  helm.py install|upgrade RELEASE CHART --kubeconfig FILE [--namespace NS]
+          [--set K=V ...] [--set-json K=JSON ...]
   helm.py uninstall RELEASE --kubeconfig FILE [--namespace NS]
 """
 
@@ -28,22 +29,33 @@ def scalar(text):
     return text
 
 
-def set_values(assignments):
-    """helm's --set: comma-separated key.path=value pairs; `\\,` keeps a comma."""
+def put(values, key, value):
+    """Sets the dotted `key` of `values` to `value`."""
+    node = values
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SystemExit(f"--set {key}: {part} is not a map")
+    node[parts[-1]] = value
+
+
+def set_values(assignments, json_assignments):
+    """helm's --set (comma-separated key.path=value pairs; `\\,` keeps a
+    comma), then --set-json (key.path=JSON, one per flag)."""
     values = {}
     for assignment in assignments:
         for pair in re.split(r"(?<!\\),", assignment):
             if "=" not in pair:
                 raise SystemExit(f"--set {pair!r}: expected key=value")
             key, value = pair.split("=", 1)
-            value = value.replace("\\,", ",")
-            node = values
-            parts = key.split(".")
-            for part in parts[:-1]:
-                node = node.setdefault(part, {})
-                if not isinstance(node, dict):
-                    raise SystemExit(f"--set {key}: {part} is not a map")
-            node[parts[-1]] = scalar(value)
+            put(values, key, scalar(value.replace("\\,", ",")))
+    for assignment in json_assignments:
+        key, _, text = assignment.partition("=")
+        try:
+            put(values, key, json.loads(text))
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"--set-json {assignment!r}: {e}")
     return values
 
 
@@ -54,6 +66,7 @@ async def main():
     parser.add_argument("--kubeconfig")
     parser.add_argument("--namespace", default="default")
     parser.add_argument("--set", action="append", default=[], dest="sets")
+    parser.add_argument("--set-json", action="append", default=[], dest="json_sets")
     args = parser.parse_args()
     config = helm_sdkpy.Configuration(namespace=args.namespace, kubeconfig=args.kubeconfig)
     if args.action == "lint":
@@ -62,7 +75,7 @@ async def main():
         result = await helm_sdkpy.Uninstall(config).run(args.names[0], wait=False)
     else:
         release, chart = args.names
-        values = set_values(args.sets)
+        values = set_values(args.sets, args.json_sets)
         if args.action == "install":
             result = await helm_sdkpy.Install(config).run(release, chart, values, wait=False)
         else:

@@ -4,8 +4,7 @@
 # containerd, on one pod network), a local registry with the seed's images,
 # and prewarm installed as users install it: the image built from this
 # checkout, the chart installed with the real Helm library, as Pods (see
-# tests/src/pod_cluster.rs). PROCESSES=1 runs the binaries as host processes
-# instead (tests/src/local_cluster.rs).
+# tests/src/installed.rs, the end-to-end tests' cluster too).
 #
 #   scripts/local-cluster.sh up       build, start in the background, print how to use it
 #   scripts/local-cluster.sh status   is it running; nodes and jobs
@@ -28,18 +27,14 @@ up)
     fi
     scripts/install-test-deps.sh >/dev/null
     cargo build --quiet --bins
-    mode=(--helm-python "${XDG_CACHE_HOME:-$HOME/.cache}/prewarm-test-tools/helm-venv/bin/python")
-    if [ "${PROCESSES:-}" = 1 ]; then
-        mode=(--processes)
-    else
-        scripts/build-images.sh
-    fi
+    scripts/build-images.sh
     # Only a directory an earlier run made (or an empty one) is cleared.
     if [ -d "$DIR" ] && [ -n "$(ls -A "$DIR")" ] && [ ! -f "$DIR/local-cluster.log" ]; then
         echo "$DIR exists and is not a local cluster's directory: set DIR to another path" >&2; exit 1
     fi
     rm -rf "$DIR" && mkdir -p "$DIR"
-    setsid "${CARGO_TARGET_DIR:-target}/debug/prewarm-local-cluster" --dir "$DIR" "${mode[@]}" >"$DIR/local-cluster.log" 2>&1 < /dev/null &
+    setsid "${CARGO_TARGET_DIR:-target}/debug/prewarm-local-cluster" --dir "$DIR" \
+        --helm-python "${XDG_CACHE_HOME:-$HOME/.cache}/prewarm-test-tools/helm-venv/bin/python" >"$DIR/local-cluster.log" 2>&1 < /dev/null &
     echo $! >"$PIDFILE"
     for _ in $(seq 1 1200); do
         [ -f "$DIR/ready" ] && break
@@ -48,13 +43,6 @@ up)
     done
     [ -f "$DIR/ready" ] || { echo "not ready after 240 s:"; tail -40 "$DIR/local-cluster.log"; exit 1; }
     cat "$DIR/ready"
-    if [ "${PROCESSES:-}" = 1 ]; then
-        # Host processes pull through containerds without a Docker Hub mirror.
-        apply="sed \"s# nginx:1.9.1# $(sed -n 's/^registry: \([^ ]*\).*/\1/p' "$DIR/ready")/library/nginx:1.9.1#\" \\
-      api/tests/fixtures/seed/02-imagepulljob-names.yaml | kubectl apply -f -"
-    else
-        apply="kubectl apply -f api/tests/fixtures/seed/02-imagepulljob-names.yaml"
-    fi
     cat <<EOT
 
 Try it:
@@ -62,7 +50,7 @@ Try it:
   alias kubectl=$KUBECTL
   kubectl get pods -A
   kubectl get nodes,nodeimages
-  $apply
+  kubectl apply -f api/tests/fixtures/seed/02-imagepulljob-names.yaml
   kubectl get imagepulljobs -w
 Stop it with: scripts/local-cluster.sh down
 EOT

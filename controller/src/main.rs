@@ -21,7 +21,8 @@ use prewarm_process::logs::LogFormat;
 /// prewarm's controller: keeps one NodeImage per Node and turns ImagePullJobs
 /// into NodeImage entries for the node agents. Kubeconfig or in-cluster config.
 #[derive(Debug, Parser)]
-#[command(name = "prewarm-controller", version)]
+// The last of a flag given twice wins, as in Kubernetes components (the chart's extraArgs).
+#[command(name = "prewarm-controller", version, args_override_self = true)]
 struct Cli {
     /// Feature gates, as in Kubernetes: ImagePullJobGate=true,KruiseDaemon=true.
     /// Job reconcile needs ImagePullJobGate; NodeImage lifecycle needs KruiseDaemon.

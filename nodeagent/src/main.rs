@@ -30,6 +30,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Watch this node's NodeImage and pull what it asks (in cluster; kubeconfig or in-cluster config).
+    // The last of a flag given twice wins, as in Kubernetes components (the chart's extraArgs).
+    #[command(args_override_self = true)]
     Run(RunArgs),
     /// Pull the images of ImagePullJob / ImageListPullJob manifests on this machine, without a cluster.
     Pull(PullArgs),

@@ -16,18 +16,24 @@ use sha2::{Digest, Sha256};
 #[derive(Debug)]
 pub struct Daemon(Child);
 
-impl Daemon {
-    /// How the process ended, if it has.
-    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.0.try_wait().ok().flatten()
-    }
-}
-
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The whole answer to a plain-HTTP GET of `path` at `address`, if any.
+pub fn http_get(address: std::net::SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
 }
 
 pub fn free_port() -> u16 {
@@ -38,16 +44,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Starts `program`; its output is appended to `log`.
 pub fn spawn(program: &str, args: &[&str], log: &Path) -> Daemon {
-    spawn_with_env(program, args, &[], log)
-}
-
-/// [`spawn`] with extra environment variables; the log is appended to.
-pub fn spawn_with_env(program: &str, args: &[&str], env: &[(&str, &Path)], log: &Path) -> Daemon {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     let child = Command::new(program)
         .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .stdin(Stdio::null())
@@ -365,13 +366,18 @@ pub fn containerd_for_pods(
         state: node_root.join("run/containerd/state"),
         socket: node_root.join("run/containerd/containerd.sock"),
     };
-    let (daemon, socket) = start_containerd(&layout, sandbox_image, Path::new("/usr/lib/cni"));
+    let (daemon, socket) = start_containerd(&layout, sandbox_image, Path::new(CNI_PLUGINS));
     let runtime = PodRuntime {
         daemon: Some(daemon),
         socket: socket.clone(),
+        layout,
+        sandbox_image: sandbox_image.to_owned(),
     };
     (runtime, socket)
 }
+
+/// Where Debian's containernetworking-plugins are.
+const CNI_PLUGINS: &str = "/usr/lib/cni";
 
 /// containerd running Pods: on drop, every sandbox is stopped and removed
 /// through the CRI (so containers, network namespaces and addresses go with
@@ -381,9 +387,23 @@ pub fn containerd_for_pods(
 pub struct PodRuntime {
     daemon: Option<Daemon>,
     socket: PathBuf,
+    layout: ContainerdLayout,
+    sandbox_image: String,
 }
 
 impl PodRuntime {
+    /// Kills containerd (a runtime gone down); the containers go on under their shims.
+    pub fn stop(&mut self) {
+        self.daemon = None;
+    }
+
+    fn start(&mut self) {
+        if self.daemon.is_none() {
+            let _ = std::fs::remove_file(&self.socket);
+            self.daemon = Some(start_containerd(&self.layout, &self.sandbox_image, Path::new(CNI_PLUGINS)).0);
+        }
+    }
+
     async fn remove_sandboxes(socket: &Path) -> Result<(), String> {
         use crate::kubelet::cri::{Cri, api};
         let mut cri = Cri::connect(socket).await?;
@@ -413,6 +433,8 @@ impl PodRuntime {
 
 impl Drop for PodRuntime {
     fn drop(&mut self) {
+        // A stopped runtime comes back to remove what its shims still run.
+        self.start();
         let socket = self.socket.clone();
         // Its own thread and runtime: drop may run inside a test's runtime.
         let cleaned = std::thread::spawn(move || {

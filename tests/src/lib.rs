@@ -31,8 +31,8 @@ pub mod events;
 pub mod field_validation;
 pub mod http;
 pub mod infra;
+pub mod installed;
 pub mod kubelet;
-pub mod local_cluster;
 pub mod openapi;
 pub mod patch;
 pub mod pod_cluster;
@@ -41,6 +41,7 @@ pub mod pod_security;
 pub mod protobuf;
 pub mod query;
 pub mod rbac;
+pub mod registries;
 pub mod resources;
 pub mod schema;
 pub mod schema_validation;
@@ -274,7 +275,7 @@ impl TestApi {
         Ok(self.kubeconfig_with_token(namespace, name, &token))
     }
 
-    fn kubeconfig_with_token(&self, namespace: &str, name: &str, token: &str) -> String {
+    pub fn kubeconfig_with_token(&self, namespace: &str, name: &str, token: &str) -> String {
         self.kubeconfig()
             .replace(
                 &format!("\"token\": \"{}\"", rbac::ADMIN_TOKEN),

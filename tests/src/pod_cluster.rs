@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::infra::{Daemon, LayerFile, PodNetwork, PodRuntime, containerd_for_pods, push_image, registry};
+use crate::infra::{LayerFile, PodNetwork, PodRuntime, containerd_for_pods, push_image};
 use crate::kubelet::{self, backoff};
+use crate::registries::SeedRegistries;
 use crate::{Options, TestApi};
 
 /// Pushes an image of one static binary of this machine (`binary`, which
@@ -121,11 +122,11 @@ pub struct PodCluster {
     pub api: TestApi,
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
-    pub registry_port: u16,
+    /// The pause, busybox and prewarm images are in the open one too.
+    pub registries: SeedRegistries,
     pub network: PodNetwork,
     pub nodes: Vec<PodNode>,
     pause: String,
-    _registry: Daemon,
 }
 
 impl Drop for PodCluster {
@@ -183,20 +184,17 @@ impl PodCluster {
         api.start_workloads();
         let kubeconfig = dir.join("kubeconfig");
         api.write_kubeconfig(&kubeconfig).unwrap();
-        let registry_dir = dir.join("registry");
-        std::fs::create_dir_all(&registry_dir).unwrap();
-        let (registry, registry_port, _) = registry(&registry_dir, "open", None);
-        let pause = push_pause(registry_port, &registry_dir);
-        push_busybox(registry_port, &registry_dir);
+        let registries = SeedRegistries::start(&dir.join("registries")).await;
+        let pause = push_pause(registries.open_port, &registries.dir);
+        push_busybox(registries.open_port, &registries.dir);
         let mut cluster = Self {
             api,
             dir: dir.to_owned(),
             kubeconfig,
-            registry_port,
+            registries,
             network,
             nodes: Vec::new(),
             pause,
-            _registry: registry,
         };
         for index in 1..=nodes {
             cluster.add_node(index, labels(index));
@@ -207,7 +205,7 @@ impl PodCluster {
     fn add_node(&mut self, index: usize, labels: serde_json::Value) {
         let name = format!("node-{index}");
         let root = self.dir.join(&name);
-        let registry = format!("127.0.0.1:{}", self.registry_port);
+        let registry = format!("127.0.0.1:{}", self.registries.open_port);
         let (runtime, socket) = containerd_for_pods(&root, &self.pause, &self.network, &registry);
         self.api
             .put(&json!({"apiVersion": "v1", "kind": "Node",
@@ -239,16 +237,6 @@ impl PodCluster {
         });
     }
 
-    /// Pushes the seed's images (see [`crate::local_cluster::IMAGES`]) under
-    /// their Docker Hub names, which containerd pulls from this registry.
-    pub fn push_seed_images(&self) {
-        let dir = self.dir.join("registry");
-        for image in crate::local_cluster::IMAGES {
-            let (repository, tag) = image.split_once(':').unwrap();
-            crate::infra::push(self.registry_port, repository, tag, None, &dir);
-        }
-    }
-
     /// Pushes `image` (`localhost/prewarm:0.1.0`, as scripts/build-images.sh
     /// leaves it in buildah's store) to the registry, where containerd finds
     /// it under the same name.
@@ -256,7 +244,7 @@ impl PodCluster {
         let name = image.strip_prefix("localhost/").unwrap_or(image);
         let pushed = std::process::Command::new("buildah")
             .args(["push", "--quiet", "--tls-verify=false", image])
-            .arg(format!("docker://127.0.0.1:{}/{name}", self.registry_port))
+            .arg(format!("docker://127.0.0.1:{}/{name}", self.registries.open_port))
             .output()
             .map_err(|e| format!("running buildah: {e}"))?;
         if !pushed.status.success() {
@@ -347,6 +335,64 @@ impl PodCluster {
             .as_u64()
             .and_then(|pid| u32::try_from(pid).ok())
             .ok_or_else(|| format!("no pid in {info}"))
+    }
+
+    /// Stops node `index`'s containerd (0-based); it comes back on drop to
+    /// remove what it ran.
+    pub fn stop_containerd(&mut self, index: usize) {
+        if let Some(runtime) = self.nodes[index].runtime.as_mut() {
+            runtime.stop();
+        }
+    }
+
+    /// Everything every container of every Pod logged, all instances (to
+    /// look for leaked secrets).
+    pub fn all_logs(&self) -> String {
+        self.logs_matching(|_| true)
+    }
+
+    /// Everything the containers of the Pods of `namespace` whose name
+    /// starts with `prefix` logged, all instances.
+    pub fn logs_of(&self, namespace: &str, prefix: &str) -> String {
+        self.logs_matching(|pod| {
+            pod["metadata"]["namespace"] == namespace
+                && pod["metadata"]["name"].as_str().is_some_and(|n| n.starts_with(prefix))
+        })
+    }
+
+    fn logs_matching(&self, wanted: impl Fn(&Value) -> bool) -> String {
+        let Some(rt) = self.api.store.resource_type("", "v1", "pods") else {
+            return String::new();
+        };
+        let (pods, _) = self.api.store.list(&rt, None);
+        let mut all = String::new();
+        for pod in pods.iter().filter(|p| wanted(p)) {
+            let text = |p: &Value, pointer: &str| {
+                p.pointer(pointer)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let statuses = pod["status"]["containerStatuses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for status in &statuses {
+                let restarts = status["restartCount"]
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(0);
+                for instance in 0..=restarts {
+                    all.push_str(&self.log(
+                        &text(pod, "/metadata/namespace"),
+                        &text(pod, "/metadata/name"),
+                        &text(status, "/name"),
+                        instance,
+                    ));
+                }
+            }
+        }
+        all
     }
 
     /// Every Pod's container statuses and first container's log, for a report.

@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::e2e::{E2e, MINUTE, completed, job, up, wait_until};
-use prewarm_testapi::local_cluster::PRIVATE_USER;
+use prewarm_testapi::installed::NAMESPACE;
+use prewarm_testapi::registries::PRIVATE_USER;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn private_images_pull_with_the_right_secret_and_a_wrong_password_leaks_nowhere() {
     let e2e = up(true).await;
-    let private = e2e.cluster.private_image();
-    let registry = format!("127.0.0.1:{}", e2e.cluster.private_registry_port);
+    let private = e2e.registries().private_image();
+    let registry = format!("127.0.0.1:{}", e2e.registries().private_port);
     // `up` prints the credentials the right Secret below is made of.
     let summary = e2e.cluster.summary();
     assert!(
@@ -95,7 +96,7 @@ async fn private_images_pull_with_the_right_secret_and_a_wrong_password_leaks_no
     assert!(events.contains("with pull secret default/wrong: "), "{events}");
     let encoded = base64::engine::general_purpose::STANDARD.encode(wrong_password);
     for (place, text) in [
-        ("logs", e2e.cluster.logs()),
+        ("logs", e2e.cluster.pods.all_logs()),
         ("events", events),
         ("statuses", wrong.to_string()),
         ("node images", node_images),
@@ -113,7 +114,7 @@ async fn private_images_pull_with_the_right_secret_and_a_wrong_password_leaks_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_gate_refuses_new_jobs_idles_the_controller_and_turns_on_without_a_restart() {
     let mut e2e = up(true).await;
-    let nginx = e2e.cluster.image("nginx:1.9.1");
+    let nginx = e2e.registries().image("nginx:1.9.1");
     tokio::task::block_in_place(|| {
         assert!(e2e.apply(&e2e.seed("02-imagepulljob-names.yaml", "before")).ok);
         e2e.wait_job("imagepulljob", "before", MINUTE, completed);
@@ -141,7 +142,7 @@ async fn the_gate_refuses_new_jobs_idles_the_controller_and_turns_on_without_a_r
         let typo = r#"{"data":{"featureGates":"ImagePullJobGate=ture"}}"#;
         e2e.kubectl.ok(&[
             "-n",
-            "prewarm-system",
+            NAMESPACE,
             "patch",
             "configmap",
             "prewarm-feature-gates",
@@ -173,7 +174,7 @@ async fn the_gate_refuses_new_jobs_idles_the_controller_and_turns_on_without_a_r
         let events = e2e.events_of("prewarm-feature-gates");
         assert!(events.contains("ImagePullJobGate turned on"), "{events}");
     });
-    let controller_log = std::fs::read_to_string(e2e.cluster.dir.join("logs/controller.log")).unwrap();
+    let controller_log = e2e.cluster.pods.logs_of(NAMESPACE, "prewarm-controller-");
     assert!(controller_log.contains("ImagePullJobGate off: ImagePullJob and ImageListPullJob reconcile idle"));
     assert_eq!(
         controller_log.matches("waiting for the caches").count(),
@@ -192,11 +193,11 @@ async fn the_gate_refuses_new_jobs_idles_the_controller_and_turns_on_without_a_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agents_controllers_runtimes_and_api_writes_failing() {
     let mut e2e = up(true).await;
-    let nginx = e2e.cluster.image("nginx:1.9.1");
+    let nginx = e2e.registries().image("nginx:1.9.1");
 
     // A node agent killed in the middle of a pull (a throttled registry makes it
     // last seconds) and started again: it pulls what was cut short, once more.
-    let slow = e2e.cluster.slow_image();
+    let slow = e2e.registries().slow_image();
     let (repository, _) = slow.rsplit_once(':').unwrap();
     tokio::task::block_in_place(|| {
         assert!(e2e.apply(&job("mid-pull", &slow, &["node-1", "node-2"], "")).ok);
@@ -207,35 +208,34 @@ async fn agents_controllers_runtimes_and_api_writes_failing() {
             std::thread::sleep(Duration::from_millis(100));
         }
     });
-    e2e.cluster.kill_agent(0);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    e2e.cluster.start_agent(0);
+    tokio::task::block_in_place(|| e2e.cluster.crash_agent(0));
     let status = tokio::task::block_in_place(|| e2e.wait_job("imagepulljob", "mid-pull", MINUTE, completed));
     assert_eq!(status["succeeded"], 2, "{status:#}");
     assert_eq!(e2e.nodes_with(&slow).await, ["node-1", "node-2"]);
     assert_eq!(
-        e2e.cluster.manifest_requests("slow:1.0"),
+        e2e.registries().manifest_requests("slow:1.0"),
         3,
         "node-2 once, node-1 cut short and once more"
     );
 
-    // A node agent down when the job arrives, back later: it pulls once, and the job completes.
-    e2e.cluster.kill_agent(0);
+    // A node agent hung when the job arrives, killed and restarted later: it
+    // pulls once, and the job completes.
+    tokio::task::block_in_place(|| e2e.cluster.hang_agent(0));
     tokio::task::block_in_place(|| assert!(e2e.apply(&job("agent-down", &nginx, &["node-1", "node-2"], "")).ok));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let waiting = tokio::task::block_in_place(|| e2e.get(&["imagepulljob", "agent-down"]));
     assert!(waiting["status"]["completionTime"].is_null(), "{:#}", waiting["status"]);
-    e2e.cluster.start_agent(0);
+    tokio::task::block_in_place(|| e2e.cluster.crash_agent(0));
     let status = tokio::task::block_in_place(|| e2e.wait_job("imagepulljob", "agent-down", MINUTE, completed));
     assert_eq!(status["succeeded"], 2, "{status:#}");
     assert_eq!(
-        e2e.cluster.manifest_requests("nginx:1.9.1"),
+        e2e.registries().manifest_requests("nginx:1.9.1"),
         2,
         "one pull per node, none repeated"
     );
 
     // The controller restarted while a job waits: the job completes after it.
-    let busybox = e2e.cluster.image("busybox:1.36");
+    let busybox = e2e.registries().image("busybox:1.36");
     e2e.cluster.stop_controller();
     tokio::task::block_in_place(|| {
         assert!(
@@ -243,13 +243,13 @@ async fn agents_controllers_runtimes_and_api_writes_failing() {
                 .ok
         )
     });
-    e2e.cluster.start_controller();
+    e2e.cluster.start_controller(&[]);
     let status = tokio::task::block_in_place(|| e2e.wait_job("imagepulljob", "controller-down", MINUTE, completed));
     assert_eq!(status["succeeded"], 2, "{status:#}");
 
     // One in twenty API writes failing: jobs still converge.
-    e2e.cluster.api.store.inject_write_fault_every(Some(20));
-    let redis = e2e.cluster.image("redis:7");
+    e2e.cluster.pods.api.store.inject_write_fault_every(Some(20));
+    let redis = e2e.registries().image("redis:7");
     let status = tokio::task::block_in_place(|| {
         let mut applied = e2e.apply(&job("flaky-api", &redis, &["node-1", "node-2", "node-3"], ""));
         // kubectl's own write may be the one that fails; a user would run it again.
@@ -259,13 +259,13 @@ async fn agents_controllers_runtimes_and_api_writes_failing() {
         assert!(applied.ok, "{}", applied.stderr);
         e2e.wait_job("imagepulljob", "flaky-api", MINUTE, completed)
     });
-    e2e.cluster.api.store.inject_write_fault_every(None);
+    e2e.cluster.pods.api.store.inject_write_fault_every(None);
     assert_eq!(status["succeeded"], 3, "{status:#}");
     assert_eq!(e2e.nodes_with(&redis).await.len(), 3);
 
     // A node whose runtime is down fails, with a message; the others complete.
     e2e.cluster.stop_containerd(2);
-    let ubuntu = e2e.cluster.image("ubuntu:22.04");
+    let ubuntu = e2e.registries().image("ubuntu:22.04");
     let status = tokio::task::block_in_place(|| {
         assert!(
             e2e.apply(&job("runtime-down", &ubuntu, &["node-1", "node-2", "node-3"], ""))
@@ -292,7 +292,8 @@ async fn agents_controllers_runtimes_and_api_writes_failing() {
 async fn a_node_agent_s_token_writes_only_its_own_node_s_status() {
     let e2e = up(true).await;
     let as_agent_of = |node: &str, args: &[&str]| {
-        let kubeconfig = e2e.cluster.dir.join(format!("kubeconfig-nodeagent-{node}"));
+        let index: usize = node.trim_start_matches("node-").parse().unwrap();
+        let kubeconfig = e2e.cluster.agent_kubeconfig(index - 1);
         let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
         all.extend_from_slice(args);
         e2e.kubectl.run(&all)
@@ -303,12 +304,12 @@ async fn a_node_agent_s_token_writes_only_its_own_node_s_status() {
         for (key, value) in serde_json::from_str::<serde_json::Map<String, Value>>(status).unwrap() {
             object["status"][key] = value;
         }
-        let file = e2e.cluster.dir.join(format!("status-{node}-{node_image}.json"));
+        let file = e2e.cluster.pods.dir.join(format!("status-{node}-{node_image}.json"));
         std::fs::write(&file, object.to_string()).unwrap();
         as_agent_of(node, &["replace", "--subresource=status", "-f", file.to_str().unwrap()])
     };
     tokio::task::block_in_place(|| {
-        let image = e2e.cluster.image("nginx:1.9.1");
+        let image = e2e.registries().image("nginx:1.9.1");
         assert!(e2e.apply(&job("on-node-2", &image, &["node-2"], "")).ok);
         e2e.wait_job("imagepulljob", "on-node-2", MINUTE, completed);
         // Node-1's agent cannot say node-2 has nothing, nor claim images on its own node no job asked for.

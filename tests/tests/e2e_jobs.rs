@@ -15,7 +15,7 @@ use common::repo;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn seed_jobs_pull_into_the_targeted_runtimes() {
     let e2e = up(true).await;
-    let nginx = e2e.cluster.image("nginx:1.9.1");
+    let nginx = e2e.registries().image("nginx:1.9.1");
 
     // The seed's names-and-labels example is refused, with the webhook's message.
     let refused = tokio::task::block_in_place(|| e2e.apply(&e2e.seed("01-imagepulljob-names-and-labels.yaml", "both")));
@@ -41,7 +41,7 @@ async fn seed_jobs_pull_into_the_targeted_runtimes() {
     assert!(table.contains("TOTAL") && table.contains("SUCCEED"), "{table}");
 
     // By label (node-type: xxx is on node-1 and node-2), and by pod selector (a pod on node-3).
-    let busybox = e2e.cluster.image("busybox:1.36");
+    let busybox = e2e.registries().image("busybox:1.36");
     let by_label = e2e
         .seed("03-imagepulljob-labels.yaml", "by-label")
         .replace(&nginx, &busybox);
@@ -52,7 +52,7 @@ async fn seed_jobs_pull_into_the_targeted_runtimes() {
     assert_eq!(status["succeeded"], 2, "{status:#}");
     assert_eq!(e2e.nodes_with(&busybox).await, ["node-1", "node-2"]);
 
-    let redis = e2e.cluster.image("redis:7");
+    let redis = e2e.registries().image("redis:7");
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels:\n    pod-label: xxx\nspec:\n  nodeName: node-3\n  containers:\n  - name: web\n    image: nginx\n";
     let by_pods = e2e
         .seed("04-imagepulljob-pod-selector.yaml", "by-pods")
@@ -66,7 +66,7 @@ async fn seed_jobs_pull_into_the_targeted_runtimes() {
     assert_eq!(e2e.nodes_with(&redis).await, ["node-3"]);
 
     // A Never job on every node keeps running; a digest-pinned image works too.
-    let ubuntu = e2e.cluster.image("ubuntu:22.04");
+    let ubuntu = e2e.registries().image("ubuntu:22.04");
     let never = format!(
         "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata:\n  name: never\nspec:\n  image: {ubuntu}\n  parallelism: 3\n  completionPolicy:\n    type: Never\n"
     );
@@ -81,7 +81,7 @@ async fn seed_jobs_pull_into_the_targeted_runtimes() {
     assert_eq!(e2e.nodes_with(&ubuntu).await, ["node-1", "node-2", "node-3"]);
 
     // An image that does not exist: the nodes are listed as failed, and the job says so in events.
-    let missing = e2e.cluster.image("nginx:0.0-missing");
+    let missing = e2e.registries().image("nginx:0.0-missing");
     let job = format!(
         "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata:\n  name: missing\nspec:\n  image: {missing}\n  parallelism: 2\n  selector:\n    names: [node-2, node-1]\n  pullPolicy:\n    backoffLimit: 0\n    timeoutSeconds: 30\n  completionPolicy:\n    type: Always\n"
     );
@@ -102,7 +102,7 @@ async fn seed_jobs_pull_into_the_targeted_runtimes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shared_images_ttl_list_jobs_and_pull_policies() {
     let e2e = up(true).await;
-    let nginx = e2e.cluster.image("nginx:1.25");
+    let nginx = e2e.registries().image("nginx:1.25");
 
     // Two jobs for one image on one node: one pull, both owners on the tag.
     tokio::task::block_in_place(|| {
@@ -115,7 +115,7 @@ async fn shared_images_ttl_list_jobs_and_pull_policies() {
         assert_eq!(owners, ["first", "second"]);
     });
     assert_eq!(
-        e2e.cluster.manifest_requests("nginx:1.25"),
+        e2e.registries().manifest_requests("nginx:1.25"),
         1,
         "IfNotPresent: the second job did not pull again"
     );
@@ -127,7 +127,7 @@ async fn shared_images_ttl_list_jobs_and_pull_policies() {
         e2e.wait_job("imagepulljob", "always", MINUTE, completed);
     });
     assert_eq!(
-        e2e.cluster.manifest_requests("nginx:1.25"),
+        e2e.registries().manifest_requests("nginx:1.25"),
         2,
         "Always asked the registry again"
     );
@@ -154,7 +154,7 @@ async fn shared_images_ttl_list_jobs_and_pull_policies() {
     });
 
     // A digest-pinned image.
-    let pinned = e2e.cluster.pinned_image("busybox:1.36");
+    let pinned = e2e.registries().pinned_image("busybox:1.36");
     tokio::task::block_in_place(|| {
         assert!(e2e.apply(&job("pinned", &pinned, &["node-2"], "")).ok);
         let status = e2e.wait_job("imagepulljob", "pinned", MINUTE, completed);
@@ -164,9 +164,9 @@ async fn shared_images_ttl_list_jobs_and_pull_policies() {
 
     // An ImageListPullJob: one child per image; an image added, another removed.
     let (busybox, redis, ubuntu) = (
-        e2e.cluster.image("busybox:1.29.2"),
-        e2e.cluster.image("redis:7"),
-        e2e.cluster.image("ubuntu:22.04"),
+        e2e.registries().image("busybox:1.29.2"),
+        e2e.registries().image("redis:7"),
+        e2e.registries().image("ubuntu:22.04"),
     );
     let list = |images: &[&str]| {
         format!(
@@ -216,8 +216,7 @@ async fn every_seed_example_as_written() {
         .filter(|f| f.ends_with(".yaml"))
         .collect();
     files.sort();
-    // The seed's ConfigMap lives in OpenKruise's namespace.
-    tokio::task::block_in_place(|| e2e.kubectl.ok(&["create", "namespace", "kruise-system"]));
+    // The seed's ConfigMap lives in OpenKruise's namespace, the chart's.
     let mut jobs = Vec::new();
     for file in &files {
         let name = file.trim_end_matches(".yaml").to_lowercase();
@@ -260,7 +259,7 @@ async fn every_seed_example_as_written() {
         let status = tokio::task::block_in_place(|| e2e.wait_job(kind, name, MINUTE, completed));
         assert_eq!(status["failed"].as_i64().unwrap_or(0), 0, "{kind} {name}: {status:#}");
     }
-    let nginx = e2e.cluster.image("nginx:1.9.1");
+    let nginx = e2e.registries().image("nginx:1.9.1");
     assert_eq!(e2e.nodes_with(&nginx).await, ["node-1", "node-2"]);
     // A job naming Secrets that do not exist pulls without them and says so.
     let events = tokio::task::block_in_place(|| e2e.events_of("job-with-secrets"));
@@ -268,7 +267,7 @@ async fn every_seed_example_as_written() {
 
     // The seed's `kubectl patch nodeimage --type=merge`, on a real node and the local registry:
     // the webhook defaults the tag, the agent pulls it.
-    let ubuntu = e2e.cluster.image("ubuntu");
+    let ubuntu = e2e.registries().image("ubuntu");
     let patch = std::fs::read_to_string(seeds.join("16-nodeimage-merge-patch.json"))
         .unwrap()
         .replace("\"ubuntu\"", &format!("\"{ubuntu}\""));

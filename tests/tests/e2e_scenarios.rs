@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::e2e::{E2e, MINUTE, completed, job, up, wait_until};
-use prewarm_testapi::local_cluster::PRIVATE_USER;
+use prewarm_testapi::registries::PRIVATE_USER;
 use serde_json::{Value, json};
 
 /// A NodeImage with no Node that the controller keeps: a node that never answers.
@@ -22,10 +22,9 @@ fn fake_node(e2e: &E2e, name: &str) {
     assert!(applied.ok, "{}", applied.stderr);
 }
 
+/// A `helm upgrade` adding `flags` to the controller's: its Pods are replaced.
 fn restart_controller(e2e: &mut E2e, flags: &[&str]) {
-    e2e.cluster.controller_flags = flags.iter().map(|f| (*f).to_owned()).collect();
-    e2e.cluster.stop_controller();
-    e2e.cluster.start_controller();
+    tokio::task::block_in_place(|| e2e.cluster.start_controller(flags));
 }
 
 /// `image` split as NodeImages key it: repository and tag.
@@ -116,7 +115,7 @@ async fn silent_nodes_list_jobs_and_their_progress() {
     let mut e2e = up(true).await;
     // OpenKruise's ten minutes, shortened.
     restart_controller(&mut e2e, &["--node-no-response-timeout=15s"]);
-    let busybox = e2e.cluster.image("busybox:1.36");
+    let busybox = e2e.registries().image("busybox:1.36");
     tokio::task::block_in_place(|| {
         fake_node(&e2e, "fake-1");
         // A Never job with no selector targets the fake node too: the real
@@ -156,7 +155,7 @@ async fn silent_nodes_list_jobs_and_their_progress() {
 
         // A list job whose fake node fails: it completes, with one failed image
         // naming the child job.
-        let redis = e2e.cluster.image("redis:7");
+        let redis = e2e.registries().image("redis:7");
         let list = format!(
             "apiVersion: apps.kruise.io/v1alpha1\nkind: ImageListPullJob\nmetadata:\n  name: with-silent\nspec:\n  images: [{redis}]\n  selector:\n    names: [node-2, fake-1]\n  completionPolicy:\n    type: Always\n"
         );
@@ -173,7 +172,7 @@ async fn silent_nodes_list_jobs_and_their_progress() {
         // #1656 and #1528: a two-image list job with parallelism 4 shows its
         // progress as images finish (a fast one, and one that takes seconds),
         // and completes without a stall.
-        let (nginx, slow) = (e2e.cluster.image("nginx:1.25"), e2e.cluster.slow_image());
+        let (nginx, slow) = (e2e.registries().image("nginx:1.25"), e2e.registries().slow_image());
         let list = format!(
             "apiVersion: apps.kruise.io/v1alpha1\nkind: ImageListPullJob\nmetadata:\n  name: progress\nspec:\n  images: [{nginx}, {slow}]\n  parallelism: 4\n  selector:\n    names: [node-1, node-2, node-3]\n  completionPolicy:\n    type: Always\n    activeDeadlineSeconds: 600\n"
         );
@@ -199,7 +198,7 @@ async fn silent_nodes_list_jobs_and_their_progress() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn parallelism_edits_deadlines_and_tag_policies() {
     let e2e = up(true).await;
-    let nginx = e2e.cluster.image("nginx:1.25");
+    let nginx = e2e.registries().image("nginx:1.25");
     tokio::task::block_in_place(|| {
         for fake in ["fake-a", "fake-b", "fake-c", "fake-d", "fake-e"] {
             fake_node(&e2e, fake);
@@ -248,7 +247,7 @@ async fn parallelism_edits_deadlines_and_tag_policies() {
         assert_eq!(status["succeeded"], 8, "{status:#}");
 
         // Raising parallelism resumes a job held by silent nodes.
-        let busybox = e2e.cluster.image("busybox:1.36");
+        let busybox = e2e.registries().image("busybox:1.36");
         let held = window
             .replace("name: window", "name: held")
             .replace(&nginx, &busybox)
@@ -275,7 +274,7 @@ async fn parallelism_edits_deadlines_and_tag_policies() {
         assert_eq!(nodes, ["node-1"]);
 
         // #2221: a new timeoutSeconds applies to the tags written after the edit.
-        let slow = e2e.cluster.slow_image();
+        let slow = e2e.registries().slow_image();
         let edited = job("edited", &slow, &["node-2", "node-3"], "").replace("parallelism: 3", "parallelism: 1");
         assert!(e2e.apply(&edited).ok);
         let edited_uid = uid_of(&e2e, "imagepulljob", "edited");
@@ -296,8 +295,8 @@ async fn parallelism_edits_deadlines_and_tag_policies() {
         // #2071: a Never job's tag gets max(1800, timeoutSeconds) for all its
         // attempts, as OpenKruise computes it, and a day's TTL spread by ten minutes.
         for (name, image, timeout, deadline) in [
-            ("never-long", e2e.cluster.image("ubuntu:22.04"), 3600, 3600),
-            ("never-short", e2e.cluster.image("redis:7"), 50, 1800),
+            ("never-long", e2e.registries().image("ubuntu:22.04"), 3600, 3600),
+            ("never-short", e2e.registries().image("redis:7"), 50, 1800),
         ] {
             let never = format!(
                 "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata:\n  name: {name}\nspec:\n  image: {image}\n  selector:\n    names: [node-1]\n  pullPolicy:\n    timeoutSeconds: {timeout}\n    backoffLimit: 3\n  completionPolicy:\n    type: Never\n"
@@ -381,8 +380,8 @@ async fn node_lifecycle_and_a_secret_using_job_with_a_ttl() {
         // A secret-using Always job with a deadline and a TTL: one copy that
         // names the job and holds the source's data while it runs; then the
         // job, its tags and the copy go.
-        let private = e2e.cluster.private_image();
-        let registry = format!("127.0.0.1:{}", e2e.cluster.private_registry_port);
+        let private = e2e.registries().private_image();
+        let registry = format!("127.0.0.1:{}", e2e.registries().private_port);
         let config = base64::engine::general_purpose::STANDARD.encode(
             json!({"auths": {&registry: {"username": PRIVATE_USER.0, "password": PRIVATE_USER.1}}}).to_string(),
         );

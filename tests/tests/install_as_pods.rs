@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Kubectl, repo};
-use prewarm_testapi::local_cluster::node_labels;
+use prewarm_testapi::installed::node_labels;
 use prewarm_testapi::pod_cluster::{PodCluster, chart_pods};
 use serde_json::Value;
 
@@ -109,7 +109,6 @@ fn wait(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
 /// The seed's node-names job, applied as written (the mutating webhook
 /// defaults it through the Service), pulls on node-1 and node-2.
 fn seed_job_completes(kubectl: &Kubectl, cluster: &PodCluster, name: &str) {
-    cluster.push_seed_images();
     let seed = repo("api/tests/fixtures/seed/02-imagepulljob-names.yaml");
     let manifest = std::fs::read_to_string(seed).unwrap().replace("job-with-always", name);
     let file = cluster.dir.join(format!("{name}.yaml"));
@@ -128,7 +127,6 @@ fn seed_job_completes(kubectl: &Kubectl, cluster: &PodCluster, name: &str) {
 /// its own since several share one: the two with both selectors are refused
 /// by the webhook naming `spec.selector`, every job completes without failures.
 fn every_seed_example_as_written(kubectl: &Kubectl, cluster: &PodCluster) {
-    cluster.push_seed_images();
     let seeds = repo("api/tests/fixtures/seed");
     let mut files: Vec<String> = std::fs::read_dir(&seeds)
         .unwrap()
@@ -349,7 +347,7 @@ fn copy_curl(dir: &Path, mounted: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_credential_plugin_calls_https_with_the_ca_bundle() {
     use prewarm_testapi::infra::{free_port, push, registry};
-    use prewarm_testapi::local_cluster::{PRIVATE_IMAGE, PRIVATE_USER};
+    use prewarm_testapi::registries::{PRIVATE_IMAGE, PRIVATE_USER};
     use std::os::unix::fs::PermissionsExt;
 
     let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::e2e::binaries;
+use common::manifests::binary;
 use serde_json::Value;
 
 fn readme() -> String {
@@ -94,7 +94,7 @@ fn the_no_cluster_section_runs_as_written() {
     let args = serve
         .strip_prefix("cargo run --release -p prewarm-webhook -- ")
         .unwrap_or_else(|| panic!("{serve}"));
-    let mut server = Command::new(binaries().join("prewarm-webhook"))
+    let mut server = Command::new(binary("prewarm-webhook"))
         .args(args.split_whitespace())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

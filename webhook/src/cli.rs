@@ -45,6 +45,9 @@ impl CapsConfig {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the admission webhooks over TLS.
+    // A flag given twice keeps the last value, as Kubernetes components do,
+    // so that the chart's extraArgs override its own flags.
+    #[command(args_override_self = true)]
     Serve(Box<ServeConfig>),
     /// Check manifests offline with the webhook's rules and defaults (exit 0 valid,
     /// 1 invalid, 2 unreadable input).

@@ -1,38 +1,59 @@
-//! A local cluster for end-to-end tests (`prewarm_testapi::local_cluster`),
-//! driven with real kubectl, with images checked in each node's runtime
-//! through CRI.
+//! The end-to-end tests' cluster: prewarm installed with its chart from the
+//! image built from the checkout, its Pods run by test kubelets through
+//! containerd's CRI (`prewarm_testapi::installed`), driven with real kubectl,
+//! with images checked in each node's runtime through CRI.
 
-use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use prewarm_nodeagent::cri::Cri;
-use prewarm_testapi::local_cluster::LocalCluster;
+use prewarm_testapi::installed::node_labels;
+use prewarm_testapi::installed::{Install, InstalledCluster};
+use prewarm_testapi::registries::SeedRegistries;
 use serde_json::Value;
 
 use super::{Kubectl, Ran, repo};
 
 pub struct E2e {
-    pub cluster: LocalCluster,
+    pub cluster: InstalledCluster,
     pub kubectl: Kubectl,
     _dir: tempfile::TempDir,
 }
 
-pub fn binaries() -> PathBuf {
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned()
-}
+/// The controller's flags in these tests: NodeImages at once, a lease that
+/// changes hands in seconds.
+const CONTROLLER_ARGS: [&str; 3] = [
+    "--nodeimage-creation-delay=0s",
+    "--leader-elect-lease-duration=3s",
+    "--leader-elect-retry-period=500ms",
+];
 
-/// A local cluster of three nodes, up once the controller has made each
-/// node's NodeImage (tests that read a node's NodeImage start from there).
+/// Three nodes with the chart installed (one webhook and one controller
+/// replica), up once the controller has made each node's NodeImage (tests
+/// that read a node's NodeImage start from there).
 pub async fn up(gate_on: bool) -> E2e {
+    // Each cluster of this process on a network of its own.
+    static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
+    let index = CLUSTERS.fetch_add(1, Ordering::Relaxed);
     let dir = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::start(dir.path(), &binaries(), 3, gate_on).await;
-    let kubectl = Kubectl::new(&cluster.api);
+    let image = tokio::task::block_in_place(super::build_image).image;
+    let install = Install {
+        replicas: 1,
+        sets: vec![
+            // The nodes share this machine's disk, however full it is; the
+            // check itself is tested with a disk the test controls.
+            "daemon.maxImageFsUsage=100".to_owned(),
+            "logFormat=text".to_owned(),
+        ],
+        controller_args: CONTROLLER_ARGS.map(str::to_owned).to_vec(),
+        agent_args: vec!["--status-interval-ms=200".to_owned()],
+        ..Install::seed(&image, &super::manifests::helm_python(), gate_on)
+    };
+    let network = (format!("10.{}.0.0/16", 230 + index), format!("prewarm-e{index}"));
+    let cluster = InstalledCluster::start(dir.path(), 3, (&network.0, &network.1), node_labels, install)
+        .await
+        .unwrap();
+    let kubectl = Kubectl::new(&cluster.pods.api);
     tokio::task::block_in_place(|| {
         wait_until("a NodeImage for each node", MINUTE, || {
             kubectl.run(&["get", "nodeimage", "node-1", "node-2", "node-3"]).ok
@@ -46,9 +67,13 @@ pub async fn up(gate_on: bool) -> E2e {
 }
 
 impl E2e {
+    pub fn registries(&self) -> &SeedRegistries {
+        &self.cluster.pods.registries
+    }
+
     /// `kubectl apply` of `manifest` (YAML text); returns kubectl's result.
     pub fn apply(&self, manifest: &str) -> Ran {
-        let file = self.cluster.dir.join(format!("manifest-{}.yaml", manifest.len()));
+        let file = self.cluster.pods.dir.join(format!("manifest-{}.yaml", manifest.len()));
         std::fs::write(&file, manifest).unwrap();
         self.kubectl.apply(&file, &[])
     }
@@ -58,7 +83,7 @@ impl E2e {
         let text = std::fs::read_to_string(repo(&format!("api/tests/fixtures/seed/{file}"))).unwrap();
         let text = text.replace("name: job-with-always", &format!("name: {name}"));
         ["nginx:1.9.1", "busybox:1.29.2"].iter().fold(text, |text, image| {
-            text.replace(&format!(" {image}"), &format!(" {}", self.cluster.image(image)))
+            text.replace(&format!(" {image}"), &format!(" {}", self.registries().image(image)))
         })
     }
 
@@ -81,7 +106,7 @@ impl E2e {
                 started.elapsed() < within,
                 "{kind} {name} not done after {within:?}: {:#}\nlogs:\n{}",
                 job["status"],
-                self.cluster.logs()
+                self.cluster.pods.report()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -90,8 +115,10 @@ impl E2e {
     /// Which nodes' runtimes have `image`, asked through CRI.
     pub async fn nodes_with(&self, image: &str) -> Vec<String> {
         let mut with = Vec::new();
-        for node in &self.cluster.nodes {
-            let cri = Cri::connect(&node.socket).await.unwrap();
+        for node in &self.cluster.pods.nodes {
+            let cri = Cri::connect(&node.root.join("run/containerd/containerd.sock"))
+                .await
+                .unwrap();
             if cri.image_id(image, Duration::from_secs(5)).await.unwrap().is_some() {
                 with.push(node.name.clone());
             }

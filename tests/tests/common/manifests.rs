@@ -53,7 +53,7 @@ pub fn release_objects(release: &Value) -> Vec<Value> {
 }
 
 /// Where cargo put the workspace's binaries (next to this test's directory).
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let path = exe.parent().unwrap().parent().unwrap().join(name);
     assert!(
