@@ -94,6 +94,8 @@ struct Cli {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PREWARM_LOG_FORMAT")]
     log_format: LogFormat,
+    #[command(flatten)]
+    openkruise: prewarm_process::openkruise::OpenKruiseFlags,
 }
 
 fn parse_duration(value: &str) -> Result<Duration, String> {
@@ -151,6 +153,7 @@ async fn client(kubeconfig: Option<&std::path::Path>, metrics: &Arc<Metrics>) ->
 async fn run(cli: Cli) -> Result<ExitCode, String> {
     let metrics = Arc::new(Metrics::default());
     let client = client(cli.kubeconfig.as_deref(), &metrics).await?;
+    prewarm_process::openkruise::check_at_start(&client, &cli.openkruise).await?;
     let identity = cli.identity.clone().unwrap_or_else(default_identity);
     let (world, writers) = World::new(cli.job_batch_window);
     let listener = tokio::net::TcpListener::bind(cli.admin_listen)

@@ -37,7 +37,12 @@ async fn install_rbac(cluster: &Cluster) -> Vec<Value> {
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: prewarm-nodeagent}\n",
     )
     .unwrap();
-    for file in ["serviceaccounts.yaml", "rbac-controller.yaml", "feature-gates.yaml"] {
+    for file in [
+        "serviceaccounts.yaml",
+        "rbac-controller.yaml",
+        "rbac-openkruise-check.yaml",
+        "feature-gates.yaml",
+    ] {
         std::fs::copy(repo(&format!("manifests/base/{file}")), dir.path().join(file)).unwrap();
     }
     cluster.api.load_manifests(dir.path()).unwrap();
@@ -48,6 +53,7 @@ async fn install_rbac(cluster: &Cluster) -> Vec<Value> {
                       "data": {"featureGates": "ImagePullJobGate=true"}}))
         .unwrap();
     let mut objects = shipped("rbac-controller.yaml");
+    objects.extend(shipped("rbac-openkruise-check.yaml"));
     objects.extend(shipped("feature-gates.yaml"));
     objects
 }

@@ -6,6 +6,7 @@ pub mod idle;
 pub mod live_gates;
 pub mod log_limit;
 pub mod logs;
+pub mod openkruise;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 

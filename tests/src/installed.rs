@@ -247,32 +247,49 @@ impl InstalledCluster {
     /// a stopped controller back); returns once its Pods are Ready.
     pub fn start_controller(&mut self, args: &[&str]) {
         self.controller_extra = args.iter().map(|a| (*a).to_owned()).collect();
+        let wanted: Vec<String> = self.controller_extra.clone();
+        self.upgrade(&["prewarm-controller-"], |given| {
+            wanted.iter().all(|a| given.contains(a))
+        });
+    }
+
+    /// `helm upgrade` with `--set openkruise.allow=…`; returns once the
+    /// webhook and controller Pods run with the new flag and are Ready.
+    pub fn allow_openkruise(&mut self, allow: bool) {
+        self.install.sets.retain(|set| !set.starts_with("openkruise.allow="));
+        self.install.sets.push(format!("openkruise.allow={allow}"));
+        let flag = "--allow-openkruise".to_owned();
+        self.upgrade(&["prewarm-webhook-", "prewarm-controller-"], |given| {
+            given.contains(&flag) == allow
+        });
+    }
+
+    /// `helm upgrade` with the current values; returns once the Pods named
+    /// by `prefixes` are as many as the install asks, each Ready and with
+    /// arguments that `run_with` accepts (the Deployments replace Pods of an
+    /// older template: only the new ones count).
+    fn upgrade(&self, prefixes: &[&str], run_with: impl Fn(&[String]) -> bool) {
         tokio::task::block_in_place(|| {
             self.helm("upgrade").unwrap();
-            // The Deployment replaces Pods of an older template: wait for the new ones only.
+            let rolled_out = |prefix: &&str| {
+                let pods = self.pods_named(NAMESPACE, prefix);
+                pods.len() == self.install.replicas
+                    && pods.iter().all(|pod| {
+                        let given: Vec<String> =
+                            serde_json::from_value(pod["spec"]["containers"][0]["args"].clone()).unwrap_or_default();
+                        crate::workloads::pod_ready(pod) && run_with(&given)
+                    })
+            };
             let started = Instant::now();
-            while !self.controllers_run(args) {
+            while !prefixes.iter().all(rolled_out) {
                 assert!(
                     started.elapsed() < Duration::from_secs(120),
-                    "the controller with {args:?} is not Ready:{}",
+                    "{prefixes:?} not rolled out:{}",
                     self.pods.report()
                 );
                 std::thread::sleep(Duration::from_millis(200));
             }
         });
-    }
-
-    /// Every controller Pod runs with `args` and is Ready, as many as asked.
-    fn controllers_run(&self, args: &[&str]) -> bool {
-        let pods = self.pods_named(NAMESPACE, "prewarm-controller-");
-        pods.len() == self.install.replicas
-            && pods.iter().all(|pod| {
-                let given = &pod["spec"]["containers"][0]["args"];
-                crate::workloads::pod_ready(pod)
-                    && args
-                        .iter()
-                        .all(|a| given.as_array().is_some_and(|g| g.contains(&json!(a))))
-            })
     }
 
     /// Stops node `index`'s containerd (its containers go on; the agent

@@ -104,6 +104,10 @@ pub struct ServeConfig {
     pub cert_poll_interval: Duration,
     #[command(flatten)]
     pub limits: LimitsConfig,
+    /// Checked at start when the webhook talks to the API (--cert-source
+    /// secret or --feature-gates-config-map).
+    #[command(flatten)]
+    pub openkruise: prewarm_process::openkruise::OpenKruiseFlags,
 }
 
 impl ServeConfig {
@@ -166,6 +170,10 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the Kubernetes API client: {0}")]
+    ApiClient(#[source] ClusterCertError),
+    #[error("{0}")]
+    OpenKruise(String),
 }
 
 /// A server with its listeners bound, ready to run.
@@ -201,6 +209,14 @@ impl Server {
     /// Prepares certificates (generating them if the directory has none) and binds both listeners.
     pub async fn bind(config: ServeConfig) -> Result<Self, ServeError> {
         let metrics = Arc::new(Metrics::default());
+        if config.cert_source == CertSource::Secret || config.feature_gates_config_map.is_some() {
+            let client = cluster_certs::client(config.secret_source.kubeconfig.as_deref())
+                .await
+                .map_err(ServeError::ApiClient)?;
+            prewarm_process::openkruise::check_at_start(&client, &config.openkruise)
+                .await
+                .map_err(ServeError::OpenKruise)?;
+        }
         let (serving_dir, cluster) = match config.cert_source {
             CertSource::Dir => {
                 let (found, serving_dir) = bootstrap::ensure(&config.cert_dir, &config.dns_names)?;

@@ -1,6 +1,8 @@
 //! `kubectl prewarm progress NAME` (a kubectl plugin: put this binary on PATH):
 //! an ImagePullJob's progress node by node, or an ImageListPullJob's image by
 //! image; `-w` refreshes until the job completes, `-o json|yaml` for scripts.
+//! `kubectl prewarm openkruise check|release`: OpenKruise serving the same
+//! kinds, and its webhooks for them removed (README, "Coming from OpenKruise").
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,6 +26,33 @@ enum Command {
     /// A job's progress: an ImagePullJob node by node (phase, progress,
     /// duration, message), or an ImageListPullJob image by image.
     Progress(ProgressArgs),
+    /// OpenKruise serving ImagePullJob, ImageListPullJob and NodeImage:
+    /// `check` says what would conflict with prewarm (exit 1 if anything);
+    /// `release` removes OpenKruise's webhooks for these kinds.
+    Openkruise(OpenKruiseArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct OpenKruiseArgs {
+    #[arg(value_enum)]
+    action: OpenKruiseAction,
+    /// Where OpenKruise's kruise-daemon DaemonSet would be.
+    #[arg(long, default_value = prewarm_process::openkruise::DEFAULT_NAMESPACE)]
+    openkruise_namespace: String,
+    /// `release`: say what would be removed, change nothing (`client`, as kubectl).
+    #[arg(long, value_name = "client", num_args = 0..=1, default_missing_value = "client")]
+    dry_run: Option<DryRun>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OpenKruiseAction {
+    Check,
+    Release,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DryRun {
+    Client,
 }
 
 #[derive(Debug, clap::Args)]
@@ -66,12 +95,48 @@ impl Failure {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Command::Progress(args) = Cli::parse().command;
-    match run(&args).await {
+    let ran = match Cli::parse().command {
+        Command::Progress(args) => run(&args).await,
+        Command::Openkruise(args) => openkruise(&args).await,
+    };
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(message)) => {
             eprintln!("{message}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn client() -> Result<Client, Failure> {
+    Client::try_default()
+        .await
+        .map_err(|e| Failure(format!("error: no usable Kubernetes configuration: {e}")))
+}
+
+async fn openkruise(args: &OpenKruiseArgs) -> Result<(), Failure> {
+    use prewarm_process::openkruise;
+    let client = client().await?;
+    match args.action {
+        OpenKruiseAction::Check => {
+            let installed = openkruise::Installed::read(&client, &args.openkruise_namespace)
+                .await
+                .map_err(Failure::api)?;
+            let found = installed.found();
+            if found.is_empty() {
+                println!("no OpenKruise install serves ImagePullJob, ImageListPullJob or NodeImage");
+                return Ok(());
+            }
+            Err(Failure(openkruise::conflict_message(&found)))
+        }
+        OpenKruiseAction::Release => {
+            let said = openkruise::release(&client, args.dry_run.is_some())
+                .await
+                .map_err(Failure)?;
+            for line in said {
+                println!("{line}");
+            }
+            Ok(())
         }
     }
 }
@@ -83,9 +148,7 @@ struct Snapshot {
 }
 
 async fn run(args: &ProgressArgs) -> Result<(), Failure> {
-    let client = Client::try_default()
-        .await
-        .map_err(|e| Failure(format!("error: no usable Kubernetes configuration: {e}")))?;
+    let client = client().await?;
     let namespace = args
         .namespace
         .clone()

@@ -54,7 +54,7 @@ pub fn owner_reference(owner: &Value, kind: &str) -> Value {
 }
 
 /// A Pod's Ready condition is True.
-pub(crate) fn pod_ready(pod: &Value) -> bool {
+pub fn pod_ready(pod: &Value) -> bool {
     pod["status"]["conditions"]
         .as_array()
         .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
