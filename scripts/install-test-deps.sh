@@ -8,9 +8,10 @@ source "$(dirname "$0")/apt-packages.sh"
 # webhook tests; python3-venv holds kubectl from PyPI; containerd, docker-registry
 # and htpasswd (apache2-utils) are the real runtime and registries of the node agent tests;
 # the CNI plugins (bridge, host-local), catatonit (the pause image) and busybox-static
-# (a shell image) are what the test kubelet runs Pods with.
+# (a shell image) are what the test kubelet runs Pods with; prometheus (with promtool)
+# checks and tests the chart's alert rules and scrapes the local cluster.
 APT_PACKAGES=(curl openssl ca-certificates python3 python3-venv containerd docker-registry apache2-utils
-    containernetworking-plugins catatonit busybox-static)
+    containernetworking-plugins catatonit busybox-static prometheus)
 
 apt_packages "${APT_PACKAGES[@]}"
 # Python tools, pinned so that a release of either cannot turn CI red overnight

@@ -59,6 +59,16 @@ struct PhaseLabels {
     phase: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CompletionLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    image_pull_policy: &'static str,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -67,6 +77,8 @@ pub struct Metrics {
     queue_depth: Family<ControllerLabels, Gauge>,
     writes: Family<WriteLabels, Counter>,
     jobs: Family<PhaseLabels, Gauge>,
+    completions: Family<CompletionLabels, Counter>,
+    job_duration: Family<PolicyLabels, Histogram>,
     leader: Gauge,
     /// The feature gates in force (`prewarm_feature_gate_enabled`).
     pub gates: GateMetrics,
@@ -103,6 +115,24 @@ impl Default for Metrics {
         );
         let jobs = Family::<PhaseLabels, Gauge>::default();
         registry.register("imagepulljobs", "ImagePullJobs by phase", jobs.clone());
+        let completions = Family::<CompletionLabels, Counter>::default();
+        // Every result from 0, so that the first completion of a kind is an increase.
+        for result in ["succeeded", "failed", "deadline_exceeded"] {
+            let _ = completions.get_or_create(&CompletionLabels { result });
+        }
+        registry.register(
+            "imagepulljob_completions",
+            "ImagePullJobs this leader completed, by result: succeeded, failed (some node failed), deadline_exceeded",
+            completions.clone(),
+        );
+        let job_duration = Family::<PolicyLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0])
+        });
+        registry.register(
+            "imagepulljob_duration_seconds",
+            "Time from an ImagePullJob's creation to its completion, by imagePullPolicy",
+            job_duration.clone(),
+        );
         let leader = Gauge::default();
         registry.register("leader", "1 while this process holds the lease", leader.clone());
         Self {
@@ -113,6 +143,8 @@ impl Default for Metrics {
             queue_depth,
             writes,
             jobs,
+            completions,
+            job_duration,
             leader,
             ready: AtomicBool::new(false),
         }
@@ -136,6 +168,16 @@ impl Metrics {
     /// One write the API server answered (or not), from `api_writes`.
     pub fn wrote(&self, verb: &'static str, resource: &'static str, result: &'static str) {
         self.writes.get_or_create(&WriteLabels { verb, resource, result }).inc();
+    }
+
+    /// A job this leader completed: how it ended, its pull policy, and its
+    /// seconds from creation to completion.
+    pub fn job_completed(&self, result: &'static str, image_pull_policy: &'static str, seconds: i64) {
+        self.completions.get_or_create(&CompletionLabels { result }).inc();
+        #[allow(clippy::cast_precision_loss)] // seconds of a job's life: far below 2^52
+        self.job_duration
+            .get_or_create(&PolicyLabels { image_pull_policy })
+            .observe(seconds.max(0) as f64);
     }
 
     pub fn set_leader(&self, leader: bool) {

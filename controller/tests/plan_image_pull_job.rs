@@ -498,3 +498,21 @@ fn only_progress_is_held_back_never_a_start_a_failure_or_the_end() {
         "the first status"
     );
 }
+
+/// The result a completing status write is counted under; none for a
+/// status that was complete already or is not yet.
+#[test]
+fn a_completion_is_counted_once_by_how_it_ended() {
+    use prewarm_api::job::ImagePullJobStatus;
+    use prewarm_controller::plan::image_pull_job::{MESSAGE_DEADLINE, completion_result};
+    let status = |v: Value| -> ImagePullJobStatus { serde_json::from_value(v).unwrap() };
+    let running = status(json!({"desired": 2, "active": 1, "succeeded": 1}));
+    let done = status(json!({"desired": 2, "succeeded": 2, "completionTime": NOW}));
+    let failed = status(json!({"desired": 2, "succeeded": 1, "failed": 1, "completionTime": NOW}));
+    let late = status(json!({"desired": 2, "failed": 2, "completionTime": NOW, "message": MESSAGE_DEADLINE}));
+    assert_eq!(completion_result(Some(&running), &done), Some("succeeded"));
+    assert_eq!(completion_result(None, &failed), Some("failed"));
+    assert_eq!(completion_result(Some(&running), &late), Some("deadline_exceeded"));
+    assert_eq!(completion_result(Some(&done), &done), None, "complete already");
+    assert_eq!(completion_result(Some(&running), &running), None, "not complete");
+}

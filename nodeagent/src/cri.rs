@@ -10,7 +10,7 @@ use hyper_util::rt::TokioIo;
 use prewarm_proto::runtime::v1::image_service_client::ImageServiceClient;
 use prewarm_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
 use prewarm_proto::runtime::v1::{
-    AuthConfig, ImageFsInfoRequest, ImageSpec, ImageStatusRequest, PodSandboxConfig, PodSandboxMetadata,
+    AuthConfig, Image, ImageFsInfoRequest, ImageSpec, ImageStatusRequest, PodSandboxConfig, PodSandboxMetadata,
     PullImageRequest, VersionRequest, VersionResponse,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -142,6 +142,15 @@ impl Cri {
 
     /// The runtime's image id when `image` (exactly that tag or digest) is present.
     pub async fn image_id(&self, image: &str, timeout: Duration) -> Result<Option<String>, CriError> {
+        Ok(self.image_status(image, timeout).await?.map(|i| i.id))
+    }
+
+    /// The size the runtime gives `image` (a name or an id), if it has it.
+    pub async fn image_size(&self, image: &str, timeout: Duration) -> Result<Option<u64>, CriError> {
+        Ok(self.image_status(image, timeout).await?.map(|i| i.size))
+    }
+
+    async fn image_status(&self, image: &str, timeout: Duration) -> Result<Option<Image>, CriError> {
         let spec = ImageSpec {
             image: image.to_owned(),
             ..ImageSpec::default()
@@ -158,7 +167,7 @@ impl Cri {
             .await
             .map_err(|_| CriError::DeadlineExceeded(timeout))?
             .map_err(|s| classify(&s, timeout))?;
-        Ok(response.into_inner().image.map(|i| i.id))
+        Ok(response.into_inner().image)
     }
 
     /// Where the runtime keeps images, and what they take there: each image

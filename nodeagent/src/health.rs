@@ -1,6 +1,7 @@
 //! The agent's health listener: `/healthz` (healthy once the NodeImage watch
-//! has synced) and Prometheus `/metrics` with pulls
-//! by result, pull durations and pulls in flight (labels from closed sets only).
+//! has synced) and Prometheus `/metrics` with pulls by result, pull
+//! durations, bytes pulled, pulls in flight and waiting, and the image
+//! filesystem's use (labels from closed sets only).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,8 +31,14 @@ pub struct AgentMetrics {
     pulls: Family<ResultLabels, Counter>,
     duration: Histogram,
     pub in_flight: Gauge,
+    /// Pulls not started yet: waiting for a slot or the filesystem check.
+    pub pulls_waiting: Gauge,
+    /// What pulls brought, by the runtime's image sizes.
+    pub pulled_bytes: Counter,
     /// How full the fullest image filesystem was before the last pull, 0 to 1.
     pub image_fs_usage: Gauge<f64, AtomicU64>,
+    /// The share above which no pull starts (`--max-image-fs-usage`), 0 to 1.
+    pub image_fs_limit: Gauge<f64, AtomicU64>,
     /// Whether the NodeImage watch has listed once: unhealthy until then.
     pub watch_synced: AtomicBool,
 }
@@ -40,6 +47,10 @@ impl Default for AgentMetrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("prewarm_nodeagent");
         let pulls = Family::<ResultLabels, Counter>::default();
+        // Every result from 0, so that the first pull of a kind is an increase.
+        for result in ["pulled", "present", "failed", "refused"] {
+            let _ = pulls.get_or_create(&ResultLabels { result });
+        }
         registry.register(
             "pulls",
             "Finished pulls by result: pulled, present (IfNotPresent), failed, or refused (image filesystem too full)",
@@ -53,18 +64,39 @@ impl Default for AgentMetrics {
         );
         let in_flight = Gauge::default();
         registry.register("pulls_in_flight", "Pulls running now", in_flight.clone());
+        let pulls_waiting = Gauge::default();
+        registry.register(
+            "pulls_waiting",
+            "Pulls not started yet: waiting for a pull slot or the image filesystem check",
+            pulls_waiting.clone(),
+        );
+        let pulled_bytes = Counter::default();
+        registry.register(
+            "pulled_bytes",
+            "Size of the images pulled, as the runtime reports it after each pull (CRI ImageStatus)",
+            pulled_bytes.clone(),
+        );
         let image_fs_usage = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "image_fs_usage_ratio",
             "Used share of the fullest image filesystem, measured before the last pull (0 to 1)",
             image_fs_usage.clone(),
         );
+        let image_fs_limit = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "image_fs_usage_limit_ratio",
+            "The used share of an image filesystem above which no pull starts (--max-image-fs-usage; 1: no check)",
+            image_fs_limit.clone(),
+        );
         Self {
             registry,
             pulls,
             duration,
             in_flight,
+            pulls_waiting,
+            pulled_bytes,
             image_fs_usage,
+            image_fs_limit,
             watch_synced: AtomicBool::new(false),
         }
     }

@@ -118,6 +118,9 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     let metrics = Arc::new(AgentMetrics::default());
+    metrics
+        .image_fs_limit
+        .set(f64::from(args.max_image_fs_usage.percent()) / 100.0);
     let listener = match tokio::net::TcpListener::bind(args.health_listen).await {
         Ok(listener) => listener,
         Err(e) => {

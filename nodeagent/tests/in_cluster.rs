@@ -452,3 +452,40 @@ async fn a_tag_is_pulled_only_with_its_owners_copies() {
     stop.send(()).unwrap();
     agent.await.unwrap();
 }
+
+/// With two pull slots and three tags to pull, one pull waits: the metrics
+/// say so while it does, and nothing waits once all are pulled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_waiting_for_a_slot_is_counted_until_it_starts() {
+    let (_api_server, client, node_images) = cluster().await;
+    let node_image: NodeImage = serde_json::from_value(json!({
+        "apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage", "metadata": {"name": "node-1"},
+        "spec": {"images": {"nginx": {"tags": [tag("1.25", 1), tag("1.26", 1), tag("1.27", 1)]}}}
+    }))
+    .unwrap();
+    node_images.create(&PostParams::default(), &node_image).await.unwrap();
+    let fake = serve(Behaviour {
+        pull_delay_ms: 1500.into(),
+        ..Behaviour::default()
+    })
+    .await;
+    let cri = Cri::connect(&fake.socket).await.unwrap();
+    let metrics = Arc::new(AgentMetrics::default());
+    let (stop, agent) = start_agent(&client, &cri, &metrics);
+    let started = std::time::Instant::now();
+    while !(metrics.render().contains("prewarm_nodeagent_pulls_waiting 1")
+        && metrics.render().contains("prewarm_nodeagent_pulls_in_flight 3"))
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "{}", metrics.render());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_until(&node_images, "all three pulled", |s| s["succeeded"] == 3).await;
+    let text = metrics.render();
+    assert!(text.contains("prewarm_nodeagent_pulls_waiting 0"), "{text}");
+    assert!(
+        text.contains(r#"prewarm_nodeagent_pulls_total{result="failed"} 0"#),
+        "every result from 0: {text}"
+    );
+    stop.send(()).unwrap();
+    agent.await.unwrap();
+}

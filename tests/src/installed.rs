@@ -264,6 +264,12 @@ impl InstalledCluster {
         });
     }
 
+    /// `helm upgrade` adding `sets` (helm's `--set` pairs) to the install's values.
+    pub fn upgrade_with(&mut self, sets: &[&str]) {
+        self.install.sets.extend(sets.iter().map(|s| (*s).to_owned()));
+        self.upgrade(&[], |_| true);
+    }
+
     /// `helm upgrade` with the current values; returns once the Pods named
     /// by `prefixes` are as many as the install asks, each Ready and with
     /// arguments that `run_with` accepts (the Deployments replace Pods of an

@@ -434,6 +434,23 @@ pub fn owner_reference(job: &ImagePullJob) -> ObjectReference {
     }
 }
 
+/// How a job ended, when this status write completes it (`old` had no
+/// completion time, `new` has one): `deadline_exceeded`, `failed` (some
+/// node failed) or `succeeded`; a closed set, for metrics.
+pub fn completion_result(old: Option<&ImagePullJobStatus>, new: &ImagePullJobStatus) -> Option<&'static str> {
+    let was_complete = old.is_some_and(|s| s.completion_time.is_some());
+    if was_complete || new.completion_time.is_none() {
+        return None;
+    }
+    Some(if new.message.as_deref() == Some(MESSAGE_DEADLINE) {
+        "deadline_exceeded"
+    } else if new.failed.unwrap_or(0) > 0 {
+        "failed"
+    } else {
+        "succeeded"
+    })
+}
+
 pub fn seconds_between(earlier: Timestamp, later: Timestamp) -> i64 {
     later.as_second().saturating_sub(earlier.as_second())
 }

@@ -14,7 +14,8 @@ use super::{Context, Error, delete_after_ttl, is_status, now, random_fraction, s
 use crate::index::ObjectKey;
 use crate::patch::merge_diff;
 use crate::plan::image_pull_job::{
-    self, EntryWrite, FINALIZER, Input, Lifecycle, Looked, Notice, describe_nodes, only_progress,
+    self, EntryWrite, FINALIZER, Input, Lifecycle, Looked, Notice, completion_result, describe_nodes, only_progress,
+    seconds_between,
 };
 use crate::plan::job_nodes::JobNodes;
 use crate::plan::secrets::JobSecrets;
@@ -221,6 +222,16 @@ async fn run(
         ctx.world
             .expectations
             .expect(job_expectation(key), written.metadata.resource_version.as_deref());
+        if let Some(result) = completion_result(job.status.as_ref(), &plan.status) {
+            let created = job.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            let completed = plan.status.completion_time.as_ref().map(|t| t.0);
+            let took = created.zip(completed).map(|(c, d)| seconds_between(c, d));
+            let policy = match job.spec.image_pull_policy.as_deref() {
+                Some("Always") => "Always",
+                _ => "IfNotPresent",
+            };
+            ctx.metrics.job_completed(result, policy, took.unwrap_or(0));
+        }
     }
     let memo = Memo {
         basis,

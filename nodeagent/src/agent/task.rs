@@ -3,6 +3,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::FutureExt;
 use prewarm_api::node_image::ImageTagSpec;
@@ -39,6 +40,9 @@ impl Drop for Finish {
     }
 }
 
+/// How long asking the runtime for a pulled image's size may take.
+const SIZE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Counts a pull in flight for as long as it lives, cancelled or not.
 struct InFlight(Gauge);
 
@@ -52,6 +56,29 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// Counts a pull that has not started its first attempt (waiting for a
+/// slot, or checking the image filesystem) until it starts or ends.
+struct Waiting(Gauge, AtomicBool);
+
+impl Waiting {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone(), AtomicBool::new(true))
+    }
+
+    fn started(&self) {
+        if self.1.swap(false, Ordering::Relaxed) {
+            self.0.dec();
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.started();
     }
 }
 
@@ -123,12 +150,16 @@ impl Task {
             let mut spec = PullSpec::new(reference, &fields, credentials);
             spec.image_fs_limit = Some(self.config.max_image_fs_usage);
             let _in_flight = InFlight::new(&self.config.metrics.in_flight);
+            let waiting = Waiting::new(&self.config.metrics.pulls_waiting);
             // Pulling from the first attempt on, which starts once a slot is free.
             let started_pulling = |progress: Progress| match progress {
-                Progress::Attempt { number: 1, .. } => self.record(|s| {
-                    s.phase = Phase::Pulling;
-                    s.start_time = Some(now());
-                }),
+                Progress::Attempt { number: 1, .. } => {
+                    waiting.started();
+                    self.record(|s| {
+                        s.phase = Phase::Pulling;
+                        s.start_time = Some(now());
+                    });
+                }
                 Progress::ImageFs { used_ratio } => {
                     self.config.metrics.image_fs_usage.set(used_ratio);
                 }
@@ -147,6 +178,16 @@ impl Task {
             (outcome, spec.credentials_tried())
         };
         self.config.metrics.record(&outcome, started.elapsed());
+        if let Outcome::Pulled { image_ref, .. } = &outcome {
+            // What the pull brought, as the runtime counts the image (CRI `ImageStatus`).
+            match self.cri.image_size(image_ref, SIZE_TIMEOUT).await {
+                Ok(Some(bytes)) => {
+                    self.config.metrics.pulled_bytes.inc_by(bytes);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(image = %image_name, error = %e, "reading the pulled image's size"),
+            }
+        }
         let elapsed = started.elapsed();
         match &outcome {
             Outcome::Present { .. } => {

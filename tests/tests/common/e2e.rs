@@ -32,9 +32,15 @@ const CONTROLLER_ARGS: [&str; 3] = [
 /// replica), up once the controller has made each node's NodeImage (tests
 /// that read a node's NodeImage start from there).
 pub async fn up(gate_on: bool) -> E2e {
-    // Each cluster of this process on a network of its own.
+    // Each cluster on a network of its own: past the bridges that exist
+    // (another test process's clusters).
     static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
-    let index = CLUSTERS.fetch_add(1, Ordering::Relaxed);
+    let index = loop {
+        let index = CLUSTERS.fetch_add(1, Ordering::Relaxed);
+        if !std::path::Path::new(&format!("/sys/class/net/prewarm-e{index}")).exists() {
+            break index;
+        }
+    };
     let dir = tempfile::tempdir().unwrap();
     let image = tokio::task::block_in_place(super::build_image).image;
     let install = Install {
