@@ -11,6 +11,7 @@ use k8s_openapi::api::admissionregistration::v1 as admission;
 use k8s_openapi::api::apps::v1 as apps;
 use k8s_openapi::api::coordination::v1 as coordination;
 use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::api::networking::v1 as networking;
 use k8s_openapi::api::policy::v1 as policy;
 use k8s_openapi::api::rbac::v1 as rbac;
@@ -59,6 +60,7 @@ pub fn unknown_fields(group: &str, kind: &str, object: &Value) -> Option<Result<
         ("", "Service") => check::<core::Service>(object),
         ("", "ServiceAccount") => check::<core::ServiceAccount>(object),
         ("", "Endpoints") => check::<core::Endpoints>(object),
+        ("discovery.k8s.io", "EndpointSlice") => check::<discovery::EndpointSlice>(object),
         ("", "Secret") => check::<core::Secret>(object),
         ("", "ConfigMap") => check::<core::ConfigMap>(object),
         ("", "Event") => check::<core::Event>(object),
@@ -125,6 +127,7 @@ pub fn schema(group: &str, kind: &str) -> Option<(Value, serde_json::Map<String,
         ("", "Secret") => of::<core::Secret>(),
         ("", "ConfigMap") => of::<core::ConfigMap>(),
         ("", "Endpoints") => of::<core::Endpoints>(),
+        ("discovery.k8s.io", "EndpointSlice") => of::<discovery::EndpointSlice>(),
         ("", "Event") => of::<core::Event>(),
         ("apps", "Deployment") => of::<apps::Deployment>(),
         ("apps", "DaemonSet") => of::<apps::DaemonSet>(),

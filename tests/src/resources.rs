@@ -107,6 +107,7 @@ impl ResourceType {
                 &["sa"],
             ),
             short(Self::builtin("", "v1", "Endpoints", "endpoints", true, false), &["ep"]),
+            Self::builtin("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true, false),
             all(short(
                 Self::builtin("apps", "v1", "Deployment", "deployments", true, true),
                 &["deploy"],

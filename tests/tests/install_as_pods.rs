@@ -62,6 +62,7 @@ async fn the_chart_comes_up_ready_as_pods() {
             ],
         );
         wait_ready(&kubectl, &cluster, &chart_pods(3));
+        the_webhook_service_has_its_endpoint_slice(&kubectl);
         every_seed_example_as_written(&kubectl, &cluster);
         a_killed_webhook_restarts_and_admission_goes_on(&kubectl, &cluster);
         deleting_the_leader_hands_the_lease_over(&kubectl, &cluster);
@@ -181,6 +182,29 @@ fn every_seed_example_as_written(kubectl: &Kubectl, cluster: &PodCluster) {
         let status = get(kubectl, &["get", kind, name])["status"].clone();
         assert_eq!(status["failed"].as_i64().unwrap_or(0), 0, "{kind} {name}: {status:#}");
     }
+}
+
+/// The Service's EndpointSlice, as the EndpointSlice controller keeps it:
+/// both webhook Pods, ready, at the container port the Service's named
+/// target port resolves to.
+fn the_webhook_service_has_its_endpoint_slice(kubectl: &Kubectl) {
+    let selector = "kubernetes.io/service-name=prewarm-webhook";
+    let wanted = |slices: &Value| {
+        let items = slices["items"].as_array().cloned().unwrap_or_default();
+        items.len() == 1
+            && items[0]["ports"][0]["port"] == 9443
+            && items[0]["endpoints"].as_array().is_some_and(|e| {
+                e.len() == 2
+                    && e.iter()
+                        .all(|e| e["conditions"]["ready"] == true && e["targetRef"]["kind"] == "Pod")
+            })
+    };
+    wait("the webhook's EndpointSlice", Duration::from_secs(30), || {
+        wanted(&get(
+            kubectl,
+            &["get", "endpointslices", "-n", "kruise-system", "-l", selector],
+        ))
+    });
 }
 
 fn pod_names(kubectl: &Kubectl, namespace: &str, prefix: &str) -> Vec<String> {

@@ -9,7 +9,7 @@ use super::{pod_ready as ready, text};
 use crate::admission::selector_matches;
 
 /// A Service port's target on `pod`: its number, or the container port of that name.
-fn target_port(port: &Value, pod: &Value) -> Option<u64> {
+pub(super) fn target_port(port: &Value, pod: &Value) -> Option<u64> {
     match &port["targetPort"] {
         Value::Null => port["port"].as_u64(),
         Value::Number(n) => n.as_u64(),

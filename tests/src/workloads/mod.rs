@@ -7,6 +7,7 @@
 
 pub mod daemon_sets;
 pub mod deployments;
+pub mod endpoint_slices;
 pub mod endpoints;
 pub mod placement;
 pub mod scheduler;
@@ -113,6 +114,7 @@ struct Types {
     nodes: ResourceType,
     services: ResourceType,
     endpoints: ResourceType,
+    endpoint_slices: ResourceType,
     daemon_sets: ResourceType,
     deployments: ResourceType,
 }
@@ -125,6 +127,7 @@ impl Types {
             nodes: store.resource_type("", "v1", "nodes")?,
             services: store.resource_type("", "v1", "services")?,
             endpoints: store.resource_type("", "v1", "endpoints")?,
+            endpoint_slices: store.resource_type("discovery.k8s.io", "v1", "endpointslices")?,
             daemon_sets: store.resource_type("apps", "v1", "daemonsets")?,
             deployments: store.resource_type("apps", "v1", "deployments")?,
         })
@@ -193,6 +196,60 @@ async fn pass(state: &AppState, types: &Types) {
                 }
             }
         }
+    }
+    let (slices, _) = store.list(&types.endpoint_slices, None);
+    for service in &services {
+        if let Some(wanted) = endpoint_slices::endpoint_slices(service, &pods, &nodes) {
+            sync_slices(state, types, service, &wanted, &slices);
+        }
+    }
+}
+
+/// Makes the slices the controller manages for `service` hold `wanted`:
+/// the existing ones (in name order) updated, the missing created, the rest deleted.
+fn sync_slices(state: &AppState, types: &Types, service: &Value, wanted: &[Value], slices: &[Value]) {
+    let (namespace, name) = (text(service, "/metadata/namespace"), text(service, "/metadata/name"));
+    let label = |slice: &Value, key: &str| slice["metadata"]["labels"][key].as_str().map(str::to_owned);
+    let mut current: Vec<&Value> = slices
+        .iter()
+        .filter(|s| text(s, "/metadata/namespace") == namespace)
+        .filter(|s| label(s, endpoint_slices::SERVICE_NAME_LABEL).as_deref() == Some(name))
+        .filter(|s| label(s, endpoint_slices::MANAGED_BY_LABEL).as_deref() == Some(endpoint_slices::MANAGED_BY))
+        .collect();
+    current.sort_by_key(|s| text(s, "/metadata/name"));
+    let store = &state.store;
+    for (index, want) in wanted.iter().enumerate() {
+        match current.get(index) {
+            Some(have)
+                if have["endpoints"] == want["endpoints"]
+                    && have["ports"] == want["ports"]
+                    && have["metadata"]["labels"] == want["metadata"]["labels"] => {}
+            Some(have) => {
+                let slice_name = text(have, "/metadata/name");
+                let mut updated = want.clone();
+                updated["metadata"]["name"] = json!(slice_name);
+                let _ = store.update(
+                    &types.endpoint_slices,
+                    namespace,
+                    slice_name,
+                    updated,
+                    Subresource::Main,
+                    false,
+                );
+            }
+            None => {
+                let _ = store.create(&types.endpoint_slices, namespace, want.clone(), false);
+            }
+        }
+    }
+    for extra in current.iter().skip(wanted.len()) {
+        let _ = store.delete(
+            &types.endpoint_slices,
+            namespace,
+            text(extra, "/metadata/name"),
+            false,
+            false,
+        );
     }
 }
 
