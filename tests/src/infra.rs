@@ -404,30 +404,41 @@ impl PodRuntime {
         }
     }
 
+    /// Stops and removes every sandbox, until the runtime lists none: a
+    /// containerd just restarted may still be loading the sandboxes it had.
     async fn remove_sandboxes(socket: &Path) -> Result<(), String> {
         use crate::kubelet::cri::{Cri, api};
         let mut cri = Cri::connect(socket).await?;
-        let sandboxes = cri
-            .runtime
-            .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner()
-            .items;
-        for sandbox in sandboxes {
-            let id = sandbox.id;
-            let _ = cri
+        for _ in 0..20 {
+            let listed = cri
                 .runtime
-                .stop_pod_sandbox(api::StopPodSandboxRequest {
-                    pod_sandbox_id: id.clone(),
-                })
+                .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
                 .await;
-            let _ = cri
-                .runtime
-                .remove_pod_sandbox(api::RemovePodSandboxRequest { pod_sandbox_id: id })
-                .await;
+            let sandboxes = match listed {
+                Ok(listed) => listed.into_inner().items,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+            };
+            if sandboxes.is_empty() {
+                return Ok(());
+            }
+            for sandbox in sandboxes {
+                let id = sandbox.id;
+                let _ = cri
+                    .runtime
+                    .stop_pod_sandbox(api::StopPodSandboxRequest {
+                        pod_sandbox_id: id.clone(),
+                    })
+                    .await;
+                let _ = cri
+                    .runtime
+                    .remove_pod_sandbox(api::RemovePodSandboxRequest { pod_sandbox_id: id })
+                    .await;
+            }
         }
-        Ok(())
+        Err("sandboxes left after 20 attempts".to_owned())
     }
 }
 
