@@ -20,6 +20,15 @@ pub const NAMESPACE: &str = "kruise-system";
 pub const AGENT_NAMESPACE: &str = "prewarm-nodeagent";
 const RELEASE: &str = "kruise";
 
+/// Polls `done` every 100 ms; fails with `failure()` after `within`.
+fn until(within: Duration, done: impl Fn() -> bool, failure: impl Fn() -> String) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < within, "{}", failure());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The nodes' labels: the hostname, a zone (`a` for odd nodes, `b` for even
 /// ones), and the seed's `node-type: xxx` on the first two.
 pub fn node_labels(index: usize) -> Value {
@@ -205,18 +214,14 @@ impl InstalledCluster {
         let status = |cluster: &Self| cluster.agent_pod(index)["status"]["containerStatuses"][0].clone();
         let before = status(self)["containerID"].clone();
         tokio::task::block_in_place(|| self.signal_agent(index, "KILL"));
-        let started = Instant::now();
-        loop {
-            let now = status(self);
-            if now["containerID"] != before || now["state"]["running"].is_null() {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the kubelet saw no crash: {now:#}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        until(
+            Duration::from_secs(30),
+            || {
+                let now = status(self);
+                now["containerID"] != before || now["state"]["running"].is_null()
+            },
+            || format!("the kubelet saw no crash: {:#}", status(self)),
+        );
     }
 
     /// The agent on node `index` hangs (SIGSTOP): it neither pulls nor reports.
@@ -232,14 +237,11 @@ impl InstalledCluster {
             let mut deployment = self.pods.api.store.get(&rt, NAMESPACE, "prewarm-controller").unwrap();
             deployment["spec"]["replicas"] = json!(0);
             self.pods.api.put(&deployment).unwrap();
-            let started = Instant::now();
-            while !self.pods_named(NAMESPACE, "prewarm-controller-").is_empty() {
-                assert!(
-                    started.elapsed() < Duration::from_secs(30),
-                    "controller Pods still there"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            until(
+                Duration::from_secs(30),
+                || self.pods_named(NAMESPACE, "prewarm-controller-").is_empty(),
+                || "controller Pods still there".to_owned(),
+            );
         });
     }
 
@@ -286,15 +288,11 @@ impl InstalledCluster {
                         crate::workloads::pod_ready(pod) && run_with(&given)
                     })
             };
-            let started = Instant::now();
-            while !prefixes.iter().all(rolled_out) {
-                assert!(
-                    started.elapsed() < Duration::from_secs(120),
-                    "{prefixes:?} not rolled out:{}",
-                    self.pods.report()
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            until(
+                Duration::from_secs(120),
+                || prefixes.iter().all(rolled_out),
+                || format!("{prefixes:?} not rolled out:{}", self.pods.report()),
+            );
         });
     }
 
@@ -324,14 +322,11 @@ impl InstalledCluster {
                 for pod in self.pods_named(NAMESPACE, prefix) {
                     let ip = pod["status"]["podIP"].as_str().unwrap_or_default();
                     let address = SocketAddr::new(ip.parse().unwrap(), port);
-                    let started = Instant::now();
-                    while !crate::infra::http_get(address, "/metrics").is_some_and(|m| m.contains(&reported)) {
-                        assert!(
-                            started.elapsed() < Duration::from_secs(10),
-                            "{address} kept the old gate"
-                        );
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
+                    until(
+                        Duration::from_secs(10),
+                        || crate::infra::http_get(address, "/metrics").is_some_and(|m| m.contains(&reported)),
+                        || format!("{address} kept the old gate"),
+                    );
                 }
             }
         });

@@ -11,7 +11,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::e2e::{E2e, MINUTE, completed, job, up};
 use common::repo;
@@ -95,11 +94,7 @@ impl Prometheus {
     }
 
     fn wait(&self, what: &str, ready: impl Fn(&Self) -> bool) {
-        let started = Instant::now();
-        while !ready(self) {
-            assert!(started.elapsed() < MINUTE, "not within a minute: {what}");
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        common::e2e::wait_until(what, MINUTE, || ready(self));
     }
 }
 
