@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod caps;
 pub mod crd;
+pub mod cron;
 pub mod defaults;
 pub mod duration;
 pub mod field;
