@@ -19,11 +19,17 @@ use crate::{GROUP, defaults, validation};
 pub enum Kind {
     ImagePullJob,
     ImageListPullJob,
+    AdvancedCronJob,
     NodeImage,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::ImagePullJob, Kind::ImageListPullJob, Kind::NodeImage];
+    pub const ALL: [Kind; 4] = [
+        Kind::ImagePullJob,
+        Kind::ImageListPullJob,
+        Kind::AdvancedCronJob,
+        Kind::NodeImage,
+    ];
     /// The API versions every kind is served in.
     pub const VERSIONS: [&'static str; 2] = ["v1alpha1", "v1beta1"];
 
@@ -31,6 +37,7 @@ impl Kind {
         match self {
             Self::ImagePullJob => "ImagePullJob",
             Self::ImageListPullJob => "ImageListPullJob",
+            Self::AdvancedCronJob => "AdvancedCronJob",
             Self::NodeImage => "NodeImage",
         }
     }
@@ -40,6 +47,7 @@ impl Kind {
         match self {
             Self::ImagePullJob => "imagepulljobs",
             Self::ImageListPullJob => "imagelistpulljobs",
+            Self::AdvancedCronJob => "advancedcronjobs",
             Self::NodeImage => "nodeimages",
         }
     }
@@ -67,7 +75,10 @@ impl Kind {
     /// The gates that must be on for this kind to be created or changed.
     pub fn required_gates(self) -> &'static [Gate] {
         match self {
-            Self::ImagePullJob | Self::ImageListPullJob => &[Gate::KruiseDaemon, Gate::ImagePullJobGate],
+            // A cron job only makes ImageListPullJobs: it is gated like them.
+            Self::ImagePullJob | Self::ImageListPullJob | Self::AdvancedCronJob => {
+                &[Gate::KruiseDaemon, Gate::ImagePullJobGate]
+            }
             Self::NodeImage => &[Gate::KruiseDaemon],
         }
     }
@@ -82,6 +93,7 @@ impl Kind {
         match self {
             Self::ImagePullJob => defaults::image_pull_job(spec),
             Self::ImageListPullJob => defaults::image_list_pull_job(spec),
+            Self::AdvancedCronJob => defaults::advanced_cron_job(spec),
             Self::NodeImage => defaults::node_image(spec, now),
         }
     }
@@ -111,6 +123,7 @@ impl Kind {
         match self {
             Self::ImagePullJob => validation::image_pull_job(spec, old, caps),
             Self::ImageListPullJob => validation::image_list_pull_job(spec, caps),
+            Self::AdvancedCronJob => validation::advanced_cron_job(spec, old, caps),
             Self::NodeImage => validation::node_image(spec),
         }
     }

@@ -11,7 +11,7 @@ use crate::{v1alpha1, v1beta1};
 /// The version the API server stores, and the one prewarm's components use.
 pub const STORAGE_VERSION: &str = "v1beta1";
 
-/// The three CRDs with the file names they are checked in under `manifests/crds/`.
+/// The four CRDs with the file names they are checked in under `manifests/crds/`.
 pub fn all() -> Result<Vec<(&'static str, CustomResourceDefinition)>, MergeError> {
     Ok(vec![
         (
@@ -25,6 +25,13 @@ pub fn all() -> Result<Vec<(&'static str, CustomResourceDefinition)>, MergeError
             "apps.kruise.io_imagelistpulljobs.yaml",
             like_openkruise(merge_crds(
                 vec![v1alpha1::ImageListPullJob::crd(), v1beta1::ImageListPullJob::crd()],
+                STORAGE_VERSION,
+            )?),
+        ),
+        (
+            "apps.kruise.io_advancedcronjobs.yaml",
+            like_openkruise(merge_crds(
+                vec![v1alpha1::AdvancedCronJob::crd(), v1beta1::AdvancedCronJob::crd()],
                 STORAGE_VERSION,
             )?),
         ),

@@ -7,7 +7,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 
@@ -60,16 +59,38 @@ struct FieldKind {
 }
 
 const FIELDS: [FieldKind; 5] = [
-    FieldKind { name: "minute", min: 0, max: 59, names: &[] },
-    FieldKind { name: "hour", min: 0, max: 23, names: &[] },
-    FieldKind { name: "day of month", min: 1, max: 31, names: &[] },
+    FieldKind {
+        name: "minute",
+        min: 0,
+        max: 59,
+        names: &[],
+    },
+    FieldKind {
+        name: "hour",
+        min: 0,
+        max: 23,
+        names: &[],
+    },
+    FieldKind {
+        name: "day of month",
+        min: 1,
+        max: 31,
+        names: &[],
+    },
     FieldKind {
         name: "month",
         min: 1,
         max: 12,
-        names: &["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+        names: &[
+            "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+        ],
     },
-    FieldKind { name: "day of week", min: 0, max: 6, names: &["sun", "mon", "tue", "wed", "thu", "fri", "sat"] },
+    FieldKind {
+        name: "day of week",
+        min: 0,
+        max: 6,
+        names: &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+    },
 ];
 
 const MACROS: [(&str, &str); 7] = [
@@ -105,7 +126,10 @@ impl Schedule {
                 let known: Vec<&str> = MACROS.iter().map(|(name, _)| *name).collect();
                 return Err(CronError {
                     column,
-                    message: format!("unknown macro {body:?}; accepted: {}, @every <duration>", known.join(", ")),
+                    message: format!(
+                        "unknown macro {body:?}; accepted: {}, @every <duration>",
+                        known.join(", ")
+                    ),
                 });
             };
             Rule::Fields(parse_fields(fields, 1).map_err(|e| CronError { column, ..e })?)
@@ -128,11 +152,22 @@ impl Schedule {
             Rule::Fields(fields) => fields,
         };
         let local = after.to_zoned(zone.clone()).datetime();
-        let mut at = local.with().second(0).subsec_nanosecond(0).build().ok()?.checked_add(1.minute()).ok()?;
+        let mut at = local
+            .with()
+            .second(0)
+            .subsec_nanosecond(0)
+            .build()
+            .ok()?
+            .checked_add(1.minute())
+            .ok()?;
         let last_year = at.year().saturating_add(SEARCH_YEARS);
         while at.year() <= last_year {
             at = if !has(fields.month, at.month()) {
-                at.date().first_of_month().checked_add(1.month()).ok()?.to_datetime(jiff::civil::Time::midnight())
+                at.date()
+                    .first_of_month()
+                    .checked_add(1.month())
+                    .ok()?
+                    .to_datetime(jiff::civil::Time::midnight())
             } else if !fields.day_matches(at.date()) {
                 at.date().tomorrow().ok()?.to_datetime(jiff::civil::Time::midnight())
             } else if !has(fields.hour, at.hour()) {
@@ -160,11 +195,15 @@ impl Schedule {
             let every = i64::try_from(every.as_secs()).ok().filter(|s| *s > 0)?;
             let elapsed = now.as_second() - earliest.as_second();
             let runs = elapsed / every;
-            return (runs > 0).then(|| earliest.checked_add((runs * every).seconds()).ok()).flatten();
+            return (runs > 0)
+                .then(|| earliest.checked_add((runs * every).seconds()).ok())
+                .flatten();
         }
         const WINDOWS_HOURS: [i64; 5] = [1, 24, 32 * 24, 367 * 24, 5 * 367 * 24];
         for hours in WINDOWS_HOURS {
-            let from = now.checked_sub(hours.hours()).map_or(earliest, |from| from.max(earliest));
+            let from = now
+                .checked_sub(hours.hours())
+                .map_or(earliest, |from| from.max(earliest));
             let mut latest = None;
             let mut cursor = from;
             while let Some(fire) = self.next_after(cursor, zone).filter(|fire| *fire <= now) {
@@ -214,7 +253,11 @@ fn split_zone_prefix(text: &str) -> Result<(usize, Option<String>, &str), CronEr
         });
     }
     let consumed = lead + prefix_len + zone_len;
-    Ok((text[..consumed].chars().count(), Some(zone.to_owned()), &text[consumed..]))
+    Ok((
+        text[..consumed].chars().count(),
+        Some(zone.to_owned()),
+        &text[consumed..],
+    ))
 }
 
 fn every_duration(text: &str, column: usize) -> Result<Duration, CronError> {
@@ -285,7 +328,11 @@ fn parse_field(kind: &FieldKind, text: &str, column: usize) -> Result<(u64, bool
                 if kind.names.is_empty() {
                     String::new()
                 } else {
-                    format!(" or {}-{}", kind.names[0].to_uppercase(), kind.names[kind.names.len() - 1].to_uppercase())
+                    format!(
+                        " or {}-{}",
+                        kind.names[0].to_uppercase(),
+                        kind.names[kind.names.len() - 1].to_uppercase()
+                    )
                 }
             ),
         };
@@ -369,8 +416,9 @@ pub fn load_zone(name: &str) -> Result<TimeZone, String> {
     if name.eq_ignore_ascii_case("local") {
         return Err("must be an explicit IANA time zone such as Europe/Berlin or America/New_York, not Local".into());
     }
-    TimeZone::get(name)
-        .map_err(|_| format!("unknown time zone {name:?}; use an IANA name such as UTC, Europe/Berlin or Asia/Shanghai"))
+    TimeZone::get(name).map_err(|_| {
+        format!("unknown time zone {name:?}; use an IANA name such as UTC, Europe/Berlin or Asia/Shanghai")
+    })
 }
 
 #[cfg(test)]
@@ -389,23 +437,62 @@ mod tests {
 
     #[test]
     fn fields_macros_and_steps_fire_when_cron_would() {
-        assert_eq!(next("* * * * *", "2026-12-02T10:00:00Z", "UTC").as_deref(), Some("2026-12-02T10:01:00Z"));
-        assert_eq!(next("* * * * *", "2026-12-02T10:00:30Z", "UTC").as_deref(), Some("2026-12-02T10:01:00Z"));
-        assert_eq!(next("*/15 * * * *", "2026-12-02T10:16:00Z", "UTC").as_deref(), Some("2026-12-02T10:30:00Z"));
-        assert_eq!(next("5/20 * * * *", "2026-12-02T10:26:00Z", "UTC").as_deref(), Some("2026-12-02T10:45:00Z"));
-        assert_eq!(next("0 2 * * *", "2026-12-02T10:00:00Z", "UTC").as_deref(), Some("2026-12-03T02:00:00Z"));
-        assert_eq!(next("@hourly", "2026-12-02T10:00:00Z", "UTC").as_deref(), Some("2026-12-02T11:00:00Z"));
-        assert_eq!(next("@yearly", "2026-12-02T10:00:00Z", "UTC").as_deref(), Some("2027-01-01T00:00:00Z"));
+        assert_eq!(
+            next("* * * * *", "2026-12-02T10:00:00Z", "UTC").as_deref(),
+            Some("2026-12-02T10:01:00Z")
+        );
+        assert_eq!(
+            next("* * * * *", "2026-12-02T10:00:30Z", "UTC").as_deref(),
+            Some("2026-12-02T10:01:00Z")
+        );
+        assert_eq!(
+            next("*/15 * * * *", "2026-12-02T10:16:00Z", "UTC").as_deref(),
+            Some("2026-12-02T10:30:00Z")
+        );
+        assert_eq!(
+            next("5/20 * * * *", "2026-12-02T10:26:00Z", "UTC").as_deref(),
+            Some("2026-12-02T10:45:00Z")
+        );
+        assert_eq!(
+            next("0 2 * * *", "2026-12-02T10:00:00Z", "UTC").as_deref(),
+            Some("2026-12-03T02:00:00Z")
+        );
+        assert_eq!(
+            next("@hourly", "2026-12-02T10:00:00Z", "UTC").as_deref(),
+            Some("2026-12-02T11:00:00Z")
+        );
+        assert_eq!(
+            next("@yearly", "2026-12-02T10:00:00Z", "UTC").as_deref(),
+            Some("2027-01-01T00:00:00Z")
+        );
         // 2026-12-02 is a Wednesday.
-        assert_eq!(next("0 9 * * MON-FRI", "2026-12-04T10:00:00Z", "UTC").as_deref(), Some("2026-12-07T09:00:00Z"));
-        assert_eq!(next("0 0 1 JAN,jul *", "2026-12-02T10:00:00Z", "UTC").as_deref(), Some("2027-01-01T00:00:00Z"));
+        assert_eq!(
+            next("0 9 * * MON-FRI", "2026-12-04T10:00:00Z", "UTC").as_deref(),
+            Some("2026-12-07T09:00:00Z")
+        );
+        assert_eq!(
+            next("0 0 1 JAN,jul *", "2026-12-02T10:00:00Z", "UTC").as_deref(),
+            Some("2027-01-01T00:00:00Z")
+        );
         // Both day fields restricted: either matches (the 15th, or a Monday).
-        assert_eq!(next("0 0 15 * 1", "2026-12-02T10:00:00Z", "UTC").as_deref(), Some("2026-12-07T00:00:00Z"));
+        assert_eq!(
+            next("0 0 15 * 1", "2026-12-02T10:00:00Z", "UTC").as_deref(),
+            Some("2026-12-07T00:00:00Z")
+        );
         // One of them `*`: only the other counts.
-        assert_eq!(next("0 0 15 * *", "2026-12-02T10:00:00Z", "UTC").as_deref(), Some("2026-12-15T00:00:00Z"));
-        assert_eq!(next("0 0 29 2 *", "2026-12-02T10:00:00Z", "UTC").as_deref(), Some("2028-02-29T00:00:00Z"));
+        assert_eq!(
+            next("0 0 15 * *", "2026-12-02T10:00:00Z", "UTC").as_deref(),
+            Some("2026-12-15T00:00:00Z")
+        );
+        assert_eq!(
+            next("0 0 29 2 *", "2026-12-02T10:00:00Z", "UTC").as_deref(),
+            Some("2028-02-29T00:00:00Z")
+        );
         assert_eq!(next("0 0 30 2 *", "2026-12-02T10:00:00Z", "UTC"), None);
-        assert_eq!(next("@every 90m", "2026-12-02T10:00:00Z", "UTC").as_deref(), Some("2026-12-02T11:30:00Z"));
+        assert_eq!(
+            next("@every 90m", "2026-12-02T10:00:00Z", "UTC").as_deref(),
+            Some("2026-12-02T11:30:00Z")
+        );
     }
 
     #[test]
@@ -446,14 +533,26 @@ mod tests {
         };
         let now = at("2026-12-02T10:05:30Z");
         let missed = |s: &Schedule, earliest: &str| s.latest_missed(at(earliest), now, &utc).map(|t| t.to_string());
-        assert_eq!(missed(&minutely, "2020-01-01T00:00:00Z").as_deref(), Some("2026-12-02T10:05:00Z"));
+        assert_eq!(
+            missed(&minutely, "2020-01-01T00:00:00Z").as_deref(),
+            Some("2026-12-02T10:05:00Z")
+        );
         assert_eq!(missed(&minutely, "2026-12-02T10:05:00Z"), None);
-        assert_eq!(missed(&minutely, "2026-12-02T10:04:59Z").as_deref(), Some("2026-12-02T10:05:00Z"));
-        assert_eq!(missed(&yearly, "2020-06-01T00:00:00Z").as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert_eq!(
+            missed(&minutely, "2026-12-02T10:04:59Z").as_deref(),
+            Some("2026-12-02T10:05:00Z")
+        );
+        assert_eq!(
+            missed(&yearly, "2020-06-01T00:00:00Z").as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
         assert_eq!(missed(&yearly, "2026-06-01T00:00:00Z"), None);
         let every = Schedule::parse("@every 2h").ok();
         assert_eq!(
-            every.and_then(|s| s.latest_missed(at("2026-12-02T03:00:00Z"), now, &utc)).map(|t| t.to_string()).as_deref(),
+            every
+                .and_then(|s| s.latest_missed(at("2026-12-02T03:00:00Z"), now, &utc))
+                .map(|t| t.to_string())
+                .as_deref(),
             Some("2026-12-02T09:00:00Z")
         );
     }
@@ -465,9 +564,17 @@ mod tests {
             error("0 25 * * *"),
             "at column 3: hour field \"25\": 25 is above the maximum 23; accepted: 0-23, *, ranges a-b, steps */n or a-b/n, lists a,b"
         );
-        assert!(error("0 2 * *").starts_with("at column 1: expected exactly 5 fields"), "{}", error("0 2 * *"));
+        assert!(
+            error("0 2 * *").starts_with("at column 1: expected exactly 5 fields"),
+            "{}",
+            error("0 2 * *")
+        );
         assert!(error("0 2 * * 7").starts_with("at column 9: day of week field \"7\": 7 is above the maximum 6"));
-        assert!(error("0 2 * FOO *").contains("\"FOO\" is not a month"), "{}", error("0 2 * FOO *"));
+        assert!(
+            error("0 2 * FOO *").contains("\"FOO\" is not a month"),
+            "{}",
+            error("0 2 * FOO *")
+        );
         assert!(error("*/0 * * * *").contains("the step must be a positive number"));
         assert!(error("0 5-2 * * *").contains("the range starts at 5, beyond its end 2"));
         assert!(error("@fortnightly").starts_with("at column 1: unknown macro \"@fortnightly\""));
@@ -475,7 +582,9 @@ mod tests {
         assert!(error("@every 0s").contains("shorter than one second"));
         assert!(error("").contains("the schedule is empty"));
         assert_eq!(
-            Schedule::parse("CRON_TZ=Asia/Tokyo @daily").ok().and_then(|s| s.prefix_zone),
+            Schedule::parse("CRON_TZ=Asia/Tokyo @daily")
+                .ok()
+                .and_then(|s| s.prefix_zone),
             Some("Asia/Tokyo".to_owned())
         );
     }
@@ -485,6 +594,10 @@ mod tests {
         assert!(load_zone("Europe/Berlin").is_ok());
         assert!(load_zone("UTC").is_ok());
         assert!(load_zone("Local").unwrap_err().contains("not Local"));
-        assert!(load_zone("Mars/Olympus").unwrap_err().contains("unknown time zone \"Mars/Olympus\""));
+        assert!(
+            load_zone("Mars/Olympus")
+                .unwrap_err()
+                .contains("unknown time zone \"Mars/Olympus\"")
+        );
     }
 }

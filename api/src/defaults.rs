@@ -35,6 +35,59 @@ pub fn image_list_pull_job(spec: Spec<'_>) -> Vec<PatchOperation> {
     spec_defaults(spec, &TEMPLATE)
 }
 
+/// OpenKruise's AdvancedCronJob defaults: `paused=false`, history limits 3
+/// and 1, and, with an `imageListPullJobTemplate`, `concurrencyPolicy=Replace`
+/// (a second pull of the same images beside the first is useless) and the
+/// ImagePullJob defaults in the template's spec; otherwise `Allow`.
+pub fn advanced_cron_job(spec: Spec<'_>) -> Vec<PatchOperation> {
+    static WITH_LIST_TEMPLATE: LazyLock<Value> = LazyLock::new(|| cron_job_template(true));
+    static OTHERWISE: LazyLock<Value> = LazyLock::new(|| cron_job_template(false));
+    // Nested too deeply to read: validation says so.
+    let Ok(Some(tree)) = spec.tree() else {
+        return Vec::new();
+    };
+    let has_list_template = tree
+        .pointer("/template/imageListPullJobTemplate")
+        .is_some_and(Value::is_object);
+    let template = if has_list_template {
+        &WITH_LIST_TEMPLATE
+    } else {
+        &OTHERWISE
+    };
+    spec_defaults(Spec::Tree(Some(&tree)), template)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CronJobDefaults {
+    concurrency_policy: &'static str,
+    paused: bool,
+    successful_jobs_history_limit: i32,
+    failed_jobs_history_limit: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template: Option<Value>,
+}
+
+fn cron_job_template(has_list_template: bool) -> Value {
+    use crate::cron_job::{
+        CONCURRENCY_ALLOW, CONCURRENCY_REPLACE, DEFAULT_FAILED_JOBS_HISTORY_LIMIT,
+        DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT,
+    };
+    template(&CronJobDefaults {
+        concurrency_policy: if has_list_template {
+            CONCURRENCY_REPLACE
+        } else {
+            CONCURRENCY_ALLOW
+        },
+        paused: false,
+        successful_jobs_history_limit: DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT,
+        failed_jobs_history_limit: DEFAULT_FAILED_JOBS_HISTORY_LIMIT,
+        template: has_list_template.then(
+            || serde_json::json!({"imageListPullJobTemplate": {"spec": job_template(Some(PULL_IF_NOT_PRESENT))}}),
+        ),
+    })
+}
+
 /// What defaulting adds to a job spec, in the spec's own types (a test
 /// checks every path against the kind's schema).
 #[derive(Serialize)]

@@ -117,6 +117,81 @@ macro_rules! api_version {
             }
         }
 
+        /// Creates an ImageListPullJob on a cron schedule: OpenKruise's
+        /// AdvancedCronJob, of which prewarm runs `imageListPullJobTemplate`.
+        #[derive(kube::CustomResource, serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+        #[kube(
+            group = "apps.kruise.io",
+            version = $version,
+            kind = "AdvancedCronJob",
+            namespaced,
+            status = "crate::cron_job::AdvancedCronJobStatus",
+            shortname = "acj",
+            doc = "AdvancedCronJob creates ImageListPullJobs on a cron schedule (OpenKruise's kind; prewarm runs its imageListPullJobTemplate).",
+            derive = "PartialEq",
+            printcolumn = r#"{"name":"Schedule","type":"string","description":"The schedule of advanced cron job.","jsonPath":".spec.schedule"}"#,
+            printcolumn = r#"{"name":"Type","type":"string","description":"Type of cron job.","jsonPath":".status.type"}"#,
+            printcolumn = r#"{"name":"LastScheduleTime","type":"date","description":"The last time at which job was scheduled.","jsonPath":".status.lastScheduleTime"}"#,
+            printcolumn = r#"{"name":"AGE","type":"date","description":"Time since creation","jsonPath":".metadata.creationTimestamp"}"#,
+        )]
+        #[serde(rename_all = "camelCase")]
+        pub struct AdvancedCronJobSpec {
+            /// When to create a job: five cron fields (minute hour day-of-month
+            /// month day-of-week) or a macro such as @daily.
+            pub schedule: String,
+            /// The IANA zone the schedule is read in, such as Europe/Berlin. Unset means UTC.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub time_zone: Option<String>,
+            /// How late a missed run may still start; later, it is skipped.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub starting_deadline_seconds: Option<i64>,
+            /// Allow, Forbid (skip a run while the last one is active) or Replace
+            /// (delete the active one first; the default for ImageListPullJobs).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            #[schemars(extend("enum" = ["Allow", "Forbid", "Replace"]))]
+            pub concurrency_policy: Option<String>,
+            /// True stops new runs; running ones continue.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub paused: Option<bool>,
+            /// Finished jobs kept that pulled everywhere (default 3).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub successful_jobs_history_limit: Option<i32>,
+            /// Finished jobs kept that failed somewhere (default 1).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub failed_jobs_history_limit: Option<i32>,
+            /// What each run creates.
+            pub template: CronJobTemplate,
+        }
+
+        /// The job each run creates: prewarm runs only imageListPullJobTemplate.
+        #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+        #[serde(rename_all = "camelCase")]
+        pub struct CronJobTemplate {
+            /// OpenKruise's batch Job template; refused by prewarm, which runs image pre-warming only.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schemars(schema_with = "crate::cron_job::opaque_object")]
+            pub job_template: Option<serde_json::Map<String, serde_json::Value>>,
+            /// OpenKruise's BroadcastJob template; refused by prewarm, which runs image pre-warming only.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schemars(schema_with = "crate::cron_job::opaque_object")]
+            pub broadcast_job_template: Option<serde_json::Map<String, serde_json::Value>>,
+            /// The ImageListPullJob each run creates.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub image_list_pull_job_template: Option<ImageListPullJobTemplateSpec>,
+        }
+
+        /// An ImageListPullJob's labels, annotations and spec.
+        #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+        #[serde(rename_all = "camelCase")]
+        pub struct ImageListPullJobTemplateSpec {
+            /// Labels and annotations of the jobs created from this template.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub metadata: Option<$crate::cron_job::TemplateMetadata>,
+            /// The spec of each ImageListPullJob.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub spec: Option<ImageListPullJobSpec>,
+        }
+
         /// The images one node should hold: one NodeImage per Node, named after it.
         #[derive(kube::CustomResource, serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
         #[kube(

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod caps;
 pub mod crd;
 pub mod cron;
+pub mod cron_job;
 pub mod defaults;
 pub mod duration;
 pub mod field;

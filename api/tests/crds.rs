@@ -109,13 +109,23 @@ fn schemas_carry_openkruise_required_fields_and_descriptions() {
                 schema["description"].as_str().is_some_and(|d| !d.is_empty()),
                 "{file}: kubectl explain needs a description"
             );
-            assert_eq!(
-                schema["properties"]["status"]["required"],
-                serde_json::json!(["desired"]),
-                "{file}"
-            );
+            let status_required = if file == CRON_JOBS {
+                json!(null)
+            } else {
+                json!(["desired"])
+            };
+            assert_eq!(schema["properties"]["status"]["required"], status_required, "{file}");
             let spec = &schema["properties"]["spec"];
             match file {
+                CRON_JOBS => {
+                    assert_eq!(spec["required"], json!(["schedule", "template"]));
+                    let template = &spec["properties"]["template"]["properties"]["imageListPullJobTemplate"];
+                    assert_eq!(
+                        template["properties"]["spec"]["required"],
+                        json!(["completionPolicy", "images"])
+                    );
+                    continue;
+                }
                 "apps.kruise.io_imagepulljobs.yaml" => {
                     assert_eq!(spec["required"], serde_json::json!(["completionPolicy", "image"]))
                 }
@@ -177,6 +187,13 @@ fn flatten(schema: &serde_json::Value, path: String, out: &mut BTreeMap<String, 
     }
 }
 
+const CRON_JOBS: &str = "apps.kruise.io_advancedcronjobs.yaml";
+
+/// The reference facts predate OpenKruise 1.9's `imageListPullJobTemplate`:
+/// the AdvancedCronJob schema is checked against its types by
+/// `advanced_cron_jobs_have_openkruise_1_9s_fields` instead.
+const NOT_IN_REFERENCE: [&str; 1] = ["AdvancedCronJob"];
+
 /// Deliberate differences from OpenKruise's schemas: (kind/version, field path). None today.
 const DELIBERATE_DIFFERENCES: [(&str, &str); 0] = [];
 
@@ -193,6 +210,9 @@ fn schemas_match_openkruise_field_for_field() {
     for (file, definition) in crd::all().unwrap() {
         let crd = serde_json::to_value(&definition).unwrap();
         let kind = crd["spec"]["names"]["kind"].as_str().unwrap().to_owned();
+        if NOT_IN_REFERENCE.contains(&kind.as_str()) {
+            continue;
+        }
         let names = &reference[&kind];
         assert_eq!(crd["spec"]["scope"], names["scope"], "{file}");
         assert_eq!(crd["spec"]["names"]["plural"], names["plural"], "{file}");
@@ -238,4 +258,82 @@ fn schemas_match_openkruise_field_for_field() {
         differences.len(),
         differences.join("\n")
     );
+}
+
+/// OpenKruise 1.9's AdvancedCronJob (`advancedcronjob_types.go`, and the
+/// ImageListPullJobTemplate proposal): its fields and their types, and a
+/// template spec that is exactly the ImageListPullJob spec of the reference.
+#[test]
+fn advanced_cron_jobs_have_openkruise_1_9s_fields() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/kruise-crd-fields.json"
+    ))
+    .unwrap();
+    let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let (_, definition) = crd::all()
+        .unwrap()
+        .into_iter()
+        .find(|(file, _)| *file == CRON_JOBS)
+        .unwrap();
+    let crd = serde_json::to_value(&definition).unwrap();
+    assert_eq!(crd["spec"]["names"]["shortNames"], json!(["acj"]));
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    for version in crd["spec"]["versions"].as_array().unwrap() {
+        let name = version["name"].as_str().unwrap();
+        assert_eq!(version["subresources"], json!({"status": {}}), "{name}");
+        let mut ours = BTreeMap::new();
+        flatten(&version["schema"]["openAPIV3Schema"], String::new(), &mut ours);
+        let facts = |path: &str| ours.get(path).cloned().unwrap_or_else(|| panic!("{name}: no {path}"));
+        for (path, expected) in [
+            (".spec.schedule", json!({"type": "string"})),
+            (".spec.timeZone", json!({"type": "string"})),
+            (
+                ".spec.startingDeadlineSeconds",
+                json!({"type": "integer", "format": "int64"}),
+            ),
+            (".spec.concurrencyPolicy", json!({"type": "string"})),
+            (".spec.paused", json!({"type": "boolean"})),
+            (
+                ".spec.successfulJobsHistoryLimit",
+                json!({"type": "integer", "format": "int32"}),
+            ),
+            (
+                ".spec.failedJobsHistoryLimit",
+                json!({"type": "integer", "format": "int32"}),
+            ),
+            (
+                ".spec.template.jobTemplate",
+                json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+            ),
+            (
+                ".spec.template.broadcastJobTemplate",
+                json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+            ),
+            (".status.type", json!({"type": "string"})),
+            (".status.active", json!({"type": "array"})),
+            (
+                ".status.lastScheduleTime",
+                json!({"type": "string", "format": "date-time"}),
+            ),
+        ] {
+            assert_eq!(facts(path), expected, "{name} {path}");
+        }
+        let policy = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["concurrencyPolicy"];
+        assert_eq!(policy["enum"], json!(["Allow", "Forbid", "Replace"]));
+        let prefix = ".spec.template.imageListPullJobTemplate.spec";
+        let template: BTreeMap<String, serde_json::Value> = ours
+            .iter()
+            .filter_map(|(path, facts)| Some((path.strip_prefix(prefix)?.to_owned(), facts.clone())))
+            .collect();
+        let list: BTreeMap<String, serde_json::Value> =
+            serde_json::from_value(reference["crds"][format!("ImageListPullJob/{name}")]["fields"].clone()).unwrap();
+        let list_spec: BTreeMap<String, serde_json::Value> = list
+            .iter()
+            .filter_map(|(path, facts)| Some((path.strip_prefix(".spec")?.to_owned(), facts.clone())))
+            .collect();
+        assert_eq!(template, list_spec, "{name}");
+    }
+    let columns: Vec<String> = columns(CRON_JOBS, "v1beta1");
+    assert_eq!(columns, ["Schedule", "Type", "LastScheduleTime", "AGE"]);
 }

@@ -54,6 +54,10 @@ fn assert_typed_round_trip(file: &str, kind: Kind, object: &Value) {
             assert_round_trip::<v1alpha1::ImageListPullJob>(file, object);
             assert_round_trip::<v1beta1::ImageListPullJob>(file, object);
         }
+        Kind::AdvancedCronJob => {
+            assert_round_trip::<v1alpha1::AdvancedCronJob>(file, object);
+            assert_round_trip::<v1beta1::AdvancedCronJob>(file, object);
+        }
         Kind::NodeImage => {
             assert_round_trip::<v1alpha1::NodeImage>(file, object);
             assert_round_trip::<v1beta1::NodeImage>(file, object);

@@ -143,6 +143,8 @@ fn base(kind: Kind) -> Value {
     let spec = match kind {
         Kind::ImagePullJob => json!({"image": "nginx:1.9.1"}),
         Kind::ImageListPullJob => json!({"images": ["nginx:1.9.1"]}),
+        Kind::AdvancedCronJob => json!({"schedule": "0 2 * * *",
+            "template": {"imageListPullJobTemplate": {"spec": {"images": ["nginx:1.9.1"]}}}}),
         Kind::NodeImage => json!({"images": {"entry": {"tags": [{"tag": "1"}]}}}),
     };
     json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": kind.name(), "metadata": {"name": "x", "namespace": "default"}, "spec": spec})

@@ -76,7 +76,8 @@ fn kind_slot(kind: Kind) -> usize {
     match kind {
         Kind::ImagePullJob => 0,
         Kind::ImageListPullJob => 1,
-        Kind::NodeImage => 2,
+        Kind::AdvancedCronJob => 2,
+        Kind::NodeImage => 3,
     }
 }
 

@@ -54,9 +54,11 @@ impl Route {
         match (self.endpoint, self.kind) {
             (Endpoint::Mutate, Kind::ImagePullJob) => "/mutate-apps-kruise-io-imagepulljob",
             (Endpoint::Mutate, Kind::ImageListPullJob) => "/mutate-apps-kruise-io-imagelistpulljob",
+            (Endpoint::Mutate, Kind::AdvancedCronJob) => "/mutate-apps-kruise-io-advancedcronjob",
             (Endpoint::Mutate, Kind::NodeImage) => "/mutate-apps-kruise-io-nodeimage",
             (Endpoint::Validate, Kind::ImagePullJob) => "/validate-apps-kruise-io-imagepulljob",
             (Endpoint::Validate, Kind::ImageListPullJob) => "/validate-apps-kruise-io-imagelistpulljob",
+            (Endpoint::Validate, Kind::AdvancedCronJob) => "/validate-apps-kruise-io-advancedcronjob",
             (Endpoint::Validate, Kind::NodeImage) => "/validate-apps-kruise-io-nodeimage",
         }
     }

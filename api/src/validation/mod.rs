@@ -1,7 +1,8 @@
-//! Validation of the three kinds: every problem at once, each with its field path,
+//! Validation of the four kinds: every problem at once, each with its field path,
 //! in a stable order (the order of the fields in the spec), plus warnings for
 //! input that is legal but probably not what the author meant.
 
+mod cron_job;
 mod images;
 mod node_image;
 mod selector;
@@ -15,6 +16,7 @@ use crate::field::{FieldError, FieldPath, Report};
 use crate::spec::Spec;
 use crate::v1beta1::{ImageListPullJobSpec, ImagePullJobSpec, NodeImageSpec};
 
+pub use cron_job::advanced_cron_job;
 pub use images::MAX_LIST_IMAGES;
 
 /// Validates an ImagePullJob's spec (either version); `old` is the stored spec on UPDATE.
@@ -47,18 +49,17 @@ pub fn image_pull_job(spec: Spec<'_>, old: Option<Spec<'_>>, caps: &Caps) -> Rep
 pub fn image_list_pull_job(spec: Spec<'_>, caps: &Caps) -> Report {
     let mut report = Report::default();
     let path = FieldPath::new("spec");
-    let Some(typed) = spec.decode_or_report::<ImageListPullJobSpec>(Kind::ImageListPullJob, &mut report) else {
-        return report;
-    };
-    let template = typed.template();
-    images::image_list(
-        &mut report,
-        &path.child("images"),
-        &typed.images,
-        template.image_pull_policy,
-    );
-    template::template(&mut report, &path, &template, caps);
+    if let Some(typed) = spec.decode_or_report::<ImageListPullJobSpec>(Kind::ImageListPullJob, &mut report) {
+        image_list_pull_job_at(&mut report, &path, &typed, caps);
+    }
     report
+}
+
+/// The rules of an ImageListPullJob spec found at `path` (a cron job's template has one).
+fn image_list_pull_job_at(report: &mut Report, path: &FieldPath, typed: &ImageListPullJobSpec, caps: &Caps) {
+    let template = typed.template();
+    images::image_list(report, &path.child("images"), &typed.images, template.image_pull_policy);
+    template::template(report, path, &template, caps);
 }
 
 /// Validates a NodeImage's spec (either version). Every spec field is optional,
