@@ -2,6 +2,7 @@
 //! returning what to write. No client, no I/O: the reconcilers in
 //! `reconcile/` read the caches, call these, and apply the result.
 
+pub mod advanced_cron_job;
 pub mod entry_writes;
 pub mod excluded;
 pub mod image_list_pull_job;
