@@ -23,6 +23,7 @@ use crate::world::World;
 pub enum ControllerName {
     ImagePullJob,
     ImageListPullJob,
+    AdvancedCronJob,
     NodeImage,
 }
 
@@ -31,6 +32,7 @@ impl ControllerName {
         match self {
             Self::ImagePullJob => "imagepulljob",
             Self::ImageListPullJob => "imagelistpulljob",
+            Self::AdvancedCronJob => "advancedcronjob",
             Self::NodeImage => "nodeimage",
         }
     }
@@ -192,6 +194,7 @@ impl Metrics {
         for (controller, depth) in [
             (ControllerName::ImagePullJob, world.job_queue.len()),
             (ControllerName::ImageListPullJob, world.list_queue.len()),
+            (ControllerName::AdvancedCronJob, world.cron_queue.len()),
             (ControllerName::NodeImage, world.node_queue.len()),
         ] {
             self.queue_depth

@@ -1,6 +1,6 @@
 //! The reconcile workers the feature gates allow, started and stopped as the
 //! live gates change, without a restart: NodeImage lifecycle while
-//! KruiseDaemon is on, ImagePullJob and ImageListPullJob reconcile while
+//! KruiseDaemon is on, ImagePullJob, ImageListPullJob and AdvancedCronJob reconcile while
 //! ImagePullJobGate is on. A crew that stops lets each worker finish the key
 //! it holds; a crew that starts queues everything, so nothing that changed
 //! while it idled is missed.
@@ -21,6 +21,7 @@ pub struct Workers {
     pub node_images: usize,
     pub image_pull_jobs: usize,
     pub image_list_pull_jobs: usize,
+    pub advanced_cron_jobs: usize,
 }
 
 /// The running workers of one gate and the switch that stops them.
@@ -104,14 +105,24 @@ impl Crews {
                         ControllerName::ImageListPullJob,
                         reconcile::image_list_pull_job::reconcile
                     ),
+                    workers!(
+                        ctx,
+                        stopped,
+                        cron_queue,
+                        workers.advanced_cron_jobs,
+                        ControllerName::AdvancedCronJob,
+                        reconcile::advanced_cron_job::reconcile
+                    ),
                 ];
                 self.jobs = Some(Crew { tasks, stop });
                 started = true;
-                tracing::info!("ImagePullJobGate on: ImagePullJob and ImageListPullJob reconcile run");
+                tracing::info!("ImagePullJobGate on: ImagePullJob, ImageListPullJob and AdvancedCronJob reconcile run");
             }
             (Some(_), false) => {
                 stop(self.jobs.take());
-                tracing::info!("ImagePullJobGate off: ImagePullJob and ImageListPullJob reconcile idle");
+                tracing::info!(
+                    "ImagePullJobGate off: ImagePullJob, ImageListPullJob and AdvancedCronJob reconcile idle"
+                );
             }
             _ => {}
         }

@@ -8,7 +8,7 @@ use std::fmt;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use prewarm_api::v1beta1::ImagePullJob;
+use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob};
 
 use crate::cached_node_image::CachedNodeImage;
 use crate::plan::selection::{Selection, selection};
@@ -68,6 +68,9 @@ pub struct Index {
     /// ImagePullJobs by the uid of the ImageListPullJob that controls them.
     children: HashMap<String, BTreeSet<ObjectKey>>,
     parent_of: HashMap<ObjectKey, String>,
+    /// ImageListPullJobs by the uid of the AdvancedCronJob that controls them.
+    cron_children: HashMap<String, BTreeSet<ObjectKey>>,
+    cron_parent_of: HashMap<ObjectKey, String>,
     pods_by_node: HashMap<String, BTreeSet<ObjectKey>>,
     pods_by_namespace: HashMap<String, BTreeSet<String>>,
 }
@@ -236,6 +239,36 @@ impl Index {
     }
 
     /// The ImagePullJobs controlled by the ImageListPullJob with this uid.
+    /// Files a list job under the cron job that controls it, if any.
+    pub fn set_list_job(&mut self, key: &ObjectKey, list: Option<&ImageListPullJob>) {
+        if let Some(parent) = self.cron_parent_of.remove(key) {
+            remove_from(&mut self.cron_children, &parent, key);
+        }
+        let owner = list
+            .and_then(|l| l.metadata.owner_references.as_ref())
+            .and_then(|owners| {
+                owners
+                    .iter()
+                    .find(|o| o.controller == Some(true) && o.kind == "AdvancedCronJob")
+            });
+        if let Some(owner) = owner {
+            self.cron_children
+                .entry(owner.uid.clone())
+                .or_default()
+                .insert(key.clone());
+            self.cron_parent_of.insert(key.clone(), owner.uid.clone());
+        }
+    }
+
+    pub fn cron_children_of(&self, cron_uid: &str) -> Vec<ObjectKey> {
+        self.cron_children
+            .get(cron_uid)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
     pub fn children_of(&self, list_uid: &str) -> Vec<ObjectKey> {
         self.children.get(list_uid).into_iter().flatten().cloned().collect()
     }

@@ -60,6 +60,9 @@ struct Cli {
     /// Concurrent ImageListPullJob reconciles.
     #[arg(long, default_value_t = 3)]
     imagelistpulljob_workers: usize,
+    /// Concurrent AdvancedCronJob reconciles (OpenKruise's flag).
+    #[arg(long, default_value_t = 3)]
+    advancedcronjob_workers: usize,
     /// Concurrent NodeImage reconciles.
     #[arg(long, default_value_t = 3)]
     nodeimage_workers: usize,
@@ -241,6 +244,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         node_images: cli.nodeimage_workers,
         image_pull_jobs: cli.imagepulljob_workers,
         image_list_pull_jobs: cli.imagelistpulljob_workers,
+        advanced_cron_jobs: cli.advancedcronjob_workers,
     });
     // The gates may have changed while this replica waited for the lease.
     in_force = gates.borrow_and_update().clone();

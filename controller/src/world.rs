@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
-use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob};
+use prewarm_api::v1beta1::{AdvancedCronJob, ImageListPullJob, ImagePullJob};
 
 use crate::cached_node_image::CachedNodeImage;
 use crate::index::{Index, ObjectKey};
@@ -35,12 +35,14 @@ pub type SecretMeta = PartialObjectMeta<Secret>;
 pub struct World {
     pub jobs: Store<ImagePullJob>,
     pub list_jobs: Store<ImageListPullJob>,
+    pub cron_jobs: Store<AdvancedCronJob>,
     pub node_images: Store<CachedNodeImage>,
     pub nodes: Store<Node>,
     pub pods: Store<Pod>,
     pub secrets: Store<SecretMeta>,
     pub job_queue: Queue<ObjectKey>,
     pub list_queue: Queue<ObjectKey>,
+    pub cron_queue: Queue<ObjectKey>,
     pub node_queue: Queue<String>,
     /// The resourceVersions this controller wrote and its caches must reach
     /// before it decides on that object again.
@@ -59,6 +61,7 @@ pub struct World {
 pub struct Writers {
     jobs: Writer<ImagePullJob>,
     list_jobs: Writer<ImageListPullJob>,
+    cron_jobs: Writer<AdvancedCronJob>,
     node_images: Writer<CachedNodeImage>,
     nodes: Writer<Node>,
     pods: Writer<Pod>,
@@ -69,6 +72,7 @@ impl World {
     pub fn new(job_debounce: Duration) -> (Arc<Self>, Writers) {
         let jobs = Writer::default();
         let list_jobs = Writer::default();
+        let cron_jobs = Writer::default();
         let node_images = Writer::default();
         let nodes = Writer::default();
         let pods = Writer::default();
@@ -76,12 +80,14 @@ impl World {
         let world = Self {
             jobs: jobs.as_reader(),
             list_jobs: list_jobs.as_reader(),
+            cron_jobs: cron_jobs.as_reader(),
             node_images: node_images.as_reader(),
             nodes: nodes.as_reader(),
             pods: pods.as_reader(),
             secrets: secrets.as_reader(),
             job_queue: Queue::default(),
             list_queue: Queue::default(),
+            cron_queue: Queue::default(),
             node_queue: Queue::default(),
             expectations: Expectations::default(),
             pending_writes: PendingWrites::default(),
@@ -94,6 +100,7 @@ impl World {
             Writers {
                 jobs,
                 list_jobs,
+                cron_jobs,
                 node_images,
                 nodes,
                 pods,
@@ -114,6 +121,7 @@ impl World {
         let _ = futures_util::join!(
             self.jobs.wait_until_ready(),
             self.list_jobs.wait_until_ready(),
+            self.cron_jobs.wait_until_ready(),
             self.node_images.wait_until_ready(),
             self.nodes.wait_until_ready(),
             self.pods.wait_until_ready(),
@@ -127,6 +135,20 @@ impl World {
 
     pub fn list_job(&self, key: &ObjectKey) -> Option<Arc<ImageListPullJob>> {
         self.list_jobs.get(&ObjectRef::new(&key.name).within(&key.namespace))
+    }
+
+    pub fn cron_job(&self, key: &ObjectKey) -> Option<Arc<AdvancedCronJob>> {
+        self.cron_jobs.get(&ObjectRef::new(&key.name).within(&key.namespace))
+    }
+
+    /// The ImageListPullJobs a cron job controls, not being deleted.
+    pub fn cron_children(&self, cron: &AdvancedCronJob) -> Vec<Arc<ImageListPullJob>> {
+        let uid = cron.metadata.uid.as_deref().unwrap_or_default();
+        let keys = self.index().cron_children_of(uid);
+        keys.iter()
+            .filter_map(|k| self.list_job(k))
+            .filter(|j| j.metadata.deletion_timestamp.is_none())
+            .collect()
     }
 
     /// The ImagePullJobs a list job controls, not being deleted.
@@ -176,6 +198,12 @@ impl World {
         self.passes.forget(key);
     }
 
+    /// Drops the expectation of a cron job that is gone.
+    pub fn forget_cron_job(&self, key: &ObjectKey) {
+        self.expectations
+            .forget(&crate::reconcile::advanced_cron_job::expectation(key));
+    }
+
     /// Drops the expectation of a list job that is gone.
     pub fn forget_list_job(&self, key: &ObjectKey) {
         self.expectations
@@ -189,6 +217,9 @@ impl World {
         }
         for list in self.list_jobs.state() {
             self.list_queue.add(ObjectKey::of(&list.metadata));
+        }
+        for cron in self.cron_jobs.state() {
+            self.cron_queue.add(ObjectKey::of(&cron.metadata));
         }
         let names: BTreeSet<String> = self
             .node_images

@@ -523,3 +523,23 @@ fn a_yaml_syntax_error_names_its_line_and_document_once() {
         Some("<stdin>:5:7: error: document 1: YAML syntax error: mapping values are not allowed in this context")
     );
 }
+
+#[test]
+fn cron_jobs_are_known_offline_with_the_line_of_each_problem() {
+    let (code, report) = json_report(&[GATE_ON, &fixture("cron-jobs.yaml")]);
+    assert_eq!(code, 1);
+    let expected: Vec<(u64, String, String, u64, u64)> = vec![
+        (2, "spec.schedule", "FieldValueInvalid", 22, 3),
+        (2, "spec.timezone", "FieldValueInvalid", 23, 3),
+        (3, "spec.timeZone", "FieldValueInvalid", 37, 3),
+        (3, "spec.template.jobTemplate", "FieldValueForbidden", 39, 5),
+    ]
+    .into_iter()
+    .map(|(d, f, r, l, c): (u64, &str, &str, u64, u64)| (d, f.to_owned(), r.to_owned(), l, c))
+    .collect();
+    assert_eq!(errors(&report), expected, "{report:#}");
+    let text = report.to_string();
+    assert!(text.contains("unknown field; did you mean spec.timeZone?"), "{text}");
+    assert!(text.contains("at column 3: hour field"), "{text}");
+    assert!(text.contains("prewarm runs image pre-warming only"), "{text}");
+}

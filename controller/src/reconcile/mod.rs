@@ -2,6 +2,7 @@
 //! applies the result. Writes are merge patches of what changed, with a
 //! resourceVersion precondition where another writer may race.
 
+pub mod advanced_cron_job;
 pub mod image_list_pull_job;
 pub mod image_pull_job;
 pub mod node_image;

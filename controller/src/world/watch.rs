@@ -10,7 +10,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob};
+use prewarm_api::v1beta1::{AdvancedCronJob, ImageListPullJob, ImagePullJob};
 
 use super::{SecretMeta, World, Writers, not_ready_since};
 use crate::cached_node_image::CachedNodeImage;
@@ -23,6 +23,7 @@ pub fn watch(client: &Client, world: &Arc<World>, writers: Writers) -> Vec<tokio
     let Writers {
         jobs,
         list_jobs,
+        cron_jobs,
         node_images,
         nodes,
         pods,
@@ -31,6 +32,7 @@ pub fn watch(client: &Client, world: &Arc<World>, writers: Writers) -> Vec<tokio
     vec![
         spawn_follow(client, world, jobs, on_job, trim::keep_all),
         spawn_follow(client, world, list_jobs, on_list_job, trim::keep_all),
+        spawn_follow(client, world, cron_jobs, on_cron_job, trim::keep_all),
         spawn_follow(client, world, node_images, on_node_image, trim::trim_metadata),
         spawn_follow(client, world, nodes, on_node, trim::trim_node),
         spawn_follow(client, world, pods, on_pod, trim::trim_pod),
@@ -175,7 +177,25 @@ fn on_list_job(world: &World, old: Option<&ImageListPullJob>, new: Option<&Image
     if new.is_none() {
         world.forget_list_job(&key);
     }
+    world.index().set_list_job(&key, new);
+    // The cron job that controls it recounts its active runs and history.
+    for list in [old, new].into_iter().flatten() {
+        for owner in list.metadata.owner_references.iter().flatten() {
+            if owner.controller == Some(true) && owner.kind == "AdvancedCronJob" {
+                world.cron_queue.add(ObjectKey::new(&key.namespace, &owner.name));
+            }
+        }
+    }
     world.list_queue.add(key);
+}
+
+fn on_cron_job(world: &World, old: Option<&AdvancedCronJob>, new: Option<&AdvancedCronJob>) {
+    let Some(any) = new.or(old) else { return };
+    let key = ObjectKey::of(&any.metadata);
+    if new.is_none() {
+        world.forget_cron_job(&key);
+    }
+    world.cron_queue.add(key);
 }
 
 fn on_node_image(world: &World, old: Option<&CachedNodeImage>, new: Option<&CachedNodeImage>) {
