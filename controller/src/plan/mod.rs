@@ -13,3 +13,4 @@ pub mod secrets;
 pub mod selection;
 pub mod tag_policy;
 pub mod unmatched;
+pub mod workload;

@@ -3,6 +3,10 @@
 //! image; `-w` refreshes until the job completes, `-o json|yaml` for scripts.
 //! `kubectl prewarm openkruise check|release`: OpenKruise serving the same
 //! kinds, and its webhooks for them removed (README, "Coming from OpenKruise").
+//! `kubectl prewarm workload KIND/NAME`: pre-warm a workload's images on its
+//! nodes before a rollout (README, "Before a rollout").
+
+mod workload;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -30,6 +34,9 @@ enum Command {
     /// `check` says what would conflict with prewarm (exit 1 if anything);
     /// `release` removes OpenKruise's webhooks for these kinds.
     Openkruise(OpenKruiseArgs),
+    /// Pre-warms a workload's images (containers and init containers) on the
+    /// nodes its pods run on, or on every node they could be scheduled to.
+    Workload(workload::WorkloadArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -51,7 +58,7 @@ enum OpenKruiseAction {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum DryRun {
+pub(crate) enum DryRun {
     Client,
 }
 
@@ -74,7 +81,7 @@ struct ProgressArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Output {
+pub(crate) enum Output {
     Table,
     Json,
     Yaml,
@@ -82,7 +89,7 @@ enum Output {
 
 /// What went wrong, said as kubectl says it (`Error from server (NotFound): …`).
 #[derive(Debug)]
-struct Failure(String);
+pub(crate) struct Failure(String);
 
 impl Failure {
     fn api(error: kube::Error) -> Self {
@@ -98,6 +105,7 @@ async fn main() -> ExitCode {
     let ran = match Cli::parse().command {
         Command::Progress(args) => run(&args).await,
         Command::Openkruise(args) => openkruise(&args).await,
+        Command::Workload(args) => workload::run(&args).await,
     };
     match ran {
         Ok(()) => ExitCode::SUCCESS,
@@ -108,7 +116,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn client() -> Result<Client, Failure> {
+pub(crate) async fn client() -> Result<Client, Failure> {
     Client::try_default()
         .await
         .map_err(|e| Failure(format!("error: no usable Kubernetes configuration: {e}")))
@@ -145,6 +153,7 @@ async fn openkruise(args: &OpenKruiseArgs) -> Result<(), Failure> {
 struct Snapshot {
     text: String,
     done: bool,
+    failed: bool,
 }
 
 async fn run(args: &ProgressArgs) -> Result<(), Failure> {
@@ -153,20 +162,35 @@ async fn run(args: &ProgressArgs) -> Result<(), Failure> {
         .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_owned());
+    follow(&client, &namespace, &args.name, args.watch, args.interval, args.output)
+        .await
+        .map(|_| ())
+}
+
+/// Prints the job's progress, again each `interval` while `watch`ing until it
+/// completes; returns whether any node or image failed.
+pub(crate) async fn follow(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    watch: bool,
+    interval: Duration,
+    output: Output,
+) -> Result<bool, Failure> {
     let mut last = String::new();
     loop {
-        let snapshot = look(&client, &namespace, &args.name, args.output).await?;
+        let snapshot = look(client, namespace, name, output).await?;
         if snapshot.text != last {
-            if !last.is_empty() && args.output == Output::Table {
+            if !last.is_empty() && output == Output::Table {
                 println!();
             }
             print!("{}", snapshot.text);
             last = snapshot.text;
         }
-        if !args.watch || snapshot.done {
-            return Ok(());
+        if !watch || snapshot.done {
+            return Ok(snapshot.failed);
         }
-        tokio::time::sleep(args.interval).await;
+        tokio::time::sleep(interval).await;
     }
 }
 
@@ -178,7 +202,11 @@ async fn look(client: &Client, namespace: &str, name: &str, output: Output) -> R
     let lists: Api<ImageListPullJob> = Api::namespaced(client.clone(), namespace);
     if let Some(list) = lists.get_opt(name).await.map_err(Failure::api)? {
         let children = jobs.list(&ListParams::default()).await.map_err(Failure::api)?.items;
-        return list_snapshot(&list, &children, output);
+        let mut snapshot = list_snapshot(&list, &children, output)?;
+        if output == Output::Table {
+            snapshot.text.push_str(&node_tables(client, &list, &children).await?);
+        }
+        return Ok(snapshot);
     }
     Err(Failure(format!(
         "Error from server (NotFound): imagepulljobs.apps.kruise.io \"{name}\" not found (nor an imagelistpulljob of that name in namespace {namespace})"
@@ -213,7 +241,44 @@ async fn job_snapshot(client: &Client, job: &ImagePullJob, output: Output) -> Re
     Ok(Snapshot {
         text,
         done: status.completion_time.is_some(),
+        failed: status.failed.unwrap_or(0) > 0,
     })
+}
+
+/// Each image's progress node by node, under a line naming the image and its job.
+async fn node_tables(client: &Client, list: &ImageListPullJob, children: &[ImagePullJob]) -> Result<String, Failure> {
+    let uid = list.metadata.uid.as_deref();
+    let mut owned: Vec<&ImagePullJob> = children
+        .iter()
+        .filter(|c| {
+            c.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| Some(o.uid.as_str()) == uid)
+        })
+        .collect();
+    if owned.is_empty() {
+        return Ok(String::new());
+    }
+    owned.sort_by(|a, b| a.spec.image.cmp(&b.spec.image));
+    let node_images = Api::<NodeImage>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(Failure::api)?
+        .items;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let mut text = String::new();
+    for child in owned {
+        let rows = progress::rows(child, &node_images, now).map_err(Failure)?;
+        let name = child.metadata.name.as_deref().unwrap_or_default();
+        text.push_str(&format!(
+            "{} ({name}) by node:\n{}",
+            child.spec.image,
+            progress::render(&rows)
+        ));
+    }
+    Ok(text)
 }
 
 fn list_snapshot(list: &ImageListPullJob, children: &[ImagePullJob], output: Output) -> Result<Snapshot, Failure> {
@@ -238,10 +303,11 @@ fn list_snapshot(list: &ImageListPullJob, children: &[ImagePullJob], output: Out
     Ok(Snapshot {
         text,
         done: status.completion_time.is_some(),
+        failed: status.failed_image_statuses.as_ref().is_some_and(|f| !f.is_empty()),
     })
 }
 
-fn encode(value: &serde_json::Value, output: Output) -> Result<String, Failure> {
+pub(crate) fn encode(value: &serde_json::Value, output: Output) -> Result<String, Failure> {
     let text = match output {
         Output::Yaml => serde_saphyr::to_string(value).map_err(|e| Failure(format!("error: {e}")))?,
         _ => serde_json::to_string_pretty(value).map_err(|e| Failure(format!("error: {e}")))? + "\n",
