@@ -113,3 +113,190 @@ async fn progress_of_jobs_and_list_jobs_in_every_format() {
     );
     assert!(controller.terminate().await.success());
 }
+
+/// Writes `manifest` to a file in the cluster's directory and applies it.
+fn apply(cluster: &Cluster, name: &str, manifest: &str) {
+    let file = cluster.kubeconfig.with_file_name(format!("{name}.yaml"));
+    std::fs::write(&file, manifest).unwrap();
+    let (ok, _, stderr) = kubectl(cluster, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+}
+
+const WEB: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      nodeSelector: {zone: a}
+      imagePullSecrets: [{name: regcred}]
+      containers:
+      - name: app
+        image: nginx:1.25
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_are_pre_warmed_where_their_pods_run_or_could_run() {
+    let Running {
+        cluster,
+        controller,
+        _agent,
+    } = running(Cluster::start().await, &[]).await;
+    tokio::task::block_in_place(|| {
+        apply(&cluster, "web", WEB);
+        for (pod, node) in [("web-1", "node-1"), ("web-2", "node-2")] {
+            let manifest = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  labels: {{app: web}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: app\n    image: nginx:1.25\n"
+            );
+            apply(&cluster, pod, &manifest);
+        }
+    });
+
+    // Where the pods run now, followed node by node until done.
+    let (ok, stdout, stderr) = tokio::task::block_in_place(|| {
+        kubectl(
+            &cluster,
+            &[
+                "prewarm",
+                "workload",
+                "deployment/web",
+                "--wait",
+                "--interval",
+                "200ms",
+                "--ttl",
+                "10m",
+            ],
+        )
+    });
+    assert!(ok, "{stdout}\n{stderr}");
+    let created = stdout.lines().next().unwrap();
+    let name = created
+        .strip_prefix("imagepulljob.apps.kruise.io/")
+        .and_then(|rest| rest.strip_suffix(" created"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(name.starts_with("prewarm-web-"), "{stdout}");
+    let last = stdout.split("\n\n").last().unwrap();
+    assert!(
+        last.starts_with(&format!("{name}: 2 nodes, 2 succeeded, 0 failed")),
+        "{stdout}"
+    );
+    assert!(
+        last.contains("node-1") && last.contains("node-2") && !last.contains("node-3"),
+        "{last}"
+    );
+    let jobs: Api<ImagePullJob> = Api::namespaced(cluster.client.clone(), "default");
+    let job = jobs.get(name).await.unwrap();
+    assert_eq!(job.spec.pull_secrets, Some(vec!["regcred".to_owned()]));
+    assert_eq!(
+        serde_json::to_value(&job.spec.pod_selector).unwrap(),
+        json!({"matchLabels": {"app": "web"}})
+    );
+    assert_eq!(
+        job.spec.completion_policy.unwrap().ttl_seconds_after_finished,
+        Some(600)
+    );
+
+    // Where they could run (zone a: node-1 and node-3), for the next version; printed, not made.
+    let before = jobs.list(&Default::default()).await.unwrap().items.len();
+    let (ok, stdout, stderr) = tokio::task::block_in_place(|| {
+        kubectl(
+            &cluster,
+            &[
+                "prewarm",
+                "workload",
+                "deploy/web",
+                "--nodes=eligible",
+                "--image",
+                "app=nginx:1.26",
+                "--parallelism",
+                "50%",
+                "--dry-run=client",
+                "-o",
+                "yaml",
+            ],
+        )
+    });
+    assert!(ok, "{stderr}");
+    let printed: Value = serde_saphyr::from_str(&stdout).unwrap();
+    assert_eq!(printed["kind"], "ImagePullJob", "{stdout}");
+    assert_eq!(printed["spec"]["image"], "nginx:1.26");
+    assert_eq!(printed["spec"]["selector"]["names"], json!(["node-1", "node-3"]));
+    assert_eq!(printed["spec"]["parallelism"], "50%");
+    assert_eq!(
+        printed["metadata"]["annotations"]["prewarm.io/workload"],
+        "deployment/web"
+    );
+    assert_eq!(jobs.list(&Default::default()).await.unwrap().items.len(), before);
+
+    // A manifest not yet applied, with several images: a list job, as JSON.
+    let manifest = cluster.kubeconfig.with_file_name("db.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: db\nspec:\n  selector:\n    matchLabels: {app: db}\n  template:\n    metadata:\n      labels: {app: db}\n    spec:\n      initContainers:\n      - {name: init, image: 'busybox:1.36'}\n      containers:\n      - {name: db, image: 'postgres:16'}\n      - {name: exporter, image: 'busybox:1.36'}\n",
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = tokio::task::block_in_place(|| {
+        kubectl(
+            &cluster,
+            &[
+                "prewarm",
+                "workload",
+                "-f",
+                manifest.to_str().unwrap(),
+                "--dry-run=client",
+                "-o",
+                "json",
+            ],
+        )
+    });
+    assert!(ok, "{stderr}");
+    let printed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(printed["kind"], "ImageListPullJob");
+    assert_eq!(printed["spec"]["images"], json!(["busybox:1.36", "postgres:16"]));
+    assert_eq!(printed["spec"]["podSelector"], json!({"matchLabels": {"app": "db"}}));
+
+    // A failing pull: --wait says so and exits non-zero.
+    let (ok, stdout, stderr) = tokio::task::block_in_place(|| {
+        kubectl(
+            &cluster,
+            &[
+                "prewarm",
+                "workload",
+                "deployment/web",
+                "--image",
+                "app=registry.local/missing:1",
+                "--wait",
+                "--interval",
+                "200ms",
+            ],
+        )
+    });
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("failed on some nodes"), "{stderr}");
+    assert!(stdout.contains("Failed"), "{stdout}");
+
+    // Mistakes are explained.
+    let (ok, _, stderr) =
+        tokio::task::block_in_place(|| kubectl(&cluster, &["prewarm", "workload", "deployment/nope"]));
+    assert!(
+        !ok && stderr.contains("Error from server (NotFound)") && stderr.contains("nope"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = tokio::task::block_in_place(|| {
+        kubectl(
+            &cluster,
+            &["prewarm", "workload", "deployment/web", "--image", "ap=x:1"],
+        )
+    });
+    assert!(
+        !ok && stderr.contains("has no container \"ap\"; its containers: app"),
+        "{stderr}"
+    );
+    assert!(controller.terminate().await.success());
+}

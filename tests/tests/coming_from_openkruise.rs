@@ -10,7 +10,6 @@
 mod common;
 
 use common::e2e::{E2e, MINUTE, completed, up, wait_until};
-use common::{Ran, manifests::binary};
 use prewarm_testapi::installed::NAMESPACE;
 use prewarm_testapi::workloads::pod_ready;
 use serde_json::{Value, json};
@@ -62,20 +61,6 @@ fn kruise_daemon() -> Value {
     })
 }
 
-/// `kubectl prewarm ARGS`, the plugin found on PATH as kubectl finds plugins.
-fn plugin(e2e: &E2e, args: &[&str]) -> Ran {
-    let dir = binary("kubectl-prewarm").parent().unwrap().to_owned();
-    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
-    let mut all = vec!["prewarm"];
-    all.extend_from_slice(args);
-    let output = e2e.kubectl.command(&all).env("PATH", path).output().unwrap();
-    Ran {
-        ok: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
 /// The controller Pod's log, all its containers' instances.
 fn controller_log(e2e: &E2e) -> String {
     e2e.cluster.pods.logs_of(NAMESPACE, "prewarm-controller-")
@@ -94,7 +79,7 @@ async fn prewarm_refuses_to_run_next_to_openkruise_until_it_lets_go() {
         }
 
         // The check says what conflicts and what to change.
-        let checked = plugin(&e2e, &["openkruise", "check"]);
+        let checked = e2e.plugin(&["openkruise", "check"]);
         assert!(!checked.ok, "{}", checked.stdout);
         for wanted in [
             "ValidatingWebhookConfiguration kruise-validating-webhook-configuration: webhook vimagepulljob.kb.io handles imagepulljobs of apps.kruise.io",
@@ -122,7 +107,7 @@ async fn prewarm_refuses_to_run_next_to_openkruise_until_it_lets_go() {
         assert!(controller_log(&e2e).contains("--allow-openkruise: running next to OpenKruise"));
 
         // Letting go: OpenKruise's webhooks for these kinds removed (dry run first), its daemon off.
-        let dry = plugin(&e2e, &["openkruise", "release", "--dry-run"]);
+        let dry = e2e.plugin(&["openkruise", "release", "--dry-run"]);
         assert!(dry.ok, "{}", dry.stderr);
         assert!(
             dry.stdout.contains(
@@ -132,7 +117,7 @@ async fn prewarm_refuses_to_run_next_to_openkruise_until_it_lets_go() {
             dry.stdout
         );
         assert_eq!(webhook_names(&e2e, "mutating").len(), 4, "the dry run changed nothing");
-        let released = plugin(&e2e, &["openkruise", "release"]);
+        let released = e2e.plugin(&["openkruise", "release"]);
         assert!(released.ok, "{}", released.stderr);
         assert!(
             released
@@ -155,7 +140,7 @@ async fn prewarm_refuses_to_run_next_to_openkruise_until_it_lets_go() {
         // What `helm upgrade kruise … --set featureGates="KruiseDaemon=false"` does to the daemon.
         e2e.kubectl
             .ok(&["delete", "daemonset", "-n", "kruise-system", "kruise-daemon"]);
-        let checked = plugin(&e2e, &["openkruise", "check"]);
+        let checked = e2e.plugin(&["openkruise", "check"]);
         assert!(checked.ok, "{}", checked.stderr);
 
         // Without the window prewarm starts, and jobs run.

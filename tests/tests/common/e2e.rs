@@ -132,6 +132,20 @@ impl E2e {
         with
     }
 
+    /// `kubectl prewarm ARGS`, the plugin found on PATH as kubectl finds plugins.
+    pub fn plugin(&self, args: &[&str]) -> Ran {
+        let dir = super::manifests::binary("kubectl-prewarm").parent().unwrap().to_owned();
+        let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+        let mut all = vec!["prewarm"];
+        all.extend_from_slice(args);
+        let output = self.kubectl.command(&all).env("PATH", path).output().unwrap();
+        Ran {
+            ok: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
     pub fn events_of(&self, name: &str) -> String {
         self.kubectl.ok(&[
             "get",

@@ -1,6 +1,6 @@
-//! End to end on a local cluster: pre-warming on a schedule, with an
+//! End to end on a local cluster: pre-warming on a schedule (an
 //! AdvancedCronJob written as for OpenKruise 1.9, its runs seen pulling onto
-//! the nodes' runtimes.
+//! the nodes' runtimes) and before a rollout (`kubectl prewarm workload`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -155,4 +155,118 @@ spec:
     );
     let events = tokio::task::block_in_place(|| e2e.events_of("warm-redis"));
     assert!(events.contains(&format!("Created job {first}")), "{events}");
+}
+
+/// The nodes the test scheduler bound `app`'s Pods to, once it bound them all.
+fn pod_nodes(e2e: &E2e, app: &str, replicas: usize) -> Vec<String> {
+    let mut nodes = Vec::new();
+    wait_until(&format!("{replicas} {app} pods bound"), Duration::from_secs(60), || {
+        let pods = e2e.get(&["pods", "-l", &format!("app={app}")]);
+        nodes = pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_owned))
+            .collect();
+        nodes.len() == replicas
+    });
+    nodes.sort();
+    nodes.dedup();
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workloads_next_version_is_pre_warmed_before_its_rollout() {
+    let e2e = up(true).await;
+    let current = e2e.registries().image("busybox:1.36");
+    let next = e2e.registries().image("nginx:1.25");
+    let later = e2e.registries().image("redis:7");
+    let web = format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      nodeSelector:
+        topology.kubernetes.io/zone: a
+      containers:
+      - name: app
+        image: {current}
+        command: [sleep, infinity]
+"
+    );
+    let running = tokio::task::block_in_place(|| {
+        assert!(e2e.apply(&web).ok);
+        pod_nodes(&e2e, "web", 2)
+    });
+
+    // The next version, where the pods run now: the nodes' runtimes have it when the command returns.
+    let image = format!("app={next}");
+    let ran = tokio::task::block_in_place(|| {
+        e2e.plugin(&[
+            "workload",
+            "deployment/web",
+            "--image",
+            &image,
+            "--wait",
+            "--interval",
+            "500ms",
+        ])
+    });
+    assert!(ran.ok, "{}\n{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stdout.starts_with("imagepulljob.apps.kruise.io/prewarm-web-"),
+        "{}",
+        ran.stdout
+    );
+    assert!(ran.stdout.contains("Succeeded"), "{}", ran.stdout);
+    assert_eq!(e2e.nodes_with(&next).await, running);
+
+    // Every node the pods could go to (zone a: node-1 and node-3), but not one tainted against them.
+    let tainted = tokio::task::block_in_place(|| {
+        e2e.kubectl
+            .run(&["taint", "nodes", "node-3", "dedicated=infra:NoSchedule"])
+    });
+    assert!(tainted.ok, "{}", tainted.stderr);
+    let image = format!("app={later}");
+    let planned = tokio::task::block_in_place(|| {
+        e2e.plugin(&[
+            "workload",
+            "deploy/web",
+            "--nodes=eligible",
+            "--image",
+            &image,
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ])
+    });
+    assert!(planned.ok, "{}", planned.stderr);
+    let planned: Value = serde_saphyr::from_str(&planned.stdout).unwrap();
+    assert_eq!(
+        planned["spec"]["selector"]["names"],
+        serde_json::json!(["node-1"]),
+        "{planned:#}"
+    );
+    let ran = tokio::task::block_in_place(|| {
+        e2e.plugin(&[
+            "workload",
+            "deploy/web",
+            "--nodes=eligible",
+            "--image",
+            &image,
+            "--wait",
+            "--ttl",
+            "1h",
+        ])
+    });
+    assert!(ran.ok, "{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(e2e.nodes_with(&later).await, ["node-1"]);
 }
