@@ -58,7 +58,7 @@ EOT
 status)
     if running; then
         echo "running (pid $(cat "$PIDFILE"))"; cat "$DIR/ready"
-        KUBECONFIG="$DIR/kubeconfig" "$KUBECTL" get pods,nodes,nodeimages,imagepulljobs,imagelistpulljobs -A 2>&1 || true
+        KUBECONFIG="$DIR/kubeconfig" "$KUBECTL" get pods,nodes,nodeimages,imagepulljobs,imagelistpulljobs,advancedcronjobs -A 2>&1 || true
     else
         echo "not running"; exit 1
     fi

@@ -26,6 +26,16 @@ fn runs(e2e: &E2e, cron: &str) -> Vec<Value> {
     runs
 }
 
+/// Waits for `cron`'s run number `index` (from 0) to be made and to complete; its name.
+fn run_completes(e2e: &E2e, cron: &str, index: usize, within: Duration) -> String {
+    wait_until(&format!("run {index} of {cron}"), within, || {
+        runs(e2e, cron).len() > index
+    });
+    let name = runs(e2e, cron)[index]["metadata"]["name"].as_str().unwrap().to_owned();
+    e2e.wait_job("imagelistpulljob", &name, within, completed);
+    name
+}
+
 /// Removes `image` from `node`'s containerd, as image garbage collection would.
 fn remove_image(e2e: &E2e, node: &str, image: &str) {
     let node = e2e.cluster.pods.nodes.iter().find(|n| n.name == node).unwrap();
@@ -101,15 +111,7 @@ spec:
     let defaulted = tokio::task::block_in_place(|| e2e.get(&["acj", "warm-redis"]));
     assert_eq!(defaulted["spec"]["concurrencyPolicy"], "Replace", "{defaulted:#}");
     let within = Duration::from_secs(150);
-    let first = tokio::task::block_in_place(|| {
-        wait_until("the first run", within, || !runs(&e2e, "warm-redis").is_empty());
-        let first = runs(&e2e, "warm-redis")[0]["metadata"]["name"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        e2e.wait_job("imagelistpulljob", &first, within, completed);
-        first
-    });
+    let first = tokio::task::block_in_place(|| run_completes(&e2e, "warm-redis", 0, within));
     assert_eq!(e2e.nodes_with(&redis).await, ["node-1", "node-2"]);
 
     // Image GC takes it away; the next minute's run pulls it again.
@@ -117,15 +119,7 @@ spec:
         remove_image(&e2e, node, &redis);
     }
     assert_eq!(e2e.nodes_with(&redis).await, Vec::<String>::new());
-    let second = tokio::task::block_in_place(|| {
-        wait_until("a second run", within, || runs(&e2e, "warm-redis").len() >= 2);
-        let second = runs(&e2e, "warm-redis")[1]["metadata"]["name"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        e2e.wait_job("imagelistpulljob", &second, within, completed);
-        second
-    });
+    let second = tokio::task::block_in_place(|| run_completes(&e2e, "warm-redis", 1, within));
     assert_eq!(e2e.nodes_with(&redis).await, ["node-1", "node-2"]);
 
     // Named, annotated and owned as OpenKruise does: <cron>-<schedule time in Unix seconds>.
