@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::Value;
 
 use crate::caps::Caps;
-use crate::field::{FieldError, Report};
+use crate::field::{FieldError, FieldPath, Report};
 use crate::gates::{FeatureGates, Gate};
 use crate::node_status::{self, Writer};
 use crate::spec::Spec;
@@ -108,6 +108,15 @@ impl Kind {
         defaulted
     }
 
+    /// What this kind's rules say about an object's name, beyond the API
+    /// server's own: only AdvancedCronJob has such a rule (OpenKruise's).
+    pub fn name_rule(self, name: &str) -> Result<(), String> {
+        match self {
+            Self::AdvancedCronJob => validation::cron_job_name(name),
+            Self::ImagePullJob | Self::ImageListPullJob | Self::NodeImage => Ok(()),
+        }
+    }
+
     /// Every rule of this kind; `old` is the stored object on UPDATE.
     pub fn validate(self, object: &Value, old: Option<&Value>) -> Report {
         self.validate_spec(Spec::of(object), old.map(Spec::of))
@@ -174,7 +183,8 @@ pub struct Request<'a> {
     /// The spec of the object, when there is an object.
     pub object: Option<Spec<'a>>,
     pub old_object: Option<Spec<'a>>,
-    /// The object's name and status, read by the NodeImage `/status` rule.
+    /// The object's name (read by the AdvancedCronJob name rule) and status
+    /// (read by the NodeImage `/status` rule).
     pub name: &'a str,
     pub status: Option<Spec<'a>>,
     /// Who asks (`request.userInfo`).
@@ -280,10 +290,19 @@ pub fn validate(request: &Request<'_>, policy: &Policy) -> Decision {
             message: gate_message(request.kind, *gate),
         };
     }
-    let (errors, warnings) = request
+    let (mut errors, warnings) = request
         .kind
         .validate_spec_within(object, old, &policy.caps)
         .into_parts();
+    if request.operation == Operation::Create
+        && !request.name.is_empty()
+        && let Err(detail) = request.kind.name_rule(request.name)
+    {
+        errors.insert(
+            0,
+            FieldError::invalid(FieldPath::new("metadata").child("name"), request.name, detail),
+        );
+    }
     if errors.is_empty() {
         Decision::Allowed { warnings }
     } else {

@@ -277,3 +277,46 @@ fn cron_jobs_share_the_gate_of_the_jobs_they_create() {
     );
     assert_eq!(Kind::from_plural("advancedcronjobs"), Some(Kind::AdvancedCronJob));
 }
+
+#[test]
+fn names_follow_openkruises_rule_when_created() {
+    let object = Kind::AdvancedCronJob.with_defaults(&nightly(), &now());
+    let policy = Policy::gates(FeatureGates::parse("ImagePullJobGate=true").unwrap());
+    let long = "a".repeat(64);
+    for (name, expected) in [
+        (
+            "nightly.v2",
+            "metadata.name: Invalid value: \"nightly.v2\": AdvancedCronJob name must consist of alphanumeric characters or '-'",
+        ),
+        (long.as_str(), "must be no more than 63 characters"),
+    ] {
+        let request = Request {
+            name,
+            ..Request::of(Kind::AdvancedCronJob, Operation::Create, Some(Spec::of(&object)), None)
+        };
+        match admission::validate(&request, &policy) {
+            Decision::Invalid { errors, .. } => {
+                assert_eq!(errors.len(), 1, "{errors:?}");
+                assert!(errors[0].to_string().contains(expected), "{}", errors[0]);
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        // A stored object keeps being editable: the rule is for creation.
+        let edited = with(object.clone(), "/spec/paused", json!(true));
+        let update = Request {
+            name,
+            ..Request::of(
+                Kind::AdvancedCronJob,
+                Operation::Update,
+                Some(Spec::of(&edited)),
+                Some(Spec::of(&object)),
+            )
+        };
+        assert!(admission::validate(&update, &policy).is_allowed());
+    }
+    let request = Request {
+        name: "nightly-image-prefetch",
+        ..Request::of(Kind::AdvancedCronJob, Operation::Create, Some(Spec::of(&object)), None)
+    };
+    assert!(admission::validate(&request, &policy).is_allowed());
+}

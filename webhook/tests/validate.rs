@@ -533,6 +533,7 @@ fn cron_jobs_are_known_offline_with_the_line_of_each_problem() {
         (2, "spec.timezone", "FieldValueInvalid", 23, 3),
         (3, "spec.timeZone", "FieldValueInvalid", 37, 3),
         (3, "spec.template.jobTemplate", "FieldValueForbidden", 39, 5),
+        (4, "metadata.name", "FieldValueInvalid", 46, 3),
     ]
     .into_iter()
     .map(|(d, f, r, l, c): (u64, &str, &str, u64, u64)| (d, f.to_owned(), r.to_owned(), l, c))

@@ -59,6 +59,28 @@ pub fn advanced_cron_job(spec: Spec<'_>, old: Option<Spec<'_>>, caps: &Caps) -> 
     report
 }
 
+/// OpenKruise's rule for AdvancedCronJob names, on top of the API server's
+/// DNS subdomain: at most 63 characters, no dots. A run is named
+/// `<name>-<Unix seconds>`, which must itself be a valid name.
+pub fn name(name: &str) -> Result<(), String> {
+    const MAX: usize = 63;
+    let mut problems = Vec::new();
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        problems.push(
+            "AdvancedCronJob name must consist of alphanumeric characters or '-' (e.g. 'example-com', regex used for validation is '^[a-zA-Z0-9\\-]+$')"
+                .to_owned(),
+        );
+    }
+    if name.len() > MAX {
+        problems.push(format!("must be no more than {MAX} characters"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join(", "))
+    }
+}
+
 fn schedule(report: &mut Report, spec: &FieldPath, typed: &AdvancedCronJobSpec) {
     let path = spec.child("schedule");
     let zone_path = spec.child("timeZone");

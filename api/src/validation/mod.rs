@@ -16,7 +16,7 @@ use crate::field::{FieldError, FieldPath, Report};
 use crate::spec::Spec;
 use crate::v1beta1::{ImageListPullJobSpec, ImagePullJobSpec, NodeImageSpec};
 
-pub use cron_job::advanced_cron_job;
+pub use cron_job::{advanced_cron_job, name as cron_job_name};
 pub use images::MAX_LIST_IMAGES;
 
 /// Validates an ImagePullJob's spec (either version); `old` is the stored spec on UPDATE.

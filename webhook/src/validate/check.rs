@@ -360,7 +360,7 @@ fn metadata_errors(kind: Kind, object: &Value) -> Vec<Problem> {
             "Required value: name or generateName is required".to_owned(),
         )),
         (Some(name), _) if !name.is_empty() => {
-            if let Err(detail) = prewarm_api::names::dns_subdomain(name) {
+            if let Err(detail) = prewarm_api::names::dns_subdomain(name).and_then(|()| kind.name_rule(name)) {
                 let detail = if detail.starts_with("a lowercase") {
                     SUBDOMAIN.to_owned()
                 } else {
