@@ -2,7 +2,7 @@
 //! it does a full round of its work (NodeImages for new and removed Nodes, a
 //! job with a pull secret whose copy follows its source and is released, a
 //! list job growing and shrinking, TTL deletions, a silent tag failed, events,
-//! its Lease) without a
+//! a cron job's run, its Lease) without a
 //! single 403, and every rule of its roles is needed by some request it made.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -13,7 +13,7 @@ use common::*;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use prewarm_api::v1beta1::{ImageListPullJob, ImagePullJob, NodeImage};
+use prewarm_api::v1beta1::{AdvancedCronJob, ImageListPullJob, ImagePullJob, NodeImage};
 use prewarm_testapi::rbac;
 use serde_json::{Value, json};
 
@@ -253,6 +253,41 @@ async fn the_controller_works_under_its_shipped_rbac_and_needs_every_rule() {
             .then_some(())
     })
     .await;
+    // A cron job: a run made (every second), its status written, then paused.
+    let crons: Api<AdvancedCronJob> = Api::namespaced(client.clone(), "default");
+    let cron: AdvancedCronJob = serde_json::from_value(json!({
+        "metadata": {"name": "warm-nightly", "namespace": "default"},
+        "spec": {"schedule": "@every 1s", "concurrencyPolicy": "Replace",
+            "template": {"imageListPullJobTemplate": {"spec": {"images": ["redis:7"],
+                "selector": {"names": ["node-1"]}, "completionPolicy": {"type": "Always"}}}}}}))
+    .unwrap();
+    crons.create(&PostParams::default(), &cron).await.unwrap();
+    eventually("a run of the cron job, in its status", 20 * SECONDS, || async {
+        let status = crons.get("warm-nightly").await.unwrap().status?;
+        let run = lists
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|l| {
+                l.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.name == "warm-nightly")
+            });
+        (status.last_schedule_time.is_some() && run.is_some()).then_some(())
+    })
+    .await;
+    crons
+        .patch(
+            "warm-nightly",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": true}})),
+        )
+        .await
+        .unwrap();
     assert!(controller.terminate().await.success());
 
     // The controller reads Secrets as metadata only (no Secret's data crosses

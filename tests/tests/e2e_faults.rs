@@ -175,7 +175,10 @@ async fn the_gate_refuses_new_jobs_idles_the_controller_and_turns_on_without_a_r
         assert!(events.contains("ImagePullJobGate turned on"), "{events}");
     });
     let controller_log = e2e.cluster.pods.logs_of(NAMESPACE, "prewarm-controller-");
-    assert!(controller_log.contains("ImagePullJobGate off: ImagePullJob and ImageListPullJob reconcile idle"));
+    assert!(
+        controller_log
+            .contains("ImagePullJobGate off: ImagePullJob, ImageListPullJob and AdvancedCronJob reconcile idle")
+    );
     assert_eq!(
         controller_log.matches("waiting for the caches").count(),
         1,

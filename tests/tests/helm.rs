@@ -410,7 +410,7 @@ fn the_seeds_helm_commands_work_and_an_upgrade_turns_the_gate_off() {
         .iter()
         .filter(|o| o["kind"] == "CustomResourceDefinition")
         .collect();
-    assert_eq!(crds.len(), 3);
+    assert_eq!(crds.len(), 4);
     assert!(
         crds.iter()
             .all(|c| c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"),

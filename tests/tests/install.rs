@@ -93,7 +93,7 @@ fn every_overlay_renders_strictly_typed_hardened_and_consistent_with_the_binarie
                 paths.insert(reference["path"].as_str().unwrap().to_owned());
             }
         }
-        assert_eq!(paths.len(), 6, "{overlay}: {paths:?}");
+        assert_eq!(paths.len(), 8, "{overlay}: {paths:?}");
         // The gates live in one ConfigMap that both read, not in the Pods.
         let expected = if overlay == "manifests/base" {
             ""
@@ -190,7 +190,7 @@ async fn apply_k_installs_idempotently_and_two_replicas_share_one_injected_ca() 
             assert_eq!(std::fs::read_to_string(certs.join("ca.crt")).unwrap(), bundle);
         }
         let injected = injected_bundles(&kubectl);
-        assert_eq!(injected.len(), 7);
+        assert_eq!(injected.len(), 9);
         assert!(injected.iter().all(|b| *b == bundle), "every webhook carries the CA");
 
         // The probes' paths answer.

@@ -192,7 +192,7 @@ async fn https_and_preloaded_manifests() {
             "/../manifests/crds"
         )))
         .unwrap();
-    assert_eq!(loaded, 3);
+    assert_eq!(loaded, 4);
     let jobs: Api<ImagePullJob> = Api::all(client);
     assert!(jobs.list(&ListParams::default()).await.unwrap().items.is_empty());
 }
