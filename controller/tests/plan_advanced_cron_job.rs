@@ -57,7 +57,7 @@ impl Cluster {
     /// One reconcile: plans, then applies the plan as the API server would.
     fn reconcile(&mut self) -> CronPlan {
         let children: Vec<&ImageListPullJob> = self.children.iter().collect();
-        let plan = plan(&self.cron, &children, self.now);
+        let plan = plan(&self.cron, &children, self.now).expect("an imageListPullJobTemplate");
         self.children
             .retain(|c| !plan.delete.contains(c.metadata.name.as_ref().unwrap()));
         if let Some(child) = &plan.create {
@@ -274,4 +274,12 @@ fn paused_zoned_and_broken_schedules() {
         "{}",
         plan.notes[0].message
     );
+}
+
+#[test]
+fn openkruises_batch_cron_jobs_are_left_alone() {
+    let mut batch = cron(json!({"template": {"jobTemplate": {"spec": {}}}}));
+    batch.status =
+        Some(serde_json::from_value(json!({"type": "Job", "lastScheduleTime": "2026-12-02T09:00:00Z"})).unwrap());
+    assert_eq!(plan(&batch, &[], at("2026-12-02T10:05:00Z")), None);
 }

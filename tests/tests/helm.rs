@@ -461,3 +461,61 @@ fn release_status(cluster: &Cluster) -> String {
         .unwrap();
     latest["metadata"]["labels"]["status"].as_str().unwrap().to_owned()
 }
+
+/// `advancedCronJob.otherTemplates`: with `leaveToOpenKruise`, an AdvancedCronJob
+/// of batch Jobs skips prewarm's webhooks (here no webhook Pod runs, so a call
+/// would fail), while one of ImageListPullJobs still goes through them.
+#[test]
+fn batch_cron_jobs_can_be_left_to_openkruise() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cron = |name: &str, template: &str| {
+        format!(
+            "apiVersion: apps.kruise.io/v1beta1\nkind: AdvancedCronJob\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  schedule: \"@daily\"\n  template:\n    {template}\n"
+        )
+    };
+    let batch = cron(
+        "batch",
+        "jobTemplate: {spec: {template: {spec: {containers: [{name: c, image: busybox}]}}}}",
+    );
+    let prewarming = cron(
+        "prewarming",
+        "imageListPullJobTemplate: {spec: {images: [nginx], completionPolicy: {type: Always}}}",
+    );
+    for (sets, batch_admitted) in [
+        (vec!["featureGates=ImagePullJobGate=true"], false),
+        (
+            vec![
+                "featureGates=ImagePullJobGate=true",
+                "advancedCronJob.otherTemplates=leaveToOpenKruise",
+            ],
+            true,
+        ),
+    ] {
+        let cluster = start_cluster(&runtime);
+        cluster.helm("install", &sets);
+        let dir = tempfile::tempdir().unwrap();
+        let apply = |manifest: &str| {
+            let file = dir.path().join("cron.yaml");
+            std::fs::write(&file, manifest).unwrap();
+            cluster.kubectl.apply(&file, &[])
+        };
+        let ran = apply(&batch);
+        assert_eq!(ran.ok, batch_admitted, "{sets:?}: {}", ran.stderr);
+        if !batch_admitted {
+            assert!(
+                ran.stderr.contains("prewarm.io"),
+                "the webhook was called: {}",
+                ran.stderr
+            );
+        }
+        let ran = apply(&prewarming);
+        assert!(!ran.ok && ran.stderr.contains("prewarm.io"), "{sets:?}: {}", ran.stderr);
+    }
+    let cluster = start_cluster(&runtime);
+    let refused = cluster.try_helm("default", "install", "prewarm", &["advancedCronJob.otherTemplates=yes"]);
+    assert!(
+        !refused.ok && refused.stderr.contains("otherTemplates"),
+        "{}",
+        refused.stderr
+    );
+}

@@ -64,7 +64,14 @@ pub fn child_name(cron: &str, scheduled: Timestamp) -> String {
     format!("{cron}-{}", scheduled.as_second())
 }
 
-pub fn plan(cron: &AdvancedCronJob, children: &[&ImageListPullJob], now: Timestamp) -> CronPlan {
+/// `None` for a cron job of batch Jobs or BroadcastJobs: OpenKruise's (the
+/// webhook refuses new ones), whose status and runs are left to OpenKruise.
+pub fn plan(cron: &AdvancedCronJob, children: &[&ImageListPullJob], now: Timestamp) -> Option<CronPlan> {
+    cron.spec.template.image_list_pull_job_template.as_ref()?;
+    Some(plan_runs(cron, children, now))
+}
+
+fn plan_runs(cron: &AdvancedCronJob, children: &[&ImageListPullJob], now: Timestamp) -> CronPlan {
     let mut children: Vec<&ImageListPullJob> = children.to_vec();
     children.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let active: Vec<&ImageListPullJob> = children.iter().copied().filter(|c| finished(c).is_none()).collect();

@@ -35,7 +35,9 @@ pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>
     }
     let children = ctx.world.cron_children(&cron);
     let child_refs: Vec<&ImageListPullJob> = children.iter().map(AsRef::as_ref).collect();
-    let plan = advanced_cron_job::plan(&cron, &child_refs, now());
+    let Some(plan) = advanced_cron_job::plan(&cron, &child_refs, now()) else {
+        return Ok(None);
+    };
     let reference = cron.object_ref(&());
     for note in plan.notes {
         let type_ = if note.warning {
