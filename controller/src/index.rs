@@ -238,7 +238,6 @@ impl Index {
         self.not_ready.get(node).copied()
     }
 
-    /// The ImagePullJobs controlled by the ImageListPullJob with this uid.
     /// Files a list job under the cron job that controls it, if any.
     pub fn set_list_job(&mut self, key: &ObjectKey, list: Option<&ImageListPullJob>) {
         if let Some(parent) = self.cron_parent_of.remove(key) {
@@ -269,6 +268,7 @@ impl Index {
             .collect()
     }
 
+    /// The ImagePullJobs controlled by the ImageListPullJob with this uid.
     pub fn children_of(&self, list_uid: &str) -> Vec<ObjectKey> {
         self.children.get(list_uid).into_iter().flatten().cloned().collect()
     }

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use prewarm_api::v1beta1::{AdvancedCronJob, ImageListPullJob, ImagePullJob, NodeImage};
+use prewarm_controller::plan::image_list_pull_job::{child_name, revision};
 use prewarm_testapi::rbac;
 use serde_json::{Value, json};
 
@@ -153,6 +154,15 @@ async fn the_controller_works_under_its_shipped_rbac_and_needs_every_rule() {
         "completionPolicy": {"type": "Always", "activeDeadlineSeconds": 60, "ttlSecondsAfterFinished": 2},
         "pullPolicy": {"backoffLimit": 3, "timeoutSeconds": 60}}),
     );
+    // A job of the user's own under the name the redis child would get: the
+    // child is made under another name (the cache says whose it is: no `get`).
+    let squatter_name = child_name("list", "redis:7", &revision(&list));
+    let squatter = job(
+        &squatter_name,
+        json!({"image": "nginx:1.9.1", "selector": {"names": ["node-2"]}, "parallelism": 0,
+        "completionPolicy": {"type": "Always"}, "pullPolicy": {"backoffLimit": 3, "timeoutSeconds": 60}}),
+    );
+    jobs.create(&PostParams::default(), &squatter).await.unwrap();
     lists.create(&PostParams::default(), &list).await.unwrap();
     eventually("two children of the list job", 10 * SECONDS, || async {
         (children(&jobs)
@@ -164,6 +174,10 @@ async fn the_controller_works_under_its_shipped_rbac_and_needs_every_rule() {
             .then_some(())
     })
     .await;
+    let left_alone = jobs.get(&squatter_name).await.unwrap();
+    assert_eq!(left_alone.spec.image, "nginx:1.9.1");
+    assert!(left_alone.metadata.owner_references.is_none());
+    jobs.delete(&squatter_name, &DeleteParams::default()).await.unwrap();
     lists
         .patch(
             "list",

@@ -70,8 +70,25 @@ pub async fn reconcile(ctx: &Context, key: ObjectKey) -> Result<Option<Duration>
                 let note = format!("Created job {name}");
                 ctx.event(&reference, EventType::Normal, REASON_CREATED, note).await;
             }
-            // Made by an earlier pass the cache has not shown yet: its name is the schedule time's.
-            Err(e) if is_status(&e, 409) => {}
+            // Made by an earlier pass the cache has not shown yet (its name is
+            // the schedule time's), or a job of the same name made by someone else.
+            // The cache answers (the controller may not `get`); one that has not
+            // shown the job yet is taken to be behind an earlier pass of ours.
+            Err(e) if is_status(&e, 409) => {
+                let existing = ctx.world.list_job(&ObjectKey::new(&key.namespace, &name));
+                let ours = existing.is_none_or(|j| {
+                    j.metadata
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .any(|o| Some(&o.uid) == cron.metadata.uid.as_ref())
+                });
+                if !ours {
+                    let note =
+                        format!("Skipped this run: an ImageListPullJob named {name} exists and is not this cron job's");
+                    ctx.event(&reference, EventType::Warning, "FailedCreate", note).await;
+                }
+            }
             Err(e) => {
                 let note = format!("Error creating job {name}: {e}");
                 ctx.event(&reference, EventType::Warning, "FailedCreate", note).await;
