@@ -265,7 +265,11 @@ fn judge(file: &str, index: usize, line: usize, object: Value, settings: &Settin
     } else {
         Operation::Create
     };
-    let request = Request::of(kind, operation, Some(Spec::of(&defaulted)), old.as_ref().map(Spec::of));
+    // The name too, as the webhook reads it: a kind's own name rule (AdvancedCronJob's).
+    let request = Request {
+        name: &report.name,
+        ..Request::of(kind, operation, Some(Spec::of(&defaulted)), old.as_ref().map(Spec::of))
+    };
     match admission::validate(&request, &settings.policy) {
         Decision::Allowed { warnings } => report.warnings.extend(warnings.iter().map(|w| warning(w, line))),
         Decision::Forbidden { message, .. } => document_error(&mut report, message),
@@ -360,7 +364,7 @@ fn metadata_errors(kind: Kind, object: &Value) -> Vec<Problem> {
             "Required value: name or generateName is required".to_owned(),
         )),
         (Some(name), _) if !name.is_empty() => {
-            if let Err(detail) = prewarm_api::names::dns_subdomain(name).and_then(|()| kind.name_rule(name)) {
+            if let Err(detail) = prewarm_api::names::dns_subdomain(name) {
                 let detail = if detail.starts_with("a lowercase") {
                     SUBDOMAIN.to_owned()
                 } else {
