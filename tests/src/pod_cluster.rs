@@ -415,6 +415,13 @@ impl PodCluster {
                 pod["status"]["containerStatuses"],
                 self.log(namespace, name, container, instance)
             ));
+            // Why it restarted: the instance before, as `kubectl logs --previous` shows it.
+            if let Some(previous) = instance.checked_sub(1) {
+                report.push_str(&format!(
+                    "\nprevious log: {}",
+                    self.log(namespace, name, container, previous)
+                ));
+            }
         }
         report
     }
