@@ -8,6 +8,7 @@
 //! cargo build --release -p prewarm-controller --bin prewarm-controller --example scale
 //! target/release/examples/scale [N ...]          (default: 1000 2000 5000)
 //! target/release/examples/scale --baseline=PATH [N ...]
+//! target/release/examples/scale --one-job [N ...]   (the first phase only, to profile it)
 //!
 //! With `--baseline`, each N also runs the controller binary at PATH (an
 //! older build), right after this build's run, so both meet the same machine.
@@ -43,17 +44,23 @@ struct Sample {
     peak_rss_mib: f64,
 }
 
+/// CPU time to the nanosecond: the sum of the scheduler's run time of every
+/// thread (`/proc/PID/task/*/schedstat`, first field). `/proc/PID/stat` counts
+/// in 10 ms ticks, a tenth of a small phase. The controller's threads live as
+/// long as it does (tokio workers), so none is lost between two samples.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanos as f64 / 1e9
+}
+
 fn sample(pid: u32) -> Sample {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat; `rest` starts at field 3.
-    let cpu_seconds = (ticks(11) + ticks(12)) / 100.0;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let peak_kib = status
         .lines()
@@ -62,7 +69,7 @@ fn sample(pid: u32) -> Sample {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
     Sample {
-        cpu_seconds,
+        cpu_seconds: cpu_seconds(pid),
         peak_rss_mib: peak_kib / 1024.0,
     }
 }
@@ -185,7 +192,7 @@ struct Phase {
     lists_after_sync: u64,
 }
 
-async fn run(nodes: usize, controller_bin: &Path) -> (Phase, Phase) {
+async fn run(nodes: usize, controller_bin: &Path, phases_to_run: &[(&str, usize)]) -> Vec<Phase> {
     let api = TestApi::start(Options {
         history: 50_000,
         ..Options::default()
@@ -229,7 +236,15 @@ async fn run(nodes: usize, controller_bin: &Path) -> (Phase, Phase) {
         .local_addr()
         .unwrap()
         .port();
-    let mut controller = tokio::process::Command::new(controller_bin)
+    let mut command = match &CPUS.controller {
+        Some(cpus) => {
+            let mut taskset = tokio::process::Command::new("taskset");
+            taskset.args(["-c", cpus]).arg(controller_bin);
+            taskset
+        }
+        None => tokio::process::Command::new(controller_bin),
+    };
+    let mut controller = command
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", std::env::var("SCALE_LOG").unwrap_or_else(|_| "warn".into()))
         .args([
@@ -256,7 +271,7 @@ async fn run(nodes: usize, controller_bin: &Path) -> (Phase, Phase) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let jobs: Api<ImagePullJob> = Api::namespaced(client.clone(), "default");
     let mut phases = Vec::new();
-    for (phase, count) in [("one", 1), ("many", MANY_JOBS)] {
+    for &(phase, count) in phases_to_run {
         api.store.reset_counts();
         let before_metrics = controller_metrics(port).await;
         let before = sample(pid);
@@ -306,13 +321,41 @@ async fn run(nodes: usize, controller_bin: &Path) -> (Phase, Phase) {
         });
     }
     let _ = controller.kill().await;
-    let many = phases.pop().unwrap();
-    let one = phases.pop().unwrap();
-    (one, many)
+    phases
+}
+
+/// Where the controller and this command run: on a real cluster the API
+/// server is another machine, so with two CPUs or more the command (API
+/// server and simulated agent) keeps to CPU 0 and the controller to the rest;
+/// sharing a CPU and its caches with the command made the controller's CPU
+/// time vary by half from run to run.
+struct Cpus {
+    controller: Option<String>,
+}
+
+static CPUS: std::sync::LazyLock<Cpus> = std::sync::LazyLock::new(|| {
+    let count = std::thread::available_parallelism().map_or(1, usize::from);
+    Cpus {
+        controller: (count >= 2).then(|| format!("1-{}", count - 1)),
+    }
+});
+
+/// Pins every thread of this process to CPU 0 (taskset, from util-linux).
+fn pin_this_command() {
+    if CPUS.controller.is_none() {
+        return;
+    }
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", "0", &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("taskset (util-linux)");
+    assert!(status.success(), "taskset failed");
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    pin_this_command();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() {
@@ -331,10 +374,20 @@ async fn main() {
         .map(|dir| dir.join("prewarm-controller"))
         .filter(|p| p.exists())
         .expect("build the controller first: cargo build --release -p prewarm-controller --bin prewarm-controller");
+    // `--one-job`: only the first phase, to profile it on its own.
+    let phases_to_run: &[(&str, usize)] = if args.iter().any(|a| a == "--one-job") {
+        &[("one", 1)]
+    } else {
+        &[("one", 1), ("many", MANY_JOBS)]
+    };
     let mut binaries = vec![("this", controller_bin)];
     if let Some(baseline) = baseline {
         assert!(baseline.exists(), "--baseline: {} does not exist", baseline.display());
         binaries.push(("base", baseline));
+    }
+    match &CPUS.controller {
+        Some(cpus) => println!("this command on CPU 0, the controller on CPUs {cpus}"),
+        None => println!("one CPU: this command and the controller share it"),
     }
     println!(
         "{:>5} {:>6} {:>5} {:>9} {:>8} {:>9} {:>12} {:>10} {:>9} {:>10} {:>12}",
@@ -353,11 +406,11 @@ async fn main() {
     let mut cpu = BTreeMap::new();
     for nodes in sizes {
         for (build, binary) in &binaries {
-            let (one, many) = run(nodes, binary).await;
-            for phase in [&one, &many] {
+            let phases = run(nodes, binary, phases_to_run).await;
+            for phase in &phases {
                 let minimum = (nodes * phase.jobs) as f64;
                 println!(
-                    "{:>5} {:>6} {:>5} {:>9.1} {:>8.2} {:>9.1} {:>12} {:>10} {:>9.3} {:>10} {:>12}   (+{} other writes)",
+                    "{:>5} {:>6} {:>5} {:>9.1} {:>8.3} {:>9.1} {:>12} {:>10} {:>9.3} {:>10} {:>12}   (+{} other writes)",
                     build,
                     nodes,
                     phase.jobs,
@@ -372,7 +425,8 @@ async fn main() {
                     phase.other_writes,
                 );
             }
-            cpu.insert((*build, nodes), (one.cpu, many.cpu));
+            let cpu_of = |jobs: usize| phases.iter().find(|p| p.jobs == jobs).map_or(f64::NAN, |p| p.cpu);
+            cpu.insert((*build, nodes), (cpu_of(1), cpu_of(MANY_JOBS)));
         }
     }
     for (build, _) in &binaries {
