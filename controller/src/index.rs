@@ -174,16 +174,25 @@ impl Index {
 
     /// Records which jobs (by uid) a NodeImage's tags name as owners.
     pub fn set_node_image(&mut self, name: &str, node_image: Option<&CachedNodeImage>) {
-        let owners: BTreeSet<String> = node_image
+        let uids: BTreeSet<&str> = node_image
             .and_then(|n| n.spec.images.as_ref())
             .into_iter()
             .flat_map(|images| images.values())
             .flat_map(|image| image.tags.iter())
             .flat_map(|tag| tag.owner_references.iter().flatten())
-            .filter_map(|o| o.uid.clone())
+            .filter_map(|o| o.uid.as_deref())
             .collect();
-        // Only the owners that came or went touch the per-owner sets: most
-        // events (an agent's status, another tag) leave them as they are.
+        // Most events (an agent's status, another tag) leave the owners as
+        // they are: nothing is copied for them.
+        let unchanged = match self.owners_of_node.get(name) {
+            Some(before) => before.iter().map(String::as_str).eq(uids.iter().copied()),
+            None => uids.is_empty(),
+        };
+        if unchanged {
+            return;
+        }
+        let owners: BTreeSet<String> = uids.into_iter().map(str::to_owned).collect();
+        // Only the owners that came or went touch the per-owner sets.
         let before = self.owners_of_node.remove(name).unwrap_or_default();
         for uid in before.difference(&owners) {
             remove_from(&mut self.nodes_by_owner, uid, &name.to_owned());

@@ -323,3 +323,35 @@ fn copies_of_namespaces_without_tags_here_are_dropped() {
         "the spec keeps its copies: {kept:?}"
     );
 }
+
+/// What a spec update writes: the tags and images that stay, whole (owners
+/// cut to those that remain, pull secrets and sandbox config kept), and on a
+/// relabel alone the spec as it was.
+#[test]
+fn a_spec_update_keeps_everything_that_stays() {
+    let images = json!({
+        "nginx": {"tags": [tag("latest", json!([owner("alive", "uid-alive"), owner("gone", "uid-gone")])),
+                           tag("1.0", json!([owner("done", "uid-done")]))],
+                  "pullSecrets": [{"namespace": "default", "name": "secret1"}],
+                  "sandboxConfig": {"labels": {"a": "b"}}},
+        "redis": {"tags": [tag("7", json!([owner("gone", "uid-gone")]))]},
+        "busybox": {"tags": [tag("1", json!([owner("alive", "uid-alive")]))],
+                    "pullSecrets": [{"namespace": "default", "name": "secret1"}]}
+    });
+    let spec = |plan: Plan| match plan {
+        Plan::UpdateSpec { spec, .. } => serde_json::to_value(spec).unwrap(),
+        other => panic!("expected a spec update: {other:?}"),
+    };
+    let current = node_image(json!({"zone": "a"}), images.clone(), json!({}));
+    let mut expected = images.clone();
+    expected["nginx"]["tags"][0]["ownerReferences"] = json!([owner("alive", "uid-alive")]);
+    expected.as_object_mut().unwrap().remove("redis");
+    assert_eq!(spec(run(Some(&current), &labels())), json!({"images": expected}));
+
+    let without_gone = node_image(json!({"zone": "b"}), expected.clone(), json!({}));
+    assert_eq!(
+        spec(run(Some(&without_gone), &labels())),
+        json!({"images": expected}),
+        "a relabel writes the spec unchanged"
+    );
+}

@@ -147,8 +147,11 @@ pub fn plan(input: &Input<'_>) -> Plan {
         labels = non_empty(node.labels);
         reasons.push("node labels changed".to_owned());
     }
-    let (spec, mut requeue) = prune_spec(input, node_image, &mut reasons);
+    let (pruned, mut requeue) = prune_spec(input, node_image, &mut reasons);
     if !reasons.is_empty() {
+        let spec = pruned.unwrap_or_else(|| NodeImageSpec {
+            images: node_image.spec.images.as_ref().map(SharedMap::to_map),
+        });
         return Plan::UpdateSpec { labels, spec, reasons };
     }
     let (status, failures) = fail_silent_tags(input, node_image, &mut requeue);
@@ -183,72 +186,117 @@ fn status_tag<'a>(node_image: &'a CachedNodeImage, image: &str, tag: &str) -> Op
         .find(|t| t.tag == tag)
 }
 
+/// What pruning does to one tag.
+#[derive(Debug)]
+enum TagVerdict {
+    Keep,
+    Drop,
+    /// Kept with fewer owners.
+    Owners(Vec<ObjectReference>),
+}
+
 /// Drops tags without createdAt, owners that are gone, tags whose owners are
 /// all gone, tags past their TTL, legacy secret refs to missing secrets, and
-/// images left without tags. Each change is explained in `reasons`.
+/// images left without tags. Each change is explained in `reasons`; the
+/// pruned spec is built only when there is one: a NodeImage is planned on
+/// every event, most events prune nothing, and copying every tag for them was
+/// most of what the NodeImage lifecycle allocated.
 fn prune_spec(
     input: &Input<'_>,
     node_image: &CachedNodeImage,
     reasons: &mut Vec<String>,
-) -> (NodeImageSpec, Option<i64>) {
+) -> (Option<NodeImageSpec>, Option<i64>) {
     let mut requeue = None;
-    let mut images = BTreeMap::new();
+    let before = reasons.len();
+    // Decided first, in spec order: a verdict per tag, a keep per pull secret.
+    let mut verdicts = Vec::new();
+    let mut keeps = Vec::new();
     for (name, image) in node_image.spec.images.iter().flatten() {
-        let mut tags = Vec::with_capacity(image.tags.len());
+        let first = verdicts.len();
         for tag in &image.tags {
-            if let Some(kept) = prune_tag(input, node_image, name, tag, reasons, &mut requeue) {
-                tags.push(kept);
-            }
+            verdicts.push(prune_tag(input, node_image, name, tag, reasons, &mut requeue));
         }
-        if tags.is_empty() {
+        let kept_owners: Vec<Option<&Vec<ObjectReference>>> = image
+            .tags
+            .iter()
+            .zip(&verdicts[first..])
+            .filter_map(|(tag, verdict)| match verdict {
+                TagVerdict::Keep => Some(tag.owner_references.as_ref()),
+                TagVerdict::Owners(owners) => Some(Some(owners)),
+                TagVerdict::Drop => None,
+            })
+            .collect();
+        if kept_owners.is_empty() {
             reasons.push(format!("no longer has {name} image spec"));
             continue;
         }
         // A job's copies go with its last tag here: the agent uses a copy only
         // for tags of its source's namespace, and none is left.
-        let ownerless = tags
+        let ownerless = kept_owners.iter().any(|o| o.is_none_or(|o| o.is_empty()));
+        let owner_namespaces: BTreeSet<&str> = kept_owners
             .iter()
-            .any(|t| t.owner_references.as_ref().is_none_or(Vec::is_empty));
-        let owner_namespaces: BTreeSet<&str> = tags
-            .iter()
-            .flat_map(|t| t.owner_references.iter().flatten())
+            .flatten()
+            .flat_map(|owners| owners.iter())
             .filter_map(|o| o.namespace.as_deref())
             .collect();
-        let pull_secrets = image.pull_secrets.as_ref().map(|refs| {
-            let (mut missing, mut unused) = (false, Vec::new());
-            let mut kept = Vec::with_capacity(refs.len());
-            for r in refs {
-                let (ns, secret) = (
-                    r.namespace.as_deref().unwrap_or_default(),
-                    r.name.as_deref().unwrap_or_default(),
-                );
-                let keep = if r.mode.as_deref() == Some(SECRET_MODE_BATCH) {
-                    let serves_a_tag = ownerless
-                        || (input.copy_source)(ns, secret)
-                            .is_none_or(|source| owner_namespaces.contains(source.as_str()));
-                    if !serves_a_tag {
-                        unused.push(secret);
-                    }
-                    serves_a_tag
-                } else {
-                    let exists = (input.secret_exists)(ns, secret);
-                    missing |= !exists;
-                    exists
-                };
-                if keep {
-                    kept.push(r.clone());
+        let (mut missing, mut unused) = (false, Vec::new());
+        for r in image.pull_secrets.iter().flatten() {
+            let (ns, secret) = (
+                r.namespace.as_deref().unwrap_or_default(),
+                r.name.as_deref().unwrap_or_default(),
+            );
+            let keep = if r.mode.as_deref() == Some(SECRET_MODE_BATCH) {
+                let serves_a_tag = ownerless
+                    || (input.copy_source)(ns, secret).is_none_or(|source| owner_namespaces.contains(source.as_str()));
+                if !serves_a_tag {
+                    unused.push(secret);
                 }
-            }
-            if missing {
-                reasons.push(format!("image {name} has pull secrets that no longer exist"));
-            }
-            if !unused.is_empty() {
-                reasons.push(format!(
-                    "image {name} has pull secrets [{}] of jobs no longer on it",
-                    unused.join(", ")
-                ));
-            }
-            kept
+                serves_a_tag
+            } else {
+                let exists = (input.secret_exists)(ns, secret);
+                missing |= !exists;
+                exists
+            };
+            keeps.push(keep);
+        }
+        if missing {
+            reasons.push(format!("image {name} has pull secrets that no longer exist"));
+        }
+        if !unused.is_empty() {
+            reasons.push(format!(
+                "image {name} has pull secrets [{}] of jobs no longer on it",
+                unused.join(", ")
+            ));
+        }
+    }
+    if reasons.len() == before {
+        return (None, requeue);
+    }
+    let (mut verdicts, mut keeps) = (verdicts.into_iter(), keeps.into_iter());
+    let mut images = BTreeMap::new();
+    for (name, image) in node_image.spec.images.iter().flatten() {
+        let tags: Vec<ImageTagSpec> = image
+            .tags
+            .iter()
+            .zip(verdicts.by_ref())
+            .filter_map(|(tag, verdict)| match verdict {
+                TagVerdict::Keep => Some(tag.clone()),
+                TagVerdict::Owners(owners) => Some(ImageTagSpec {
+                    owner_references: Some(owners),
+                    ..tag.clone()
+                }),
+                TagVerdict::Drop => None,
+            })
+            .collect();
+        if tags.is_empty() {
+            continue;
+        }
+        let pull_secrets = image.pull_secrets.as_ref().map(|refs| {
+            refs.iter()
+                .zip(keeps.by_ref())
+                .filter(|(_, keep)| *keep)
+                .map(|(r, _)| r.clone())
+                .collect()
         });
         images.insert(
             name.clone(),
@@ -262,7 +310,7 @@ fn prune_spec(
     let spec = NodeImageSpec {
         images: node_image.spec.images.as_ref().map(|_| images),
     };
-    (spec, requeue)
+    (Some(spec), requeue)
 }
 
 fn prune_tag(
@@ -272,40 +320,43 @@ fn prune_tag(
     tag: &ImageTagSpec,
     reasons: &mut Vec<String>,
     requeue: &mut Option<i64>,
-) -> Option<ImageTagSpec> {
-    let label = format!("{name}:{}", tag.tag);
+) -> TagVerdict {
+    let label = || format!("{name}:{}", tag.tag);
     if tag.created_at.is_none() {
-        reasons.push(format!("image {label} has no createAt field"));
-        return None;
+        reasons.push(format!("image {} has no createAt field", label()));
+        return TagVerdict::Drop;
     }
-    let mut tag = tag.clone();
+    // An owner stays while its job exists under the same uid and is not being
+    // deleted; `Some(running Always)` when it stays.
+    let stays = |o: &ObjectReference| match job_owner(o) {
+        None => Some(false),
+        Some((namespace, job)) => (input.owner)(namespace, job)
+            .filter(|facts| Some(facts.uid.as_str()) == o.uid.as_deref() && !facts.deleting)
+            .map(|facts| facts.running_always),
+    };
     let mut running_always = false;
+    let mut verdict = TagVerdict::Keep;
     if let Some(owners) = &tag.owner_references {
-        let kept: Vec<ObjectReference> = owners
-            .iter()
-            .filter(|o| match job_owner(o) {
-                None => true,
-                Some((namespace, job)) => match (input.owner)(namespace, job) {
-                    Some(facts) if Some(facts.uid.as_str()) == o.uid.as_deref() && !facts.deleting => {
-                        running_always |= facts.running_always;
-                        true
-                    }
-                    _ => false,
-                },
-            })
-            .cloned()
-            .collect();
-        if kept.is_empty() && !owners.is_empty() {
-            reasons.push(format!("image {label} owners is cleared"));
-            return None;
+        let mut kept = 0;
+        for owner in owners {
+            if let Some(always) = stays(owner) {
+                kept += 1;
+                running_always |= always;
+            }
         }
-        if kept.len() != owners.len() {
+        if kept == 0 && !owners.is_empty() {
+            reasons.push(format!("image {} owners is cleared", label()));
+            return TagVerdict::Drop;
+        }
+        if kept != owners.len() {
+            let kept: Vec<ObjectReference> = owners.iter().filter(|o| stays(o).is_some()).cloned().collect();
             reasons.push(format!(
-                "image {label} owners changed from {} to {}",
+                "image {} owners changed from {} to {}",
+                label(),
                 owner_names(owners),
                 owner_names(&kept)
             ));
-            tag.owner_references = Some(kept);
+            verdict = TagVerdict::Owners(kept);
         }
     }
     let ttl = tag.pull_policy.as_ref().and_then(|p| p.ttl_seconds_after_finished);
@@ -316,14 +367,15 @@ fn prune_tag(
         let left = i64::from(ttl).saturating_sub(seconds_between(completed.0, input.now));
         if left <= 0 {
             reasons.push(format!(
-                "image {label} has exceeded TTL ({ttl})s since {} completed",
+                "image {} has exceeded TTL ({ttl})s since {} completed",
+                label(),
                 completed.0
             ));
-            return None;
+            return TagVerdict::Drop;
         }
         keep_sooner(requeue, left);
     }
-    Some(tag)
+    verdict
 }
 
 /// `(namespace, name)` of an owner reference that names an ImagePullJob (any version).
