@@ -236,7 +236,7 @@ async fn run(nodes: usize, controller_bin: &Path, phases_to_run: &[(&str, usize)
         .local_addr()
         .unwrap()
         .port();
-    let mut command = match &CPUS.controller {
+    let mut command = match &*CONTROLLER_CPUS {
         Some(cpus) => {
             let mut taskset = tokio::process::Command::new("taskset");
             taskset.args(["-c", cpus]).arg(controller_bin);
@@ -324,25 +324,18 @@ async fn run(nodes: usize, controller_bin: &Path, phases_to_run: &[(&str, usize)
     phases
 }
 
-/// Where the controller and this command run: on a real cluster the API
-/// server is another machine, so with two CPUs or more the command (API
-/// server and simulated agent) keeps to CPU 0 and the controller to the rest;
-/// sharing a CPU and its caches with the command made the controller's CPU
-/// time vary by half from run to run.
-struct Cpus {
-    controller: Option<String>,
-}
-
-static CPUS: std::sync::LazyLock<Cpus> = std::sync::LazyLock::new(|| {
+/// The controller's CPUs (taskset's list), when there are two or more: on a
+/// cluster the API server is another machine, so here the command (API
+/// server and simulated agent) keeps to CPU 0 and the controller to the rest,
+/// and neither's work lands on the other's CPU and caches.
+static CONTROLLER_CPUS: std::sync::LazyLock<Option<String>> = std::sync::LazyLock::new(|| {
     let count = std::thread::available_parallelism().map_or(1, usize::from);
-    Cpus {
-        controller: (count >= 2).then(|| format!("1-{}", count - 1)),
-    }
+    (count >= 2).then(|| format!("1-{}", count - 1))
 });
 
 /// Pins every thread of this process to CPU 0 (taskset, from util-linux).
 fn pin_this_command() {
-    if CPUS.controller.is_none() {
+    if CONTROLLER_CPUS.is_none() {
         return;
     }
     let status = std::process::Command::new("taskset")
@@ -385,7 +378,7 @@ async fn main() {
         assert!(baseline.exists(), "--baseline: {} does not exist", baseline.display());
         binaries.push(("base", baseline));
     }
-    match &CPUS.controller {
+    match &*CONTROLLER_CPUS {
         Some(cpus) => println!("this command on CPU 0, the controller on CPUs {cpus}"),
         None => println!("one CPU: this command and the controller share it"),
     }
