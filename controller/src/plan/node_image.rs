@@ -216,31 +216,34 @@ fn prune_spec(
         for tag in &image.tags {
             verdicts.push(prune_tag(input, node_image, name, tag, reasons, &mut requeue));
         }
-        let kept_owners: Vec<Option<&Vec<ObjectReference>>> = image
-            .tags
-            .iter()
-            .zip(&verdicts[first..])
-            .filter_map(|(tag, verdict)| match verdict {
-                TagVerdict::Keep => Some(tag.owner_references.as_ref()),
-                TagVerdict::Owners(owners) => Some(Some(owners)),
-                TagVerdict::Drop => None,
-            })
-            .collect();
-        if kept_owners.is_empty() {
+        let kept_owners = || {
+            image
+                .tags
+                .iter()
+                .zip(&verdicts[first..])
+                .filter_map(|(tag, verdict)| match verdict {
+                    TagVerdict::Keep => Some(tag.owner_references.as_ref()),
+                    TagVerdict::Owners(owners) => Some(Some(owners)),
+                    TagVerdict::Drop => None,
+                })
+        };
+        if kept_owners().next().is_none() {
             reasons.push(format!("no longer has {name} image spec"));
             continue;
         }
+        let Some(refs) = image.pull_secrets.as_ref().filter(|refs| !refs.is_empty()) else {
+            continue;
+        };
         // A job's copies go with its last tag here: the agent uses a copy only
         // for tags of its source's namespace, and none is left.
-        let ownerless = kept_owners.iter().any(|o| o.is_none_or(|o| o.is_empty()));
-        let owner_namespaces: BTreeSet<&str> = kept_owners
-            .iter()
+        let ownerless = kept_owners().any(|o| o.is_none_or(|o| o.is_empty()));
+        let owner_namespaces: BTreeSet<&str> = kept_owners()
             .flatten()
             .flat_map(|owners| owners.iter())
             .filter_map(|o| o.namespace.as_deref())
             .collect();
         let (mut missing, mut unused) = (false, Vec::new());
-        for r in image.pull_secrets.iter().flatten() {
+        for r in refs {
             let (ns, secret) = (
                 r.namespace.as_deref().unwrap_or_default(),
                 r.name.as_deref().unwrap_or_default(),
