@@ -62,7 +62,8 @@ impl<K: Ord + Clone + std::hash::Hash> Queue<K> {
     /// Queues `key` to be handled after `delay` (at most [`MAX_DELAY`]), unless it
     /// is due sooner already.
     pub fn add_after(&self, key: K, delay: Duration) {
-        let at = Instant::now() + delay.min(MAX_DELAY);
+        let now = Instant::now();
+        let at = now + delay.min(MAX_DELAY);
         let mut state = self.lock();
         if let Some(current) = state.due.get(&key).copied() {
             if current <= at {
@@ -70,11 +71,17 @@ impl<K: Ord + Clone + std::hash::Hash> Queue<K> {
             }
             state.order.remove(&(current, key.clone()));
         }
+        // One worker is woken, and only when it has something to do now or
+        // must sleep less: idle workers wait for the earliest due key, and a
+        // key due later is seen when they wake for that one. Waking every
+        // worker on every add (an event each) cost more than the work.
+        let wake = at <= now || state.order.first().is_none_or(|(first, _)| at < *first);
         state.due.insert(key.clone(), at);
         state.order.insert((at, key));
         drop(state);
-        self.changed.notify_waiters();
-        self.changed.notify_one();
+        if wake {
+            self.changed.notify_one();
+        }
     }
 
     pub fn add(&self, key: K) {
@@ -115,6 +122,17 @@ impl<K: Ord + Clone + std::hash::Hash> Queue<K> {
                     state.order.remove(&(at, key.clone()));
                     state.due.remove(&key);
                     state.running.insert(key.clone());
+                    // More due keys: another worker, so that a burst falling
+                    // due at once is worked on by all of them.
+                    let more = state
+                        .order
+                        .iter()
+                        .take_while(|(at, _)| *at <= now)
+                        .any(|(_, k)| !state.running.contains(k));
+                    drop(state);
+                    if more {
+                        self.changed.notify_one();
+                    }
                     return key;
                 }
                 state
@@ -157,7 +175,8 @@ impl<K: Ord + Clone + std::hash::Hash> Queue<K> {
         if let Some(delay) = retry {
             self.add_after(key.clone(), delay);
         }
-        self.changed.notify_waiters();
+        // A key added while it ran is due and was passed over: one worker
+        // takes it (usually this one, asking for its next key).
         self.changed.notify_one();
     }
 }
@@ -198,6 +217,37 @@ mod tests {
         let before = Instant::now();
         assert_eq!(queue.next().await, "a");
         assert!(Instant::now() - before >= Duration::from_secs(3));
+    }
+
+    /// Workers asleep until a later key, then a burst falling due together:
+    /// each add wakes at most one worker, and each worker that takes a key
+    /// wakes the next, so all of them work on the burst when it falls due.
+    #[tokio::test(start_paused = true)]
+    #[allow(clippy::panic)]
+    async fn a_burst_falling_due_at_once_reaches_every_waiting_worker() {
+        let queue = std::sync::Arc::new(Queue::<u32>::default());
+        let start = Instant::now();
+        queue.add_after(99, Duration::from_secs(60));
+        let workers: Vec<_> = (0..3)
+            .map(|_| {
+                let queue = queue.clone();
+                tokio::spawn(async move { queue.next().await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for key in 0..3 {
+            queue.add_after(key, Duration::from_secs(1));
+        }
+        let mut taken = Vec::new();
+        for worker in workers {
+            taken.push(worker.await.unwrap_or_else(|e| panic!("{e}")));
+        }
+        taken.sort_unstable();
+        assert_eq!(taken, [0, 1, 2], "no key is done, so each went to its own worker");
+        assert!(
+            Instant::now() - start < Duration::from_secs(60),
+            "handed out when due, not when the workers' own timers ran out"
+        );
     }
 
     #[tokio::test(start_paused = true)]
