@@ -21,6 +21,18 @@ struct State<K> {
     failures: HashMap<K, u32>,
 }
 
+impl<K: Ord> State<K> {
+    /// When an idle worker must look again: the earliest key that is not due
+    /// yet, or due and not being worked on (a key due while it runs waits
+    /// for its `done`).
+    fn next_wake(&self, now: Instant) -> Option<Instant> {
+        self.order
+            .iter()
+            .find(|(at, k)| *at > now || !self.running.contains(k))
+            .map(|(at, _)| *at)
+    }
+}
+
 #[derive(Debug)]
 pub struct Queue<K> {
     state: Mutex<State<K>>,
@@ -75,7 +87,7 @@ impl<K: Ord + Clone + std::hash::Hash> Queue<K> {
         // must sleep less: idle workers wait for the earliest due key, and a
         // key due later is seen when they wake for that one. Waking every
         // worker on every add (an event each) cost more than the work.
-        let wake = at <= now || state.order.first().is_none_or(|(first, _)| at < *first);
+        let wake = at <= now || state.next_wake(now).is_none_or(|first| at < first);
         state.due.insert(key.clone(), at);
         state.order.insert((at, key));
         drop(state);
@@ -135,11 +147,7 @@ impl<K: Ord + Clone + std::hash::Hash> Queue<K> {
                     }
                     return key;
                 }
-                state
-                    .order
-                    .iter()
-                    .find(|(at, k)| *at > now || !state.running.contains(k))
-                    .map(|(at, _)| *at)
+                state.next_wake(now)
             };
             match wake_at {
                 Some(at) => {
@@ -248,6 +256,29 @@ mod tests {
             Instant::now() - start < Duration::from_secs(60),
             "handed out when due, not when the workers' own timers ran out"
         );
+    }
+
+    /// A key queued while another, due, is being worked on: an idle worker
+    /// takes it when it falls due, not when the running key is done.
+    #[tokio::test(start_paused = true)]
+    #[allow(clippy::panic)]
+    async fn a_key_behind_a_running_one_is_handed_out_when_due() {
+        let queue = std::sync::Arc::new(Queue::<u32>::default());
+        queue.add(1);
+        assert_eq!(queue.next().await, 1, "taken, and kept running");
+        queue.add(1);
+        let idle = {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.next().await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let start = Instant::now();
+        queue.add_after(2, Duration::from_secs(1));
+        let taken = tokio::time::timeout(Duration::from_secs(30), idle)
+            .await
+            .unwrap_or_else(|_| panic!("key 2 never handed out while key 1 runs"));
+        assert_eq!(taken.unwrap_or_else(|e| panic!("{e}")), 2);
+        assert!(Instant::now() - start < Duration::from_secs(2));
     }
 
     #[tokio::test(start_paused = true)]
