@@ -418,19 +418,22 @@ async fn main() {
                     phase.other_writes,
                 );
             }
-            let cpu_of = |jobs: usize| phases.iter().find(|p| p.jobs == jobs).map_or(f64::NAN, |p| p.cpu);
-            cpu.insert((*build, nodes), (cpu_of(1), cpu_of(MANY_JOBS)));
+            cpu.insert((*build, nodes), phases.iter().map(|p| p.cpu).collect::<Vec<f64>>());
         }
     }
     for (build, _) in &binaries {
-        let mine: Vec<&(f64, f64)> = cpu.iter().filter(|((b, _), _)| b == build).map(|(_, c)| c).collect();
+        let mine: Vec<&Vec<f64>> = cpu.iter().filter(|((b, _), _)| b == build).map(|(_, c)| c).collect();
         if let (Some(small), Some(large)) = (mine.first(), mine.last())
             && mine.len() > 1
         {
+            let growth: Vec<String> = phases_to_run
+                .iter()
+                .zip(small.iter().zip(large.iter()))
+                .map(|(&(_, jobs), (small, large))| format!("{jobs} job(s) {:.2}x", large / small))
+                .collect();
             println!(
-                "{build}: CPU growth, smallest to largest N: one job {:.2}x, {MANY_JOBS} jobs {:.2}x (targets for 1000 -> 5000: one job <= 5.5, {MANY_JOBS} jobs <= 6)",
-                large.0 / small.0,
-                large.1 / small.1
+                "{build}: CPU growth, smallest to largest N: {} (targets for 1000 -> 5000: one job <= 5.5, {MANY_JOBS} jobs <= 6)",
+                growth.join(", ")
             );
         }
     }
