@@ -42,6 +42,7 @@ const MANY_JOBS: usize = 20;
 struct Sample {
     cpu_seconds: f64,
     peak_rss_mib: f64,
+    wakeups: u64,
 }
 
 /// CPU time to the nanosecond: the sum of the scheduler's run time of every
@@ -60,6 +61,21 @@ fn cpu_seconds(pid: u32) -> f64 {
     nanos as f64 / 1e9
 }
 
+/// Times the controller's threads went to sleep (voluntary context switches).
+fn wakeups(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .filter_map(|status| {
+            let line = status.lines().find(|l| l.starts_with("voluntary_ctxt_switches:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 fn sample(pid: u32) -> Sample {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let peak_kib = status
@@ -71,6 +87,7 @@ fn sample(pid: u32) -> Sample {
     Sample {
         cpu_seconds: cpu_seconds(pid),
         peak_rss_mib: peak_kib / 1024.0,
+        wakeups: wakeups(pid),
     }
 }
 
@@ -190,6 +207,10 @@ struct Phase {
     status_writes: f64,
     other_writes: f64,
     lists_after_sync: u64,
+    job_passes: f64,
+    node_image_reconciles: f64,
+    agent_answers: u64,
+    wakeups: u64,
 }
 
 async fn run(nodes: usize, controller_bin: &Path, phases_to_run: &[(&str, usize)]) -> Vec<Phase> {
@@ -309,6 +330,17 @@ async fn run(nodes: usize, controller_bin: &Path, phases_to_run: &[(&str, usize)
                 .filter(|l| l.starts_with("prewarm_controller_api_writes_total"))
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum::<f64>();
+        let patches = |plural: &str| {
+            counts
+                .get(&format!("patch apps.kruise.io/{plural}"))
+                .copied()
+                .unwrap_or(0)
+        };
+        let reconciles = |controller: &str| {
+            delta(&format!(
+                "prewarm_controller_reconciles_total{{controller=\"{controller}\"}}"
+            ))
+        };
         phases.push(Phase {
             jobs: count,
             seconds: elapsed.as_secs_f64(),
@@ -318,6 +350,10 @@ async fn run(nodes: usize, controller_bin: &Path, phases_to_run: &[(&str, usize)
             status_writes,
             other_writes: all_writes - node_image_writes - status_writes,
             lists_after_sync,
+            job_passes: reconciles("imagepulljob"),
+            node_image_reconciles: reconciles("nodeimage"),
+            agent_answers: patches("nodeimages").saturating_sub(node_image_writes as u64),
+            wakeups: after.wakeups - before.wakeups,
         });
     }
     let _ = controller.kill().await;
@@ -346,20 +382,68 @@ fn pin_this_command() {
     assert!(status.success(), "taskset failed");
 }
 
+/// One phase's repetitions at one N with one build.
+#[derive(Debug, Default)]
+struct Measured {
+    runs: Vec<Phase>,
+}
+
+impl Measured {
+    fn seconds(&self) -> f64 {
+        self.runs.iter().map(|p| p.seconds).sum()
+    }
+
+    fn mean_cpu(&self) -> f64 {
+        self.runs.iter().map(|p| p.cpu).sum::<f64>() / self.runs.len().max(1) as f64
+    }
+
+    fn cpu_range(&self) -> (f64, f64) {
+        let cpu = self.runs.iter().map(|p| p.cpu);
+        (cpu.clone().fold(f64::INFINITY, f64::min), cpu.fold(0.0, f64::max))
+    }
+}
+
+fn print_phase(build: &str, nodes: usize, phase: &Phase) {
+    let minimum = (nodes * phase.jobs) as f64;
+    println!(
+        "{:>5} {:>6} {:>5} {:>9.1} {:>8.3} {:>9.1} {:>12} {:>10} {:>9.3} {:>10} {:>12}   (+{} other writes; {} job passes, {} NodeImage reconciles, {} agent answers, {} wake-ups)",
+        build,
+        nodes,
+        phase.jobs,
+        phase.seconds,
+        phase.cpu,
+        phase.rss,
+        phase.node_image_writes,
+        minimum,
+        phase.node_image_writes / minimum,
+        phase.status_writes,
+        phase.lists_after_sync,
+        phase.other_writes,
+        phase.job_passes,
+        phase.node_image_reconciles,
+        phase.agent_answers,
+        phase.wakeups,
+    );
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     pin_this_command();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
-    let sizes = if sizes.is_empty() {
-        vec![1000, 2000, 5000]
-    } else {
-        sizes
-    };
+    let mut sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    if sizes.is_empty() {
+        sizes = vec![1000, 2000, 5000];
+    }
+    sizes.sort_unstable();
+    sizes.dedup();
     let baseline = args
         .iter()
         .find_map(|a| a.strip_prefix("--baseline="))
         .map(std::path::PathBuf::from);
+    let min_seconds: f64 = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--min-seconds="))
+        .map_or(30.0, |s| s.parse().expect("--min-seconds=<seconds>"));
     let controller_bin = std::env::current_exe()
         .unwrap()
         .parent()
@@ -383,6 +467,10 @@ async fn main() {
         None => println!("one CPU: this command and the controller share it"),
     }
     println!(
+        "each phase is repeated, each time on a fresh API server and controller, until its runs at each N add up to \
+         {min_seconds} s and to one run at the largest N"
+    );
+    println!(
         "{:>5} {:>6} {:>5} {:>9} {:>8} {:>9} {:>12} {:>10} {:>9} {:>10} {:>12}",
         "build",
         "nodes",
@@ -396,43 +484,69 @@ async fn main() {
         "status_w",
         "lists_after"
     );
-    let mut cpu = BTreeMap::new();
-    for nodes in sizes {
-        for (build, binary) in &binaries {
-            let phases = run(nodes, binary, phases_to_run).await;
-            for phase in &phases {
-                let minimum = (nodes * phase.jobs) as f64;
-                println!(
-                    "{:>5} {:>6} {:>5} {:>9.1} {:>8.3} {:>9.1} {:>12} {:>10} {:>9.3} {:>10} {:>12}   (+{} other writes)",
-                    build,
-                    nodes,
-                    phase.jobs,
-                    phase.seconds,
-                    phase.cpu,
-                    phase.rss,
-                    phase.node_image_writes,
-                    minimum,
-                    phase.node_image_writes / minimum,
-                    phase.status_writes,
-                    phase.lists_after_sync,
-                    phase.other_writes,
-                );
+    // This machine's speed drifts by tens of percent over seconds (see
+    // BENCHMARKS.md): a short phase measured once is mostly that drift. So
+    // each N's phase is run until it has covered as much time as the largest
+    // N's phase (and `--min-seconds`), in rounds that visit every N (largest
+    // first) and every build, so that all see the same stretch of the machine.
+    let mut measured: BTreeMap<(&str, usize, usize), Measured> = BTreeMap::new();
+    let largest = sizes.last().copied().unwrap_or(0);
+    loop {
+        let mut ran = false;
+        for &nodes in sizes.iter().rev() {
+            for (build, binary) in &binaries {
+                let wanted = |phase: usize| {
+                    let have = measured.get(&(*build, nodes, phase));
+                    let largest_took = measured.get(&(*build, largest, phase)).map_or(0.0, Measured::seconds);
+                    have.is_none_or(|m| m.seconds() < min_seconds.max(largest_took))
+                };
+                // Phases run in order in one world; run up to the last one still wanted.
+                let Some(last) = (0..phases_to_run.len()).rev().find(|&i| wanted(i)) else {
+                    continue;
+                };
+                ran = true;
+                let phases = run(nodes, binary, &phases_to_run[..=last]).await;
+                for (i, phase) in phases.into_iter().enumerate() {
+                    print_phase(build, nodes, &phase);
+                    measured.entry((*build, nodes, i)).or_default().runs.push(phase);
+                }
             }
-            cpu.insert((*build, nodes), phases.iter().map(|p| p.cpu).collect::<Vec<f64>>());
+        }
+        if !ran {
+            break;
         }
     }
-    for (build, _) in &binaries {
-        let mine: Vec<&Vec<f64>> = cpu.iter().filter(|((b, _), _)| b == build).map(|(_, c)| c).collect();
-        if let (Some(small), Some(large)) = (mine.first(), mine.last())
-            && mine.len() > 1
-        {
+    println!("means over the repetitions:");
+    println!(
+        "{:>5} {:>6} {:>5} {:>5} {:>9} {:>10} {:>16} {:>12}",
+        "build", "nodes", "jobs", "runs", "seconds", "mean_cpu_s", "cpu_s_min-max", "peak_rss_MiB"
+    );
+    for ((build, nodes, phase), m) in &measured {
+        let (low, high) = m.cpu_range();
+        let rss = m.runs.iter().map(|p| p.rss).fold(0.0, f64::max);
+        println!(
+            "{build:>5} {nodes:>6} {:>5} {:>5} {:>9.1} {:>10.3} {:>16} {rss:>12.1}",
+            phases_to_run[*phase].1,
+            m.runs.len(),
+            m.seconds(),
+            m.mean_cpu(),
+            format!("{low:.3}-{high:.3}"),
+        );
+    }
+    let smallest = sizes.first().copied().unwrap_or(0);
+    if smallest != largest {
+        for (build, _) in &binaries {
             let growth: Vec<String> = phases_to_run
                 .iter()
-                .zip(small.iter().zip(large.iter()))
-                .map(|(&(_, jobs), (small, large))| format!("{jobs} job(s) {:.2}x", large / small))
+                .enumerate()
+                .filter_map(|(i, &(_, jobs))| {
+                    let small = measured.get(&(*build, smallest, i))?.mean_cpu();
+                    let large = measured.get(&(*build, largest, i))?.mean_cpu();
+                    Some(format!("{jobs} job(s) {:.2}x", large / small))
+                })
                 .collect();
             println!(
-                "{build}: CPU growth, smallest to largest N: {} (targets for 1000 -> 5000: one job <= 5.5, {MANY_JOBS} jobs <= 6)",
+                "{build}: CPU growth {smallest} -> {largest} nodes (means): {} (targets for 1000 -> 5000: one job <= 5.5, {MANY_JOBS} jobs <= 6)",
                 growth.join(", ")
             );
         }
