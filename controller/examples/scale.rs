@@ -12,6 +12,10 @@
 //!
 //! With `--baseline`, each N also runs the controller binary at PATH (an
 //! older build), right after this build's run, so both meet the same machine.
+//!
+//! Each phase is repeated, every time on a fresh API server and controller,
+//! until its runs at each N add up to `--min-seconds` (default 30) and to one
+//! run at the largest N; the growth is taken between the mean CPU times.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
