@@ -9,6 +9,7 @@
 //! target/release/examples/scale [N ...]          (default: 1000 2000 5000)
 //! target/release/examples/scale --baseline=PATH [N ...]
 //! target/release/examples/scale --one-job [N ...]   (the first phase only, to profile it)
+//! target/release/examples/scale --secrets=S [N ...]  (S Secrets stored besides, as a cluster's Helm releases and tokens)
 //!
 //! With `--baseline`, each N also runs the controller binary at PATH (an
 //! older build), right after this build's run, so both meet the same machine.
@@ -217,7 +218,7 @@ struct Phase {
     wakeups: u64,
 }
 
-async fn run(nodes: usize, controller_bin: &Path, phases_to_run: &[(&str, usize)]) -> Vec<Phase> {
+async fn run(nodes: usize, secrets: usize, controller_bin: &Path, phases_to_run: &[(&str, usize)]) -> Vec<Phase> {
     let api = TestApi::start(Options {
         history: 50_000,
         ..Options::default()
@@ -250,6 +251,14 @@ async fn run(nodes: usize, controller_bin: &Path, phases_to_run: &[(&str, usize)
         let node_image = json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage",
             "metadata": {"name": name, "labels": {"zone": format!("z{}", i % 3)}}, "spec": {}});
         api.store.create(&node_image_type, "", node_image, false).unwrap();
+    }
+    let secret_type = api.store.resource_type("", "v1", "secrets").unwrap();
+    for i in 0..secrets {
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+            "metadata": {"name": format!("sh.helm.release.v1.app-{i:05}.v1"), "namespace": "prewarm-system",
+                "labels": {"owner": "helm", "name": format!("app-{i:05}")}},
+            "data": {"release": "SDRzSUFBQUFBQUFDLzZ5VVFXdlRRQkNGLzBxWXN3MEp0VFhOVVRB"}});
+        api.store.create(&secret_type, "prewarm-system", secret, false).unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -444,6 +453,10 @@ async fn main() {
         .iter()
         .find_map(|a| a.strip_prefix("--baseline="))
         .map(std::path::PathBuf::from);
+    let secrets: usize = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--secrets="))
+        .map_or(0, |s| s.parse().expect("--secrets=<count>"));
     let min_seconds: f64 = args
         .iter()
         .find_map(|a| a.strip_prefix("--min-seconds="))
@@ -472,7 +485,7 @@ async fn main() {
     }
     println!(
         "each phase is repeated, each time on a fresh API server and controller, until its runs at each N add up to \
-         {min_seconds} s and to one run at the largest N"
+         {min_seconds} s and to one run at the largest N; {secrets} other Secrets stored"
     );
     println!(
         "{:>5} {:>6} {:>5} {:>9} {:>8} {:>9} {:>12} {:>10} {:>9} {:>10} {:>12}",
@@ -509,7 +522,7 @@ async fn main() {
                     continue;
                 };
                 ran = true;
-                let phases = run(nodes, binary, &phases_to_run[..=last]).await;
+                let phases = run(nodes, secrets, binary, &phases_to_run[..=last]).await;
                 for (i, phase) in phases.into_iter().enumerate() {
                     print_phase(build, nodes, &phase);
                     measured.entry((*build, nodes, i)).or_default().runs.push(phase);

@@ -1,7 +1,7 @@
 //! Indexes over the caches, so that an event finds the work it causes without
 //! listing every job or every NodeImage: which active jobs may target a node
 //! (by selector kind), which NodeImages name a job as owner, which pods run on
-//! a node, and which jobs use a pull secret.
+//! a node, which jobs use a pull secret, and where the pull-secret copies are.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -60,6 +60,9 @@ pub struct Index {
     pod_jobs_by_namespace: HashMap<String, BTreeSet<ObjectKey>>,
     job_secrets: HashMap<ObjectKey, Vec<ObjectKey>>,
     jobs_by_secret: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// Names of the Secrets that are pull-secret copies, by namespace: a pass
+    /// reads these, not every Secret of the cluster.
+    secret_copies: HashMap<String, BTreeSet<String>>,
     owners_of_node: HashMap<String, BTreeSet<String>>,
     nodes_by_owner: HashMap<String, BTreeSet<String>>,
     pod_node: HashMap<ObjectKey, String>,
@@ -289,6 +292,27 @@ impl Index {
 
     pub fn jobs_using_secret(&self, secret: &ObjectKey) -> Vec<ObjectKey> {
         self.jobs_by_secret.get(secret).into_iter().flatten().cloned().collect()
+    }
+
+    /// Records whether a Secret is a pull-secret copy (`false` once deleted).
+    pub fn set_secret_copy(&mut self, key: &ObjectKey, is_copy: bool) {
+        if is_copy {
+            self.secret_copies
+                .entry(key.namespace.clone())
+                .or_default()
+                .insert(key.name.clone());
+        } else {
+            remove_from(&mut self.secret_copies, &key.namespace, &key.name);
+        }
+    }
+
+    pub fn secret_copies_in(&self, namespace: &str) -> Vec<String> {
+        self.secret_copies
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     pub fn pods_in_namespace(&self, namespace: &str) -> Vec<String> {

@@ -1,9 +1,12 @@
 //! What the controller keeps of each object it caches: only the fields it
-//! reads, so a real cluster's big Pods and Nodes (images, container statuses,
-//! managed fields) cost little memory.
+//! reads, so a real cluster's big Pods, Nodes and Secrets (images, container
+//! statuses, managed fields, last-applied copies) cost little memory.
 
-use k8s_openapi::api::core::v1::{Node, NodeStatus, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Node, NodeStatus, Pod, PodSpec, PodStatus, Secret};
 use kube::Resource;
+use kube::core::PartialObjectMeta;
+
+use crate::plan::secrets::COPY_ANNOTATIONS;
 
 pub fn keep_all<K>(_: &mut K) {}
 
@@ -13,6 +16,20 @@ pub fn trim_metadata<K: Resource>(object: &mut K) {
     let metadata = object.meta_mut();
     metadata.managed_fields = None;
     metadata.annotations = None;
+}
+
+/// A Secret is cached for its identity, version and deletion, and a copy
+/// for the annotations this controller writes. Nothing else: kubectl's
+/// last-applied annotation holds the whole Secret, data included.
+pub fn trim_secret(secret: &mut PartialObjectMeta<Secret>) {
+    let metadata = &mut secret.metadata;
+    metadata.managed_fields = None;
+    metadata.labels = None;
+    metadata.owner_references = None;
+    metadata.finalizers = None;
+    if let Some(annotations) = metadata.annotations.as_mut() {
+        annotations.retain(|key, _| COPY_ANNOTATIONS.contains(&key.as_str()));
+    }
 }
 
 /// A Node is cached for its labels and Ready condition only: in a real cluster
@@ -84,6 +101,42 @@ mod tests {
         assert_eq!(kept["status"], json!({"phase": "Running"}));
         assert_eq!(kept["metadata"]["labels"]["app"], "x");
         assert!(pod.metadata.deletion_timestamp.is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn cached_secrets_keep_no_data_and_only_the_copy_annotations() -> Result<(), serde_json::Error> {
+        let applied = r#"{"apiVersion":"v1","data":{".dockerconfigjson":"c2VjcmV0"},"kind":"Secret"}"#;
+        let mut secret: PartialObjectMeta<Secret> = serde_json::from_value(json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "copy", "namespace": "kruise-daemon-config", "uid": "u1", "resourceVersion": "7",
+                "deletionTimestamp": "2026-01-01T00:00:00Z",
+                "labels": {"app.kubernetes.io/managed-by": "prewarm-controller"},
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": applied,
+                    "imagepulljobs.kruise.io/source-key": "team/regcred",
+                    "imagepulljobs.kruise.io/references": "team/job",
+                    "imagepulljobs.kruise.io/mode": "batch",
+                    "prewarm.dev/source-uid": "s1",
+                    "prewarm.dev/source-resource-version": "3"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+                "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": "o1"}],
+                "finalizers": ["example.com/keep"]}
+        }))?;
+        trim_secret(&mut secret);
+        let kept = serde_json::to_value(&secret.metadata)?;
+        assert!(!kept.to_string().contains("c2VjcmV0"), "{kept}");
+        assert_eq!(
+            kept,
+            json!({"name": "copy", "namespace": "kruise-daemon-config", "uid": "u1", "resourceVersion": "7",
+                "deletionTimestamp": "2026-01-01T00:00:00Z",
+                "annotations": {
+                    "imagepulljobs.kruise.io/source-key": "team/regcred",
+                    "imagepulljobs.kruise.io/references": "team/job",
+                    "imagepulljobs.kruise.io/mode": "batch",
+                    "prewarm.dev/source-uid": "s1",
+                    "prewarm.dev/source-resource-version": "3"}})
+        );
         Ok(())
     }
 }

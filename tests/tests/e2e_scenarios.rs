@@ -414,5 +414,41 @@ async fn node_lifecycle_and_a_secret_using_job_with_a_ttl() {
         wait_until("no copies left", MINUTE, || {
             e2e.get(&["secrets", "-n", "kruise-daemon-config"])["items"] == json!([])
         });
+
+        // The same with a Never job: while it runs, a change to the source
+        // reaches the copy; deleted, it leaves no copy.
+        let never = format!(
+            "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata:\n  name: never-secret\nspec:\n  image: {private}\n  pullSecrets: [registry]\n  selector:\n    names: [node-1]\n  completionPolicy:\n    type: Never\n"
+        );
+        assert!(e2e.apply(&never).ok);
+        wait_until("node-1 pulled with the Never job's copy", MINUTE, || {
+            e2e.get(&["imagepulljob", "never-secret"])["status"]["succeeded"] == 1
+        });
+        let copy_data = || -> Vec<Value> {
+            let copies = e2e.get(&["secrets", "-n", "kruise-daemon-config"]);
+            copies["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    json!([
+                        c["metadata"]["annotations"]["imagepulljobs.kruise.io/references"],
+                        c["data"][".dockerconfigjson"]
+                    ])
+                })
+                .collect()
+        };
+        assert_eq!(copy_data(), [json!(["default/never-secret", config])]);
+        let updated = base64::engine::general_purpose::STANDARD.encode(
+            json!({"auths": {&registry: {"username": PRIVATE_USER.0, "password": PRIVATE_USER.1},
+                "mirror.example": {"auth": ""}}})
+            .to_string(),
+        );
+        assert!(e2e.apply(&secret.replace(&config, &updated)).ok);
+        wait_until("the copy follows its source", MINUTE, || {
+            copy_data() == [json!(["default/never-secret", updated])]
+        });
+        assert!(e2e.kubectl.run(&["delete", "imagepulljob", "never-secret"]).ok);
+        wait_until("the Never job's copy released", MINUTE, || copy_data().is_empty());
     });
 }

@@ -24,6 +24,8 @@ pub const MODE: &str = "imagepulljobs.kruise.io/mode";
 pub const SOURCE_VERSION: &str = "prewarm.dev/source-resource-version";
 /// The uid of the source a copy was last refreshed from.
 pub const SOURCE_UID: &str = "prewarm.dev/source-uid";
+/// Every annotation a copy carries, the only ones the controller reads of a Secret.
+pub const COPY_ANNOTATIONS: [&str; 5] = [SOURCE_KEY, REFERENCES, MODE, SOURCE_VERSION, SOURCE_UID];
 /// The label every copy carries (and nothing of its source's).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "prewarm-controller");
 /// The Secret types a copy may be made of, each with the one data key copied.
@@ -204,6 +206,11 @@ fn release(copy: &ObjectMeta, mut references: BTreeSet<String>, me: &str) -> Sec
 
 fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
     meta.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+/// Whether a Secret is a pull-secret copy (it names its source).
+pub fn is_copy(meta: &ObjectMeta) -> bool {
+    annotation(meta, SOURCE_KEY).is_some()
 }
 
 /// The jobs (`namespace/name`) a copy serves.

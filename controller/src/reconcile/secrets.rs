@@ -28,18 +28,11 @@ pub struct Synced {
 /// Plans and applies the job's secret copies.
 pub async fn sync(ctx: &Context, job: JobSecrets<'_>) -> Result<Synced, Error> {
     let agent_namespace = ctx.settings.agent_namespace.as_str();
-    let copies: Vec<ObjectMeta> = ctx
-        .world
-        .secrets
-        .state()
+    let copy_names = ctx.world.index().secret_copies_in(agent_namespace);
+    let copies: Vec<ObjectMeta> = copy_names
         .iter()
-        .filter(|s| s.metadata.namespace.as_deref() == Some(agent_namespace))
-        .filter(|s| {
-            s.metadata
-                .annotations
-                .as_ref()
-                .is_some_and(|a| a.contains_key(SOURCE_KEY))
-        })
+        .filter_map(|name| ctx.world.secret(agent_namespace, name))
+        .filter(|s| secrets::is_copy(&s.metadata))
         .map(|s| s.metadata.clone())
         .collect();
     let copy_refs: Vec<&ObjectMeta> = copies.iter().collect();
@@ -240,4 +233,30 @@ async fn read_source(ctx: &Context, namespace: &str, name: &str, synced: &mut Sy
         type_,
         data: BTreeMap::from([(key.to_owned(), credentials)]),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::secrets::COPY_ANNOTATIONS;
+    use std::collections::BTreeSet;
+
+    /// The Secret cache keeps only `COPY_ANNOTATIONS`: a copy's annotation
+    /// missing there would be dropped from the cache and never read.
+    #[test]
+    fn the_secret_cache_keeps_every_annotation_a_copy_is_written_with() {
+        let source = Source {
+            namespace: "team".into(),
+            name: "regcred".into(),
+            uid: "u1".into(),
+            resource_version: "1".into(),
+            type_: PULL_SECRET_TYPES[0].0,
+            data: BTreeMap::new(),
+        };
+        let written: BTreeSet<String> = copy_annotations(&source, "team/job", SECRET_MODE_BATCH)
+            .into_keys()
+            .collect();
+        let kept: BTreeSet<String> = COPY_ANNOTATIONS.iter().map(|k| (*k).to_owned()).collect();
+        assert_eq!(written, kept);
+    }
 }

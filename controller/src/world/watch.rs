@@ -36,7 +36,7 @@ pub fn watch(client: &Client, world: &Arc<World>, writers: Writers) -> Vec<tokio
         spawn_follow(client, world, node_images, on_node_image, trim::trim_metadata),
         spawn_follow(client, world, nodes, on_node, trim::trim_node),
         spawn_follow(client, world, pods, on_pod, trim::trim_pod),
-        spawn_follow(client, world, secrets, on_secret, trim::keep_all),
+        spawn_follow(client, world, secrets, on_secret, trim::trim_secret),
     ]
 }
 
@@ -289,7 +289,10 @@ fn on_secret(world: &World, old: Option<&SecretMeta>, new: Option<&SecretMeta>) 
     if version(old) == version(new) {
         return;
     }
-    let mut jobs = world.index().jobs_using_secret(&key);
+    let mut index = world.index();
+    index.set_secret_copy(&key, new.is_some_and(|s| crate::plan::secrets::is_copy(&s.metadata)));
+    let mut jobs = index.jobs_using_secret(&key);
+    drop(index);
     // A copy deleted under a job is made again.
     if new.is_none()
         && let Some(old) = old

@@ -319,3 +319,40 @@ async fn each_event_queues_exactly_the_keys_it_concerns() {
         "a list's child goes"
     );
 }
+
+#[test]
+fn pull_secret_copies_are_indexed_by_namespace() {
+    use crate::plan::secrets::SOURCE_KEY;
+    let (world, _writers) = World::new(std::time::Duration::ZERO);
+    let secret = |namespace: &str, name: &str, version: &str, source: Option<&str>| -> SecretMeta {
+        let mut metadata = json!({"name": name, "namespace": namespace, "resourceVersion": version});
+        if let Some(source) = source {
+            metadata["annotations"][SOURCE_KEY] = json!(source);
+        }
+        object(json!({ "metadata": metadata }))
+    };
+    let copies = |namespace: &str| world.index().secret_copies_in(namespace);
+    let agents = "kruise-daemon-config";
+
+    on_secret(&world, None, Some(&secret(agents, "copy-a", "1", Some("team/regcred"))));
+    on_secret(&world, None, Some(&secret(agents, "copy-b", "1", Some("dev/regcred"))));
+    on_secret(&world, None, Some(&secret(agents, "plain", "1", None)));
+    on_secret(&world, None, Some(&secret("team", "regcred", "1", None)));
+    assert_eq!(copies(agents), ["copy-a", "copy-b"], "only Secrets naming a source");
+    assert!(copies("team").is_empty(), "a source is no copy");
+
+    on_secret(
+        &world,
+        Some(&secret(agents, "copy-a", "1", Some("team/regcred"))),
+        Some(&secret(agents, "copy-a", "2", None)),
+    );
+    assert_eq!(copies(agents), ["copy-b"], "a Secret that stops naming a source");
+    on_secret(
+        &world,
+        Some(&secret(agents, "plain", "1", None)),
+        Some(&secret(agents, "plain", "2", Some("team/regcred"))),
+    );
+    assert_eq!(copies(agents), ["copy-b", "plain"], "a Secret that starts naming one");
+    on_secret(&world, Some(&secret(agents, "copy-b", "1", Some("dev/regcred"))), None);
+    assert_eq!(copies(agents), ["plain"], "a copy deleted");
+}
