@@ -449,18 +449,10 @@ async fn main() {
     }
     sizes.sort_unstable();
     sizes.dedup();
-    let baseline = args
-        .iter()
-        .find_map(|a| a.strip_prefix("--baseline="))
-        .map(std::path::PathBuf::from);
-    let secrets: usize = args
-        .iter()
-        .find_map(|a| a.strip_prefix("--secrets="))
-        .map_or(0, |s| s.parse().expect("--secrets=<count>"));
-    let min_seconds: f64 = args
-        .iter()
-        .find_map(|a| a.strip_prefix("--min-seconds="))
-        .map_or(30.0, |s| s.parse().expect("--min-seconds=<seconds>"));
+    let flag = |name: &str| args.iter().find_map(|a| a.strip_prefix(name)?.strip_prefix('='));
+    let baseline = flag("--baseline").map(std::path::PathBuf::from);
+    let secrets: usize = flag("--secrets").map_or(0, |s| s.parse().expect("--secrets=<count>"));
+    let min_seconds: f64 = flag("--min-seconds").map_or(30.0, |s| s.parse().expect("--min-seconds=<seconds>"));
     let controller_bin = std::env::current_exe()
         .unwrap()
         .parent()
